@@ -1,0 +1,295 @@
+"""The policy file: the one place an operator decides how Bulwark behaves.
+
+Validated at load with pydantic (unknown keys refused, so a typo is an error, not a silent default). Errors name the
+line of the YAML file they come from (`bulwark policy check`). `policy_json_schema()` publishes the JSON Schema.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+GuardMode = Literal["off", "flag", "block"]
+PiiMode = Literal["off", "flag", "redact", "block"]
+OutputPiiMode = Literal["off", "flag", "redact"]
+Route = Literal["chat", "models", "invoke"]
+ALL_ROUTES: tuple[Route, ...] = ("chat", "models", "invoke")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UpstreamConfig(_Strict):
+    """Where a model lives. `kind` picks the adapter in bulwark.upstreams."""
+
+    kind: Literal["demo", "openai", "http", "bedrock", "sagemaker"]
+    url: str | None = Field(default=None, description="Base URL (openai: up to /v1; http: the full endpoint URL).")
+    model_id: str | None = Field(default=None, description="Upstream's own model name (openai, bedrock).")
+    endpoint_name: str | None = Field(default=None, description="SageMaker endpoint name.")
+    api_key_secret: str | None = Field(default=None, description="Secrets Manager id of the upstream API key.")
+    api_key_env: str | None = Field(default=None, description="Local only: environment variable with the API key.")
+    region: str | None = None
+    endpoint_url: str | None = Field(default=None, description="Override of the AWS service endpoint (tests, VPC).")
+    timeout_seconds: float = Field(default=25.0, gt=0, le=28)
+    max_retries: int = Field(default=2, ge=0, le=5)
+    max_response_bytes: int = Field(default=2_000_000, gt=0)
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_reset_seconds: float = Field(default=30.0, gt=0)
+    chat: bool = Field(default=True, description="Whether the model speaks chat (usable by /v1/chat/completions).")
+    input_template: dict[str, Any] | None = Field(default=None, description="SageMaker/http: chat→JSON mapping.")
+
+
+class ModelConfig(_Strict):
+    upstream: UpstreamConfig
+    description: str = ""
+    input_schema: dict[str, Any] | None = Field(
+        default=None, description="JSON Schema for POST /v1/models/{model}/invoke bodies."
+    )
+    requests_per_minute: int | None = Field(default=None, gt=0, description="Ceiling over all callers of the model.")
+
+
+class RoleLimits(_Strict):
+    requests_per_minute: int = Field(default=60, gt=0)
+    tokens_per_minute: int = Field(default=100_000, gt=0)
+    daily_tokens: int = Field(default=2_000_000, gt=0)
+    max_concurrent: int | None = Field(default=None, gt=0)
+
+
+class RequestRules(_Strict):
+    """Per-role caps the validator applies to a chat request."""
+
+    max_messages: int = Field(default=64, gt=0)
+    max_message_chars: int = Field(default=32_000, gt=0)
+    max_total_chars: int = Field(default=200_000, gt=0)
+    max_tokens: int = Field(default=4096, gt=0)
+    allowed_message_roles: tuple[Literal["system", "developer", "user", "assistant", "tool"], ...] = (
+        "system",
+        "developer",
+        "user",
+        "assistant",
+        "tool",
+    )
+
+
+class GuardrailPolicy(_Strict):
+    prompt_injection: GuardMode = "block"
+    pii_input: PiiMode = "redact"
+    pii_output: OutputPiiMode = "redact"
+    bedrock_guardrail_id: str | None = None
+    bedrock_guardrail_version: str = "DRAFT"
+
+
+class RiskPolicy(_Strict):
+    """What a raised risk score leads to (see docs/SECURITY.md for the signals)."""
+
+    flag_at: int = Field(default=40, ge=0, le=100)
+    tighten_at: int = Field(default=60, ge=0, le=100)
+    tighten_factor: float = Field(default=0.25, gt=0, le=1)
+    refuse_api_keys_at: int | None = Field(default=None, ge=0, le=100)
+
+
+class RoleConfig(_Strict):
+    models: tuple[str, ...] = Field(default=(), description="Model names, or '*' for every model.")
+    routes: tuple[Route, ...] = ALL_ROUTES
+    limits: RoleLimits = RoleLimits()
+    request: RequestRules = RequestRules()
+    guardrails: GuardrailPolicy = GuardrailPolicy()
+    risk: RiskPolicy = RiskPolicy()
+    fail_open: bool = Field(default=False, description="Admit (logged, counted) when the limit store is down.")
+
+    def allows_model(self, model: str) -> bool:
+        return "*" in self.models or model in self.models
+
+
+class IssuerConfig(_Strict):
+    """An OAuth 2.0 / OIDC issuer whose access tokens are accepted as Bearer credentials."""
+
+    name: str
+    issuer: str
+    audience: tuple[str, ...]
+    jwks_url: str
+    algorithms: tuple[Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"], ...] = (
+        "RS256",
+    )
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    roles_claim: str = Field(default="scope", description="Claim with roles or scopes, e.g. cognito:groups.")
+    role_map: dict[str, str] = Field(default_factory=dict, description="Claim value → Bulwark role.")
+    default_role: str | None = None
+    required_claims: tuple[str, ...] = ("exp", "iat", "sub")
+    tenant_claim: str | None = None
+    jwks_cache_seconds: int = Field(default=600, gt=0)
+    jwks_min_refresh_seconds: int = Field(default=60, gt=0)
+    max_token_bytes: int = Field(default=8192, gt=0)
+
+    @field_validator("audience", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, str) else v
+
+
+class FailedAuthPolicy(_Strict):
+    threshold: int = Field(default=20, gt=0, description="Failed attempts per source IP within the window.")
+    window_seconds: int = Field(default=300, gt=0)
+    cooldown_seconds: int = Field(default=900, gt=0)
+
+
+class NetworkPolicy(_Strict):
+    allow_cidrs: tuple[str, ...] = Field(default=(), description="If set, only these sources may call at all.")
+    deny_cidrs: tuple[str, ...] = ()
+    failed_auth: FailedAuthPolicy = FailedAuthPolicy()
+    unauthenticated_requests_per_minute: int = Field(default=120, gt=0)
+
+    @field_validator("allow_cidrs", "deny_cidrs")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for c in v:
+            ipaddress.ip_network(c, strict=False)
+        return v
+
+
+class ParsingLimits(_Strict):
+    max_body_bytes: int = Field(default=1_048_576, gt=0, le=6_000_000)
+    max_depth: int = Field(default=32, gt=0, le=256)
+    max_number_digits: int = Field(default=40, gt=0, le=4300)
+
+
+class LoggingPolicy(_Strict):
+    log_bodies: bool = Field(default=False, description="Log request/response bodies (always redacted).")
+
+
+class Policy(_Strict):
+    version: Literal[1] = 1
+    default_model: str | None = None
+    models: dict[str, ModelConfig]
+    roles: dict[str, RoleConfig]
+    issuers: tuple[IssuerConfig, ...] = ()
+    network: NetworkPolicy = NetworkPolicy()
+    parsing: ParsingLimits = ParsingLimits()
+    logging: LoggingPolicy = LoggingPolicy()
+
+    @model_validator(mode="after")
+    def _references(self) -> Policy:
+        for role_name, role in self.roles.items():
+            for m in role.models:
+                if m != "*" and m not in self.models:
+                    raise ValueError(f"role '{role_name}' names model '{m}', which is not in models")
+        for iss in self.issuers:
+            for target in [*iss.role_map.values(), *([iss.default_role] if iss.default_role else [])]:
+                if target not in self.roles:
+                    raise ValueError(f"issuer '{iss.name}' maps to role '{target}', which is not in roles")
+        if self.default_model and self.default_model not in self.models:
+            raise ValueError(f"default_model '{self.default_model}' is not in models")
+        return self
+
+    def role(self, name: str) -> RoleConfig | None:
+        return self.roles.get(name)
+
+    def models_for(self, role: RoleConfig) -> list[str]:
+        return sorted(m for m in self.models if role.allows_model(m))
+
+
+class PolicyError(Exception):
+    """A policy file that cannot be used; the message names the file, line and field."""
+
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key, so errors can name it."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping = loader.construct_mapping(node, deep=True)
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+    mapping_with_lines = dict(mapping)
+    mapping_with_lines["__lines__"] = lines
+    return mapping_with_lines
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+
+
+def _strip_lines(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip_lines(v) for k, v in obj.items() if k != "__lines__"}
+    if isinstance(obj, list):
+        return [_strip_lines(v) for v in obj]
+    return obj
+
+
+def _line_of(raw: Any, loc: tuple[int | str, ...]) -> int | None:
+    line: int | None = None
+    node = raw
+    for part in loc:
+        if isinstance(node, dict):
+            line = node.get("__lines__", {}).get(part, line)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    try:
+        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise PolicyError(f"{where}: not valid YAML ({getattr(exc, 'problem', 'syntax error')})") from None
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{source}: the policy must be a YAML mapping")
+    try:
+        return Policy.model_validate(_strip_lines(raw))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line = _line_of(raw, loc)
+            where = f"{source}:{line}" if line else source
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            problems.append(f"{where}: {field}: {err['msg']}")
+        raise PolicyError("\n".join(problems)) from None
+
+
+def load_policy_file(path: str | Path) -> Policy:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"{p}: cannot read the policy file ({exc.strerror})") from None
+    return parse_policy(text, str(p))
+
+
+@lru_cache(maxsize=4)
+def _cached_policy(path: str, mtime_ns: int) -> Policy:
+    return load_policy_file(path)
+
+
+def default_policy_path() -> Path:
+    """The policy shipped in the layer (deployed) unless BULWARK_POLICY_FILE points elsewhere."""
+    env = os.environ.get("BULWARK_POLICY_FILE")
+    if env:
+        return Path(env)
+    return Path(__file__).with_name("policy.yaml")
+
+
+def current_policy() -> Policy:
+    """The policy for this container, re-read when the file changes (local edits apply without restart)."""
+    path = default_policy_path()
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read the policy file ({exc.strerror})") from None
+    return _cached_policy(str(path), mtime)
+
+
+def policy_json_schema() -> dict[str, Any]:
+    return Policy.model_json_schema()
