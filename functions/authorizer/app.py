@@ -1,1 +1,21 @@
-def lambda_handler(event, context):\n    return {}
+"""Lambda REQUEST authorizer: API keys and OAuth 2.0 JWTs. Thin: the decision lives in bulwark.authorizer."""
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from bulwark.observability import make_logger, make_metrics, make_tracer
+from bulwark.services import authorizer_service
+
+logger = make_logger()
+metrics = make_metrics()
+tracer = make_tracer()
+service = authorizer_service.build(logger, metrics)  # clients and caches live as long as the container
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return service.handle(event)

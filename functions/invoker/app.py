@@ -1,1 +1,23 @@
-def lambda_handler(event, context):\n    return {}
+"""Invoker: the only component allowed to call a model. Invoked only by the validator, never by API Gateway.
+
+Thin: the work lives in bulwark.services.invoker_service.
+"""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from bulwark.observability import make_logger, make_metrics, make_tracer
+from bulwark.services import invoker_service
+
+logger = make_logger()
+metrics = make_metrics()
+tracer = make_tracer()
+service = invoker_service.build(logger, metrics)  # upstream clients, secrets and circuit breakers per container
+
+
+@logger.inject_lambda_context(correlation_id_path="request_id")
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return service.handle(event)

@@ -114,6 +114,9 @@ class IssuerConfig(_Strict):
     name: str
     issuer: str
     audience: tuple[str, ...]
+    audience_claim: str = Field(
+        default="aud", description="Claim checked against audience (Cognito access: client_id)."
+    )
     jwks_url: str
     algorithms: tuple[Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"], ...] = (
         "RS256",
@@ -199,7 +202,6 @@ class PolicyError(Exception):
     """A policy file that cannot be used; the message names the file, line and field."""
 
 
-
 class _LineLoader(yaml.SafeLoader):
     """SafeLoader that remembers the line of every mapping key, so errors can name it."""
 
@@ -212,7 +214,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any,
     return mapping_with_lines
 
 
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _strip_lines(obj: Any) -> Any:

@@ -1,0 +1,373 @@
+"""The authorizer's decision: who is calling, and which routes they may use.
+
+Outcomes (see docs/SECURITY.md):
+- unknown / malformed / wrong credential → `Unauthorized` (API Gateway answers 401 invalid_credentials): one answer
+  for all of them, so there is no oracle; the failure is counted against the source IP.
+- a verified caller who must still be refused (expired or revoked key, source IP not allowed, route not allowed,
+  too many failed attempts from the IP, risk policy) → an Allow for *this one method ARN only*, with a `refusal`
+  code in the context. The validator renders it (before reading the body) with the contract's exact status and code,
+  which API Gateway cannot do from an authorizer (it only knows 401, 403 and 500).
+- an allowed caller → an Allow naming only the method ARNs the role may use (invoke: only its models), so a cached
+  decision can never open another route; context: principal, key id or subject, tenant, role. Never the credential.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bulwark import keys as keyfmt
+from bulwark.errors import AuthenticationError, BulwarkError, ExpiredCredentials, RevokedCredentials, StoreUnavailable
+from bulwark.events import AuthorizerRequestEvent
+from bulwark.pepper import Pepper, PepperUnavailable
+from bulwark.policy import Policy, RoleConfig, Route
+from bulwark.store.counters_table import CountersTable
+from bulwark.store.keys_table import KeyRecord, KeysTable
+
+CACHE_SECONDS = 10.0  # in-memory decision cache; with API Gateway's cache (<= 50 s) revocation lands within 60 s
+_CREDENTIAL_QUERY_NAMES = {
+    "api_key",
+    "apikey",
+    "api-key",
+    "key",
+    "access_token",
+    "token",
+    "x-api-key",
+    "authorization",
+    "bearer",
+    "jwt",
+    "id_token",
+}
+
+
+class Unauthorized(Exception):
+    """API Gateway's contract: raising exactly 'Unauthorized' makes it answer 401."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("Unauthorized")
+        self.reason = reason  # for logs and metrics only; never shown to the client
+
+
+class JwtVerifierLike(Protocol):
+    def looks_like_jwt(self, credential: str) -> bool: ...
+
+    def verify(self, token: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Caller:
+    principal: str
+    kind: str  # "api_key" | "jwt"
+    role: str
+    key_id: str = ""
+    subject: str = ""
+    tenant: str = ""
+    expires_at: int | None = None
+    allow_cidrs: tuple[str, ...] = ()
+    limit_overrides: dict[str, int] = field(default_factory=dict)
+    canary: bool = False
+
+
+@dataclass
+class Decision:
+    principal_id: str
+    allow_arns: list[str]
+    context: dict[str, str]
+    reason: str = "allowed"
+    events: list[str] = field(default_factory=list)  # metric names to emit (canary_key_used, ...)
+
+    def to_response(self) -> dict[str, Any]:
+        return {
+            "principalId": self.principal_id,
+            "policyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": self.allow_arns}],
+            },
+            "context": self.context,
+        }
+
+
+ROUTE_METHODS: dict[Route, tuple[str, str]] = {
+    "chat": ("POST", "v1/chat/completions"),
+    "models": ("GET", "v1/models"),
+    "invoke": ("POST", "v1/models/{model}/invoke"),
+}
+
+
+def route_of(method: str, resource: str) -> Route | None:
+    for route, (m, path) in ROUTE_METHODS.items():
+        if m == method.upper() and resource.lstrip("/") == path:
+            return route
+    return None
+
+
+class MethodArn:
+    """arn:aws:execute-api:{region}:{account}:{api}/{stage}/{METHOD}/{path}"""
+
+    def __init__(self, arn: str) -> None:
+        head, _, rest = arn.partition("/")
+        parts = rest.split("/", 2)
+        if not head.startswith("arn:aws") or len(parts) < 2:
+            raise ValueError("malformed method ARN")
+        self.base = f"{head}/{parts[0]}"
+        self.full = arn
+
+    def for_route(self, method: str, path: str) -> str:
+        return f"{self.base}/{method}/{path}"
+
+
+class Authorizer:
+    def __init__(
+        self,
+        *,
+        policy: Callable[[], Policy],
+        keys: KeysTable,
+        counters: CountersTable,
+        pepper: Pepper,
+        jwt: Callable[[], JwtVerifierLike | None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._policy = policy
+        self._keys = keys
+        self._counters = counters
+        self._pepper = pepper
+        self._jwt = jwt
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Caller | BaseException]] = {}
+        self._blocked_ips: dict[str, float] = {}
+        self._last_touch: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.store_reads = 0  # for benchmarks: reads of the keys table by this instance
+
+    # ------------------------------------------------------------------ entry point
+    def authorize(self, event: AuthorizerRequestEvent) -> Decision:
+        policy = self._policy()
+        now = self._clock()
+        ip = event.requestContext.identity.sourceIp
+        arn = MethodArn(event.methodArn)
+        route = route_of(event.httpMethod or event.requestContext.httpMethod, event.resource)
+
+        refusal = self._network_refusal(policy, ip, now)
+        if refusal:
+            return self._refuse(arn, f"ip:{ip}", *refusal)
+
+        credential = self._credential(event)
+        caller = self._identify(credential, now, policy)
+        if isinstance(caller, BulwarkError):  # verified key that is expired or revoked
+            return self._refuse(arn, f"key:{credential_id(credential)}", caller.code, 0)
+        if caller.allow_cidrs and not _ip_in(ip, caller.allow_cidrs):
+            return self._refuse(arn, caller.principal, "ip_not_allowed", 0)
+        role = policy.role(caller.role)
+        if role is None:
+            return self._refuse(arn, caller.principal, "role_not_allowed", 0)
+        if route is None or route not in role.routes:
+            return self._refuse(arn, caller.principal, "route_not_allowed", 0)
+        if caller.kind == "api_key":
+            self._touch(caller.key_id, now)
+        decision = Decision(caller.principal, self._allowed_arns(arn, role, policy), self._context(caller))
+        return decision
+
+    # ------------------------------------------------------------------ steps
+    def _network_refusal(self, policy: Policy, ip: str, now: float) -> tuple[str, int] | None:
+        net = policy.network
+        if net.deny_cidrs and _ip_in(ip, net.deny_cidrs):
+            return ("ip_not_allowed", 0)
+        if net.allow_cidrs and not _ip_in(ip, net.allow_cidrs):
+            return ("ip_not_allowed", 0)
+        with self._lock:
+            until = self._blocked_ips.get(ip, 0.0)
+        if until > now:
+            return ("too_many_failed_attempts", int(until - now) + 1)
+        return None
+
+    def _credential(self, event: AuthorizerRequestEvent) -> str:
+        for name in (event.multiValueQueryStringParameters or {}) | (event.queryStringParameters or {}):
+            if name.lower() in _CREDENTIAL_QUERY_NAMES:
+                raise Unauthorized("credential_in_query_string")
+        auth = event.header_values("authorization")
+        xkey = event.header_values("x-api-key")
+        if len(auth) > 1 or len(xkey) > 1:
+            raise Unauthorized("duplicate_credential_headers")
+        bearer: str | None = None
+        if auth:
+            scheme, _, value = auth[0].strip().partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise Unauthorized("malformed_authorization_header")
+            bearer = value.strip()
+        api_key = xkey[0].strip() if xkey else None
+        if bearer and api_key and bearer != api_key:
+            raise Unauthorized("two_different_credentials")
+        credential = bearer or api_key
+        if not credential:
+            raise Unauthorized("missing_credential")
+        if len(credential) > 16_384:
+            raise Unauthorized("oversized_credential")
+        return credential
+
+    def _identify(self, credential: str, now: float, policy: Policy) -> Caller | BulwarkError:
+        cache_key = hashlib.sha256(credential.encode("utf-8", "surrogatepass")).hexdigest()
+        with self._lock:
+            hit = self._cache.get(cache_key)
+        if hit and hit[0] > now:
+            cached = hit[1]
+            if isinstance(cached, Caller):
+                if cached.expires_at is not None and now >= cached.expires_at:
+                    return ExpiredCredentials()
+                return cached
+            if isinstance(cached, BulwarkError):
+                return cached
+        if keyfmt.looks_like_api_key(credential):
+            result: Caller | BulwarkError = self._identify_api_key(credential, now)
+        else:
+            result = self._identify_jwt(credential, policy)
+        with self._lock:
+            if len(self._cache) > 50_000:
+                self._cache.clear()
+            expiry = now + CACHE_SECONDS
+            if isinstance(result, Caller) and result.expires_at is not None:
+                expiry = min(expiry, float(result.expires_at))
+            self._cache[cache_key] = (expiry, result)
+        return result
+
+    def _identify_api_key(self, credential: str, now: float) -> Caller | BulwarkError:
+        parsed = keyfmt.parse_api_key(credential)
+        if parsed is None:
+            raise Unauthorized("malformed_api_key")  # checksum or shape: the store is never touched
+        self.store_reads += 1
+        record = self._keys.get(parsed.key_id)
+        if record is None:
+            raise Unauthorized("unknown_key")
+        try:
+            pepper = self._pepper.get()
+        except PepperUnavailable as exc:
+            raise StoreUnavailable() from exc
+        valid = [h for h in record.hashes if h.not_after is None or h.not_after > now]
+        # Check every live hash (at most 3) so timing does not reveal which one matched.
+        matched = False
+        for h in valid:
+            matched |= keyfmt.matches(pepper, parsed, h.hash)
+        if not matched:
+            raise Unauthorized("wrong_secret")
+        if record.canary:
+            raise Unauthorized("canary_key")
+        if record.status == "revoked":
+            return RevokedCredentials()
+        if record.status == "disabled" or record.is_expired(now):
+            return ExpiredCredentials()
+        return _caller_from_record(record)
+
+    def _identify_jwt(self, credential: str, policy: Policy) -> Caller:
+        verifier = self._jwt() if self._jwt else None
+        if verifier is None or not policy.issuers or not verifier.looks_like_jwt(credential):
+            raise Unauthorized("unknown_credential_type")
+        try:
+            token = verifier.verify(credential)
+        except AuthenticationError as exc:
+            raise Unauthorized("invalid_jwt") from exc
+        roles = [r for r in token.roles if r in policy.roles]
+        if not roles:
+            raise Unauthorized("jwt_without_role")
+        return Caller(
+            principal=f"jwt:{token.issuer}:{token.subject}",
+            kind="jwt",
+            role=roles[0],
+            subject=token.subject,
+            tenant=token.tenant or "",
+            expires_at=int(token.expires_at),
+        )
+
+    def _touch(self, key_id: str, now: float) -> None:
+        """Last-used time, written sparingly (at most every 5 minutes per key per container) and never fatal."""
+        with self._lock:
+            if now - self._last_touch.get(key_id, 0.0) < 300:
+                return
+            self._last_touch[key_id] = now
+        try:
+            self._keys.touch_last_used(key_id, int(now))
+        except StoreUnavailable:
+            return
+
+    def _allowed_arns(self, arn: MethodArn, role: RoleConfig, policy: Policy) -> list[str]:
+        arns: list[str] = []
+        for route in role.routes:
+            method, path = ROUTE_METHODS[route]
+            if route == "invoke":
+                if "*" in role.models:
+                    arns.append(arn.for_route(method, path.replace("{model}", "*")))
+                else:
+                    arns.extend(arn.for_route(method, path.replace("{model}", m)) for m in policy.models_for(role))
+            else:
+                arns.append(arn.for_route(method, path))
+        return arns or [arn.for_route("GET", "v1/models")]
+
+    @staticmethod
+    def _context(caller: Caller) -> dict[str, str]:
+        return {
+            "principal": caller.principal,
+            "kind": caller.kind,
+            "key_id": caller.key_id,
+            "subject": caller.subject,
+            "tenant": caller.tenant,
+            "role": caller.role,
+            "expires_at": str(caller.expires_at or ""),
+            "limit_overrides": json.dumps(caller.limit_overrides, separators=(",", ":"))
+            if caller.limit_overrides
+            else "",
+        }
+
+    @staticmethod
+    def _refuse(arn: MethodArn, principal: str, code: str, retry_after: int) -> Decision:
+        context = {"principal": principal, "refusal": code, "refusal_retry_after": str(retry_after)}
+        return Decision(principal, [arn.full], context, reason=code)
+
+    # ------------------------------------------------------------------ failures
+    def record_failure(self, ip: str) -> bool:
+        """Count a failed attempt from `ip`; True when the IP is now in its cool-down."""
+        net = self._policy().network.failed_auth
+        try:
+            until_ms = self._counters.record_failure(ip, net.threshold, net.window_seconds, net.cooldown_seconds)
+        except StoreUnavailable:
+            return False
+        if until_ms:
+            with self._lock:
+                self._blocked_ips[ip] = until_ms / 1000
+            return True
+        return False
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+
+def _caller_from_record(record: KeyRecord) -> Caller:
+    overrides = {k: v for k, v in record.limits.model_dump().items() if v is not None}
+    return Caller(
+        principal=f"key:{record.key_id}",
+        kind="api_key",
+        role=record.role,
+        key_id=record.key_id,
+        tenant=record.tenant or "",
+        expires_at=record.expires_at,
+        allow_cidrs=record.allow_cidrs,
+        limit_overrides=overrides,
+        canary=record.canary,
+    )
+
+
+def credential_id(credential: str) -> str:
+    parsed = keyfmt.parse_api_key(credential)
+    return parsed.key_id if parsed else "unknown"
+
+
+def _ip_in(ip: str, cidrs: tuple[str, ...]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in ipaddress.ip_network(c, strict=False) for c in cidrs)

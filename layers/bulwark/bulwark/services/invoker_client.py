@@ -1,0 +1,111 @@
+"""The validator's side of the validator → invoker hop: a typed message over Lambda Invoke.
+
+The invoker answers with data, never by raising, so the validator can re-raise the exact contract error
+(502/503/504 with Retry-After) without parsing text.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bulwark.errors import ERROR_CLASSES, BulwarkError, UpstreamError
+
+
+class InvokerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: str
+    principal: str
+    role: str
+    model: str
+    route: Literal["chat", "invoke"]
+    payload: str  # the validator's canonical JSON of the validated request, never the raw body
+    stream: bool = False
+    include_usage: bool = False
+    output_pii: Literal["off", "flag", "redact"] = "redact"
+    deadline_epoch_ms: int
+    idempotency_key: str | None = None
+
+
+class InvokerError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    error_class: str
+    message: str
+    code: str
+    retry_after: int | None = None
+
+
+class InvokerUsage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class InvokerResponse(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ok: bool
+    body: str = ""  # JSON text, or the whole SSE stream for stream=true
+    content_type: str = "application/json"
+    usage: InvokerUsage = InvokerUsage()
+    output_hits: list[str] = []
+    error: InvokerError | None = None
+    upstream_ms: float = 0.0
+    replayed: bool = False
+
+    def raise_for_error(self) -> None:
+        if self.ok:
+            return
+        err = self.error
+        cls = ERROR_CLASSES.get(err.error_class, UpstreamError) if err else UpstreamError
+        kwargs: dict[str, Any] = {"code": err.code} if err else {}
+        if err and err.retry_after is not None and cls.status in (429, 503):
+            kwargs["retry_after"] = err.retry_after
+        elif cls.status in (429, 503):
+            kwargs["retry_after"] = 1
+        raise cls(err.message if err else None, **kwargs)
+
+    @classmethod
+    def from_error(cls, exc: BulwarkError, *, usage: InvokerUsage | None = None) -> InvokerResponse:
+        return cls(
+            ok=False,
+            error=InvokerError(
+                error_class=type(exc).__name__,
+                message=exc.message,
+                code=exc.code,
+                retry_after=getattr(exc, "retry_after", None),
+            ),
+            usage=usage or InvokerUsage(),
+        )
+
+
+class InvokerClient:
+    def __init__(self, lambda_client: Any, function_name: str) -> None:
+        self._lambda = lambda_client
+        self._function = function_name
+
+    def invoke(self, request: InvokerRequest) -> InvokerResponse:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            resp = self._lambda.invoke(
+                FunctionName=self._function,
+                InvocationType="RequestResponse",
+                Payload=request.model_dump_json().encode("utf-8"),
+            )
+            raw = resp["Payload"].read()
+        except (BotoCoreError, ClientError) as exc:
+            raise UpstreamError() from exc
+        if resp.get("FunctionError"):
+            raise UpstreamError()
+        try:
+            return InvokerResponse.model_validate(json.loads(raw))
+        except (ValueError, ValidationError) as exc:
+            raise UpstreamError() from exc

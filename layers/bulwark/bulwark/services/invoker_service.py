@@ -1,0 +1,198 @@
+"""The invoker function's service: the only code that calls a model.
+
+It receives the validator's canonical payload (never the raw client body), calls the model's upstream with a
+deadline, retries and a circuit breaker (bulwark.upstreams.guard), filters the output with the same detectors as the
+validator, and reports usage for settlement. Errors come back as data (InvokerResponse.error).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import ValidationError
+
+from bulwark.errors import BulwarkError, InvalidRequest, PermissionDenied, UpstreamError
+from bulwark.policy import ModelConfig, Policy, current_policy
+from bulwark.services.invoker_client import InvokerRequest, InvokerResponse, InvokerUsage
+from bulwark.settings import Settings, settings
+
+
+class InvokerService:
+    def __init__(
+        self,
+        *,
+        policy: Callable[[], Policy],
+        upstream_for: Callable[[str, ModelConfig], Any],
+        logger: Logger,
+        metrics: Metrics,
+        idempotency: Any | None = None,
+    ) -> None:
+        self._policy = policy
+        self._upstream_for = upstream_for
+        self._log = logger
+        self._metrics = metrics
+        self._idempotency = idempotency
+
+    def handle(self, raw_event: dict[str, Any]) -> dict[str, Any]:
+        try:
+            req = InvokerRequest.model_validate(raw_event)
+        except ValidationError:
+            # Only the validator may invoke this function; anything else is a bug or an intrusion.
+            self._log.error("malformed invoker request refused")
+            return InvokerResponse.from_error(InvalidRequest()).model_dump()
+        if req.idempotency_key and self._idempotency is not None:
+            return self._idempotency.run(req, lambda: self._call(req).model_dump())  # type: ignore[no-any-return]
+        return self._call(req).model_dump()
+
+    def _call(self, req: InvokerRequest) -> InvokerResponse:
+        started = time.perf_counter()
+        model_cfg = self._policy().models.get(req.model)
+        try:
+            if model_cfg is None:
+                raise PermissionDenied()
+            upstream = self._upstream_for(req.model, model_cfg)
+            deadline = time.monotonic() + max(0.5, req.deadline_epoch_ms / 1000 - time.time())
+            payload = json.loads(req.payload)
+            if req.route == "invoke":
+                body, usage = upstream.invoke(payload, deadline=deadline)
+                out = InvokerResponse(
+                    ok=True, body=json.dumps(body, separators=(",", ":"), ensure_ascii=False), usage=_usage(usage)
+                )
+            elif req.stream:
+                out = self._stream(upstream.chat_stream(payload, deadline=deadline), req)
+            else:
+                result = upstream.chat(payload, deadline=deadline)
+                hits = _filter_completion(result.body, req.output_pii)
+                out = InvokerResponse(
+                    ok=True,
+                    body=json.dumps(result.body, separators=(",", ":"), ensure_ascii=False),
+                    usage=_usage(result.usage),
+                    output_hits=hits,
+                )
+        except BulwarkError as exc:
+            self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
+            self._log.warning("upstream call failed", extra={"model": req.model, "code": exc.code})
+            out = InvokerResponse.from_error(exc)
+        except Exception:
+            self._log.exception("upstream adapter failed")
+            self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
+            out = InvokerResponse.from_error(UpstreamError())
+        out.upstream_ms = round((time.perf_counter() - started) * 1000, 3)
+        self._metrics.add_metric(name="UpstreamLatency", unit=MetricUnit.Milliseconds, value=out.upstream_ms)
+        if out.usage.estimated:
+            self._log.info("upstream reported no usage; tokens estimated", extra={"model": req.model})
+        return out
+
+    def _stream(self, chunks: Iterator[dict[str, Any]], req: InvokerRequest) -> InvokerResponse:
+        """Collect the stream, filter the whole text (PII can straddle chunks), and re-emit it as OpenAI SSE."""
+        collected = list(chunks)
+        usage = InvokerUsage(estimated=True)
+        texts: dict[int, list[str]] = {}
+        for chunk in collected:
+            if chunk.get("usage"):
+                u = chunk["usage"]
+                usage = InvokerUsage(
+                    prompt_tokens=int(u.get("prompt_tokens", 0)), completion_tokens=int(u.get("completion_tokens", 0))
+                )
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                if isinstance(delta.get("content"), str):
+                    texts.setdefault(int(choice.get("index", 0)), []).append(delta["content"])
+        hits: list[str] = []
+        filtered: dict[int, str] = {}
+        for idx, parts in texts.items():
+            text, kinds = _filter_text("".join(parts), req.output_pii)
+            filtered[idx] = text
+            hits.extend(kinds)
+        events: list[str] = []
+        emitted: set[int] = set()
+        for chunk in collected:
+            if chunk.get("usage") and not chunk.get("choices"):
+                continue
+            out_choices = []
+            for choice in chunk.get("choices") or []:
+                idx = int(choice.get("index", 0))
+                delta = dict(choice.get("delta") or {})
+                if "content" in delta and isinstance(delta["content"], str):
+                    # The filtered text goes out once, in the first content chunk; later content chunks carry none.
+                    delta["content"] = "" if idx in emitted else filtered.get(idx, "")
+                    emitted.add(idx)
+                out_choices.append({**choice, "delta": delta})
+            c = {k: v for k, v in chunk.items() if k != "usage"}
+            c["choices"] = out_choices
+            if req.include_usage:
+                c["usage"] = None
+            events.append("data: " + json.dumps(c, separators=(",", ":"), ensure_ascii=False) + "\n\n")
+        if req.include_usage and collected:
+            last = collected[-1]
+            events.append(
+                "data: "
+                + json.dumps(
+                    {
+                        "id": last.get("id", ""),
+                        "object": "chat.completion.chunk",
+                        "created": last.get("created", 0),
+                        "model": req.model,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": usage.prompt_tokens,
+                            "completion_tokens": usage.completion_tokens,
+                            "total_tokens": usage.total,
+                        },
+                    },
+                    separators=(",", ":"),
+                )
+                + "\n\n"
+            )
+        events.append("data: [DONE]\n\n")
+        return InvokerResponse(
+            ok=True, body="".join(events), content_type="text/event-stream", usage=usage, output_hits=hits
+        )
+
+
+def _usage(u: Any) -> InvokerUsage:
+    return InvokerUsage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, estimated=u.estimated)
+
+
+def _filter_text(text: str, mode: str) -> tuple[str, tuple[str, ...]]:
+    if mode == "off":
+        return text, ()
+    from bulwark.guardrails.apply import filter_output_text
+
+    return filter_output_text(text, mode)
+
+
+def _filter_completion(body: dict[str, Any], mode: str) -> list[str]:
+    hits: list[str] = []
+    for choice in body.get("choices") or []:
+        msg = choice.get("message") or {}
+        if isinstance(msg.get("content"), str):
+            msg["content"], kinds = _filter_text(msg["content"], mode)
+            hits.extend(kinds)
+    return hits
+
+
+def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> InvokerService:
+    from bulwark.upstreams import UpstreamClients, build_upstream
+
+    cfg = cfg or settings()
+    clients = UpstreamClients()
+    cache: dict[str, tuple[ModelConfig, Any]] = {}
+
+    def upstream_for(name: str, model_cfg: ModelConfig) -> Any:
+        hit = cache.get(name)
+        if hit and hit[0] is model_cfg:
+            return hit[1]
+        up_cfg = model_cfg.upstream
+        if up_cfg.kind == "demo" and cfg.demo_model_url:
+            up_cfg = up_cfg.model_copy(update={"url": cfg.demo_model_url})
+        upstream = build_upstream(name, up_cfg, clients=clients)
+        cache[name] = (model_cfg, upstream)
+        return upstream
+
+    return InvokerService(policy=current_policy, upstream_for=upstream_for, logger=logger, metrics=metrics)

@@ -1,0 +1,389 @@
+"""The validator function's service: refuse early, parse and check everything, admit against limits, call the invoker.
+
+Order matters and is cheapest-first: authorizer refusal → route → content type → size → JSON → schema → model
+permission → sanitization and guardrails → admission (one conditional write) → invoker → settlement. Anything
+refused before admission consumes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import ValidationError
+
+from bulwark import aws
+from bulwark.authorizer import route_of
+from bulwark.errors import (
+    BulwarkError,
+    ExpiredCredentials,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    RevokedCredentials,
+    StoreUnavailable,
+    UnsupportedMediaType,
+)
+from bulwark.events import CallerContext, ProxyEvent
+from bulwark.http import error_response, response
+from bulwark.policy import Policy, RoleConfig, current_policy
+from bulwark.ratelimit import rate_limit_headers
+from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse
+from bulwark.settings import Settings, settings
+from bulwark.store.counters_table import Admission, Allowance, CountersTable
+
+# API Gateway's integration limit is 29 s; leave room for the settlement write and the response.
+DEADLINE_SECONDS = 27.0
+
+
+@dataclass
+class Audit:
+    """The facts of one request, logged once as the audit record."""
+
+    request_id: str
+    principal: str = ""
+    role: str = ""
+    tenant: str = ""
+    source_ip: str = ""
+    route: str = ""
+    model: str = ""
+    status: int = 0
+    code: str = ""
+    verdicts: dict[str, str] = field(default_factory=dict)
+    tokens_reserved: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_estimated: bool = False
+    store_writes: int = 0
+    latency_ms: float = 0.0
+    upstream_ms: float = 0.0
+
+
+_REFUSALS: dict[str, Callable[[int], BulwarkError]] = {
+    "expired_credentials": lambda _: ExpiredCredentials(),
+    "revoked_credentials": lambda _: RevokedCredentials(),
+    "ip_not_allowed": lambda _: PermissionDenied(
+        "Requests from this source address are not allowed.", code="ip_not_allowed"
+    ),
+    "route_not_allowed": lambda _: PermissionDenied(
+        "The caller's role may not use this route.", code="route_not_allowed"
+    ),
+    "role_not_allowed": lambda _: PermissionDenied("The caller's role is not configured.", code="role_not_allowed"),
+    "too_many_failed_attempts": lambda s: RateLimited(
+        "Too many failed credential attempts from this address. Wait for the cool-down.",
+        code="too_many_failed_attempts",
+        retry_after=s,
+    ),
+    "risk_requires_jwt": lambda _: PermissionDenied(
+        "API keys are not accepted for this role at the current risk level; use an OAuth 2.0 token.",
+        code="credential_not_allowed",
+    ),
+}
+
+
+class ValidatorService:
+    def __init__(
+        self,
+        *,
+        policy: Callable[[], Policy],
+        counters: CountersTable,
+        invoker: InvokerClient,
+        logger: Logger,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._policy = policy
+        self._counters = counters
+        self._invoker = invoker
+        self._log = logger
+        self._metrics = metrics
+        self._clock = clock
+
+    def handle(self, raw_event: dict[str, Any]) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            event = ProxyEvent.model_validate(raw_event)
+        except ValidationError:
+            event = ProxyEvent()
+        audit = Audit(request_id=event.requestContext.requestId, source_ip=event.requestContext.identity.sourceIp)
+        headers: dict[str, str] = {}
+        try:
+            result = self._handle(event, audit, headers)
+        except BulwarkError as exc:
+            audit.status, audit.code = exc.status, exc.code
+            self._count_refusal(exc)
+            result = error_response(exc, request_id=audit.request_id, headers=headers)
+        except Exception:
+            self._log.exception("unhandled error")
+            exc2 = InternalError()
+            audit.status, audit.code = exc2.status, exc2.code
+            result = error_response(exc2, request_id=audit.request_id, headers=headers)
+        audit.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        self._log.info("audit", extra={"audit": audit.__dict__})
+        self._metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+        return result
+
+    # ------------------------------------------------------------------ routing
+    def _handle(self, event: ProxyEvent, audit: Audit, headers: dict[str, str]) -> dict[str, Any]:
+        caller = CallerContext.model_validate(event.requestContext.authorizer or {})
+        if not caller.principal:
+            raise InternalError()  # the integration must never run without the authorizer: fail closed
+        audit.principal, audit.role, audit.tenant = caller.principal, caller.role, caller.tenant
+        if caller.refusal:
+            make = _REFUSALS.get(caller.refusal)
+            retry = int(caller.refusal_retry_after or "1") if caller.refusal_retry_after.isdigit() else 1
+            raise make(retry) if make else PermissionDenied(code="access_denied")
+        if caller.expires_at.isdigit() and self._clock() >= int(caller.expires_at):
+            raise ExpiredCredentials()  # a decision cached by API Gateway must not outlive the key
+        policy = self._policy()
+        role = policy.role(caller.role)
+        if role is None:
+            raise PermissionDenied("The caller's role is not configured.", code="role_not_allowed")
+        route = route_of(event.httpMethod, event.resource)
+        audit.route = route or event.resource
+        if route is None:
+            if event.resource.startswith("/v1/"):
+                raise MethodNotAllowed()
+            raise NotFound()
+        if route not in role.routes:
+            raise PermissionDenied("The caller's role may not use this route.", code="route_not_allowed")
+        if route == "models":
+            return self._list_models(policy, role, audit)
+        _require_json(event)
+        if route == "chat":
+            return self._chat(event, policy, role, caller, audit, headers)
+        return self._invoke(event, policy, role, caller, audit, headers)
+
+    def _list_models(self, policy: Policy, role: RoleConfig, audit: Audit) -> dict[str, Any]:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "bulwark"} for m in policy.models_for(role)]
+        audit.status = 200
+        return response(200, {"object": "list", "data": data}, request_id=audit.request_id)
+
+    # ------------------------------------------------------------------ chat completions
+    def _chat(
+        self,
+        event: ProxyEvent,
+        policy: Policy,
+        role: RoleConfig,
+        caller: CallerContext,
+        audit: Audit,
+        headers: dict[str, str],
+    ) -> dict[str, Any]:
+        from bulwark.guardrails.apply import apply_input_guardrails
+        from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, validate_chat_request
+        from bulwark.validation.jsonparse import parse_json_body
+        from bulwark.validation.sanitize import sanitize_chat
+
+        p = policy.parsing
+        doc = parse_json_body(
+            event.body_bytes(), max_bytes=p.max_body_bytes, max_depth=p.max_depth, max_number_digits=p.max_number_digits
+        )
+        audit.verdicts["json"] = "ok"
+        req = validate_chat_request(doc, role.request)
+        audit.verdicts["schema"] = "ok"
+        audit.model = req.model
+        model_cfg = policy.models.get(req.model)
+        if model_cfg is None or not role.allows_model(req.model) or not model_cfg.upstream.chat:
+            raise PermissionDenied()  # one answer whether the model exists or not
+        req = sanitize_chat(req)
+        outcome = apply_input_guardrails(req, role.guardrails)
+        for kind, action in outcome.hits:
+            audit.verdicts[f"guardrail:{kind}"] = action
+            self._metrics.add_metric(name="GuardrailHits", unit=MetricUnit.Count, value=1)
+        req = outcome.request
+        max_out = req.max_completion_tokens or req.max_tokens or role.request.max_tokens
+        tokens = estimate_prompt_tokens(req) + max_out * (req.n or 1)
+        payload = canonical_json(req).decode("utf-8")
+        stream = bool(req.stream)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return self._admit_and_call(
+            event,
+            policy,
+            role,
+            caller,
+            audit,
+            headers,
+            model=req.model,
+            route="chat",
+            payload=payload,
+            tokens=tokens,
+            stream=stream,
+            include_usage=include_usage,
+        )
+
+    # ------------------------------------------------------------------ generic invoke
+    def _invoke(
+        self,
+        event: ProxyEvent,
+        policy: Policy,
+        role: RoleConfig,
+        caller: CallerContext,
+        audit: Audit,
+        headers: dict[str, str],
+    ) -> dict[str, Any]:
+        from bulwark.validation.invoke_schema import validate_invoke_body
+        from bulwark.validation.jsonparse import parse_json_body
+
+        model = (event.pathParameters or {}).get("model", "")
+        audit.model = model
+        model_cfg = policy.models.get(model)
+        if model_cfg is None or not role.allows_model(model) or model_cfg.input_schema is None:
+            raise PermissionDenied()
+        p = policy.parsing
+        doc = parse_json_body(
+            event.body_bytes(), max_bytes=p.max_body_bytes, max_depth=p.max_depth, max_number_digits=p.max_number_digits
+        )
+        validate_invoke_body(doc, model_cfg.input_schema)
+        audit.verdicts["schema"] = "ok"
+        payload = json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        tokens = len(payload) // 3 + role.request.max_tokens
+        return self._admit_and_call(
+            event,
+            policy,
+            role,
+            caller,
+            audit,
+            headers,
+            model=model,
+            route="invoke",
+            payload=payload,
+            tokens=tokens,
+            stream=False,
+            include_usage=False,
+        )
+
+    # ------------------------------------------------------------------ admission, call, settlement
+    def _admit_and_call(
+        self,
+        event: ProxyEvent,
+        policy: Policy,
+        role: RoleConfig,
+        caller: CallerContext,
+        audit: Audit,
+        headers: dict[str, str],
+        *,
+        model: str,
+        route: str,
+        payload: str,
+        tokens: int,
+        stream: bool,
+        include_usage: bool,
+    ) -> dict[str, Any]:
+        allowance = _allowance(role, caller)
+        audit.tokens_reserved = tokens
+        admission: Admission | None = None
+        try:
+            admission = self._counters.admit(
+                caller.principal, allowance, tokens, model=model, model_rpm=policy.models[model].requests_per_minute
+            )
+        except RateLimited as exc:
+            audit.verdicts["limits"] = exc.code
+            self._metrics.add_metric(name="Throttles", unit=MetricUnit.Count, value=1)
+            raise
+        except StoreUnavailable:
+            if not role.fail_open:
+                audit.verdicts["limits"] = "store_unavailable"
+                raise
+            audit.verdicts["limits"] = "fail_open"
+            self._log.warning("limit store unavailable: admitted by fail_open policy", extra={"role": caller.role})
+            self._metrics.add_metric(name="FailOpenAdmissions", unit=MetricUnit.Count, value=1)
+        audit.verdicts.setdefault("limits", "admitted")
+        if admission is not None:
+            audit.store_writes += admission.writes
+            headers.update(rate_limit_headers(admission.states))
+        result: InvokerResponse | None = None
+        try:
+            result = self._invoker.invoke(
+                InvokerRequest(
+                    request_id=audit.request_id,
+                    principal=caller.principal,
+                    role=caller.role,
+                    model=model,
+                    route=route,
+                    payload=payload,
+                    stream=stream,
+                    include_usage=include_usage,
+                    output_pii=role.guardrails.pii_output,
+                    deadline_epoch_ms=int((self._clock() + DEADLINE_SECONDS) * 1000),
+                    idempotency_key=_idempotency_key(event),
+                )
+            )
+        finally:
+            if admission is not None:
+                used = result.usage.total if (result is not None and result.ok) else 0
+                try:
+                    audit.store_writes += self._counters.settle(admission, used)
+                except StoreUnavailable:
+                    self._log.warning("settlement failed; the reservation stands until the window passes")
+        audit.upstream_ms = result.upstream_ms
+        audit.prompt_tokens, audit.completion_tokens = result.usage.prompt_tokens, result.usage.completion_tokens
+        audit.usage_estimated = result.usage.estimated
+        for hit in result.output_hits:
+            audit.verdicts[f"output:{hit}"] = role.guardrails.pii_output
+        if not result.ok:
+            self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
+        result.raise_for_error()
+        self._metrics.add_metric(name="TokensUsed", unit=MetricUnit.Count, value=result.usage.total)
+        audit.status = 200
+        if result.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return response(
+            200, result.body, request_id=audit.request_id, headers=headers, content_type=result.content_type
+        )
+
+    def _count_refusal(self, exc: BulwarkError) -> None:
+        if exc.status in (400, 413, 415):
+            self._metrics.add_metric(name="ValidationRejections", unit=MetricUnit.Count, value=1)
+
+
+def _require_json(event: ProxyEvent) -> None:
+    ctype = (event.header("content-type") or "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise UnsupportedMediaType()
+
+
+def _idempotency_key(event: ProxyEvent) -> str | None:
+    key = event.header("idempotency-key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not (1 <= len(key) <= 255) or not key.isprintable():
+        raise InvalidRequest(
+            "The Idempotency-Key header must be 1 to 255 printable characters.", param="Idempotency-Key"
+        )
+    return key
+
+
+def _allowance(role: RoleConfig, caller: CallerContext) -> Allowance:
+    limits = role.limits.model_dump()
+    if caller.limit_overrides:
+        try:
+            limits.update({k: v for k, v in json.loads(caller.limit_overrides).items() if k in limits})
+        except ValueError:
+            pass
+    factor = role.risk.tighten_factor if caller.risk_action == "tighten" else 1.0
+    return Allowance(
+        requests_per_minute=max(1, int(limits["requests_per_minute"] * factor)),
+        tokens_per_minute=max(1, int(limits["tokens_per_minute"] * factor)),
+        daily_tokens=int(limits["daily_tokens"]),
+        max_concurrent=limits.get("max_concurrent"),
+    )
+
+
+def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> ValidatorService:
+    cfg = cfg or settings()
+    return ValidatorService(
+        policy=current_policy,
+        counters=CountersTable(aws.dynamodb(), cfg.counters_table),
+        invoker=InvokerClient(aws.lambda_client(), cfg.invoker_function or ""),
+        logger=logger,
+        metrics=metrics,
+    )

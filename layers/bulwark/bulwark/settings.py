@@ -1,0 +1,42 @@
+"""Environment settings, checked once per container at cold start (pydantic), never read ad hoc elsewhere."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    keys_table: str = Field(default="", description="BULWARK_KEYS_TABLE")
+    counters_table: str = Field(default="", description="BULWARK_COUNTERS_TABLE")
+    hmac_secret_id: str | None = Field(default=None, description="BULWARK_HMAC_SECRET_ID (Secrets Manager, deployed)")
+    hmac_secret_file: str | None = Field(default=None, description="BULWARK_HMAC_SECRET_FILE (local)")
+    invoker_function: str | None = Field(default=None, description="BULWARK_INVOKER_FUNCTION")
+    demo_model_url: str | None = Field(default=None, description="BULWARK_DEMO_MODEL_URL (local demo upstream)")
+    stage: str = "v1api"
+    local: bool = False
+    region: str = "us-east-1"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        return cls(
+            keys_table=e.get("BULWARK_KEYS_TABLE", ""),
+            counters_table=e.get("BULWARK_COUNTERS_TABLE", ""),
+            hmac_secret_id=e.get("BULWARK_HMAC_SECRET_ID") or None,
+            hmac_secret_file=e.get("BULWARK_HMAC_SECRET_FILE") or None,
+            invoker_function=e.get("BULWARK_INVOKER_FUNCTION") or None,
+            demo_model_url=e.get("BULWARK_DEMO_MODEL_URL") or None,
+            stage=e.get("BULWARK_STAGE", "v1api"),
+            local=e.get("BULWARK_LOCAL", "") == "1",
+            region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
+        )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return Settings.from_env()

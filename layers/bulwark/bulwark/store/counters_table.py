@@ -1,0 +1,390 @@
+"""The counters table: rate limits, quotas, in-flight counts and failed attempts, all by atomic conditional writes.
+
+Items (all expire by TTL on `expires_at`):
+- ``lim#<principal>``: one item per caller holding every per-caller dimension (requests/min, tokens/min, daily tokens,
+  in-flight count) and the revocation mark, so admission is ONE conditional UpdateItem for all of them: either every
+  dimension admits and all are charged, or nothing is written (a refused request consumes nothing).
+- ``lim#model#<name>``: the per-model requests/min ceiling (a second write only when the model has one).
+- ``fail#<ip>``: failed credential attempts per source IP, and the cool-down end once over the threshold.
+
+See bulwark.ratelimit for the arithmetic and why each bucket has a "stale" and a "busy" case.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bulwark.errors import RateLimited, RevokedCredentials
+from bulwark.ratelimit import (
+    ERROR_CODES,
+    MESSAGES,
+    Bucket,
+    Dimension,
+    LimitState,
+    retry_after_seconds,
+)
+from bulwark.store.dynamo import ConditionFailed, from_item, store_call
+
+_TTL_SECONDS = 2 * 86_400
+_MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """The effective limits for one caller (role limits, per-key overrides and risk tightening applied)."""
+
+    requests_per_minute: int
+    tokens_per_minute: int
+    daily_tokens: int
+    max_concurrent: int | None = None
+
+
+@dataclass(frozen=True)
+class Admission:
+    principal: str
+    reserved_tokens: int
+    day: str
+    tokens_capacity: int
+    concurrency: bool
+    states: list[LimitState] = field(default_factory=list)
+    writes: int = 0
+
+
+def utc_day(now_ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(now_ms // 1000))
+
+
+def _day_reset_ms(now_ms: int) -> int:
+    return 86_400_000 - now_ms % 86_400_000
+
+
+class _Expr:
+    """Builds one UpdateExpression/ConditionExpression with unique placeholders."""
+
+    def __init__(self) -> None:
+        self.sets: list[str] = []
+        self.adds: list[str] = []
+        self.conds: list[str] = []
+        self.names: dict[str, str] = {}
+        self.values: dict[str, dict[str, str]] = {}
+
+    def name(self, attr: str) -> str:
+        ph = "#" + attr
+        self.names[ph] = attr
+        return ph
+
+    def val(self, key: str, v: int | str) -> str:
+        ph = ":" + key
+        self.values[ph] = {"N": str(v)} if isinstance(v, int) else {"S": v}
+        return ph
+
+    def bucket(self, prefix: str, bucket: Bucket, units: int, stale: bool, now_ms: int) -> None:
+        s, cap = self.name(prefix + "_s"), self.name(prefix + "_cap")
+        c = self.val(prefix + "_c", bucket.capacity)
+        now = self.val(prefix + "_now", bucket.now_scaled(now_ms))
+        if stale:
+            self.conds.append(f"(attribute_not_exists({s}) OR {s} < {now} OR {cap} <> {c})")
+            self.sets.append(f"{s} = {self.val(prefix + '_new', bucket.now_scaled(now_ms) + bucket.cost(units))}")
+            self.sets.append(f"{cap} = {c}")
+        else:
+            ceil = self.val(prefix + "_ceil", bucket.busy_ceiling(units, now_ms))
+            self.conds.append(f"({cap} = {c} AND {s} >= {now} AND {s} <= {ceil})")
+            self.sets.append(f"{s} = {s} + {self.val(prefix + '_cost', bucket.cost(units))}")
+
+    def kwargs(self, return_values: str = "ALL_NEW") -> dict[str, Any]:
+        update = "SET " + ", ".join(self.sets)
+        if self.adds:
+            update += " ADD " + ", ".join(self.adds)
+        kw: dict[str, Any] = {
+            "UpdateExpression": update,
+            "ExpressionAttributeNames": self.names,
+            "ExpressionAttributeValues": self.values,
+            "ReturnValues": return_values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if self.conds:
+            kw["ConditionExpression"] = " AND ".join(self.conds)
+        return kw
+
+
+class CountersTable:
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._ddb = client
+        self._table = table_name
+        # Last item seen per key: a hint for which bucket case to try first, so most admissions are one write.
+        self._hints: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ admission
+    def admit(
+        self,
+        principal: str,
+        allowance: Allowance,
+        tokens: int,
+        now_ms: int | None = None,
+        *,
+        model: str | None = None,
+        model_rpm: int | None = None,
+    ) -> Admission:
+        """Charge one request and `tokens` reserved tokens to `principal`, atomically, or raise RateLimited."""
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        rpm, tpm = Bucket(allowance.requests_per_minute), Bucket(allowance.tokens_per_minute)
+        if tokens > allowance.tokens_per_minute:
+            self._refuse("tokens", tpm.window_ms, "This request asks for more tokens than the per-minute limit allows.")
+        if tokens > allowance.daily_tokens:
+            self._refuse(
+                "daily_tokens", _day_reset_ms(now_ms), "This request asks for more tokens than the daily quota."
+            )
+        day = utc_day(now_ms)
+        pk = "lim#" + principal
+        item = self._hint(pk)
+        writes = 0
+        for _ in range(_MAX_ATTEMPTS):
+            e = _Expr()
+            e.conds.append(f"attribute_not_exists({e.name('revoked')})")
+            e.bucket(
+                "rpm",
+                rpm,
+                1,
+                rpm.is_stale(_int(item, "rpm_s"), now_ms) or _int(item, "rpm_cap") != rpm.capacity,
+                now_ms,
+            )
+            e.bucket(
+                "tpm",
+                tpm,
+                tokens,
+                tpm.is_stale(_int(item, "tpm_s"), now_ms) or _int(item, "tpm_cap") != tpm.capacity,
+                now_ms,
+            )
+            d, du = e.name("day"), e.name("day_used")
+            if item is not None and item.get("day") == day:
+                e.conds.append(
+                    f"({d} = {e.val('day', day)} AND {du} <= {e.val('dmax', allowance.daily_tokens - tokens)})"
+                )
+                e.sets.append(f"{du} = {du} + {e.val('tok', tokens)}")
+            else:
+                e.conds.append(f"(attribute_not_exists({d}) OR {d} <> {e.val('day', day)})")
+                e.sets.append(f"{d} = :day, {du} = {e.val('tok', tokens)}")
+            if allowance.max_concurrent is not None:
+                inf = e.name("inflight")
+                e.conds.append(f"(attribute_not_exists({inf}) OR {inf} < {e.val('kmax', allowance.max_concurrent)})")
+                e.adds.append(f"{inf} {e.val('one', 1)}")
+            e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', now_ms // 1000 + _TTL_SECONDS)}")
+            try:
+                writes += 1
+                new = self._update(pk, e)
+            except ConditionFailed as failed:
+                item = failed.item if failed.item is not None else self._read(pk)
+                self._explain_refusal(item, allowance, tokens, now_ms, day)
+                continue  # every dimension would admit: the hint was wrong or the item moved; try the right cases
+            self._remember(pk, new)
+            states = self._states(new, allowance, now_ms, day)
+            if model is not None and model_rpm is not None:
+                try:
+                    writes += self._admit_model(model, model_rpm, now_ms)
+                except RateLimited:
+                    self.settle(
+                        Admission(principal, tokens, day, tpm.capacity, allowance.max_concurrent is not None),
+                        actual_tokens=0,
+                        refund_request=True,
+                        requests_capacity=rpm.capacity,
+                    )
+                    raise
+            return Admission(principal, tokens, day, tpm.capacity, allowance.max_concurrent is not None, states, writes)
+        # Persistent contention: refuse rather than loop; the client retries shortly.
+        self._refuse("requests", 1000, "The request could not be admitted under contention. Retry shortly.")
+        raise AssertionError("unreachable")
+
+    def _admit_model(self, model: str, rpm_limit: int, now_ms: int) -> int:
+        pk = "lim#model#" + model
+        bucket = Bucket(rpm_limit)
+        item = self._hint(pk)
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            e = _Expr()
+            e.bucket(
+                "rpm",
+                bucket,
+                1,
+                bucket.is_stale(_int(item, "rpm_s"), now_ms) or _int(item, "rpm_cap") != rpm_limit,
+                now_ms,
+            )
+            e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', now_ms // 1000 + _TTL_SECONDS)}")
+            try:
+                new = self._update(pk, e)
+            except ConditionFailed as failed:
+                item = failed.item if failed.item is not None else self._read(pk)
+                state = _int(item, "rpm_s") if _int(item, "rpm_cap") == rpm_limit else None
+                if not bucket.admits(state, 1, now_ms):
+                    self._refuse("model_requests", bucket.wait_ms(state, 1, now_ms))
+                continue
+            self._remember(pk, new)
+            return attempt
+        self._refuse("model_requests", 1000)
+        raise AssertionError("unreachable")
+
+    def _explain_refusal(
+        self, item: dict[str, Any] | None, allowance: Allowance, tokens: int, now_ms: int, day: str
+    ) -> None:
+        """Raise for the dimension that refused (the longest wait wins); return if every dimension would admit."""
+        if item is None:
+            return
+        if item.get("revoked"):
+            raise RevokedCredentials()
+        waits: list[tuple[int, Dimension]] = []
+        rpm, tpm = Bucket(allowance.requests_per_minute), Bucket(allowance.tokens_per_minute)
+        rs = _int(item, "rpm_s") if _int(item, "rpm_cap") == rpm.capacity else None
+        if not rpm.admits(rs, 1, now_ms):
+            waits.append((rpm.wait_ms(rs, 1, now_ms), "requests"))
+        ts = _int(item, "tpm_s") if _int(item, "tpm_cap") == tpm.capacity else None
+        if not tpm.admits(ts, tokens, now_ms):
+            waits.append((tpm.wait_ms(ts, tokens, now_ms), "tokens"))
+        if item.get("day") == day and (_int(item, "day_used") or 0) + tokens > allowance.daily_tokens:
+            waits.append((_day_reset_ms(now_ms), "daily_tokens"))
+        if allowance.max_concurrent is not None and (_int(item, "inflight") or 0) >= allowance.max_concurrent:
+            waits.append((1000, "concurrency"))
+        if waits:
+            wait, dim = max(waits)
+            self._refuse(dim, wait)
+
+    @staticmethod
+    def _refuse(dim: Dimension, wait_ms: int, message: str | None = None) -> None:
+        raise RateLimited(message or MESSAGES[dim], code=ERROR_CODES[dim], retry_after=retry_after_seconds(wait_ms))
+
+    # ------------------------------------------------------------------ settlement
+    def settle(
+        self,
+        admission: Admission,
+        actual_tokens: int,
+        *,
+        refund_request: bool = False,
+        requests_capacity: int | None = None,
+    ) -> int:
+        """Replace the reservation by the real usage (a failed call passes 0: everything reserved comes back).
+
+        Returns the number of writes (0 when nothing changed)."""
+        delta = actual_tokens - admission.reserved_tokens
+        if delta == 0 and not admission.concurrency and not refund_request:
+            return 0
+        e = _Expr()
+        conds: list[str] = []
+        if delta:
+            ts, tc, d, du = e.name("tpm_s"), e.name("tpm_cap"), e.name("day"), e.name("day_used")
+            e.sets.append(f"{ts} = {ts} + {e.val('dts', delta * 60_000)}")
+            e.sets.append(f"{du} = {du} + {e.val('dd', delta)}")
+            conds.append(f"{tc} = {e.val('tc', admission.tokens_capacity)} AND {d} = {e.val('day', admission.day)}")
+        if refund_request and requests_capacity is not None:
+            rs, rc = e.name("rpm_s"), e.name("rpm_cap")
+            e.sets.append(f"{rs} = {rs} - {e.val('rcost', 60_000)}")
+            conds.append(f"{rc} = {e.val('rc', requests_capacity)}")
+        if admission.concurrency:
+            e.adds.append(f"{e.name('inflight')} {e.val('m1', -1)}")
+        e.conds.extend(conds)
+        pk = "lim#" + admission.principal
+        if not e.sets:
+            e.sets.append(f"{e.name('expires_at')} = {e.name('expires_at')}")
+        try:
+            new = self._update(pk, e)
+        except ConditionFailed:
+            # The limits changed or the day rolled over since admission: only give back the in-flight slot.
+            if not admission.concurrency:
+                return 1
+            e2 = _Expr()
+            e2.adds.append(f"{e2.name('inflight')} {e2.val('m1', -1)}")
+            e2.sets.append(f"{e2.name('expires_at')} = {e2.name('expires_at')}")
+            new = self._update(pk, e2)
+            self._remember(pk, new)
+            return 2
+        self._remember(pk, new)
+        return 1
+
+    # ------------------------------------------------------------------ revocation mark
+    def mark_revoked(self, principal: str) -> None:
+        """Model calls check this mark in the admission write itself: revocation is immediate for them."""
+        with store_call():
+            self._ddb.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": "lim#" + principal}},
+                UpdateExpression="SET revoked = :t REMOVE expires_at",
+                ExpressionAttributeValues={":t": {"BOOL": True}},
+            )
+
+    # ------------------------------------------------------------------ failed attempts per source IP
+    def failure_state(self, ip: str) -> dict[str, Any] | None:
+        with store_call():
+            resp = self._ddb.get_item(TableName=self._table, Key={"pk": {"S": "fail#" + ip}}, ConsistentRead=True)
+        raw = resp.get("Item")
+        return from_item(raw) if raw else None
+
+    def record_failure(self, ip: str, threshold: int, window_s: int, cooldown_s: int, now_ms: int | None = None) -> int:
+        """Count one failed attempt; returns the cool-down end (epoch ms) if the IP is now blocked, else 0."""
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        pk = "fail#" + ip
+        bucket = Bucket(threshold, window_s * 1000)
+        item = self._hint(pk)
+        for _ in range(_MAX_ATTEMPTS):
+            e = _Expr()
+            e.bucket(
+                "f", bucket, 1, bucket.is_stale(_int(item, "f_s"), now_ms) or _int(item, "f_cap") != threshold, now_ms
+            )
+            e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', now_ms // 1000 + window_s + cooldown_s + 60)}")
+            try:
+                new = self._update(pk, e)
+            except ConditionFailed as failed:
+                item = failed.item if failed.item is not None else self._read(pk)
+                state = _int(item, "f_s") if _int(item, "f_cap") == threshold else None
+                if bucket.admits(state, 1, now_ms):
+                    continue
+                until = now_ms + cooldown_s * 1000
+                b = _Expr()
+                b.sets.append(f"{b.name('blocked_until')} = {b.val('bu', until)}")
+                b.sets.append(f"{b.name('expires_at')} = {b.val('ttl', now_ms // 1000 + cooldown_s + 60)}")
+                self._remember(pk, self._update(pk, b))
+                return until
+            self._remember(pk, new)
+            blocked = _int(new, "blocked_until") or 0
+            return blocked if blocked > now_ms else 0
+        return 0
+
+    # ------------------------------------------------------------------ plumbing
+    def _update(self, pk: str, e: _Expr) -> dict[str, Any]:
+        with store_call():
+            resp = self._ddb.update_item(TableName=self._table, Key={"pk": {"S": pk}}, **e.kwargs())
+        return from_item(resp.get("Attributes", {}))
+
+    def _read(self, pk: str) -> dict[str, Any] | None:
+        with store_call():
+            resp = self._ddb.get_item(TableName=self._table, Key={"pk": {"S": pk}}, ConsistentRead=True)
+        raw = resp.get("Item")
+        return from_item(raw) if raw else None
+
+    def _hint(self, pk: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._hints.get(pk)
+
+    def _remember(self, pk: str, item: dict[str, Any]) -> None:
+        with self._lock:
+            if len(self._hints) > 10_000:
+                self._hints.clear()
+            self._hints[pk] = item
+
+    def _states(self, item: dict[str, Any], allowance: Allowance, now_ms: int, day: str) -> list[LimitState]:
+        rpm, tpm = Bucket(allowance.requests_per_minute), Bucket(allowance.tokens_per_minute)
+        rs, ts = _int(item, "rpm_s"), _int(item, "tpm_s")
+        used = (_int(item, "day_used") or 0) if item.get("day") == day else 0
+        return [
+            LimitState("rpm", rpm.capacity, rpm.remaining(rs, now_ms), rpm.reset_ms(rs, now_ms), 60),
+            LimitState("tpm", tpm.capacity, tpm.remaining(ts, now_ms), tpm.reset_ms(ts, now_ms), 60),
+            LimitState(
+                "tpd", allowance.daily_tokens, max(0, allowance.daily_tokens - used), _day_reset_ms(now_ms), 86_400
+            ),
+        ]
+
+
+def _int(item: dict[str, Any] | None, attr: str) -> int | None:
+    if item is None:
+        return None
+    v = item.get(attr)
+    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else None

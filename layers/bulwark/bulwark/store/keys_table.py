@@ -1,0 +1,175 @@
+"""The keys table: API key records (hashed secrets only), their lifecycle and last-used time."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bulwark.store.dynamo import ConditionFailed, from_item, store_call, to_attr, to_item
+
+KeyStatus = Literal["active", "revoked", "disabled"]
+_PK = "key#"
+
+
+class SecretHash(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    hash: str
+    not_after: int | None = Field(default=None, description="Grace end after a rotation (epoch seconds).")
+
+
+class LimitOverrides(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    daily_tokens: int | None = Field(default=None, gt=0)
+    max_concurrent: int | None = Field(default=None, gt=0)
+
+
+class KeyRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    key_id: str
+    name: str
+    role: str
+    tenant: str | None = None
+    status: KeyStatus = "active"
+    canary: bool = False
+    created_at: int
+    expires_at: int | None = None
+    hashes: tuple[SecretHash, ...] = ()
+    allow_cidrs: tuple[str, ...] = ()
+    limits: LimitOverrides = LimitOverrides()
+    last_used_at: int | None = None
+    rotated_at: int | None = None
+    revoked_at: int | None = None
+    expiry_warned_at: int | None = None
+
+    def is_expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def public_view(self) -> dict[str, Any]:
+        """What the CLI may show: everything but the hashes."""
+        data = self.model_dump(exclude={"hashes"})
+        data["secrets"] = [{"not_after": h.not_after} for h in self.hashes]
+        return data
+
+
+class KeyExists(Exception):
+    pass
+
+
+class KeyNotFound(Exception):
+    pass
+
+
+class KeysTable:
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._ddb = client
+        self._table = table_name
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        """One strongly consistent read: a revocation is seen by the next uncached check."""
+        with store_call():
+            resp = self._ddb.get_item(TableName=self._table, Key={"pk": {"S": _PK + key_id}}, ConsistentRead=True)
+        item = resp.get("Item")
+        return _record(item) if item else None
+
+    def create(self, record: KeyRecord) -> None:
+        data = {"pk": _PK + record.key_id, **record.model_dump(mode="json")}
+        try:
+            with store_call():
+                self._ddb.put_item(
+                    TableName=self._table, Item=to_item(data), ConditionExpression="attribute_not_exists(pk)"
+                )
+        except ConditionFailed:
+            raise KeyExists(record.key_id) from None
+
+    def list(self) -> list[KeyRecord]:
+        out: list[KeyRecord] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": "begins_with(pk, :p)",
+            "ExpressionAttributeValues": {":p": {"S": _PK}},
+        }
+        while True:
+            with store_call():
+                resp = self._ddb.scan(**kwargs)
+            out.extend(_record(i) for i in resp.get("Items", []))
+            if "LastEvaluatedKey" not in resp:
+                return sorted(out, key=lambda r: r.created_at)
+            kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    def _update(
+        self, key_id: str, expr: str, values: dict[str, Any], condition: str = "attribute_exists(pk)"
+    ) -> KeyRecord:
+        try:
+            with store_call():
+                resp = self._ddb.update_item(
+                    TableName=self._table,
+                    Key={"pk": {"S": _PK + key_id}},
+                    UpdateExpression=expr,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#s": "status"},
+                    ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
+                    ReturnValues="ALL_NEW",
+                )
+        except ConditionFailed:
+            raise KeyNotFound(key_id) from None
+        return _record(resp["Attributes"])
+
+    def revoke(self, key_id: str, now: int) -> KeyRecord:
+        return self._update(key_id, "SET #s = :r, revoked_at = :now", {":r": "revoked", ":now": now})
+
+    def disable_expired(self, key_id: str, now: int) -> KeyRecord:
+        return self._update(
+            key_id,
+            "SET #s = :d",
+            {":d": "disabled", ":a": "active", ":now": now},
+            condition="attribute_exists(pk) AND #s = :a AND expires_at <= :now",
+        )
+
+    def rotate(self, key_id: str, new_hash: str, grace_until: int, now: int) -> KeyRecord:
+        """Old secrets keep working until grace_until, under the same key id; older grace entries are dropped."""
+        current = self.get(key_id)
+        if current is None or current.status != "active":
+            raise KeyNotFound(key_id)
+        kept = [SecretHash(hash=h.hash, not_after=min(grace_until, h.not_after or grace_until)) for h in current.hashes]
+        kept = [h for h in kept if h.not_after is None or h.not_after > now]
+        hashes = [SecretHash(hash=new_hash), *kept][:3]
+        return self._update(
+            key_id,
+            "SET hashes = :h, rotated_at = :now",
+            {":h": [h.model_dump() for h in hashes], ":now": now, ":a": "active"},
+            condition="attribute_exists(pk) AND #s = :a",
+        )
+
+    def mark_expiry_warned(self, key_id: str, now: int) -> None:
+        self._update(key_id, "SET expiry_warned_at = :now", {":now": now})
+
+    def touch_last_used(self, key_id: str, now: int, min_interval: int = 300) -> None:
+        """Written sparingly: at most once per min_interval per key, and never an error for the request."""
+        try:
+            with store_call():
+                self._ddb.update_item(
+                    TableName=self._table,
+                    Key={"pk": {"S": _PK + key_id}},
+                    UpdateExpression="SET last_used_at = :now",
+                    ConditionExpression=(
+                        "attribute_exists(pk) AND (attribute_not_exists(last_used_at) OR last_used_at < :old)"
+                    ),
+                    ExpressionAttributeValues={":now": {"N": str(now)}, ":old": {"N": str(now - min_interval)}},
+                )
+        except ConditionFailed:
+            return
+
+
+def _record(item: dict[str, Any]) -> KeyRecord:
+    data = from_item(item)
+    data.pop("pk", None)
+    return KeyRecord.model_validate(data)
+
+
+def now_s() -> int:
+    return int(time.time())
