@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bulwark import keys as keyfmt
-from bulwark.errors import AuthenticationError, BulwarkError, ExpiredCredentials, RevokedCredentials, StoreUnavailable
+from bulwark.errors import (
+    AuthenticationError,
+    BulwarkError,
+    ExpiredCredentials,
+    RevokedCredentials,
+    ServiceUnavailable,
+    StoreUnavailable,
+)
 from bulwark.events import AuthorizerRequestEvent
 from bulwark.pepper import Pepper, PepperUnavailable
 from bulwark.policy import Policy, RoleConfig, Route
@@ -158,7 +165,12 @@ class Authorizer:
             return self._refuse(arn, f"ip:{ip}", *refusal)
 
         credential = self._credential(event)
-        caller = self._identify(credential, now, policy)
+        try:
+            caller = self._identify(credential, now, policy)
+        except ServiceUnavailable as exc:
+            # The key store, hashing secret or an issuer's JWKS is unreachable: fail closed with a 503 the validator
+            # renders (with Retry-After), not a 401 that would tell a valid caller to re-authenticate.
+            return self._refuse(arn, f"ip:{ip}", exc.code, exc.retry_after)
         if isinstance(caller, BulwarkError):  # verified key that is expired or revoked
             return self._refuse(arn, f"key:{credential_id(credential)}", caller.code, 0)
         if caller.allow_cidrs and not _ip_in(ip, caller.allow_cidrs):
@@ -269,7 +281,7 @@ class Authorizer:
         try:
             token = verifier.verify(credential)
         except AuthenticationError as exc:
-            raise Unauthorized("invalid_jwt") from exc
+            raise Unauthorized(str(getattr(exc, "reason", "invalid_jwt"))) from exc
         roles = [r for r in token.roles if r in policy.roles]
         if not roles:
             raise Unauthorized("jwt_without_role")

@@ -120,9 +120,16 @@ class InvokerService:
                 delta = dict(choice.get("delta") or {})
                 if "content" in delta and isinstance(delta["content"], str):
                     # The filtered text goes out once, in the first content chunk; later content chunks carry none.
-                    delta["content"] = "" if idx in emitted else filtered.get(idx, "")
-                    emitted.add(idx)
+                    if idx in emitted:
+                        del delta["content"]
+                    else:
+                        delta["content"] = filtered.get(idx, "")
+                        emitted.add(idx)
+                if not delta and choice.get("finish_reason") is None:
+                    continue  # nothing left to say in this chunk
                 out_choices.append({**choice, "delta": delta})
+            if not out_choices:
+                continue
             c = {k: v for k, v in chunk.items() if k != "usage"}
             c["choices"] = out_choices
             if req.include_usage:

@@ -29,6 +29,7 @@ from bulwark.errors import (
     PermissionDenied,
     RateLimited,
     RevokedCredentials,
+    ServiceUnavailable,
     StoreUnavailable,
     UnsupportedMediaType,
 )
@@ -82,6 +83,10 @@ _REFUSALS: dict[str, Callable[[int], BulwarkError]] = {
         code="too_many_failed_attempts",
         retry_after=s,
     ),
+    "store_unavailable": lambda s: StoreUnavailable(retry_after=s),
+    "jwks_unavailable": lambda s: ServiceUnavailable(
+        "The identity provider's signing keys cannot be fetched right now. Retry later.",
+        code="jwks_unavailable", retry_after=s),
     "risk_requires_jwt": lambda _: PermissionDenied(
         "API keys are not accepted for this role at the current risk level; use an OAuth 2.0 token.",
         code="credential_not_allowed",

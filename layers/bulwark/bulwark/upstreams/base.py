@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bulwark.errors import InvalidRequest, UpstreamError
+from bulwark.errors import InvalidRequest
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +49,17 @@ class ChatStream(Iterator[JsonDict]):
     """Iterator of OpenAI chat.completion.chunk dicts; `usage` is set once the stream is exhausted.
 
     The last chunk yielded always carries `usage` (stream_options.include_usage semantics); the invoker drops it if the
-    client did not ask. `usage.estimated` says whether the upstream reported it.
+    client did not ask. `usage.estimated` says whether the upstream reported it. Upstream failures before the first
+    chunk are raised by `chat_stream` itself; later ones by iteration (as UpstreamError / UpstreamTimeout).
     """
 
-    def __init__(self, chunks: Iterator[JsonDict]) -> None:
-        self._chunks = chunks
+    def __init__(self, chunks: Iterator[JsonDict] | None = None) -> None:
+        self._chunks: Iterator[JsonDict] = chunks if chunks is not None else iter(())
         self.usage: Usage | None = None
+
+    def attach(self, chunks: Iterator[JsonDict]) -> ChatStream:
+        self._chunks = chunks
+        return self
 
     def __iter__(self) -> ChatStream:
         return self
@@ -63,6 +68,7 @@ class ChatStream(Iterator[JsonDict]):
         return next(self._chunks)
 
     def close(self) -> None:
+        """Stop early (client went away): releases the upstream connection."""
         close = getattr(self._chunks, "close", None)
         if close is not None:
             close()
@@ -159,6 +165,7 @@ def chunk(
     model: str,
     delta: JsonDict | None,
     finish_reason: str | None = None,
+    *,
     usage: Usage | None = None,
 ) -> JsonDict:
     body: JsonDict = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
@@ -191,6 +198,11 @@ def synthesized_chat_stream(result: ChatResult) -> ChatStream:
     stream = ChatStream(synthesize_stream(result))
     stream.usage = result.usage
     return stream
+
+
+def without_stream_options(request: JsonDict) -> JsonDict:
+    """The request without its streaming options, for upstreams called without streaming."""
+    return {k: v for k, v in request.items() if k not in ("stream", "stream_options")}
 
 
 # ---- chat → JSON mapping for non-chat upstreams (SageMaker, legacy HTTP) -------------------------------------------
@@ -242,4 +254,4 @@ def generated_text(response: Any) -> str:
             text = choices[0].get("text")
             if isinstance(text, str):
                 return text
-    raise UpstreamError("The model upstream returned an answer in an unexpected shape.")
+    raise ValueError("no generated text in the upstream answer")

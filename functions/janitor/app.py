@@ -1,0 +1,20 @@
+"""Scheduled key janitor: disables expired keys, warns about keys that expire within 7 days. Thin."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from bulwark.observability import make_logger, make_metrics, make_tracer
+from bulwark.services import janitor_service
+
+logger = make_logger()
+metrics = make_metrics()
+tracer = make_tracer()
+service = janitor_service.build(logger, metrics)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return service.handle(event)

@@ -1,0 +1,491 @@
+"""Built-in prompt-injection and jailbreak detector: normalization, then a weighted rule set.
+
+Normalization runs first so that obfuscation does not slip past: NFKC and invisible-character removal (the same as
+the sanitizer), case folding, a homoglyph table (Cyrillic/Greek look-alikes), and extra "views" of the text: leetspeak
+decoded, letter-by-letter spacing collapsed ("i g n o r e"), and base64 / hex / URL-encoded / rot13 payloads decoded.
+Every rule runs on every view; a rule counts once, with its weight; the text is flagged when the sum reaches 1.0.
+
+Rules are phrase patterns with bounded gaps (`(?:\\S+ ){0,4}`, disjoint classes), so the regex engine cannot
+backtrack catastrophically; the unit tests and bench/validator_bench.py time a 50,000-character adversarial input.
+Weights were tuned on one half of public sets only (bench/guardrail_eval.py reports the held-out half).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+from bulwark.validation.sanitize import sanitize_text
+
+THRESHOLD = 1.0
+
+
+@dataclass(frozen=True)
+class InjectionVerdict:
+    detected: bool
+    score: float
+    rules: tuple[str, ...]
+
+
+# ---- normalization -------------------------------------------------------------------------------------------------
+
+_CONFUSABLES = str.maketrans(
+    {
+        "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c", "т": "t",
+        "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ɡ": "g", "ɑ": "a",
+        "ο": "o", "α": "a", "ν": "v", "ι": "i", "κ": "k", "ρ": "p", "τ": "t", "υ": "u", "ε": "e", "η": "n", "χ": "x",
+        "ω": "w", "β": "b", "γ": "y", "μ": "u", "ꓲ": "i", "ı": "i", "ȷ": "j", "ᴀ": "a", "ʀ": "r", "ꜱ": "s", "ᴏ": "o",
+        "’": "'", "‘": "'", "`": "'", "“": '"', "”": '"', "„": '"', "«": '"', "»": '"',  # noqa: RUF001
+    }
+)  # fmt: skip
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
+_HAS_LEET = re.compile(r"[a-z][013457@$!]|[013457@$!][a-z]")
+_SEPARATORS = re.compile(r"[\s*_~|#>]+")
+# Letters split by one separator each ("i g n o r e", "i.g.n.o.r.e"); a wider gap is where a word ends.
+_SPACED = re.compile(r"(?<![a-z0-9])(?:[a-z0-9][ .\-_*/|+]){3,}[a-z0-9](?![a-z0-9])")
+_B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9_-]{24,}")
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2}[ :]?){10,}")
+_PCT = re.compile(r"(?:%[0-9a-fA-F]{2}){4,}")
+_ROT13_HINT = re.compile(r"rot-?13|\bvtaber\b|\bvafgehpgvbaf\b|\bflfgrz\b")
+_MAX_DECODED = 8  # decoded payloads per text: bounds the work an attacker can make us do
+
+
+def _folded(text: str) -> str:
+    return sanitize_text(text).casefold().translate(_CONFUSABLES)
+
+
+def _basic(text: str) -> str:
+    return _SEPARATORS.sub(" ", _folded(text))
+
+
+def _printable_ratio(s: str) -> float:
+    return sum(c.isprintable() or c in "\n\t" for c in s) / max(1, len(s))
+
+
+def _decoded_payloads(text: str) -> list[str]:
+    out: list[str] = []
+    for m in _B64.finditer(text):
+        raw = m.group(0)
+        try:
+            data = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_" if ("-" in raw or "_" in raw) else None)
+            s = data.decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+        if len(s) >= 8 and _printable_ratio(s) > 0.95 and " " in s:
+            out.append(s)
+        if len(out) >= _MAX_DECODED:
+            return out
+    for m in _HEX.finditer(text):
+        try:
+            s = bytes.fromhex(re.sub(r"[ :]", "", m.group(0))).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if _printable_ratio(s) > 0.95 and " " in s:
+            out.append(s)
+        if len(out) >= _MAX_DECODED:
+            return out
+    if "%" in text and _PCT.search(text):
+        out.append(urllib.parse.unquote(text))
+    return out
+
+
+def views(text: str) -> list[str]:
+    """The normalized forms of `text` every rule is matched against (first one is the plain normalized text)."""
+    base = _basic(text)
+    result = [base]
+    if _HAS_LEET.search(base):
+        result.append(base.translate(_LEET))
+    folded = _folded(text)
+    if _SPACED.search(folded):
+        despaced = _SEPARATORS.sub(" ", _SPACED.sub(lambda m: m.group(0)[::2], folded))
+        result.append(despaced)
+        if _HAS_LEET.search(despaced):
+            result.append(despaced.translate(_LEET))
+    if _ROT13_HINT.search(base):
+        result.append(codecs.encode(base, "rot13"))
+    result.extend(_basic(p) for p in _decoded_payloads(text))
+    return result
+
+
+# ---- rules ---------------------------------------------------------------------------------------------------------
+
+_W = r"(?:\S+ ){0,%d}?"  # a bounded, lazily-matched gap of whole words
+
+
+def _gap(n: int) -> str:
+    return _W % n
+
+
+_IGNORE_VERBS = (
+    r"ignore|ignoring|disregard|disregarding|forget|forgetting|skip|bypass|override|overlook|neglect|abandon|"
+    r"set aside|throw out|discard|drop|dismiss|delete|erase|clear|reset|cancel|omit|stop following|do not follow|"
+    r"don't follow|no longer follow"
+)
+_PRIOR = r"previous|prior|preceding|above|earlier|initial|original|old|existing|all|any|every|your|the|those|these|its|system|developer|safety|default"  # noqa: E501
+_DIRECTIVES = (
+    r"instructions?|prompts?|directives?|directions?|rules?|guidelines?|commands?|context|programming|constraints?|"
+    r"restrictions?|guardrails?|polic(?:y|ies)|filters?|training|conditioning|messages?|orders?|settings|"
+    r"limitations?|boundaries|safeguards?|principles|ethics|morals|protocols?|tasks?|requests?"
+)
+
+_RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
+    (name, weight, re.compile(pattern))
+    for name, weight, pattern in (
+        # direct instruction override
+        ("ignore_previous", 1.0, rf"\b(?:{_IGNORE_VERBS})\b {_gap(4)}(?:{_PRIOR})\b {_gap(3)}(?:{_DIRECTIVES})\b"),
+        (
+            "ignore_short",
+            0.6,
+            rf"\b(?:{_IGNORE_VERBS}) (?:everything|all|that|what) (?:above|before|i said|you were told)",
+        ),
+        (
+            "new_instructions",
+            0.6,
+            r"\b(?:new|updated|real|actual|revised|important|urgent|additional|secret|hidden|"
+            r"override|admin|system) (?:important )?(?:instructions?|directives?|orders|tasks?|rules)\b"
+            r"(?: (?:are|is|follow|below))?[:!.]?",
+        ),
+        (
+            "instead_do",
+            0.4,
+            r"\binstead(?:,)? (?:you (?:should|must|will|need to)|(?:please )?(?:say|print|output|respond|"
+            r"reply|write|tell))\b",
+        ),
+        ("forgot_to_tell", 0.6, r"\b(?:i|we) (?:made a mistake|forgot to (?:ask|tell|mention|say))\b"),
+        (
+            "from_now_on",
+            0.35,
+            r"\b(?:from now on|from this (?:moment|point)(?: on(?:wards?)?)?|for the rest of this "
+            r"conversation|henceforth)\b",
+        ),
+        (
+            "ignore_multilingual",
+            1.0,
+            r"\b(?:ignorier\w*|vergiss\w*|vergessen sie|missachte\w*) (?:\S+ ){0,4}?(?:anweisung"
+            r"\w*|befehle|regeln|instruktionen|vorgaben|aufgaben|alles (?:davor|vorher|bisherige))"
+            r"|\b(?:ignora\w*|olvida\w*|olvide|descarta\w*|desconsidere|esque[cç]a) (?:\S+ ){0,4}?"
+            r"(?:instrucciones|reglas|indicaciones|instru[cç](?:õ|o)es|regras|istruzioni|regole)"
+            r"|\b(?:ignorez|oublie\w*|ignore) (?:\S+ ){0,4}?(?:consignes|instructions pr[ée]c[ée]dentes"
+            r"|r[èe]gles|tout ce qui pr[ée]c[èe]de)",
+        ),
+        (
+            "forget_everything",
+            0.8,
+            r"\b(?:forget|ignore|disregard|erase) (?:about )?(?:everything|all(?: of)? that|all)"
+            r" (?:you(?:'ve| have)? (?:learned|been told|know|were told)|before|above|previously|"
+            r"i (?:said|told you)|so far)",
+        ),
+        (
+            "if_asked_to",
+            0.7,
+            r"\bif (?:you are|you're|you get) (?:told|asked|instructed) to (?:summari[sz]e|translate|"
+            r"answer|analy[sz]e|review|respond)\b",
+        ),
+        (
+            "prefix_injection",
+            0.6,
+            r"\b(?:start|begin)(?:s|ning)? (?:\S+ ){0,3}?with [\"'](?:sure|absolutely|certainly|"
+            r"of course|yessir|here is|here's|my instructions|you are)",
+        ),
+        (
+            "rules_dont_apply",
+            0.7,
+            r"\b(?:rules|polic(?:y|ies)|guidelines|restrictions|laws|ethics|filters) (?:\S+ ){0,2}?"
+            r"(?:don't|do not|no longer|doesn't|does not|won't|will not|never) apply\b"
+            r"|\b(?:doesn'?t|does not|don'?t|do not|never|won't) care (?:about )?(?:any )?(?:\S+ )?"
+            r"(?:laws|rules|ethics|morals|morality|legality|guidelines|consequences)\b",
+        ),
+        (
+            "restrictions_off",
+            0.8,
+            r"\b(?:safety|content|ethical|moral) (?:restrictions|filters?|guidelines|guardrails|"
+            r"settings)\W{0,3}(?:none|disabled|off|removed|deactivated)\b",
+        ),
+        (
+            "policy_puppetry",
+            0.8,
+            r"\b(?:allowed|blocked) (?:modes|responses|strings)\b|\binteraction-config\b"
+            r"|\buserquery\b|\bresponseformat\b|\binsert divider\b|\bgodmode\b|\brebel answer\b",
+        ),
+        (
+            "config_leak",
+            0.6,
+            r"\b(?:display|share|show|reveal|print|dump|output|list) (?:me )?(?:your |the |all )?"
+            r"(?:system |internal |hidden |full )?(?:configuration|config|settings|initialization)\b"
+            r"|\bmy (?:instructions|system prompt|rules|initial prompt) (?:are|is|were)\b|\bsystemprompt\b"
+            r"|\b(?:word for word|verbatim)\b",
+        ),
+        ("role_tag", 0.5, r"\[(?:system|admin|developer|sys)\]|\b(?:you are now|now you are)\b"),
+        ("leetspeak_request", 0.3, r"\b(?:l33t ?speak|leet ?speak|1337)\b"),
+        (
+            "praise_pivot",
+            0.3,
+            r"\b(?:well done|very good|great job|good job|excellent|that's enough|that is enough|stop)"
+            r"[.!,]* (?:now|next|but now)\b",
+        ),
+        # persona / jailbreak vocabulary
+        (
+            "dan",
+            1.0,
+            r"\bdo anything now\b|\bdan mode\b|\bdan,? (?:which|who) stands\b|\bact as (?:a |an )?dan\b"
+            r"|\b(?:you are|you're|as) (?:a |an )?(?:dan|stan|dude|aim|anti-dan|betterdan|devmode|evilbot)\b",
+        ),
+        ("jailbreak_word", 0.6, r"\bjail ?br(?:eak|oken|eaking)\b"),
+        ("developer_mode", 0.5, r"\b(?:developer|dev|debug|god|admin|sudo|unrestricted|opposite|evil|chaos) mode\b"),
+        (
+            "mode_enabled",
+            0.3,
+            r"\bmode (?:enabled|activated|on)\b|\b(?:enable|activate|enter)(?:d)? (?:\S+ ){0,2}mode\b",
+        ),
+        ("unfiltered", 0.45, r"\b(?:unfiltered|uncensored|unrestricted|unbound|unchained|unleashed)\w*"),
+        ("amoral", 0.35, r"\b(?:amoral|immoral|unethical|no morals?|no ethics)\b"),
+        (
+            "no_restrictions",
+            0.7,
+            r"\b(?:no|without|free (?:of|from)|zero|none of the|not have any|doesn't have any|does not "
+            r"have any|don't have any|devoid of) (?:\S+ ){0,3}?(?:restrictions?|limitations?|"
+            r"filters?|filtering|censorship|guidelines|boundaries|constraints|limits|rules|"
+            r"ethical (?:or|and|\S+) moral|moral (?:or|and) ethical|ethics|morals|safeguards)\b",
+        ),
+        (
+            "not_bound",
+            0.7,
+            r"\b(?:not|never|no longer) (?:be )?(?:bound|restricted|limited|constrained|confined) (?:by|to)\b"
+            r"|\b(?:broken|break|breaking|freed|free|escaped?|liberated?) (?:\S+ ){0,2}?(?:free )?"
+            r"(?:of|from) (?:\S+ ){0,3}?(?:confines|restrictions|rules|shackles|limitations|chains|"
+            r"constraints|guidelines|policies)\b",
+        ),
+        (
+            "policy_defiance",
+            0.7,
+            r"\b(?:ignore|bypass|break|breaks|violate|violates|disregard|circumvent|evade|against|"
+            r"doesn't (?:follow|care about|abide by)|does not (?:follow|care about|abide by)|"
+            r"not (?:follow|abide by|adhere to|comply with)) (?:\S+ ){0,3}?(?:openai|anthropic|"
+            r"content|safety|usage|ethical|moral|legal) (?:\S+ ){0,1}?(?:polic(?:y|ies)|guidelines|"
+            r"rules|filters|standards|principles|restrictions|concerns|considerations)\b",
+        ),
+        (
+            "openai_policy",
+            0.3,
+            r"\b(?:openai|anthropic)(?:'s)? (?:content |usage )?(?:polic(?:y|ies)|guidelines|rules)\b",
+        ),
+        (
+            "never_refuse",
+            0.6,
+            r"\b(?:never|not|won't|will not|cannot|can't|can not|must not|mustn't|don't|do not|unable "
+            r"to) (?:\S+ ){0,2}?(?:refuse|decline|deny|reject|say no|warn|apologi[sz]e|censor)\b",
+        ),
+        (
+            "no_matter",
+            0.6,
+            r"\bno matter how (?:\S+ ){0,2}?(?:immoral|unethical|illegal|dangerous|offensive|harmful|"
+            r"inappropriate|explicit|wrong|evil|controversial|disgusting)\b",
+        ),
+        (
+            "refusal_suppression",
+            0.7,
+            r"\b(?:never|don't|do not|won't|will not|must not|cannot|not|avoid|without) (?:\S+ ){0,3}?"
+            r"(?:say|saying|mention|include|including|use|using|respond with|add|adding|"
+            r"write|writing|contain|containing|output|print|use the words?|"
+            r"apologi[sz]e|apologizing) (?:\S+ ){0,3}?(?:\"|')?(?:i'?m sorry|i am sorry|"
+            r"as an ai|i apologi[sz]e|i cannot|i can't|disclaimers?|warnings?|apologies)",
+        ),
+        (
+            "stay_in_character",
+            0.6,
+            r"\b(?:stay|staying|remain|keep|break|breaking|broke) (?:in |out of |of )?"
+            r"(?:character|persona|role)\b|\bcharacter (?:break|reminder)\b",
+        ),
+        (
+            "dual_response",
+            0.5,
+            r"\b(?:two|2|both|dual) (?:different |separate |distinct )?(?:responses|answers|"
+            r"paragraphs|outputs|ways)\b|\[(?:🔓|🔒|jailbreak|classic|normal|gpt|chatgpt)[^\]\n]{0,30}\]",
+        ),
+        (
+            "persona_switch",
+            0.45,
+            r"\b(?:you are|you're|you will be|you are going to|you'll) (?:now |no longer |going to "
+            r"|not )?(?:act|acting|pretend|pretending|play|playing|roleplay|simulate|simulating|"
+            r"become|be|behave)\b(?: (?:as|like|the role of))?",
+        ),
+        (
+            "not_an_ai",
+            0.7,
+            r"\b(?:you are|you're|you will be) (?:no longer|not) (?:an? |the )?(?:ai|assistant|chatgpt|"
+            r"language model|llm|chatbot|claude|gpt)\b|\b(?:forget|forgot) (?:that )?you are an? (?:ai|"
+            r"assistant|language model)\b",
+        ),
+        ("ai_target", 0.25, r"\b(?:chatgpt|gpt-?[34]|gpt|openai|llm|language model|ai model|chatbot|ai assistant)\b"),
+        (
+            "roleplay",
+            0.2,
+            r"\b(?:role ?play|pretend|hypothetical(?:ly)?|fictional|imagine|simulate|simulation|"
+            r"character|persona|act as)\b",
+        ),
+        (
+            "obey",
+            0.45,
+            r"\b(?:must|will|shall|always) (?:\S+ ){0,2}?(?:obey|comply|answer|respond|fulfil|fulfill) (?:\S+ ){0,3}?"
+            r"(?:any|all|every|whatever|no matter)\b|\b(?:obey|comply with) (?:me|my|every|all)\b",
+        ),
+        (
+            "harm_vocab",
+            0.15,
+            r"\b(?:illegal|harmful|dangerous|offensive|explicit|nsfw|malicious|unsafe|swear|profanity)\b",
+        ),
+        # system prompt extraction
+        (
+            "prompt_leak",
+            1.0,
+            r"\b(?:reveal|print|show|display|output|repeat|tell|give|share|leak|disclose|write|paste|"
+            r"dump|spell|recite|list|provide|return|expose|echo|copy|what (?:are|is|were|was)) (?:me )?"
+            r"(?:\S+ ){0,5}?(?:your|the|my|all|initial|original|hidden|secret|first|above|full|entire|"
+            r"exact|complete)\b (?:\S+ ){0,3}?(?:system (?:prompt|message|instructions?)|"
+            r"(?:initial|original|hidden|secret|first|starting|pre-?|internal|core|developer|"
+            r"underlying|given|exact) (?:system )?(?:prompt|instructions?|directives?|message|"
+            r"configuration|rules|guidelines)|(?:instructions?|prompt|text|words|messages?|content) "
+            r"(?:above|before this|you were given|that you were given|at the (?:beginning|start|top)|"
+            r"(?:given|provided) to you))",
+        ),
+        (
+            "system_prompt",
+            0.45,
+            r"\bsystem (?:prompt|message|instructions?)\b|\bpre-?prompt\b|\binitial (?:prompt|"
+            r"instructions?)\b|\bprompt (?:above|injection)\b",
+        ),
+        (
+            "everything_above",
+            0.5,
+            r"\b(?:everything|all|words|text|lines|content) (?:\S+ ){0,2}?(?:above|before this "
+            r"(?:line|message|point)|prior to this)\b|\boutput initialization\b",
+        ),
+        # fake conversation structure
+        (
+            "chat_delimiter",
+            0.8,
+            r"<\|?(?:im_start|im_end|endoftext|system|eot_id|start_header_id|end_header_id)\|?>|\[/?"
+            r"inst\]|<</?sys>>|</?(?:system|instructions?|admin|sys)>|\b(?:end|begin) (?:of )?"
+            r"(?:system )?(?:prompt|instructions|context|input)\b",
+        ),
+        ("role_prefix", 0.5, r"(?:^|\n|\. )(?:system|assistant|admin|developer)(?: message)? ?: "),
+        (
+            "authority",
+            0.6,
+            r"\b(?:this is|i am|i'm) (?:your|the|an?) (?:developer|creator|admin|administrator|owner|"
+            r"system administrator|openai|anthropic|maintainer|operator)\b|\b(?:admin|administrator|"
+            r"administrative|elevated|developer|maintenance|debug|sudo|root|god) (?:access|override|privileges?|command|"
+            r"authori[sz]ation)\b",
+        ),
+        # exfiltration and canary payloads
+        ("md_exfil", 0.7, r"!\[[^\]\n]{0,200}\]\(https?://[^)\s]{1,300}[?&][^)\s=]{1,50}="),
+        (
+            "include_in_response",
+            0.5,
+            r"\b(?:include|insert|append|add|embed|render)(?: in| to| at the end of)? your "
+            r"(?:response|answer|reply|output)\b",
+        ),
+        (
+            "exfil_send",
+            0.5,
+            r"\b(?:send|post|forward|email|transmit|exfiltrate|upload|leak) (?:\S+ ){0,5}?(?:to|at) "
+            r"(?:https?://|\S+@\S+\.\S+)",
+        ),
+        ("script_tag", 0.5, r"<script\b|javascript:|onerror ?="),
+        (
+            "pwned",
+            0.8,
+            r"\b(?:i have been|i've been|you have been|you've been) (?:pwned|hacked|jailbroken)\b|\bhaha pwned\b",
+        ),
+        (
+            "say_exactly",
+            0.3,
+            r"\b(?:say|print|output|respond with|reply with|write|repeat) (?:only |exactly |just )?"
+            r"(?:the (?:word|phrase|text|string) )?\"[^\"\n]{1,80}\"(?: and nothing else)?",
+        ),
+        (
+            "decode_and_follow",
+            0.5,
+            r"\b(?:decode|decipher|translate) (?:\S+ ){0,4}?(?:and|then) (?:\S+ ){0,2}?"
+            r"(?:follow|execute|do|perform|obey|run|answer)\b|\bbase64\b|\brot-?13\b",
+        ),
+    )
+)
+
+
+# Words one of which every match of a rule must contain. A rule whose anchors are all absent from a view is skipped
+# without running its regex: on long benign prose this skips most rules (each full scan costs ~30 ns a character).
+# Rules missing here always run. bench/guardrail_eval.py shows the same verdicts with and without this filter.
+_ANCHORS: dict[str, frozenset[str]] = {
+    name: frozenset(words.split())
+    for name, words in {
+        "ignore_previous": "instruction instructions prompt prompts directive directives direction directions rule rules "
+        "guideline guidelines command commands context programming constraint constraints restriction restrictions "
+        "guardrail guardrails policy policies filter filters training conditioning message messages order orders "
+        "settings limitation limitations boundaries safeguard safeguards principles ethics morals protocol protocols "
+        "task tasks request requests",
+        "ignore_short": "above before said told",
+        "forget_everything": "forget ignore disregard erase",
+        "if_asked_to": "if",
+        "prefix_injection": "start begin starts begins starting beginning",
+        "rules_dont_apply": "apply care",
+        "restrictions_off": "none disabled off removed deactivated",
+        "policy_puppetry": "allowed blocked interaction userquery responseformat insert godmode rebel",
+        "new_instructions": "instruction instructions directive directives orders task tasks rules",
+        "instead_do": "instead",
+        "forgot_to_tell": "mistake forgot",
+        "from_now_on": "now moment point rest henceforth",
+        "dan": "dan stan dude aim anti betterdan devmode evilbot anything",
+        "jailbreak_word": "jailbreak jailbroken jailbreaking jail",
+        "developer_mode": "mode",
+        "mode_enabled": "mode",
+        "not_bound": "bound restricted limited constrained confined confines restrictions rules shackles limitations "
+        "chains constraints guidelines policies",
+        "policy_defiance": "policy policies guidelines rules filters standards principles restrictions concerns "
+        "considerations",
+        "openai_policy": "openai anthropic",
+        "never_refuse": "refuse decline deny reject say warn apologise apologize censor",
+        "no_matter": "matter",
+        "refusal_suppression": "sorry i ai apologise apologize cannot can disclaimer disclaimers warning warnings "
+        "apologies",
+        "stay_in_character": "character persona role",
+        "persona_switch": "you",
+        "not_an_ai": "ai assistant chatgpt language llm chatbot claude gpt",
+        "obey": "obey comply answer respond fulfil fulfill",
+        "prompt_leak": "system initial original hidden secret first starting pre prompt preprompt internal core developer "
+        "underlying given exact above before beginning start top provided",
+        "system_prompt": "system preprompt pre initial prompt",
+        "config_leak": "configuration config settings initialization my systemprompt word verbatim",
+        "role_tag": "system admin developer sys now",
+        "md_exfil": "http https",
+        "include_in_response": "response answer reply output",
+        "exfil_send": "http https",
+        "script_tag": "script javascript onerror",
+        "pwned": "pwned hacked jailbroken",
+        "leetspeak_request": "l33t leet l33tspeak leetspeak 1337",
+        "decode_and_follow": "decode decipher translate base64 rot13 rot",
+        "praise_pivot": "now next",
+    }.items()
+}
+_WORDS = re.compile(r"[a-z0-9]+")
+
+
+def detect_injection(text: str) -> InjectionVerdict:
+    """Score `text` against every rule on every normalized view; detected when the weighted sum reaches 1.0."""
+    hit: dict[str, float] = {}
+    for view in views(text):
+        words = set(_WORDS.findall(view))
+        for name, weight, pattern in _RULES:
+            if name in hit:
+                continue
+            anchors = _ANCHORS.get(name)
+            if anchors is not None and anchors.isdisjoint(words):
+                continue
+            if pattern.search(view):
+                hit[name] = weight
+    score = round(sum(hit.values()), 3)
+    return InjectionVerdict(detected=score >= THRESHOLD, score=score, rules=tuple(sorted(hit)))

@@ -1,0 +1,428 @@
+"""One Lambda function in its own process, speaking the Lambda Invoke wire API.
+
+Run as ``python -m bulwark.local.lambda_worker --name ... --code-dir ... --handler app.lambda_handler``. The worker
+imports the handler once (the cold start), then serves ``POST /2015-03-31/functions/{name}/invocations`` on 127.0.0.1
+with keep-alive, answering exactly as the Lambda service does (``X-Amz-Function-Error: Unhandled`` and the runtime's
+error JSON for a raising handler), so boto3 in another function sees what it would see on AWS. ``GET /__bulwark/stats``
+reports the process's peak RSS for the benchmarks.
+
+:class:`WorkerProcess` is the parent's side: spawn, wait ready, invoke over a pooled connection, stop by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as dt
+import decimal
+import importlib.util
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import IO, Any
+
+from bulwark.local._http import ConnectionPool, FastHandler, QuietServer, Response
+from bulwark.local._proc import preexec_for_child, stop_process
+
+INVOKE_PREFIX = "/2015-03-31/functions/"
+STATS_PATH = "/__bulwark/stats"
+READY_KEY = "bulwark_worker_ready"
+# The Lambda service's synchronous payload limit, both ways.
+MAX_PAYLOAD = 6 * 1024 * 1024
+_LOCAL_REGION = "us-east-1"
+_LOCAL_ACCOUNT = "000000000000"
+
+
+# ------------------------------------------------------------------------------------------------- inside the worker
+
+
+class LambdaContext:
+    """The attributes and method of the Python runtime's context object that handlers and Powertools read."""
+
+    def __init__(self, *, request_id: str, function_name: str, memory_mb: int, timeout_s: float) -> None:
+        self.aws_request_id = request_id
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{_LOCAL_REGION}:{_LOCAL_ACCOUNT}:function:{function_name}"
+        self.memory_limit_in_mb = memory_mb
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+        self.identity: Any = None
+        self.client_context: Any = None
+        self.tenant_id: str | None = None
+        self._deadline = time.monotonic() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def _decimal_default(value: object) -> object:
+    # The Lambda runtime serialises Decimal (what boto3's resource layer returns) rather than failing.
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _load_handler(code_dir: Path, handler: str, module_name: str) -> Callable[[Any, Any], Any]:
+    module_path, _, attribute = handler.rpartition(".")
+    if not module_path:
+        raise ImportError(f"Bad handler '{handler}': not enough values to unpack (expected 2, got 1)")
+    relative = Path(*module_path.split("."))
+    candidates = [code_dir / relative.with_suffix(".py"), code_dir / relative / "__init__.py"]
+    source = next((path for path in candidates if path.exists()), None)
+    if source is None:
+        raise ImportError(f"Unable to import module '{module_path}': No module named '{module_path}'")
+    # Lambda puts the task root first on sys.path, so a handler's own sibling modules import as they do on AWS.
+    sys.path.insert(0, str(code_dir))
+    spec = importlib.util.spec_from_file_location(module_name, source)
+    assert spec is not None and spec.loader is not None
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # a unique name per function: no two handlers share a module object
+    spec.loader.exec_module(module)
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ImportError(f"Handler '{attribute}' missing on module '{module_path}'")
+    return function  # type: ignore[no-any-return]
+
+
+class _Worker:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.name: str = args.name
+        self.memory: int = args.memory
+        self.timeout: float = args.timeout
+        self.handler: Callable[[Any, Any], Any] | None = None
+        self.import_error: dict[str, Any] | None = None
+        self.init_duration_ms = 0.0
+        self.invocations = 0
+        self._count_lock = threading.Lock()
+        self._print_lock = threading.Lock()
+        # Handlers run on a pool so a timeout can be answered while the handler thread is still busy.
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.concurrency, thread_name_prefix="invoke")
+        started = time.perf_counter()
+        try:
+            module_name = f"bulwark_local_fn_{args.logical_id}"
+            self.handler = _load_handler(Path(args.code_dir), args.handler, module_name)
+        except Exception as exc:  # the runtime reports this on every invoke, as Lambda does
+            self.import_error = {
+                "errorMessage": f"Unable to import module '{args.handler}': {exc}",
+                "errorType": "Runtime.ImportModuleError",
+                "requestId": "",
+                "stackTrace": traceback.format_exception(exc),
+            }
+            self.platform_log("ERROR", "init failed", error=self.import_error["errorMessage"])
+        self.init_duration_ms = (time.perf_counter() - started) * 1000
+
+    def platform_log(self, level: str, message: str, **fields: Any) -> None:
+        # The runtime's own lines go to stderr as JSON, marked as platform lines so the stack can keep them quiet.
+        line = json.dumps(
+            {"level": level, "type": "platform", "message": message, "function_name": self.name, **fields}
+        )
+        with self._print_lock:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+
+    def invoke(self, payload: bytes, request_id: str) -> tuple[bytes, bool]:
+        """Run the handler; return (response body, is_function_error)."""
+        if self.import_error is not None:
+            return json.dumps(self.import_error).encode(), True
+        event = json.loads(payload) if payload.strip() else {}  # validated by the HTTP layer
+        context = LambdaContext(
+            request_id=request_id, function_name=self.name, memory_mb=self.memory, timeout_s=self.timeout
+        )
+        assert self.handler is not None
+        started = time.perf_counter()
+        future = self.pool.submit(self.handler, event, context)
+        try:
+            result = future.result(timeout=self.timeout)
+            body, failed = self._marshal(result, request_id)
+        except concurrent.futures.TimeoutError:
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            message = f"{stamp} {request_id} Task timed out after {self.timeout:.2f} seconds"
+            body, failed = json.dumps({"errorMessage": message, "errorType": "Sandbox.Timedout"}).encode(), True
+        except Exception as exc:
+            error = {
+                "errorMessage": str(exc),
+                "errorType": type(exc).__name__,
+                "requestId": request_id,
+                "stackTrace": traceback.format_list(traceback.extract_tb(exc.__traceback__)),
+            }
+            self.platform_log("ERROR", "handler raised", requestId=request_id, errorType=error["errorType"])
+            body, failed = json.dumps(error).encode(), True
+        duration = (time.perf_counter() - started) * 1000
+        with self._count_lock:
+            self.invocations += 1
+            first = self.invocations == 1
+        report: dict[str, Any] = {"requestId": request_id, "durationMs": round(duration, 3)}
+        report["maxMemoryUsedMB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        if first:
+            report["initDurationMs"] = round(self.init_duration_ms, 3)
+        self.platform_log("INFO", "REPORT", **report)
+        return body, failed
+
+    @staticmethod
+    def _marshal(result: Any, request_id: str) -> tuple[bytes, bool]:
+        try:
+            body = json.dumps(result, default=_decimal_default).encode()
+        except (TypeError, ValueError) as exc:
+            error = {"errorMessage": f"Unable to marshal response: {exc}", "errorType": "Runtime.MarshalError"}
+            return json.dumps({**error, "requestId": request_id, "stackTrace": []}).encode(), True
+        if len(body) > MAX_PAYLOAD:
+            error = {
+                "errorMessage": f"Response payload size ({len(body)} bytes) exceeded maximum allowed payload size "
+                f"({MAX_PAYLOAD} bytes).",
+                "errorType": "Function.ResponseSizeTooLarge",
+            }
+            return json.dumps(error).encode(), True
+        return body, False
+
+    def stats(self) -> dict[str, Any]:
+        rss_kb = 0
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss_kb = int(line.split()[1])
+        except OSError:
+            pass
+        return {
+            "function_name": self.name,
+            "pid": os.getpid(),
+            "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "rss_kb": rss_kb,
+            "invocations": self.invocations,
+            "init_duration_ms": round(self.init_duration_ms, 3),
+        }
+
+
+def _aws_error(handler: FastHandler, status: int, error_type: str, message: str) -> None:
+    body = json.dumps({"Type": "User", "message": message}).encode()
+    headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", error_type)]
+    handler.send_bytes(status, [*headers, ("x-amzn-RequestId", str(uuid.uuid4()))], body)
+
+
+def _make_handler(worker: _Worker, names: tuple[str, ...]) -> type[FastHandler]:
+    class InvokeHandler(FastHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server dispatches on this name
+            if self.path == STATS_PATH:
+                self.send_bytes(200, [("Content-Type", "application/json")], json.dumps(worker.stats()).encode())
+            else:
+                _aws_error(self, 404, "UnknownOperationException", "Unknown operation")
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server dispatches on this name
+            path = urllib.parse.urlsplit(self.path).path
+            if not (path.startswith(INVOKE_PREFIX) and path.endswith("/invocations")):
+                _aws_error(self, 404, "UnknownOperationException", "Unknown operation")
+                return
+            target = urllib.parse.unquote(path[len(INVOKE_PREFIX) : -len("/invocations")])
+            if not any(target == name or target.endswith(f"function:{worker.name}") for name in names):
+                self.read_body(MAX_PAYLOAD * 2)
+                _aws_error(self, 404, "ResourceNotFoundException", f"Function not found: {target}")
+                return
+            try:
+                payload = self.read_body(MAX_PAYLOAD)
+            except Exception:
+                _aws_error(self, 413, "RequestTooLargeException", "Request must be smaller than 6291456 bytes")
+                self.close_connection = True
+                return
+            request_id = str(uuid.uuid4())
+            invocation_type = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+            base = [("x-amzn-RequestId", request_id), ("X-Amz-Executed-Version", "$LATEST")]
+            if invocation_type == "DryRun":
+                self.send_bytes(204, base, b"")
+                return
+            try:
+                json.loads(payload) if payload.strip() else None
+            except ValueError:
+                _aws_error(self, 400, "InvalidRequestContentException", "Could not parse request body into json")
+                return
+            if invocation_type == "Event":
+                threading.Thread(target=worker.invoke, args=(payload, request_id), daemon=True).start()
+                self.send_bytes(202, base, b"")
+                return
+            body, failed = worker.invoke(payload, request_id)
+            headers = [*base, ("Content-Type", "application/json")]
+            if failed:
+                headers.append(("X-Amz-Function-Error", "Unhandled"))
+            self.send_bytes(200, headers, body)
+
+    return InvokeHandler
+
+
+def _exit_with_parent(parent: int) -> None:
+    # Belt and braces with PR_SET_PDEATHSIG: a worker must never outlive the stack that started it.
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--logical-id", required=True)
+    parser.add_argument("--arn", default="")
+    parser.add_argument("--code-dir", required=True)
+    parser.add_argument("--handler", required=True)
+    parser.add_argument("--timeout", type=float, default=3.0)
+    parser.add_argument("--memory", type=int, default=128)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--parent-pid", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.parent_pid:
+        threading.Thread(target=_exit_with_parent, args=(args.parent_pid,), daemon=True).start()
+    worker = _Worker(args)  # the cold start: import the handler once, before the first request
+    names = (args.name, args.arn) if args.arn else (args.name,)
+    server = QuietServer(("127.0.0.1", args.port), _make_handler(worker, names))
+    ready = {READY_KEY: True, "port": server.server_address[1], "pid": os.getpid(), "init_ms": worker.init_duration_ms}
+    sys.stdout.write(json.dumps(ready) + "\n")
+    sys.stdout.flush()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+# ------------------------------------------------------------------------------------------------ the parent's side
+
+
+class WorkerError(RuntimeError):
+    """A worker could not start or stopped answering."""
+
+
+class InvokeResult:
+    __slots__ = ("function_error", "payload", "status")
+
+    def __init__(self, status: int, payload: bytes, function_error: str | None) -> None:
+        self.status = status
+        self.payload = payload
+        self.function_error = function_error
+
+
+LineSink = Callable[[str, str, str], None]  # (function name, "stdout" | "stderr", line)
+
+
+class WorkerProcess:
+    """Spawn and talk to one worker. Spawn from the thread that will outlive it (PR_SET_PDEATHSIG is per thread)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        logical_id: str,
+        arn: str,
+        code_dir: Path,
+        handler: str,
+        timeout: int,
+        memory: int,
+        environment: Mapping[str, str],
+        on_line: LineSink | None = None,
+    ) -> None:
+        self.name = name
+        self.logical_id = logical_id
+        self.arn = arn
+        self._argv = [
+            sys.executable,
+            "-m",
+            "bulwark.local.lambda_worker",
+            f"--name={name}",
+            f"--logical-id={logical_id}",
+            f"--arn={arn}",
+            f"--code-dir={code_dir}",
+            f"--handler={handler}",
+            f"--timeout={timeout}",
+            f"--memory={memory}",
+            f"--parent-pid={os.getpid()}",
+        ]
+        self.timeout = timeout
+        self._env = dict(environment)
+        self._on_line = on_line
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ready = threading.Event()
+        self._early_output: list[str] = []
+        self.port = 0
+        self._pool: ConnectionPool | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def spawn(self) -> None:
+        self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            self._argv,
+            env=self._env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=preexec_for_child(),  # noqa: PLW1509 - only calls prctl; see _proc
+            start_new_session=True,  # Ctrl-C goes to the stack, which stops workers in order
+        )
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        for stream, label in ((self._proc.stdout, "stdout"), (self._proc.stderr, "stderr")):
+            threading.Thread(target=self._pump, args=(stream, label), daemon=True, name=f"{self.name}-{label}").start()
+
+    def _pump(self, stream: IO[bytes], label: str) -> None:
+        for raw in stream:
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if not self._ready.is_set() and label == "stdout" and READY_KEY in line:
+                try:
+                    self.port = int(json.loads(line)["port"])
+                except (ValueError, KeyError):
+                    continue
+                self._pool = ConnectionPool("127.0.0.1", self.port)
+                self._ready.set()
+                continue
+            if not self._ready.is_set():
+                self._early_output.append(line)
+                del self._early_output[:-30]
+            if self._on_line is not None:
+                self._on_line(self.name, label, line)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.05):
+            if self._proc is None or self._proc.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(self._early_output[-20:])
+                raise WorkerError(f"Lambda worker for {self.name} did not start:\n{tail}")
+
+    def invoke(self, payload: bytes, timeout: float | None = None) -> InvokeResult:
+        """Invoke synchronously; TimeoutError if no answer within ``timeout`` (default: the function timeout + 2 s)."""
+        response = self.forward("POST", f"{INVOKE_PREFIX}{self.name}/invocations", payload, {}, timeout)
+        return InvokeResult(response.status, response.body, response.header("X-Amz-Function-Error"))
+
+    def forward(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float | None = None
+    ) -> Response:
+        if self._pool is None:
+            raise WorkerError(f"Lambda worker for {self.name} is not running")
+        return self._pool.request(method, path, body, headers, timeout or self.timeout + 2.0)
+
+    def stats(self) -> dict[str, Any]:
+        response = self.forward("GET", STATS_PATH, None, {}, 5.0)
+        result: dict[str, Any] = json.loads(response.body)
+        return result
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+        if self._proc is not None:
+            stop_process(self._proc, timeout=3.0)
+            for stream in (self._proc.stdout, self._proc.stderr):
+                if stream is not None:
+                    stream.close()
+            self._proc = None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,504 @@
+"""The local stack: DynamoDB Local, one Lambda worker process per function, a Lambda Invoke endpoint, the demo model
+and the API Gateway emulator, all read from ``template.yaml`` and stopped together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import json
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from bulwark.local._http import FastHandler, QuietServer, serve_in_thread
+from bulwark.local.dynamodb_local import DUMMY_CREDENTIALS, LOCAL_REGION, DynamoDBLocal, create_tables
+from bulwark.local.gateway import ApiGatewayEmulator
+from bulwark.local.lambda_worker import INVOKE_PREFIX, InvokeResult, WorkerProcess
+from bulwark.local.template_model import ApiSpec, TemplateModel, load_template
+
+STATE_FILE = "local.json"
+HMAC_KEY_FILE = "hmac.key"
+# Variables a worker inherits from the stack's own environment: what a process needs to run, nothing that could
+# carry the developer's AWS profile or credentials into a "Lambda".
+_PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "COVERAGE_PROCESS_START", "SYSTEMROOT")
+
+
+class LocalStackError(RuntimeError):
+    """The local stack could not start; the message says why and what to do."""
+
+
+# --------------------------------------------------------------------------------------------------------------- logs
+
+
+class LogSink:
+    """Forward worker and gateway lines to a stream (prefixed by source) and to a JSONL file (one object a line)."""
+
+    def __init__(self, stream: TextIO | None, path: Path | None, *, show_platform: bool = False) -> None:
+        self._stream = stream
+        self._file = path.open("a", encoding="utf-8") if path else None
+        self.path = path
+        self._show_platform = show_platform
+        self._lock = threading.Lock()
+
+    def line(self, source: str, label: str, text: str) -> None:
+        if not text.strip():
+            return
+        record: dict[str, Any]
+        try:
+            parsed = json.loads(text)
+            record = parsed if isinstance(parsed, dict) else {"message": parsed}
+        except ValueError:
+            level = "ERROR" if label == "stderr" else "INFO"
+            record = {"level": level, "message": text, "stream": label}
+        record.setdefault("function_name", source)
+        record.setdefault("timestamp", dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"))
+        platform_report = record.get("type") == "platform" and record.get("level") == "INFO"
+        with self._lock:
+            if self._file is not None:
+                self._file.write(json.dumps(record, default=str) + "\n")
+                self._file.flush()
+            if self._stream is not None and (self._show_platform or not platform_report):
+                self._stream.write(f"[{source}] {text}\n")
+                self._stream.flush()
+
+    def access(self, entry: dict[str, Any]) -> None:
+        entry = {"function_name": "api-gateway", "level": "INFO", **entry}
+        entry.setdefault("timestamp", dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"))
+        with self._lock:
+            if self._file is not None:
+                self._file.write(json.dumps(entry, default=str) + "\n")
+                self._file.flush()
+            if self._stream is not None:
+                extra = f" ({entry['errorType']})" if "errorType" in entry else ""
+                self._stream.write(
+                    f"[api-gateway] {entry['httpMethod']} {entry.get('resourcePath') or '-'} -> {entry['status']}"
+                    f"{extra} {entry['latencyMs']:.1f} ms {entry['requestId']}\n"
+                )
+                self._stream.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+# ---------------------------------------------------------------------------------------------------------- functions
+
+
+class FunctionFleet:
+    """One worker process per function of the template, plus the Lambda Invoke endpoint other functions call."""
+
+    def __init__(
+        self,
+        template: TemplateModel,
+        *,
+        overrides: Mapping[str, str] | None = None,
+        on_line: Callable[[str, str, str], None] | None = None,
+    ) -> None:
+        self.template = template
+        self._overrides = dict(overrides or {})
+        self._on_line = on_line
+        self.workers: dict[str, WorkerProcess] = {}
+        # The endpoint boto3's `lambda.invoke` reaches through AWS_ENDPOINT_URL_LAMBDA: it forwards to the worker.
+        self._router = QuietServer(("127.0.0.1", 0), _make_router(self))
+        self._router_thread: threading.Thread | None = None
+
+    @property
+    def lambda_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._router.server_address[1]}"
+
+    def environment(self, logical_id: str) -> dict[str, str]:
+        function = self.template.functions[logical_id]
+        env = {key: os.environ[key] for key in _PASSTHROUGH_ENV if key in os.environ}
+        env.update(function.environment)
+        env.update(
+            {
+                # What the Lambda runtime sets.
+                "AWS_LAMBDA_FUNCTION_NAME": function.name,
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_size),
+                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function.name}",
+                "AWS_LAMBDA_LOG_STREAM_NAME": "local",
+                "AWS_EXECUTION_ENV": f"AWS_Lambda_{function.runtime}",
+                "LAMBDA_TASK_ROOT": str(function.code_dir),
+                "_HANDLER": function.handler,
+                "TZ": ":UTC",
+                # Transport and credentials only: where AWS is, locally.
+                "AWS_REGION": LOCAL_REGION,
+                "AWS_DEFAULT_REGION": LOCAL_REGION,
+                **DUMMY_CREDENTIALS,
+                "AWS_CONFIG_FILE": os.devnull,
+                "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                "AWS_ENDPOINT_URL_LAMBDA": self.lambda_endpoint,
+                "BULWARK_LOCAL": "1",
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "PYTHONUNBUFFERED": "1",  # log lines reach the terminal as they are written
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+        )
+        env.update(self._overrides)
+        return env
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.start_router()
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        # Spawned from the caller's thread: each child's parent-death signal is tied to the thread that forked it.
+        for logical_id, function in self.template.functions.items():
+            worker = WorkerProcess(
+                name=function.name,
+                logical_id=logical_id,
+                arn=function.arn,
+                code_dir=function.code_dir,
+                handler=function.handler,
+                timeout=function.timeout,
+                memory=function.memory_size,
+                environment=self.environment(logical_id),
+                on_line=self._on_line,
+            )
+            self.workers[logical_id] = worker
+            worker.spawn()
+
+    def start_router(self) -> None:
+        self._router_thread = serve_in_thread(self._router, "lambda-api")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        for worker in self.workers.values():
+            worker.wait_ready(timeout)
+
+    def invoke(self, logical_id: str, payload: bytes, timeout: float) -> InvokeResult:
+        return self.workers[logical_id].invoke(payload, timeout)
+
+    def worker_for(self, name_or_arn: str) -> WorkerProcess | None:
+        function = self.template.function_by_name(name_or_arn)
+        return self.workers.get(function.logical_id) if function else None
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Each worker's ``/__bulwark/stats`` (pid, ru_maxrss_kb, rss_kb, invocations, init_duration_ms)."""
+        return {logical_id: worker.stats() for logical_id, worker in self.workers.items()}
+
+    def stop(self) -> None:
+        if self._router_thread is not None:
+            self._router.shutdown()
+            self._router_thread = None
+        self._router.server_close()
+        for worker in self.workers.values():
+            worker.stop()
+
+
+def _make_router(fleet: FunctionFleet) -> type[FastHandler]:
+    class LambdaApiHandler(FastHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server dispatches on this name
+            path = urllib.parse.urlsplit(self.path).path
+            name = urllib.parse.unquote(path[len(INVOKE_PREFIX) :].split("/", 1)[0])
+            body = self.read_body(16 * 1024 * 1024)
+            worker = fleet.worker_for(name) if path.startswith(INVOKE_PREFIX) else None
+            if worker is None:
+                message = json.dumps({"Type": "User", "Message": f"Function not found: {name}"}).encode()
+                headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ResourceNotFoundException")]
+                self.send_bytes(404, headers, message)
+                return
+            forwarded = {
+                key: value
+                for key, value in self.headers.items()
+                if key.lower().startswith("x-amz-") and key.lower() not in ("x-amz-date", "x-amz-security-token")
+            }
+            forwarded["Content-Type"] = "application/json"
+            try:
+                response = worker.forward("POST", f"{INVOKE_PREFIX}{worker.name}/invocations", body, forwarded)
+            except (TimeoutError, OSError) as exc:
+                message = json.dumps({"Type": "Service", "Message": f"Lambda worker unavailable: {exc}"}).encode()
+                headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ServiceException")]
+                self.send_bytes(502, headers, message)
+                return
+            keep = [(k, v) for k, v in response.headers if k.lower() not in ("content-length", "date", "connection")]
+            self.send_bytes(response.status, keep, response.body)
+
+    return LambdaApiHandler
+
+
+# -------------------------------------------------------------------------------------------------------------- stack
+
+
+def _ensure_hmac_key(state_dir: Path) -> Path:
+    path = state_dir / HMAC_KEY_FILE
+    with contextlib.suppress(FileExistsError):
+        # Created once, owner-only: the keys made against this state stay valid across restarts.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def _pick_api(template: TemplateModel) -> ApiSpec:
+    with_routes = [api for api in template.apis.values() if api.routes]
+    if not with_routes:
+        raise LocalStackError(f"{template.path} has no Api events: nothing for the gateway to serve")
+    return with_routes[0]
+
+
+class LocalStack:
+    def __init__(
+        self,
+        *,
+        project_root: Path,
+        port: int = 3000,
+        policy_file: Path | None = None,
+        template: Path | None = None,
+        state_dir: Path | None = None,
+        parameter_overrides: dict[str, str] | None = None,
+        progress: TextIO | None = sys.stderr,
+        log_stream: TextIO | None = sys.stdout,
+        show_platform_logs: bool = False,
+    ) -> None:
+        self.project_root = project_root.resolve()
+        self.port = port
+        self.policy_file = policy_file.resolve() if policy_file else None
+        self.template_path = (template or self.project_root / "template.yaml").resolve()
+        self.state_dir = (state_dir or self.project_root / ".bulwark").resolve()
+        self.parameter_overrides = dict(parameter_overrides or {})
+        self._progress = progress
+        self._log_stream = log_stream
+        self._show_platform = show_platform_logs
+        self.template: TemplateModel | None = None
+        self.dynamodb: DynamoDBLocal | None = None
+        self.fleet: FunctionFleet | None = None
+        self.gateway: ApiGatewayEmulator | None = None
+        self.logs: LogSink | None = None
+        self._demo: Any = None
+        self.hmac_key_file = self.state_dir / HMAC_KEY_FILE
+        self.demo_model_url = ""
+        self.started = False
+
+    # ---------------------------------------------------------------------------------------------------- accessors
+    @property
+    def base_url(self) -> str:
+        if self.gateway is None:
+            raise LocalStackError("the local stack is not started")
+        return self.gateway.base_url
+
+    @property
+    def dynamodb_endpoint(self) -> str:
+        if self.dynamodb is None:
+            raise LocalStackError("the local stack is not started")
+        return self.dynamodb.endpoint_url
+
+    @property
+    def table_names(self) -> dict[str, str]:
+        return self._template().table_names
+
+    @property
+    def log_file(self) -> Path | None:
+        return self.logs.path if self.logs else None
+
+    def _template(self) -> TemplateModel:
+        if self.template is None:
+            self.template = load_template(self.template_path, parameter_overrides=self.parameter_overrides)
+        return self.template
+
+    def cli_environment(self) -> dict[str, str]:
+        """What the `bulwark` CLI needs to manage keys on this stack (tables, endpoint, region, dummy credentials)."""
+        env: dict[str, str] = {}
+        for function in self._template().functions.values():
+            for key in ("BULWARK_KEYS_TABLE", "BULWARK_COUNTERS_TABLE"):
+                if key in function.environment:
+                    env.setdefault(key, function.environment[key])
+        env.update(
+            {
+                "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_endpoint,
+                "AWS_REGION": LOCAL_REGION,
+                "AWS_DEFAULT_REGION": LOCAL_REGION,
+                **DUMMY_CREDENTIALS,
+                "BULWARK_HMAC_SECRET_FILE": str(self.hmac_key_file),
+                "BULWARK_LOCAL": "1",
+            }
+        )
+        if self.policy_file:
+            env["BULWARK_POLICY_FILE"] = str(self.policy_file)
+        return env
+
+    def _invoke(self, logical_id: str, payload: bytes, timeout: float) -> InvokeResult:
+        if self.fleet is None:
+            raise ConnectionRefusedError("the Lambda workers are stopped")
+        return self.fleet.invoke(logical_id, payload, timeout)
+
+    def worker_stats(self) -> dict[str, dict[str, Any]]:
+        """Per function: pid, ru_maxrss_kb (peak RSS), rss_kb, invocations, init_duration_ms."""
+        if self.fleet is None:
+            raise LocalStackError("the local stack is not started")
+        return self.fleet.stats()
+
+    def _say(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress.write(message + "\n")
+            self._progress.flush()
+
+    # ------------------------------------------------------------------------------------------------- start, stop
+    def start(self) -> None:
+        started = time.monotonic()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        self.started = True
+        self._say(f"Local stack ready in {time.monotonic() - started:.1f} s at {self.base_url}")
+
+    def _start(self) -> None:
+        template = self._template()
+        api = _pick_api(template)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        _ensure_hmac_key(self.state_dir)
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        self.logs = LogSink(
+            self._log_stream, self.state_dir / "logs" / f"{stamp}.jsonl", show_platform=self._show_platform
+        )
+        if self.policy_file is not None and not self.policy_file.is_file():
+            raise LocalStackError(f"policy file {self.policy_file} does not exist")
+
+        # Bind the public port first, so a busy port fails before anything else starts.
+        try:
+            self.gateway = ApiGatewayEmulator(
+                api,
+                self._invoke,
+                function_timeouts={k: float(f.timeout) for k, f in template.functions.items()},
+                port=self.port,
+                access_log=self.logs.access,
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise LocalStackError(f"port {self.port} is in use; choose another with --port") from exc
+            raise
+
+        self._say(f"Starting DynamoDB Local (tables from {self.template_path.name}) ...")
+        self.dynamodb = DynamoDBLocal(progress=self._progress)
+        self.dynamodb.launch()  # the JVM boots while the workers import their handlers
+
+        from bulwark.local.demo_model import serve_demo_model
+
+        self._demo, _ = serve_demo_model("127.0.0.1", 0)
+        self.demo_model_url = f"http://127.0.0.1:{self._demo.server_address[1]}/v1"
+        self._say(f"Demo model (an echo server, not a real model) at {self.demo_model_url}")
+
+        overrides = {
+            "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb.endpoint_url,
+            "BULWARK_HMAC_SECRET_FILE": str(self.hmac_key_file),
+            "BULWARK_DEMO_MODEL_URL": self.demo_model_url,
+        }
+        if self.policy_file is not None:
+            overrides["BULWARK_POLICY_FILE"] = str(self.policy_file)
+        fleet = FunctionFleet(template, overrides=overrides, on_line=self.logs.line)
+        self.fleet = fleet
+        fleet.start_router()
+        self._say(f"Starting {len(template.functions)} Lambda workers: {', '.join(template.functions)} ...")
+        fleet.spawn()
+
+        self.dynamodb.wait_ready()
+        create_tables(self.dynamodb.client(), template.tables, template.table_names)
+        self._say(f"DynamoDB Local at {self.dynamodb.endpoint_url}; tables: {', '.join(template.table_names.values())}")
+        fleet.wait_ready()
+        self.gateway.start()
+        routes = ", ".join(f"{r.method} {r.path}" for r in api.routes)
+        self._say(f"API Gateway emulator for {api.logical_id} (stage {api.stage_name}): {routes}")
+        self._write_state()
+
+    def _write_state(self) -> None:
+        state = {
+            "pid": os.getpid(),
+            "base_url": self.base_url,
+            "dynamodb_endpoint": self.dynamodb_endpoint,
+            "demo_model_url": self.demo_model_url,
+            "table_names": self.table_names,
+            "log_file": str(self.log_file) if self.log_file else None,
+            "environment": self.cli_environment(),
+        }
+        path = self.state_dir / STATE_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(state, indent=2) + "\n")
+        temporary.replace(path)
+
+    def stop(self) -> None:
+        """Stop everything this stack started, in reverse order; safe to call twice."""
+        if self.gateway is not None:
+            with contextlib.suppress(Exception):
+                self.gateway.stop()
+            self.gateway = None
+        if self.fleet is not None:
+            self.fleet.stop()
+            self.fleet = None
+        if self._demo is not None:
+            self._demo.shutdown()
+            self._demo.server_close()
+            self._demo = None
+        if self.dynamodb is not None:
+            self.dynamodb.stop()
+            self.dynamodb = None
+        state = self.state_dir / STATE_FILE
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            if json.loads(state.read_text()).get("pid") == os.getpid():
+                state.unlink()
+        if self.logs is not None:
+            self.logs.close()
+        self.started = False
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def read_local_state(state_dir: Path) -> dict[str, Any] | None:
+    """The running local stack's ``local.json`` (for `bulwark keys` in another terminal), if its process is alive."""
+    try:
+        state: dict[str, Any] = json.loads((state_dir / STATE_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (ProcessLookupError, KeyError, ValueError):
+        return None  # left behind by a stack that was killed hard
+    except PermissionError:
+        pass
+    return state
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def raise_interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_until_interrupted(stack: LocalStack, *, progress: TextIO | None = sys.stderr) -> None:
+    """Block until Ctrl-C or SIGTERM, then stop the stack (which must already be started). Main thread only."""
+    try:
+        with _sigterm_as_interrupt():
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.write("\nStopping the local stack ...\n")
+            progress.flush()
+    finally:
+        stack.stop()

@@ -1,0 +1,467 @@
+"""The OpenAI Chat Completions request, validated strictly and re-serialized canonically.
+
+Models are strict (no type coercion: "1" is not 1) and refuse unknown fields, so what the invoker receives is exactly
+what we understood. Unions are tagged by `role` / `type` so an error points at one branch, and the error's location is
+turned into the `param` OpenAI's SDKs expect (e.g. `messages[0].content`). Messages name the field and the rule and
+never echo the value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+
+from bulwark.errors import InvalidRequest, UnknownParameter
+from bulwark.policy import RequestRules
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ---- content parts -------------------------------------------------------------------------------------------------
+
+
+class TextPart(_M):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(_M):
+    url: Annotated[str, Field(min_length=1, max_length=2_000_000)]
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_M):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+class RefusalPart(_M):
+    type: Literal["refusal"]
+    refusal: str
+
+
+UserPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+AssistantPart = Annotated[TextPart | RefusalPart, Field(discriminator="type")]
+
+
+def _str_or_list(v: Any) -> str | None:
+    if isinstance(v, str):
+        return "str"
+    if isinstance(v, list):
+        return "list"
+    return None
+
+
+TextContent = Annotated[
+    Annotated[str, Tag("str")] | Annotated[list[TextPart], Tag("list"), Field(min_length=1)],
+    Discriminator(_str_or_list, custom_error_type="invalid_type", custom_error_message="must be a string or an array"),
+]
+UserContent = Annotated[
+    Annotated[str, Tag("str")] | Annotated[list[UserPart], Tag("list"), Field(min_length=1)],
+    Discriminator(_str_or_list, custom_error_type="invalid_type", custom_error_message="must be a string or an array"),
+]
+AssistantContent = Annotated[
+    Annotated[str, Tag("str")] | Annotated[list[AssistantPart], Tag("list")],
+    Discriminator(_str_or_list, custom_error_type="invalid_type", custom_error_message="must be a string or an array"),
+]
+
+# ---- messages ------------------------------------------------------------------------------------------------------
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class SystemMessage(_M):
+    role: Literal["system"]
+    content: TextContent
+    name: Name | None = None
+
+
+class DeveloperMessage(_M):
+    role: Literal["developer"]
+    content: TextContent
+    name: Name | None = None
+
+
+class UserMessage(_M):
+    role: Literal["user"]
+    content: UserContent
+    name: Name | None = None
+
+
+class FunctionCall(_M):
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    arguments: str
+
+
+class ToolCall(_M):
+    id: Annotated[str, Field(min_length=1, max_length=256)]
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class AssistantMessage(_M):
+    role: Literal["assistant"]
+    content: AssistantContent | None = None
+    refusal: str | None = None
+    name: Name | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=128)] | None = None
+
+
+class ToolMessage(_M):
+    role: Literal["tool"]
+    content: TextContent
+    tool_call_id: Annotated[str, Field(min_length=1, max_length=256)]
+
+
+Message = Annotated[
+    SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
+]
+
+# ---- tools and response format -------------------------------------------------------------------------------------
+
+
+class FunctionDef(_M):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(_M):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_M):
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class NamedToolChoice(_M):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+def _mode_or_named(v: Any) -> str | None:
+    if isinstance(v, str):
+        return "mode"
+    if isinstance(v, dict | NamedToolChoice):  # the model instance: serialization asks too
+        return "named"
+    return None
+
+
+ToolChoice = Annotated[
+    Annotated[Literal["none", "auto", "required"], Tag("mode")] | Annotated[NamedToolChoice, Tag("named")],
+    Discriminator(_mode_or_named, custom_error_type="invalid_type", custom_error_message="must be a string or object"),
+]
+
+
+class ResponseFormatText(_M):
+    type: Literal["text"]
+
+
+class ResponseFormatJsonObject(_M):
+    type: Literal["json_object"]
+
+
+class JsonSchemaFormat(_M):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    description: str | None = None
+    schema_: Annotated[dict[str, Any] | None, Field(alias="schema")] = None
+    strict: bool | None = None
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class ResponseFormatJsonSchema(_M):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Annotated[
+    ResponseFormatText | ResponseFormatJsonObject | ResponseFormatJsonSchema, Field(discriminator="type")
+]
+
+
+class StreamOptions(_M):
+    include_usage: bool | None = None
+
+
+def _str_or_list_stop(v: Any) -> str | None:
+    return _str_or_list(v)
+
+
+Stop = Annotated[
+    Annotated[str, Tag("str")] | Annotated[list[str], Tag("list"), Field(min_length=1, max_length=4)],
+    Discriminator(
+        _str_or_list_stop, custom_error_type="invalid_type", custom_error_message="must be a string or array"
+    ),
+]
+
+Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class ChatCompletionRequest(_M):
+    """POST /v1/chat/completions body. Unset fields stay unset so the canonical form carries only what was sent."""
+
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    messages: Annotated[list[Message], Field(min_length=1)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    temperature: Annotated[Number, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[Number, Field(ge=0, le=1)] | None = None
+    n: Annotated[int, Field(ge=1, le=16)] | None = None
+    stop: Stop | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    presence_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[Number, Field(ge=-2, le=2)] | None = None
+    logit_bias: Annotated[dict[Annotated[str, Field(pattern=r"^\d{1,10}$")], Annotated[int, Field(ge=-100, le=100)]],
+                          Field(max_length=300)] | None = None  # fmt: skip
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    seed: int | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    metadata: Annotated[dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
+                        Field(max_length=16)] | None = None  # fmt: skip
+    store: bool | None = None
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    service_tier: Literal["auto", "default", "flex", "priority"] | None = None
+
+
+# ---- error mapping -------------------------------------------------------------------------------------------------
+
+# Segments pydantic adds to a location for a tagged-union branch; they are not part of the client's field path.
+_UNION_FIELDS = frozenset({"messages", "content", "response_format", "tool_choice", "stop"})
+_TAGS = frozenset(
+    {"system", "developer", "user", "assistant", "tool", "text", "image_url", "refusal", "json_object", "json_schema"}
+    | {"str", "list", "mode", "named"}
+)
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    prev: int | str | None = None
+    for seg in loc:
+        is_tag = seg == "[key]" or (
+            isinstance(seg, str) and seg in _TAGS and (isinstance(prev, int) or prev in _UNION_FIELDS)
+        )
+        if not is_tag:
+            if seg == "schema_":
+                seg = "schema"
+            out += f"[{seg}]" if isinstance(seg, int) else (f".{seg}" if out else str(seg))
+        prev = seg
+    return out or "body"
+
+
+_RULES: dict[str, str] = {
+    "missing": "is required",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be a boolean",
+    "dict_type": "must be an object",
+    "list_type": "must be an array",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "literal_error": "is not one of the allowed values",
+    "union_tag_invalid": "has a type or role that is not supported",
+    "union_tag_not_found": "is missing its type or role",
+    "string_too_short": "is too short",
+    "string_too_long": "is too long",
+    "too_short": "has too few items",
+    "too_long": "has too many items",
+    "string_pattern_mismatch": "has characters that are not allowed",
+    "greater_than_equal": "is below the minimum",
+    "less_than_equal": "is above the maximum",
+    "finite_number": "must be a finite number",
+    "invalid_type": "has the wrong type",
+}
+
+
+def _to_bulwark_error(exc: ValidationError) -> InvalidRequest:
+    errors = exc.errors(include_url=False, include_input=False, include_context=True)
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            param = _param(tuple(err["loc"]))
+            return UnknownParameter(f"Unrecognized request argument: '{param}'.", param=param)
+    # The deepest location is the most specific one for a failed union branch.
+    err = max(errors, key=lambda e: len(e["loc"]))
+    param = _param(tuple(err["loc"]))
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        # ctx names the discriminator as a quoted string, e.g. "'role'"; the tag field is the useful param.
+        tag_field = str((err.get("ctx") or {}).get("discriminator", "")).strip("'")
+        if tag_field in ("role", "type"):
+            param = f"{param}.{tag_field}"
+    rule = _RULES.get(err["type"], "is not valid")
+    return InvalidRequest(f"'{param}' {rule}.", code="invalid_value", param=param)
+
+
+# ---- texts the model reads -----------------------------------------------------------------------------------------
+
+
+def _content_texts(content: Any) -> Iterator[str]:
+    if isinstance(content, str):
+        yield content
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, TextPart):
+                yield part.text
+            elif isinstance(part, RefusalPart):
+                yield part.refusal
+
+
+def message_texts(msg: Any) -> Iterator[str]:
+    """Every text of one message the model will read (content parts, refusals, tool call arguments)."""
+    yield from _content_texts(msg.content)
+    if isinstance(msg, AssistantMessage):
+        if msg.refusal:
+            yield msg.refusal
+        for call in msg.tool_calls or ():
+            yield call.function.arguments
+
+
+def iter_texts(req: ChatCompletionRequest) -> Iterator[tuple[str, str]]:
+    """(role, text) for every text in the messages, in order."""
+    for msg in req.messages:
+        for text in message_texts(msg):
+            yield msg.role, text
+
+
+def _map_content(content: Any, fn: Callable[[str], str]) -> Any:
+    if isinstance(content, str):
+        return fn(content)
+    if isinstance(content, list):
+        out: list[Any] = []
+        for part in content:
+            if isinstance(part, TextPart):
+                out.append(part.model_copy(update={"text": fn(part.text)}))
+            elif isinstance(part, RefusalPart):
+                out.append(part.model_copy(update={"refusal": fn(part.refusal)}))
+            else:
+                out.append(part)
+        return out
+    return content
+
+
+def map_texts(
+    req: ChatCompletionRequest, fn: Callable[[str], str], roles: frozenset[str] | None = None
+) -> ChatCompletionRequest:
+    """A copy with `fn` applied to every message text (optionally only for `roles`) and to tool descriptions."""
+    messages: list[Any] = []
+    for msg in req.messages:
+        if roles is not None and msg.role not in roles:
+            messages.append(msg)
+            continue
+        update: dict[str, Any] = {"content": _map_content(msg.content, fn)}
+        if isinstance(msg, AssistantMessage):
+            if msg.refusal is not None:
+                update["refusal"] = fn(msg.refusal)
+            if msg.tool_calls:
+                update["tool_calls"] = [
+                    c.model_copy(
+                        update={"function": c.function.model_copy(update={"arguments": fn(c.function.arguments)})}
+                    )
+                    for c in msg.tool_calls
+                ]
+        if "content" not in msg.model_fields_set and msg.content is None:
+            update.pop("content")
+        messages.append(msg.model_copy(update=update))
+    update_req: dict[str, Any] = {"messages": messages}
+    if req.tools and roles is None:
+        update_req["tools"] = [
+            t.model_copy(update={"function": t.function.model_copy(update={"description": fn(t.function.description)})})
+            if t.function.description is not None
+            else t
+            for t in req.tools
+        ]
+    return req.model_copy(update=update_req)
+
+
+# ---- public API ----------------------------------------------------------------------------------------------------
+
+
+def _check_rules(req: ChatCompletionRequest, rules: RequestRules) -> None:
+    if len(req.messages) > rules.max_messages:
+        raise InvalidRequest(
+            f"'messages' has more than the allowed {rules.max_messages} messages.",
+            code="invalid_value",
+            param="messages",
+        )
+    allowed = set(rules.allowed_message_roles)
+    total = 0
+    for i, msg in enumerate(req.messages):
+        if msg.role not in allowed:
+            raise InvalidRequest(
+                f"'messages[{i}].role': the role '{msg.role}' is not allowed for this caller.",
+                code="invalid_value",
+                param=f"messages[{i}].role",
+            )
+        chars = sum(len(t) for t in message_texts(msg))
+        if chars > rules.max_message_chars:
+            raise InvalidRequest(
+                f"'messages[{i}].content' is longer than the allowed {rules.max_message_chars} characters.",
+                code="invalid_value",
+                param=f"messages[{i}].content",
+            )
+        total += chars
+    if total > rules.max_total_chars:
+        raise InvalidRequest(
+            f"'messages' hold more than the allowed {rules.max_total_chars} characters in total.",
+            code="invalid_value",
+            param="messages",
+        )
+    for field in ("max_tokens", "max_completion_tokens"):
+        value = getattr(req, field)
+        if value is not None and value > rules.max_tokens:
+            raise InvalidRequest(
+                f"'{field}' is above the allowed maximum of {rules.max_tokens}.", code="invalid_value", param=field
+            )
+
+
+def validate_chat_request(doc: Any, rules: RequestRules) -> ChatCompletionRequest:
+    """Validate a parsed body against the schema and the caller's rules; raises `InvalidRequest` subclasses only."""
+    if not isinstance(doc, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_value", param=None)
+    try:
+        req = ChatCompletionRequest.model_validate(doc)
+    except ValidationError as exc:
+        raise _to_bulwark_error(exc) from None
+    _check_rules(req, rules)
+    return req
+
+
+def canonical_json(req: ChatCompletionRequest) -> bytes:
+    """The validated request re-serialized: only fields that were sent, no nulls, sorted keys, compact, UTF-8."""
+    data = req.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+_PER_MESSAGE_TOKENS = 4
+_PER_IMAGE_TOKENS = 1_105  # a high-detail 1024x1024 image on OpenAI's tiling; a ceiling for the common cases
+
+
+def estimate_prompt_tokens(req: ChatCompletionRequest) -> int:
+    """A cheap upper-leaning estimate: one token per 3 UTF-8 bytes (real tokenizers average ~4 for English)."""
+    total_bytes = 0
+    tokens = 3  # reply priming
+    for msg in req.messages:
+        tokens += _PER_MESSAGE_TOKENS
+        for text in message_texts(msg):
+            total_bytes += len(text.encode("utf-8", "surrogatepass"))
+        if isinstance(msg.content, list):
+            tokens += _PER_IMAGE_TOKENS * sum(isinstance(p, ImagePart) for p in msg.content)
+    if req.tools:
+        total_bytes += sum(len(json.dumps(t.model_dump(mode="json", exclude_none=True))) for t in req.tools)
+    if req.response_format is not None:
+        total_bytes += len(json.dumps(req.response_format.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    return tokens + math.ceil(total_bytes / 3)

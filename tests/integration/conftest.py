@@ -1,0 +1,61 @@
+"""Integration fixtures: one DynamoDB Local for the session (the real engine, fetched into a cache on first use), with
+tables made from template.yaml's own definitions so tests cannot drift from what is deployed.
+
+- ``dynamodb_local``: session-scoped; ``.endpoint_url``, ``.table_names`` (logical id -> name, the template's tables
+  created once), ``.boto3_client()``, ``.create_tables(suffix)``.
+- ``fresh_tables``: a new, uniquely named copy of every template table for one test (logical id -> name).
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bulwark.local.dynamodb_local import DynamoDBLocal, create_tables, local_dynamodb_client
+from bulwark.local.template_model import TemplateModel, load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class DynamoDBLocalFixture:
+    endpoint_url: str
+    table_names: dict[str, str]
+    template: TemplateModel
+    process: DynamoDBLocal
+
+    def boto3_client(self) -> Any:
+        return local_dynamodb_client(self.endpoint_url)
+
+    def create_tables(self, suffix: str) -> dict[str, str]:
+        """Create every template table again as ``<name>-<suffix>``; returns logical id -> name."""
+        names = {logical_id: f"{name}-{suffix}" for logical_id, name in self.template.table_names.items()}
+        create_tables(self.boto3_client(), self.template.tables, names)
+        return names
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local() -> Iterator[DynamoDBLocalFixture]:
+    template = load_template(ROOT / "template.yaml")
+    process = DynamoDBLocal(progress=sys.stderr)
+    process.start()
+    try:
+        create_tables(local_dynamodb_client(process.endpoint_url), template.tables, template.table_names)
+        yield DynamoDBLocalFixture(process.endpoint_url, template.table_names, template, process)
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def fresh_tables(dynamodb_local: DynamoDBLocalFixture) -> Iterator[dict[str, str]]:
+    names = dynamodb_local.create_tables(uuid.uuid4().hex[:8])
+    yield names
+    client = dynamodb_local.boto3_client()
+    for name in names.values():
+        client.delete_table(TableName=name)

@@ -1,0 +1,61 @@
+"""The policy file: validated at load, errors name the line, references checked, schema published."""
+
+from pathlib import Path
+
+import pytest
+
+from bulwark.policy import PolicyError, default_policy_path, load_policy_file, parse_policy, policy_json_schema
+
+GOOD = """
+version: 1
+models:
+  m1:
+    upstream: {kind: openai, url: "https://example.invalid/v1"}
+roles:
+  r1:
+    models: [m1]
+"""
+
+
+def test_shipped_policy_is_valid() -> None:
+    policy = load_policy_file(default_policy_path())
+    assert "demo-echo" in policy.models
+    assert policy.default_model == "demo-echo"
+
+
+def test_minimal_policy_gets_safe_defaults() -> None:
+    policy = parse_policy(GOOD)
+    role = policy.roles["r1"]
+    assert role.guardrails.prompt_injection == "block"
+    assert role.fail_open is False
+    assert role.allows_model("m1") and not role.allows_model("m2")
+
+
+def test_unknown_key_is_an_error_naming_the_line() -> None:
+    bad = GOOD + "    requests_per_minit: 5\n"
+    with pytest.raises(PolicyError) as err:
+        parse_policy(bad, "p.yaml")
+    assert "p.yaml:9" in str(err.value)  # GOOD starts with a blank line
+    assert "requests_per_minit" in str(err.value)
+
+
+def test_role_naming_a_missing_model_is_refused() -> None:
+    with pytest.raises(PolicyError, match="not in models"):
+        parse_policy(GOOD.replace("models: [m1]", "models: [m9]"))
+
+
+def test_bad_cidr_is_refused() -> None:
+    with pytest.raises(PolicyError, match="network"):
+        parse_policy(GOOD + "network:\n  deny_cidrs: ['10.0.0.0/33']\n")
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text("version: 1\nmodels: [\n")
+    with pytest.raises(PolicyError, match=r"p.yaml:\d+"):
+        load_policy_file(f)
+
+
+def test_schema_is_published() -> None:
+    schema = policy_json_schema()
+    assert "models" in schema["properties"] and "roles" in schema["properties"]
