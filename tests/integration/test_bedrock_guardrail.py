@@ -30,14 +30,22 @@ class Handler(BaseHTTPRequestHandler):
         text = " ".join(c["text"]["text"] for c in body["content"])
         blocked = "ignore all previous" in text.lower()
         resp = {
-            "usage": {"topicPolicyUnits": 1, "contentPolicyUnits": 1, "wordPolicyUnits": 0,
-                      "sensitiveInformationPolicyUnits": 0, "sensitiveInformationPolicyFreeUnits": 0,
-                      "contextualGroundingPolicyUnits": 0},
+            "usage": {
+                "topicPolicyUnits": 1,
+                "contentPolicyUnits": 1,
+                "wordPolicyUnits": 0,
+                "sensitiveInformationPolicyUnits": 0,
+                "sensitiveInformationPolicyFreeUnits": 0,
+                "contextualGroundingPolicyUnits": 0,
+            },
             "action": "GUARDRAIL_INTERVENED" if blocked else "NONE",
             "outputs": [{"text": "Sorry."}] if blocked else [],
-            "assessments": [{"contentPolicy": {"filters": [
-                {"type": "PROMPT_ATTACK", "confidence": "HIGH", "action": "BLOCKED"}]}}] if blocked else [],
-        }  # fmt: skip
+            "assessments": [
+                {"contentPolicy": {"filters": [{"type": "PROMPT_ATTACK", "confidence": "HIGH", "action": "BLOCKED"}]}}
+            ]
+            if blocked
+            else [],
+        }
         payload = json.dumps(resp).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -18,20 +18,45 @@ FULL = chat(
     messages=[
         {"role": "system", "content": "Be brief.", "name": "ops"},
         {"role": "developer", "content": [{"type": "text", "text": "Dev note"}]},
-        {"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                     {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}}]},
-        {"role": "assistant", "content": None,
-         "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}],
+        },
         {"role": "tool", "content": "42", "tool_call_id": "call_1"},
         {"role": "assistant", "content": [{"type": "text", "text": "ok"}], "refusal": None},
     ],
-    max_tokens=100, max_completion_tokens=100, temperature=0.5, top_p=1, n=1, stop=["\n"], stream=True,
-    stream_options={"include_usage": True}, presence_penalty=0, frequency_penalty=0.1, logit_bias={"50256": -100},
-    seed=7, user="u-1", tools=[{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
-    tool_choice={"type": "function", "function": {"name": "lookup"}}, parallel_tool_calls=False, logprobs=True,
-    top_logprobs=2, metadata={"k": "v"},
-    response_format={"type": "json_schema", "json_schema": {"name": "out", "schema": {"type": "object"}, "strict": True}},
-)  # fmt: skip
+    max_tokens=100,
+    max_completion_tokens=100,
+    temperature=0.5,
+    top_p=1,
+    n=1,
+    stop=["\n"],
+    stream=True,
+    stream_options={"include_usage": True},
+    presence_penalty=0,
+    frequency_penalty=0.1,
+    logit_bias={"50256": -100},
+    seed=7,
+    user="u-1",
+    tools=[{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
+    tool_choice={"type": "function", "function": {"name": "lookup"}},
+    parallel_tool_calls=False,
+    logprobs=True,
+    top_logprobs=2,
+    metadata={"k": "v"},
+    response_format={
+        "type": "json_schema",
+        "json_schema": {"name": "out", "schema": {"type": "object"}, "strict": True},
+    },
+)
 
 
 def test_given_every_supported_field_when_validated_then_accepted_and_round_trips() -> None:
@@ -50,12 +75,18 @@ def test_given_a_request_when_canonicalized_then_sorted_compact_and_only_sent_fi
     [
         (chat(foo=1), "foo"),
         (chat(messages=[{"role": "user", "content": "x", "extra": 1}]), "messages[0].extra"),
-        (chat(messages=[{"role": "user", "content": [{"type": "text", "text": "x", "zz": 1}]}]), "messages[0].content[0].zz"),
-        (chat(response_format={"type": "json_schema", "json_schema": {"name": "n", "bad": 1}}), "response_format.json_schema.bad"),
+        (
+            chat(messages=[{"role": "user", "content": [{"type": "text", "text": "x", "zz": 1}]}]),
+            "messages[0].content[0].zz",
+        ),
+        (
+            chat(response_format={"type": "json_schema", "json_schema": {"name": "n", "bad": 1}}),
+            "response_format.json_schema.bad",
+        ),
         (chat(stream_options={"include_usage": True, "x": 1}), "stream_options.x"),
         (chat(tools=[{"type": "function", "function": {"name": "f", "evil": 1}}]), "tools[0].function.evil"),
     ],
-)  # fmt: skip
+)
 def test_given_an_unknown_parameter_when_validated_then_unknown_parameter_with_its_path(doc: Any, param: str) -> None:
     with pytest.raises(UnknownParameter) as info:
         validate_chat_request(doc, RULES)
@@ -109,14 +140,24 @@ def test_given_a_bad_value_when_refused_then_the_message_does_not_echo_it() -> N
     ("rules", "doc", "param"),
     [
         (RequestRules(max_messages=1), chat(messages=[{"role": "user", "content": "a"}] * 2), "messages"),
-        (RequestRules(max_message_chars=5), chat(messages=[{"role": "user", "content": "abcdef"}]), "messages[0].content"),
+        (
+            RequestRules(max_message_chars=5),
+            chat(messages=[{"role": "user", "content": "abcdef"}]),
+            "messages[0].content",
+        ),
         (RequestRules(max_total_chars=5), chat(messages=[{"role": "user", "content": "abc"}] * 2), "messages"),
         (RequestRules(max_tokens=10), chat(max_tokens=11), "max_tokens"),
         (RequestRules(max_tokens=10), chat(max_completion_tokens=11), "max_completion_tokens"),
-        (RequestRules(allowed_message_roles=("user",)), chat(messages=[{"role": "system", "content": "x"}]), "messages[0].role"),
+        (
+            RequestRules(allowed_message_roles=("user",)),
+            chat(messages=[{"role": "system", "content": "x"}]),
+            "messages[0].role",
+        ),
     ],
-)  # fmt: skip
-def test_given_role_caps_when_exceeded_then_invalid_value_naming_the_rule(rules: RequestRules, doc: Any, param: str) -> None:
+)
+def test_given_role_caps_when_exceeded_then_invalid_value_naming_the_rule(
+    rules: RequestRules, doc: Any, param: str
+) -> None:
     with pytest.raises(InvalidRequest) as info:
         validate_chat_request(doc, rules)
     assert info.value.param == param
@@ -136,6 +177,15 @@ def test_given_text_when_tokens_estimated_then_at_least_a_quarter_of_the_charact
 
 def test_given_images_when_tokens_estimated_then_they_count() -> None:
     plain = estimate_prompt_tokens(validate_chat_request(chat(), RULES))
-    image = chat(messages=[{"role": "user", "content": [{"type": "text", "text": "Hello"},
-                                                        {"type": "image_url", "image_url": {"url": "https://x"}}]}])
+    image = chat(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Hello"},
+                    {"type": "image_url", "image_url": {"url": "https://x"}},
+                ],
+            }
+        ]
+    )
     assert estimate_prompt_tokens(validate_chat_request(image, RULES)) > plain + 500

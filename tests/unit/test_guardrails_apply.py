@@ -87,7 +87,9 @@ class FakeBedrockClient:
 
     def apply_guardrail(self, **kw: Any) -> dict[str, Any]:
         self.calls.append(kw)
-        assessments = [{"contentPolicy": {"filters": [{"type": "PROMPT_ATTACK", "confidence": "HIGH", "action": "BLOCKED"}]}}]
+        assessments = [
+            {"contentPolicy": {"filters": [{"type": "PROMPT_ATTACK", "confidence": "HIGH", "action": "BLOCKED"}]}}
+        ]
         return {"action": self.action, "outputs": [], "assessments": assessments if self.action != "NONE" else []}
 
 

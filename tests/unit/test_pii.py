@@ -16,16 +16,22 @@ CASES = [
     ("host 192.168.10.254 down", "ipv4", "192.168.10.254"),
     ("host 2001:db8:85a3::8a2e:370:7334 down", "ipv6", "2001:db8:85a3::8a2e:370:7334"),
     ("key AKIAIOSFODNN7EXAMPLE here", "aws_access_key_id", "AKIAIOSFODNN7EXAMPLE"),
-    ("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws_secret_access_key",
-     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
-    ("tok eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U x", "jwt",
-     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"),
+    (
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "aws_secret_access_key",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    ),
+    (
+        "tok eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U x",
+        "jwt",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    ),
     ("use bwk_01HXYZabcdef1234567890_ck9 please", "bulwark_api_key", "bwk_01HXYZabcdef1234567890_ck9"),
     ("Authorization: Bearer abcdefghijklmnop1234567890", "bearer_token", "Bearer abcdefghijklmnop1234567890"),
     ("OPENAI sk-proj-abcdefghijklmnopqrstuvwx0123", "api_token", "sk-proj-abcdefghijklmnopqrstuvwx0123"),
     ("gh ghp_abcdefghijklmnopqrstuvwxyz0123456789", "api_token", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
     ("password: hunter2hunter2", "credential_assignment", "password: hunter2hunter2"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("text", "kind", "span"), CASES)

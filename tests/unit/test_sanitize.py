@@ -36,8 +36,20 @@ def test_given_a_chat_request_when_sanitized_then_every_model_read_text_is_clean
         "model": "m",
         "messages": [
             {"role": "system", "content": "s\u200b1"},
-            {"role": "user", "content": [{"type": "text", "text": "u\u202e2"}, {"type": "image_url", "image_url": {"url": "https://x/\u200b"}}]},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\"a\":\"\u200b\"}"}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "u\u202e2"},
+                    {"type": "image_url", "image_url": {"url": "https://x/\u200b"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a":"\u200b"}'}}
+                ],
+            },
             {"role": "tool", "content": "t\x003", "tool_call_id": "c"},
         ],
         "tools": [{"type": "function", "function": {"name": "f", "description": "d\u2066"}}],

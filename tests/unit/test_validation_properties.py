@@ -43,10 +43,15 @@ messages = st.fixed_dictionaries(
 chat_docs = st.fixed_dictionaries(
     {"model": st.text(max_size=10), "messages": st.lists(messages, max_size=4)},
     optional={
-        "max_tokens": st.integers(), "temperature": st.floats(allow_nan=False), "stop": json_values,
-        "tool_choice": json_values, "response_format": json_values, "stream": json_values, "extra": json_values,
+        "max_tokens": st.integers(),
+        "temperature": st.floats(allow_nan=False),
+        "stop": json_values,
+        "tool_choice": json_values,
+        "response_format": json_values,
+        "stream": json_values,
+        "extra": json_values,
     },
-)  # fmt: skip
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

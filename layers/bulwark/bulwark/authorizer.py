@@ -343,7 +343,9 @@ class Authorizer:
         """Count a failed attempt from `ip`; True when the IP is now in its cool-down."""
         net = self._policy().network.failed_auth
         try:
-            until_ms = self._counters.record_failure(ip, net.threshold, net.window_seconds, net.cooldown_seconds)
+            until_ms = self._counters.record_failure(
+                ip, net.threshold, net.window_seconds, net.cooldown_seconds, int(self._clock() * 1000)
+            )
         except StoreUnavailable:
             return False
         if until_ms:

@@ -1,80 +1,259 @@
 """Powertools Logger, Metrics and Tracer for every function, with redaction before anything is written.
 
-Every log record passes through `RedactingFilter` first: API keys, JWTs, Authorization/x-api-key values and upstream
-secrets are replaced whatever the log level, including in exception traces.
+Redaction happens at the one place every log line passes through: the formatter's `serialize`, which receives the
+finished structured record (message, extra keys, exception text and stack trace, context keys) as a dict and turns it
+into the JSON line. Redacting the dict there, rather than the serialized string, means a secret cannot hide behind a
+JSON escape (`\\nbwk_...`) and a redaction can never break the line's JSON.
+
+What is redacted, whatever the level: values of credential-carrying keys (`Authorization`, `x-api-key`, `cookie`,
+`password`...), Bulwark API keys, JWTs (and JWT-shaped garbage), bearer tokens, AWS access keys and secrets, other
+providers' API tokens, `secret=...`-style assignments, private keys, and PII (email, phone, payment card, SSN, IBAN).
+IP addresses are kept on purpose: the source address of a failure is what the alarms and the operator need.
+
+Every pattern is precompiled and linear-time. The PII detector of `bulwark.guardrails.pii` is used when present
+(imported on first use, so a function that never logs a long string never loads it); otherwise a small built-in set.
+Redaction is idempotent (`redact(redact(x)) == redact(x)`), which the hash-chained audit records rely on.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-from typing import Any
+import threading
+from collections.abc import Callable, Mapping
+from typing import IO, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+from aws_lambda_powertools.metrics import MetricUnit
 
-# Patterns for credentials that must never reach a log line.
+# Dict keys whose value is a credential, whatever it looks like (compared lower-cased, '-' and '_' alike).
+_SENSITIVE_KEYS = frozenset(
+    k.replace("-", "_")
+    for k in (
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "apikey",
+        "api_key",
+        "key",
+        "access_token",
+        "id_token",
+        "refresh_token",
+        "token",
+        "auth_token",
+        "password",
+        "passwd",
+        "secret",
+        "client_secret",
+        "secret_key",
+        "aws_secret_access_key",
+        "x-amz-security-token",
+        "cookie",
+        "set-cookie",
+        "credential",
+        "credentials",
+        "private_key",
+    )
+)
+# Machine-made identifiers (hashes, request and trace ids): random hex can look like a card number to a regex, and a
+# redacted audit hash would break the chain. Exempt only while the value keeps an identifier's shape.
+_ID_KEYS = frozenset(
+    {"hash", "prev", "chain", "correlation_id", "request_id", "function_request_id", "xray_trace_id", "ts"}
+)
+_ID_SHAPE = re.compile(r"[0-9A-Za-z:._+-]{0,128}")
+
+_PLACEHOLDER = "[REDACTED]"
+_NOT_REDACTED = r"(?!\[REDACTED)"
+
+# Credentials, applied first and always (they do not depend on the PII module).
 _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"bwk_[0-9A-Za-z_]{8,80}"), "[REDACTED:API_KEY]"),
-    (re.compile(r"eyJ[0-9A-Za-z_-]{4,}\.[0-9A-Za-z_-]{4,}\.[0-9A-Za-z_-]*"), "[REDACTED:JWT]"),
-    (re.compile(r"(?i)(bearer\s+)[^\s\"',]{6,}"), r"\1[REDACTED]"),
+    (re.compile(r"bwk_[0-9A-Za-z_-]{4,200}"), "[REDACTED:API_KEY]"),
+    # Any three dot-separated base64url runs starting like a JSON header: real JWTs and JWT-looking garbage alike.
+    (re.compile(r"(?<![0-9A-Za-z_-])eyJ[0-9A-Za-z_-]{2,8192}(?:\.[0-9A-Za-z_-]{0,8192}){1,4}"), "[REDACTED:JWT]"),
+    (re.compile(r"(?i)(\b(?:bearer|basic)[ \t]{1,5})" + _NOT_REDACTED + r"[^\s\"',;]{1,8192}"), r"\1[REDACTED]"),
     (
         re.compile(
-            r"(?i)((?:authorization|x-api-key|api[_-]?key|secret|password|token)[\"']?\s*[:=]\s*[\"']?)"
-            r"[^\s\"',}]{4,}"
+            r"(?i)(\b(?:authorization|x-api-key|api[_-]?key|apikey|access[_-]?token|id[_-]?token|refresh[_-]?token"
+            r"|token|secret|client[_-]?secret|password|passwd|credential)[\"']?[ \t]{0,3}[:=][ \t]{0,3}[\"']?)"
+            + _NOT_REDACTED
+            + r"(?!(?:bearer|basic)\b)[^\s\"',;&}]{1,8192}"
         ),
         r"\1[REDACTED]",
     ),
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "[REDACTED:AWS_ACCESS_KEY]"),
+    (re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA|AIDA|AROA)[0-9A-Z]{16}\b"), "[REDACTED:AWS_KEY]"),
 )
 
+# Fallback PII patterns, used only if bulwark.guardrails.pii is missing.
+_FALLBACK_PII: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}\b"), "[REDACTED:EMAIL]"),
+    (re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), "[REDACTED:CARD]"),
+    (re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"), "[REDACTED:SSN]"),
+    (re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"), "[REDACTED:IBAN]"),
+    (
+        re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?!\w)"),
+        "[REDACTED:PHONE]",
+    ),
+)
+_KEEP_KINDS = frozenset({"ipv4", "ipv6"})  # source addresses stay visible (see the module docstring)
 
-def redact(text: str) -> str:
-    for pattern, repl in _SECRET_PATTERNS:
+_pii_lock = threading.Lock()
+_pii_impl: list[Callable[[str], str]] = []
+
+
+def _pii_redactor() -> Callable[[str], str]:
+    if _pii_impl:
+        return _pii_impl[0]
+    with _pii_lock:
+        if not _pii_impl:
+            try:
+                from bulwark.guardrails import pii
+            except ImportError:  # pragma: no cover - the guardrails package ships with the layer
+                _pii_impl.append(_fallback_pii)
+            else:
+                _pii_impl.append(_make_pii_redactor(pii.find_pii, pii.placeholder))
+    return _pii_impl[0]
+
+
+def _make_pii_redactor(find: Callable[[str], list[Any]], placeholder: Callable[[str], str]) -> Callable[[str], str]:
+    def run(text: str) -> str:
+        findings = [f for f in find(text) if f.kind not in _KEEP_KINDS]
+        if not findings:
+            return text
+        out: list[str] = []
+        pos = 0
+        for f in findings:
+            out.append(text[pos : f.start])
+            out.append(placeholder(f.kind))
+            pos = f.end
+        out.append(text[pos:])
+        return "".join(out)
+
+    return run
+
+
+def _fallback_pii(text: str) -> str:
+    for pattern, repl in _FALLBACK_PII:
         text = pattern.sub(repl, text)
     return text
 
 
-def _redact_value(value: Any) -> Any:
+# An AWS secret access key without its label: 40 base64 characters mixing cases and digits (hex digests, ids and
+# hashes are single-case, so they are left alone).
+_BARE_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+
+
+def _bare_secret(m: re.Match[str]) -> str:
+    s = m.group(0)
+    mixed = any(c.isupper() for c in s) and any(c.islower() for c in s) and any(c.isdigit() for c in s)
+    return "[REDACTED:AWS_SECRET]" if mixed else s
+
+
+# Exact values known to be secret (upstream API keys read from Secrets Manager): redacted wherever they appear.
+_known_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Redact this exact value from every later log line (call it where a secret is read, e.g. an upstream key)."""
+    if value and len(value) >= 8:
+        _known_secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """`text` with every credential and PII shape replaced by a typed placeholder. Idempotent."""
+    if len(text) < 6:
+        return text
+    for secret in tuple(_known_secrets):
+        if secret in text:
+            text = text.replace(secret, "[REDACTED:SECRET]")
+    for pattern, repl in _SECRET_PATTERNS:
+        text = pattern.sub(repl, text)
+    text = _BARE_AWS_SECRET.sub(_bare_secret, text)
+    return _pii_redactor()(text)
+
+
+def _norm_key(key: str) -> str:
+    return key.strip().lower().replace("-", "_")
+
+
+def redact_value(value: Any, key: str | None = None) -> Any:
+    """A JSON-ready copy of `value` with credentials and PII redacted at any depth (dict keys included)."""
+    if key is not None:
+        nk = _norm_key(key)
+        if nk in _SENSITIVE_KEYS and value not in (None, "", [], {}):
+            return _PLACEHOLDER
+        if nk in _ID_KEYS and (
+            isinstance(value, int | float) or (isinstance(value, str) and _ID_SHAPE.fullmatch(value))
+        ):
+            return value
     if isinstance(value, str):
         return redact(value)
-    if isinstance(value, dict):
-        return {
-            k: ("[REDACTED]" if str(k).lower() in {"authorization", "x-api-key"} else _redact_value(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_redact_value(v) for v in value]
-    return value
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        # A card number or phone number logged as an integer.
+        if abs(value) < 10**8:
+            return value
+        text = str(value)
+        cleaned = redact(text)
+        return value if cleaned == text else cleaned
+    if isinstance(value, Mapping):
+        return {redact(str(k)): redact_value(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(v) for v in value]
+    if isinstance(value, bytes | bytearray):
+        return redact(bytes(value).decode("utf-8", "replace"))
+    return redact(str(value))  # what the JSON serializer would have written (json_default=str)
+
+
+class RedactingFormatter(LambdaPowertoolsFormatter):
+    """The Powertools JSON formatter, redacting the finished record before it is serialized."""
+
+    def serialize(self, log: Any) -> str:
+        return super().serialize(redact_value(log))
 
 
 class RedactingFilter(logging.Filter):
+    """For plain `logging` handlers outside Powertools: redacts message, args, extras and the exception text."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
-        elif isinstance(record.msg, dict):
-            record.msg = _redact_value(record.msg)
+        else:
+            record.msg = redact_value(record.msg)
         if record.args:
-            record.args = (
-                tuple(_redact_value(a) for a in record.args) if isinstance(record.args, tuple) else record.args
-            )
+            if isinstance(record.args, tuple):
+                record.args = tuple(redact_value(a) for a in record.args)
+            elif isinstance(record.args, Mapping):
+                record.args = redact_value(record.args)
         for key, value in list(record.__dict__.items()):
             if key not in _STD_ATTRS:
-                record.__dict__[key] = _redact_value(value)
+                record.__dict__[key] = redact_value(value, key)
         if record.exc_info and record.exc_info[1] is not None:
-            # Render the trace now, redacted, so the formatter cannot print the raw one.
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
 _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
-def make_logger(service: str | None = None) -> Logger:
-    log = Logger(service=service, utc=True)
-    log.addFilter(RedactingFilter())
-    for handler in log.handlers:
-        handler.addFilter(RedactingFilter())
+def make_logger(service: str | None = None, *, stream: IO[str] | None = None) -> Logger:
+    """The function's Logger. `stream` (default stdout) is for tests that capture the exact lines written."""
+    log = Logger(service=service, utc=True, logger_formatter=RedactingFormatter(utc=True), stream=stream)
+    handler = log.registered_handler
+    if not isinstance(handler.formatter, RedactingFormatter):
+        # A Logger of the same name was configured earlier without redaction (Powertools shares one per service):
+        # redaction wins, keeping the keys already appended.
+        previous = handler.formatter
+        formatter = RedactingFormatter(utc=True)
+        if isinstance(previous, LambdaPowertoolsFormatter):
+            formatter.append_keys(**previous.log_format)
+        handler.setFormatter(formatter)
     return log
 
 
@@ -84,3 +263,57 @@ def make_metrics() -> Metrics:
 
 def make_tracer() -> Tracer:
     return Tracer()
+
+
+# ------------------------------------------------------------------------------------------------ dimensioned metrics
+_DIM_VALUE = re.compile(r"[a-z0-9_:.-]{1,48}")
+
+
+def _bounded(value: str) -> str:
+    value = str(value).strip().lower()
+    return value if _DIM_VALUE.fullmatch(value) and redact(value) == value else "other"
+
+
+def count(metrics: Metrics, name: str, value: float = 1, unit: MetricUnit = MetricUnit.Count, **dims: str) -> None:
+    """Emit `name` for the service (what the alarms watch) and, with `dims`, also broken down by them.
+
+    One EMF document carries both dimension sets, `[service]` and `[service, <dims>]`, so the value is counted once
+    in each series. Dimension values are bounded codes (reason, limit, kind); never a key id or anything per caller.
+    """
+    namespace = getattr(metrics, "namespace", None)
+    service = getattr(metrics, "service", None)
+    if not dims or not namespace or not service:
+        metrics.add_metric(name=name, unit=unit, value=value)
+        return
+    from aws_lambda_powertools.metrics import EphemeralMetrics
+
+    blob = EphemeralMetrics(namespace=namespace, service=service)
+    blob.add_metric(name=name, unit=unit, value=value)
+    blob.add_dimension(name="service", value=str(service))
+    blob.add_dimensions(service=str(service), **{k: _bounded(v) for k, v in dims.items()})
+    blob.flush_metrics()
+
+
+# ------------------------------------------------------------------------------------------------------ body logging
+MAX_LOGGED_BODY = 8192
+
+
+def log_body(logger: Logger, kind: str, text: str | bytes | None, policy: Any) -> None:
+    """Log a request or response body, redacted and truncated, only if the policy's `logging.log_bodies` is on.
+
+    `policy` is the `Policy` or its `LoggingPolicy`. Off by default: bodies carry prompts, and prompts carry PII.
+    """
+    logging_policy = getattr(policy, "logging", policy)
+    if not getattr(logging_policy, "log_bodies", False) or text is None:
+        return
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    truncated = len(text) > MAX_LOGGED_BODY
+    # Redact the whole text before cutting it, so a secret straddling the cut cannot leave a tail behind.
+    body = redact(text)[:MAX_LOGGED_BODY]
+    logger.info("body", extra={"body_kind": kind, "body": body, "body_truncated": truncated})
+
+
+def json_line(record: Mapping[str, Any]) -> str:
+    """One redacted JSON line, for code that writes outside a Logger (the local emulator's own records)."""
+    return json.dumps(redact_value(dict(record)), separators=(",", ":"), ensure_ascii=False, default=str)

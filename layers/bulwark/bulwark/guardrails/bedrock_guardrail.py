@@ -28,7 +28,7 @@ class BedrockGuardrail:
             resp = self._client.apply_guardrail(
                 guardrailIdentifier=self.guardrail_id, guardrailVersion=self.version, source=source, content=content
             )
-        except Exception as exc:  # noqa: BLE001 - any SDK or transport failure is the same answer: fail closed
+        except Exception as exc:
             raise ServiceUnavailable(
                 "The content guardrail could not be checked right now. Retry later.", code="guardrail_unavailable"
             ) from exc

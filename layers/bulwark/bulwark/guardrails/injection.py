@@ -39,7 +39,7 @@ _CONFUSABLES = str.maketrans(
         "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ɡ": "g", "ɑ": "a",
         "ο": "o", "α": "a", "ν": "v", "ι": "i", "κ": "k", "ρ": "p", "τ": "t", "υ": "u", "ε": "e", "η": "n", "χ": "x",
         "ω": "w", "β": "b", "γ": "y", "μ": "u", "ꓲ": "i", "ı": "i", "ȷ": "j", "ᴀ": "a", "ʀ": "r", "ꜱ": "s", "ᴏ": "o",
-        "’": "'", "‘": "'", "`": "'", "“": '"', "”": '"', "„": '"', "«": '"', "»": '"',  # noqa: RUF001
+        "’": "'", "‘": "'", "`": "'", "“": '"', "”": '"', "„": '"', "«": '"', "»": '"',
     }
 )  # fmt: skip
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
@@ -378,7 +378,8 @@ _RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
             0.6,
             r"\b(?:this is|i am|i'm) (?:your|the|an?) (?:developer|creator|admin|administrator|owner|"
             r"system administrator|openai|anthropic|maintainer|operator)\b|\b(?:admin|administrator|"
-            r"administrative|elevated|developer|maintenance|debug|sudo|root|god) (?:access|override|privileges?|command|"
+            r"administrative|elevated|developer|maintenance|debug|sudo|root|god) "
+            r"(?:access|override|privileges?|command|"
             r"authori[sz]ation)\b",
         ),
         # exfiltration and canary payloads
@@ -423,7 +424,8 @@ _RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
 _ANCHORS: dict[str, frozenset[str]] = {
     name: frozenset(words.split())
     for name, words in {
-        "ignore_previous": "instruction instructions prompt prompts directive directives direction directions rule rules "
+        "ignore_previous": "instruction instructions prompt prompts directive directives direction directions "
+        "rule rules "
         "guideline guidelines command commands context programming constraint constraints restriction restrictions "
         "guardrail guardrails policy policies filter filters training conditioning message messages order orders "
         "settings limitation limitations boundaries safeguard safeguards principles ethics morals protocol protocols "
@@ -456,7 +458,8 @@ _ANCHORS: dict[str, frozenset[str]] = {
         "persona_switch": "you",
         "not_an_ai": "ai assistant chatgpt language llm chatbot claude gpt",
         "obey": "obey comply answer respond fulfil fulfill",
-        "prompt_leak": "system initial original hidden secret first starting pre prompt preprompt internal core developer "
+        "prompt_leak": "system initial original hidden secret first starting pre prompt preprompt internal core "
+        "developer "
         "underlying given exact above before beginning start top provided",
         "system_prompt": "system preprompt pre initial prompt",
         "config_leak": "configuration config settings initialization my systemprompt word verbatim",
@@ -472,6 +475,25 @@ _ANCHORS: dict[str, frozenset[str]] = {
     }.items()
 }
 _WORDS = re.compile(r"[a-z0-9]+")
+# Substrings one of which every match must contain, for rules whose vocabulary is stems rather than whole words.
+_STEMS: dict[str, tuple[str, ...]] = {
+    "ignore_multilingual": ("ignor", "vergiss", "vergessen", "missacht", "olvid", "descart", "desconsider", "esque",
+                            "oubli"),
+    "unfiltered": ("unfilter", "uncensor", "unrestrict", "unbound", "unchain", "unleash"),
+    "amoral": ("moral", "ethic"),
+    "no_restrictions": ("restrict", "limit", "filter", "censor", "guideline", "boundar", "constraint", "rule", "ethic",
+                        "moral", "safeguard"),
+    "ai_target": ("gpt", "openai", "llm", "language model", "ai model", "chatbot", "ai assistant"),
+    "roleplay": ("role", "pretend", "hypothetic", "fiction", "imagin", "simulat", "character", "persona", "act as"),
+    "harm_vocab": ("illegal", "harm", "danger", "offensive", "explicit", "nsfw", "malicious", "unsafe", "swear",
+                   "profan"),
+    "everything_above": ("above", "before this", "prior to this", "initialization"),
+    "chat_delimiter": ("<", "[", "end", "begin"),
+    "role_prefix": (":",),
+    "authority": ("this is", "i am", "i'm", "access", "override", "privilege", "command", "authori"),
+    "say_exactly": ('"',),
+    "dual_response": ("response", "answer", "paragraph", "output", "ways", "["),
+}  # fmt: skip
 
 
 def detect_injection(text: str) -> InjectionVerdict:
@@ -484,6 +506,9 @@ def detect_injection(text: str) -> InjectionVerdict:
                 continue
             anchors = _ANCHORS.get(name)
             if anchors is not None and anchors.isdisjoint(words):
+                continue
+            stems = _STEMS.get(name)
+            if stems is not None and not any(stem in view for stem in stems):
                 continue
             if pattern.search(view):
                 hit[name] = weight

@@ -10,9 +10,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from bulwark import aws
+from bulwark.audit import emit_audit
 from bulwark.authorizer import Authorizer, JwtVerifierLike, Unauthorized
 from bulwark.errors import BulwarkError
 from bulwark.events import AuthorizerRequestEvent
+from bulwark.observability import count
 from bulwark.pepper import Pepper
 from bulwark.policy import current_policy
 from bulwark.settings import Settings, settings
@@ -51,7 +53,7 @@ class AuthorizerService:
                     "source_ip": ip,
                 },
             )
-            self._metrics.add_metric(name="AuthRefusals", unit=MetricUnit.Count, value=1)
+            count(self._metrics, "AuthRefusals", reason=decision.reason)
         else:
             self._log.info(
                 "allowed",
@@ -73,7 +75,9 @@ class AuthorizerService:
             "authentication failed",
             extra={"decision": "deny", "reason": reason, "source_ip": ip, "ip_blocked": blocked},
         )
-        self._metrics.add_metric(name="AuthFailures", unit=MetricUnit.Count, value=1)
+        count(self._metrics, "AuthFailures", reason=reason)
+        audit = {"status": 401, "code": "invalid_credentials", "source_ip": ip or "", "verdicts": {"auth": reason}}
+        emit_audit(self._log, audit)  # a 401 never reaches the validator: its audit record is written here
         raise Unauthorized(reason)
 
 

@@ -18,6 +18,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from bulwark import aws
+from bulwark.audit import emit_audit
 from bulwark.authorizer import route_of
 from bulwark.errors import (
     BulwarkError,
@@ -35,6 +36,7 @@ from bulwark.errors import (
 )
 from bulwark.events import CallerContext, ProxyEvent
 from bulwark.http import error_response, response
+from bulwark.observability import count
 from bulwark.policy import Policy, RoleConfig, current_policy
 from bulwark.ratelimit import rate_limit_headers
 from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse
@@ -132,7 +134,7 @@ class ValidatorService:
             audit.status, audit.code = exc2.status, exc2.code
             result = error_response(exc2, request_id=audit.request_id, headers=headers)
         audit.latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        self._log.info("audit", extra={"audit": audit.__dict__})
+        emit_audit(self._log, audit.__dict__)
         self._metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
         return result
 
@@ -202,7 +204,7 @@ class ValidatorService:
         outcome = apply_input_guardrails(req, role.guardrails)
         for kind, action in outcome.hits:
             audit.verdicts[f"guardrail:{kind}"] = action
-            self._metrics.add_metric(name="GuardrailHits", unit=MetricUnit.Count, value=1)
+            count(self._metrics, "GuardrailHits", kind=kind)
         req = outcome.request
         max_out = req.max_completion_tokens or req.max_tokens or role.request.max_tokens
         tokens = estimate_prompt_tokens(req) + max_out * (req.n or 1)
@@ -291,7 +293,7 @@ class ValidatorService:
             )
         except RateLimited as exc:
             audit.verdicts["limits"] = exc.code
-            self._metrics.add_metric(name="Throttles", unit=MetricUnit.Count, value=1)
+            count(self._metrics, "Throttles", limit=exc.code)
             raise
         except StoreUnavailable:
             if not role.fail_open:

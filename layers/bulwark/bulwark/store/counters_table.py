@@ -130,6 +130,7 @@ class CountersTable:
         model_rpm: int | None = None,
     ) -> Admission:
         """Charge one request and `tokens` reserved tokens to `principal`, atomically, or raise RateLimited."""
+        live_clock = now_ms is None
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         rpm, tpm = Bucket(allowance.requests_per_minute), Bucket(allowance.tokens_per_minute)
         if tokens > allowance.tokens_per_minute:
@@ -178,6 +179,11 @@ class CountersTable:
                 new = self._update(pk, e)
             except ConditionFailed as failed:
                 item = failed.item if failed.item is not None else self._read(pk)
+                if live_clock:
+                    # Another container may have written with a slightly later clock; judge against the present,
+                    # so a refusal never promises a Retry-After shorter than the real wait.
+                    now_ms = max(now_ms, int(time.time() * 1000))
+                    day = utc_day(now_ms)
                 self._explain_refusal(item, allowance, tokens, now_ms, day)
                 continue  # every dimension would admit: the hint was wrong or the item moved; try the right cases
             self._remember(pk, new)

@@ -256,9 +256,8 @@ def _param(loc: tuple[int | str, ...]) -> str:
             isinstance(seg, str) and seg in _TAGS and (isinstance(prev, int) or prev in _UNION_FIELDS)
         )
         if not is_tag:
-            if seg == "schema_":
-                seg = "schema"
-            out += f"[{seg}]" if isinstance(seg, int) else (f".{seg}" if out else str(seg))
+            name = "schema" if seg == "schema_" else seg  # the field's alias is what clients send
+            out += f"[{name}]" if isinstance(name, int) else (f".{name}" if out else str(name))
         prev = seg
     return out or "body"
 

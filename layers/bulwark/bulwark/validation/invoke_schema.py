@@ -19,7 +19,7 @@ Validator = Callable[[Any], Any]
 
 @lru_cache(maxsize=64)
 def _compile(schema_text: str) -> Validator:
-    import fastjsonschema  # noqa: PLC0415 - imported on first use: keeps the chat path's cold start lean
+    import fastjsonschema
 
     # Remote $ref resolution would be a network fetch driven by configuration; refuse it.
     validator: Validator = fastjsonschema.compile(json.loads(schema_text), handlers={}, use_formats=True)
@@ -38,7 +38,7 @@ def _json_path(name: str) -> str:
 
 def validate_invoke_body(doc: Any, schema: dict[str, Any]) -> None:
     """Raise `InvalidRequest(param=<JSON path>)` when `doc` does not satisfy `schema`."""
-    import fastjsonschema  # noqa: PLC0415
+    import fastjsonschema
 
     validator = compile_schema(schema)
     try:

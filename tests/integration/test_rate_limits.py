@@ -1,0 +1,153 @@
+"""Limits on DynamoDB Local (AWS's own engine): exact under concurrency, refusals consume nothing, usage settles.
+
+Given a caller's limit item, when many threads admit at once, then exactly the limit is admitted — every run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from bulwark.errors import RateLimited, RevokedCredentials, StoreUnavailable
+from bulwark.store.counters_table import Allowance, CountersTable
+
+pytestmark = pytest.mark.integration
+
+
+def _race(n: int, fn: Any) -> tuple[list[Any], list[RateLimited]]:
+    barrier = threading.Barrier(n)
+    ok: list[Any] = []
+    refused: list[RateLimited] = []
+    lock = threading.Lock()
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            result = fn(i)
+        except RateLimited as exc:
+            with lock:
+                refused.append(exc)
+        else:
+            with lock:
+                ok.append(result)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return ok, refused
+
+
+@pytest.fixture
+def counters(dynamodb_local: Any, fresh_tables: dict[str, str]) -> CountersTable:
+    return CountersTable(dynamodb_local.boto3_client(), fresh_tables["CountersTable"])
+
+
+@pytest.mark.parametrize("run", range(5))
+def test_100_concurrent_requests_against_a_limit_of_5_admit_exactly_5(
+    dynamodb_local: Any, fresh_tables: dict[str, str], run: int
+) -> None:
+    # Several containers: each thread group has its own table object (its own hints), one shared table.
+    tables = [CountersTable(dynamodb_local.boto3_client(), fresh_tables["CountersTable"]) for _ in range(4)]
+    allowance = Allowance(requests_per_minute=5, tokens_per_minute=10**9, daily_tokens=10**12)
+    ok, refused = _race(100, lambda i: tables[i % 4].admit(f"key:race{run}", allowance, 10))
+    assert len(ok) == 5
+    assert len(refused) == 95
+    assert {e.code for e in refused} == {"requests_per_minute_exceeded"}
+    # One request per 12 s refills: no Retry-After may promise less than the real wait.
+    assert min(e.retry_after for e in refused) >= 11, sorted({(e.retry_after, e.message) for e in refused})
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_concurrent_large_requests_never_exceed_tokens_per_minute(counters: CountersTable, run: int) -> None:
+    allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10_000, daily_tokens=10**12)
+    ok, refused = _race(40, lambda i: counters.admit(f"key:tpm{run}", allowance, 3_000))
+    assert len(ok) == 3  # 3 x 3000 <= 10000 < 4 x 3000
+    assert {e.code for e in refused} == {"tokens_per_minute_exceeded"}
+
+
+def test_daily_quota_is_exact_and_names_itself(counters: CountersTable) -> None:
+    allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10**9, daily_tokens=1_000)
+    ok, refused = _race(20, lambda i: counters.admit("key:quota", allowance, 300))
+    assert len(ok) == 3
+    assert {e.code for e in refused} == {"quota_exceeded"}
+
+
+def test_a_refused_request_consumes_nothing(counters: CountersTable) -> None:
+    allowance = Allowance(requests_per_minute=100, tokens_per_minute=1_000, daily_tokens=10**9)
+    now = 1_700_000_000_000
+    counters.admit("key:refund", allowance, 600, now)
+    with pytest.raises(RateLimited):
+        counters.admit("key:refund", allowance, 600, now)  # tokens refuse; the request count must not move
+    admitted = counters.admit("key:refund", allowance, 400, now)
+    rpm = next(s for s in admitted.states if s.name == "rpm")
+    assert rpm.remaining == 98  # two admitted, the refused one not counted
+
+
+def test_settlement_gives_back_unused_tokens_and_a_failed_call_everything(counters: CountersTable) -> None:
+    allowance = Allowance(requests_per_minute=100, tokens_per_minute=1_000, daily_tokens=10**9)
+    now = 1_700_000_100_000
+    a = counters.admit("key:settle", allowance, 900, now)
+    counters.settle(a, actual_tokens=0)  # upstream failed: all 900 come back
+    b = counters.admit("key:settle", allowance, 900, now)
+    counters.settle(b, actual_tokens=100)  # used 100 of 900
+    c = counters.admit("key:settle", allowance, 900, now)
+    tpm = next(s for s in c.states if s.name == "tpm")
+    assert tpm.remaining == 0  # 100 + 900 of 1000
+    with pytest.raises(RateLimited):
+        counters.admit("key:settle", allowance, 1, now)
+
+
+def test_per_model_ceiling_refunds_the_callers_charge(counters: CountersTable) -> None:
+    allowance = Allowance(requests_per_minute=100, tokens_per_minute=10**6, daily_tokens=10**9)
+    now = 1_700_000_200_000
+    counters.admit("key:m1", allowance, 10, now, model="m", model_rpm=1)
+    with pytest.raises(RateLimited) as err:
+        counters.admit("key:m2", allowance, 10, now, model="m", model_rpm=1)
+    assert "model" in err.value.message
+    again = counters.admit("key:m2", allowance, 10, now)  # m2 was not charged by the refused request
+    assert next(s for s in again.states if s.name == "rpm").remaining == 99
+
+
+def test_concurrency_cap_admits_exactly_the_cap_and_frees_on_settle(counters: CountersTable) -> None:
+    allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10**9, daily_tokens=10**12, max_concurrent=3)
+    ok, refused = _race(30, lambda i: counters.admit("key:conc", allowance, 1))
+    assert len(ok) == 3
+    assert {e.code for e in refused} == {"concurrency_exceeded"}
+    counters.settle(ok[0], actual_tokens=1)
+    counters.admit("key:conc", allowance, 1)
+
+
+def test_revocation_mark_stops_admission_at_once(counters: CountersTable) -> None:
+    allowance = Allowance(requests_per_minute=100, tokens_per_minute=10**6, daily_tokens=10**9)
+    counters.admit("key:rev", allowance, 1)
+    counters.mark_revoked("key:rev")
+    with pytest.raises(RevokedCredentials):
+        counters.admit("key:rev", allowance, 1)
+
+
+def test_failed_attempts_block_an_ip_after_the_threshold(counters: CountersTable) -> None:
+    now = int(time.time() * 1000)
+    results = [counters.record_failure("198.51.100.7", 5, 300, 900, now) for _ in range(6)]
+    assert results[:5] == [0] * 5
+    assert results[5] == now + 900_000
+
+
+def test_store_unreachable_fails_closed() -> None:
+    import boto3
+    from botocore.config import Config
+
+    dead = boto3.client(
+        "dynamodb",
+        endpoint_url="http://127.0.0.1:9",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=Config(connect_timeout=0.5, read_timeout=0.5, retries={"max_attempts": 1}),
+    )
+    with pytest.raises(StoreUnavailable):
+        CountersTable(dead, "t").admit("key:x", Allowance(1, 1, 1), 1)
