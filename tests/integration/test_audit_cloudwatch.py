@@ -33,7 +33,9 @@ def _container_lines(function: str, n: int) -> list[str]:
     for i in range(n):
         log.append_keys(correlation_id=str(uuid.uuid4()))
         log.info("admitted")  # other lines share the stream
-        emit_audit(log, {"status": 200 if i % 4 else 401, "source_ip": "198.51.100.7", "principal": "key:abc"}, chain=chain)
+        emit_audit(
+            log, {"status": 200 if i % 4 else 401, "source_ip": "198.51.100.7", "principal": "key:abc"}, chain=chain
+        )
     return buf.getvalue().splitlines()
 
 
@@ -45,7 +47,9 @@ def logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[cloudwatchlogs.LogSt
     # Two validator containers and one authorizer container; events of a group interleave by time.
     for group, function, containers in ((VALIDATOR, "bulwark-validator", 2), (AUTHORIZER, "bulwark-authorizer", 1)):
         store.groups[group] = []
-        streams = [(f"2025/01/01/[$LATEST]{uuid.uuid4().hex}", _container_lines(function, 9)) for _ in range(containers)]
+        streams = [
+            (f"2025/01/01/[$LATEST]{uuid.uuid4().hex}", _container_lines(function, 9)) for _ in range(containers)
+        ]
         for i in range(18):
             for stream, lines in streams:
                 if i < len(lines):

@@ -1,8 +1,9 @@
-"""Hash-chained audit records: an intact log verifies; a deleted, edited, inserted or reordered record is named by seq."""
+"""Hash-chained audit records: an intact log verifies; a deleted, edited, inserted or reordered record is named."""
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import threading
 import uuid
@@ -55,7 +56,7 @@ def test_intact_session_verifies() -> None:
     assert result.ok, result.issues
     assert result.records == 6
     assert recs[0]["prev"] == GENESIS and recs[0]["seq"] == 1
-    assert all(b["prev"] == a["hash"] for a, b in zip(recs, recs[1:], strict=False))
+    assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(recs))
     assert all(r["hash"] == record_hash(r) for r in recs)
     assert all(r["request_id"] for r in recs)  # filled from the logger's correlation id
 

@@ -116,7 +116,7 @@ def test_shape_redacted_everywhere(what: str, secret: str) -> None:
 
 @pytest.mark.parametrize(("what", "text"), LABELLED, ids=[s[0] for s in LABELLED])
 def test_labelled_credentials_redacted(what: str, text: str) -> None:
-    secret = text.split("=", 1)[-1].split(": ", 1)[-1].split(" ", 1)[-1].split("&")[0].strip('"')
+    secret = text.split("=", 1)[-1].split(": ", 1)[-1].split(" ", 1)[-1].split("&", maxsplit=1)[0].strip('"')
     log, buf = _capture()
     log.info(f"saw {text}")
     try:

@@ -38,9 +38,7 @@ CHAIN_FIELDS = ("chain", "seq", "prev", "hash")
 def canonical(record: Mapping[str, Any]) -> bytes:
     """The bytes the hash covers: every field but ``hash``, as canonical JSON."""
     body = {k: v for k, v in record.items() if k != "hash"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-        "utf-8"
-    )
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -111,10 +109,12 @@ def emit_audit(logger: Logger, record: Mapping[str, Any], *, chain: AuditChain |
             record["request_id"] = cid
     record.setdefault("ts", round(time.time() * 1000))
     std = logging.getLogger(logger.name)
-    level = logging.INFO if std.isEnabledFor(logging.INFO) else max(std.getEffectiveLevel(), logging.INFO)
     with chain.lock:
         sealed = chain.seal(record)
-        logger.log(level, "audit", extra={"audit": sealed})
+        if std.isEnabledFor(logging.INFO):
+            logger.info("audit", extra={"audit": sealed})
+        else:
+            std.log(std.getEffectiveLevel(), "audit", extra={"audit": sealed})
     return sealed
 
 
@@ -174,8 +174,8 @@ def audit_of(entry: Any) -> dict[str, Any] | None:
 
 def audit_records(lines: Iterable[str]) -> Iterable[dict[str, Any]]:
     """Audit records from raw log lines (JSON objects; other lines are skipped)."""
-    for line in lines:
-        line = line.strip()
+    for raw in lines:
+        line = raw.strip()
         if not line.startswith("{") or "audit" not in line:
             continue
         try:
@@ -194,7 +194,9 @@ def verify(records: Iterable[Mapping[str, Any]], *, require_genesis: bool = True
     for rec in records:
         result.records += 1
         chain, seq, prev, declared = (rec.get(k) for k in CHAIN_FIELDS)
-        if not (isinstance(chain, str) and isinstance(seq, int) and isinstance(prev, str) and isinstance(declared, str)):
+        if not (
+            isinstance(chain, str) and isinstance(seq, int) and isinstance(prev, str) and isinstance(declared, str)
+        ):
             who = rec.get("request_id", "?")
             result.issues.append(
                 Issue(str(chain or "?"), None, "unsealed", f"an audit record without chain fields (request {who})")
@@ -268,6 +270,8 @@ def _verify_chain(chain: str, recs: list[Mapping[str, Any]], require_genesis: bo
         if before is not None and r["prev"] != before["hash"]:
             # The predecessor was rewritten with a freshly computed hash, or this record was forged into place.
             issues.append(
-                Issue(chain, seq - 1, "edited", f"record {seq} does not link to record {seq - 1} (rewritten or replaced)")
+                Issue(
+                    chain, seq - 1, "edited", f"record {seq} does not link to record {seq - 1} (rewritten or replaced)"
+                )
             )
     return issues

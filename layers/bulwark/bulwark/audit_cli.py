@@ -35,7 +35,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Exit status 0 when every chain is intact, 1 when a record was deleted, edited, inserted or "
         "moved (each issue names its chain and seq).",
     )
-    v.add_argument("path", nargs="?", help="a JSONL log file or a directory of them (default: the latest local session)")
+    v.add_argument(
+        "path", nargs="?", help="a JSONL log file or a directory of them (default: the latest local session)"
+    )
     v.add_argument(
         "--log-group", action="append", dest="log_groups", metavar="NAME", help="CloudWatch log group (repeatable)"
     )
@@ -49,7 +51,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="summarize a session's audit records: requests, refusals, failure sources, throttles, tokens, latency",
     )
-    r.add_argument("path", nargs="?", help="a JSONL log file or a directory of them (default: the latest local session)")
+    r.add_argument(
+        "path", nargs="?", help="a JSONL log file or a directory of them (default: the latest local session)"
+    )
     r.add_argument("--since", help="only records newer than this (e.g. 1h, 30m)")
     r.add_argument("--top", type=int, default=10, help="rows per ranking (default 10)")
     r.set_defaults(func=cmd_report)
@@ -246,7 +250,9 @@ def summarize(records: Iterable[dict[str, Any]], *, top: int = 10) -> dict[str, 
         "throttles_by_limit": dict(sorted(throttles.items())),
         "guardrail_hits": dict(sorted(guardrails.items())),
         "tokens_by_principal": {
-            name: v["tokens"] for name, v in sorted(per_principal.items(), key=lambda kv: -kv[1]["tokens"]) if v["tokens"]
+            name: v["tokens"]
+            for name, v in sorted(per_principal.items(), key=lambda kv: -kv[1]["tokens"])
+            if v["tokens"]
         },
         "latency_ms": {
             "count": len(latencies),
@@ -280,7 +286,10 @@ def _table(title: str, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> 
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = [title]
     for row in cells:
-        lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  "
+            + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        )
     lines.append("")
     return lines
 
@@ -298,13 +307,17 @@ def _human_report(s: dict[str, Any], *, top: int) -> str:
         [(p["principal"], p["requests"], p["ok"], p["refused"], p["tokens"]) for p in s["principals"][:top]],
     )
     lines += _table(
-        "Refusals by reason", ("STATUS CODE", "COUNT"), [(f"{r['status']} {r['code']}", r["count"]) for r in s["refusals"]]
+        "Refusals by reason",
+        ("STATUS CODE", "COUNT"),
+        [(f"{r['status']} {r['code']}", r["count"]) for r in s["refusals"]],
     )
     lines += _table(
         "Authentication failures by reason", ("REASON", "COUNT"), list(s["auth_failures_by_reason"].items())
     )
     lines += _table(
-        "Top sources of failures", ("SOURCE IP", "FAILURES"), [(r["source_ip"], r["count"]) for r in s["top_failure_sources"]]
+        "Top sources of failures",
+        ("SOURCE IP", "FAILURES"),
+        [(r["source_ip"], r["count"]) for r in s["top_failure_sources"]],
     )
     lines += _table("Throttles by limit", ("LIMIT", "COUNT"), list(s["throttles_by_limit"].items()))
     lines += _table("Guardrail hits", ("KIND", "COUNT"), list(s["guardrail_hits"].items()))

@@ -483,11 +483,14 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     def raise_interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    previous_term = signal.signal(signal.SIGTERM, raise_interrupt)
+    # Also when started from a shell that ignores SIGINT for background jobs: Ctrl-C must always stop the stack.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def run_until_interrupted(stack: LocalStack, *, progress: TextIO | None = sys.stderr) -> None:

@@ -1,0 +1,273 @@
+"""Cold start: each function's import + initialisation time in a fresh process, next to a boto3-only baseline.
+
+Each sample is a new interpreter that imports the function's `app.py` the way the Lambda runtime does (task root first
+on sys.path, the layer on PYTHONPATH as /opt/python would be) with the function's environment from template.yaml plus
+what the Lambda runtime sets (AWS_LAMBDA_FUNCTION_NAME, LAMBDA_TASK_ROOT, AWS_REGION, credentials, ...). The clock
+starts after interpreter start-up, when the runtime would begin the import, and stops when the module-level code
+(clients, policy, service) is done. Median of --runs samples.
+
+The interpreter is, by default, a clean Lambda-like environment built once under `.bench/venv`: Python 3.13 (the
+Lambda runtime) with only boto3 and layers/bulwark/requirements.txt (the project .venv holds aws-sam-cli's awscrt,
+which makes `import boto3` slower and would flatter the ratio). If that cannot be built, the project interpreter is
+used and the table says so.
+
+Also reported: the modules each function imports that it should not (the authorizer must not import validation,
+guardrails, upstreams or the JWT crypto stack when no issuer is configured) and the slowest imports (-X importtime).
+
+Run: `python bench/bench_cold_start.py [--runs 7]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from _common import ROOT, median, say, table, verdict
+
+BENCH_DIR = ROOT / ".bench"
+VENV = BENCH_DIR / "venv"
+FUNCTIONS = ("AuthorizerFunction", "ValidatorFunction", "InvokerFunction")
+# What each function must not import at cold start (prefixes of module names).
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "AuthorizerFunction": (
+        "bulwark.validation",
+        "bulwark.guardrails",
+        "bulwark.upstreams",
+        "bulwark.services.validator_service",
+        "bulwark.services.invoker_service",
+        "bulwark.auth.jwt_verify",
+        "jwt",
+        "cryptography",
+        "urllib3.contrib",
+        "fastjsonschema",
+    ),
+    "ValidatorFunction": ("bulwark.upstreams", "bulwark.services.invoker_service", "bulwark.auth", "jwt"),
+    "InvokerFunction": (
+        "bulwark.validation",
+        "bulwark.services.validator_service",
+        "bulwark.authorizer",
+        "bulwark.auth",
+        "jwt",
+    ),
+}
+
+PROBE = r"""
+import importlib.util, json, os, sys, time
+t0 = time.perf_counter()
+mode = sys.argv[1]
+before = set(sys.modules)
+if mode == "baseline":
+    import boto3  # noqa: F401
+elif mode == "baseline+client":
+    import boto3
+    boto3.client("dynamodb")
+else:
+    code_dir = os.environ["LAMBDA_TASK_ROOT"]
+    sys.path.insert(0, code_dir)
+    spec = importlib.util.spec_from_file_location("app", os.path.join(code_dir, "app.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["app"] = module
+    spec.loader.exec_module(module)
+elapsed = (time.perf_counter() - t0) * 1000
+print(json.dumps({"ms": elapsed, "modules": sorted(set(sys.modules) - before)}))
+"""
+
+
+def _python_version(python: str) -> str:
+    return subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def lambda_like_python() -> tuple[str, str]:
+    """(interpreter, description): the clean .bench/venv (built on first use) or the current interpreter."""
+    python = VENV / "bin" / "python"
+    stamp = VENV / ".bulwark-bench"
+    want = (ROOT / "layers/bulwark/requirements.txt").read_text()
+    if python.exists() and stamp.exists() and stamp.read_text() == want:
+        return str(python), f"clean venv .bench/venv (Python {_python_version(str(python))}, boto3 + layer requirements)"
+    base = _find_313()
+    if base is None:
+        return sys.executable, f"project interpreter (Python {_python_version(sys.executable)}; no python3.13 found)"
+    say(f"cold start: building the Lambda-like venv under .bench/venv with {base} (first run only, ~1 min)")
+    try:
+        BENCH_DIR.mkdir(exist_ok=True)
+        (BENCH_DIR / ".gitignore").write_text("*\n")
+        if VENV.exists():
+            shutil.rmtree(VENV)
+        subprocess.run([base, "-m", "venv", str(VENV)], check=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "boto3",
+                "-r",
+                str(ROOT / "layers/bulwark/requirements.txt"),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        stamp.write_text(want)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        say(f"cold start: could not build the venv ({exc}); using the project interpreter")
+        return sys.executable, f"project interpreter (Python {_python_version(sys.executable)}; venv build failed)"
+    return str(python), f"clean venv .bench/venv (Python {_python_version(str(python))}, boto3 + layer requirements)"
+
+
+def _find_313() -> str | None:
+    candidates = [shutil.which("python3.13")]
+    try:
+        root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
+        candidates.append(f"{root}/versions/3.13.0/bin/python3.13")
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return next((c for c in candidates if c and Path(c).exists()), None)
+
+
+def function_env(logical_id: str) -> dict[str, str]:
+    """The function's environment as Lambda would give it (template variables + runtime variables)."""
+    from bulwark.local.template_model import load_template
+
+    template = load_template(ROOT / "template.yaml")
+    fn = template.functions[logical_id]
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        **fn.environment,
+        "AWS_LAMBDA_FUNCTION_NAME": fn.name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_size),
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": "2025/01/01/[$LATEST]bench",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
+        "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001",
+        "LAMBDA_TASK_ROOT": str(fn.code_dir),
+        "LAMBDA_RUNTIME_DIR": "/var/runtime",
+        "_HANDLER": fn.handler,
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "AKIDLOCALBENCH",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_SESSION_TOKEN": "local",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=0",
+        "PYTHONPATH": str(ROOT / "layers/bulwark"),  # the layer, as /opt/python is on Lambda
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    return env
+
+
+def _sample(python: str, mode: str, env: dict[str, str], *, importtime: bool = False) -> dict[str, Any]:
+    argv = [python, "-X", "importtime", "-c", PROBE, mode] if importtime else [python, "-c", PROBE, mode]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{mode}: {proc.stderr.strip()[-800:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if importtime:
+        result["importtime"] = _slowest(proc.stderr)
+    return result
+
+
+def _slowest(stderr: str, top: int = 4) -> list[tuple[str, float]]:
+    """Top-level packages by cumulative import time (ms), from -X importtime output."""
+    best: dict[str, float] = {}
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = [p.strip() for p in line[len("import time:") :].split("|")]
+        try:
+            cumulative = int(parts[1]) / 1000
+        except ValueError:
+            continue
+        name = parts[2].strip()
+        root = name.split(".")[0]
+        if root in ("app",) or name != name.lstrip():
+            continue
+        best[root] = max(best.get(root, 0.0), cumulative)
+    return sorted(best.items(), key=lambda kv: -kv[1])[:top]
+
+
+def run(runs: int) -> str:
+    python, where = lambda_like_python()
+    rows = []
+    base_env = function_env("AuthorizerFunction")
+    say(f"cold start: baseline (import boto3), {runs} fresh processes")
+    baseline = median(_sample(python, "baseline", base_env)["ms"] for _ in range(runs))
+    with_client = median(_sample(python, "baseline+client", base_env)["ms"] for _ in range(runs))
+    rows.append(("baseline: bare handler, `import boto3`", f"{baseline:.0f}", "1.00", "", ""))
+    rows.append(
+        ("baseline + one boto3 client (what every function builds)", f"{with_client:.0f}", f"{with_client / baseline:.2f}", "", "")
+    )
+    imports_rows = []
+    ratios: dict[str, float] = {}
+    for logical in FUNCTIONS:
+        env = function_env(logical)
+        say(f"cold start: {logical}, {runs} fresh processes")
+        samples = [_sample(python, "handler", env) for _ in range(runs)]
+        ms = median(s["ms"] for s in samples)
+        ratios[logical] = ms / baseline
+        modules: list[str] = samples[0]["modules"]
+        bad = sorted({m for m in modules for p in FORBIDDEN[logical] if m == p or m.startswith(p + ".")})
+        slow = _sample(python, "handler", env, importtime=True)["importtime"]
+        rows.append(
+            (
+                logical,
+                f"{ms:.0f}",
+                f"**{ms / baseline:.2f}**",
+                len(modules),
+                len([m for m in modules if m.startswith("bulwark")]),
+            )
+        )
+        imports_rows.append(
+            (
+                logical,
+                ", ".join(bad) if bad else "none",
+                ", ".join(f"{name} {t:.0f}" for name, t in slow),
+            )
+        )
+    targets = [
+        (f"{logical}: init <= 1.3x the boto3-only baseline", f"{ratios[logical]:.2f}x", verdict(ratios[logical] <= 1.3))
+        for logical in FUNCTIONS
+    ]
+    auth_bad = imports_rows[0][1]
+    targets.append(("authorizer imports nothing only the validator or invoker needs", auth_bad, verdict(auth_bad == "none")))
+    return "\n".join(
+        [
+            f"### Cold start: import + init in a fresh process (median of {runs}; {where})",
+            "",
+            table(["function", "init ms", "ratio to baseline", "modules imported", "bulwark modules"], rows),
+            "",
+            table(
+                ["function", "imports it should not", "slowest top-level imports (cumulative ms, -X importtime)"],
+                imports_rows,
+                "lll",
+            ),
+            "",
+            table(["target", "measured", ""], targets),
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    print(run(args.runs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Deployment checks for template.yaml and the code, offline. Run from anywhere with the project's .venv active:
+#   cfn-lint · sam validate (translator) · sam validate --lint · checkov (own venv, offline) · bandit -ll ·
+#   dependency audit (skipped when the advisory database cannot be reached) · sam build + artifact sizes.
+# Prints one summary line per tool and exits non-zero on any real finding.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# sam validate needs a region and (dummy) credentials even though it calls nothing.
+export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-checks-only}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-checks-only}"
+export SAM_CLI_TELEMETRY=0
+
+FAILED=()
+LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/bulwark-check.XXXXXX")"
+trap 'rm -rf "$LOG_DIR"' EXIT
+
+summary() { printf '%-22s %s\n' "$1" "$2"; }
+fail() { FAILED+=("$1"); }
+require() {
+  if ! command -v "$1" >/dev/null 2>&1; then
+    echo "missing tool: $1 (activate the project's venv: . .venv/bin/activate; pip install -e '.[dev]')" >&2
+    exit 2
+  fi
+}
+require cfn-lint
+require sam
+require bandit
+PY="$(command -v python)"
+
+# ---------------------------------------------------------------------------------------------------------- cfn-lint
+if cfn-lint template.yaml >"$LOG_DIR/cfn-lint.txt" 2>&1; then
+  summary "cfn-lint" "ok: 0 findings"
+else
+  n="$(grep -cE '^[EWI][0-9]{4}' "$LOG_DIR/cfn-lint.txt" || true)"
+  summary "cfn-lint" "FAILED: ${n} findings"; cat "$LOG_DIR/cfn-lint.txt"; fail cfn-lint
+fi
+
+# ------------------------------------------------------------------------------------------------------ sam validate
+if sam validate --template-file template.yaml >"$LOG_DIR/sam.txt" 2>&1; then
+  summary "sam validate" "ok: valid SAM template (translator)"
+else
+  summary "sam validate" "FAILED"; cat "$LOG_DIR/sam.txt"; fail "sam validate"
+fi
+if sam validate --lint --template-file template.yaml >"$LOG_DIR/samlint.txt" 2>&1; then
+  summary "sam validate --lint" "ok: 0 findings"
+else
+  summary "sam validate --lint" "FAILED"; cat "$LOG_DIR/samlint.txt"; fail "sam validate --lint"
+fi
+
+# ----------------------------------------------------------------------------------------------------------- checkov
+# checkov pins its own boto3, so it lives in .venv-checkov (gitignored), created on first run and then reused.
+CHECKOV_VENV="$ROOT/.venv-checkov"
+if [[ ! -x "$CHECKOV_VENV/bin/checkov" ]]; then
+  echo "creating $CHECKOV_VENV (first run only) ..."
+  BASE_PY="$("$PY" -c 'import sys; print(getattr(sys, "_base_executable", sys.executable))')"
+  if ! { "$BASE_PY" -m venv "$CHECKOV_VENV" &&
+         "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check "checkov>=3.2,<4"; } \
+       >"$LOG_DIR/checkov-install.txt" 2>&1; then
+    cat "$LOG_DIR/checkov-install.txt"
+    echo "cannot install checkov into $CHECKOV_VENV (needs the package registry once)" >&2
+    rm -rf "$CHECKOV_VENV"
+    fail "checkov (install)"
+  fi
+fi
+if [[ -x "$CHECKOV_VENV/bin/checkov" ]]; then
+  "$CHECKOV_VENV/bin/checkov" -f template.yaml --framework cloudformation --skip-download -o json \
+    >"$LOG_DIR/checkov.json" 2>"$LOG_DIR/checkov.err"
+  ck_rc=$?
+  if "$PY" - "$LOG_DIR/checkov.json" <<'EOF'
+import json, sys
+try:
+    data = json.load(open(sys.argv[1]))
+except ValueError:
+    print(f"{'checkov':<22} FAILED: no JSON report"); sys.exit(1)
+reports = data if isinstance(data, list) else [data]
+passed = failed = 0; skipped = set(); failures = []
+for report in reports:
+    results = report.get("results", {}) if isinstance(report, dict) else {}
+    passed += len(results.get("passed_checks", []))
+    for check in results.get("failed_checks", []):
+        failed += 1; failures.append(f"  {check['check_id']} {check['resource']}: {check['check_name']}")
+    for check in results.get("skipped_checks", []):
+        skipped.add((check["check_id"], check["resource"].split(".")[-1]))
+ids = sorted({c for c, _ in skipped})
+print(f"{'checkov':<22} {'ok' if not failed else 'FAILED'}: passed {passed}, failed {failed}, "
+      f"skipped {len(skipped)} (justified inline: {', '.join(ids) or 'none'})")
+for line in failures:
+    print(line)
+sys.exit(1 if failed else 0)
+EOF
+  then :; else fail checkov; [[ -s "$LOG_DIR/checkov.err" ]] && cat "$LOG_DIR/checkov.err"; fi
+  if [[ $ck_rc -ne 0 && $ck_rc -ne 1 ]]; then cat "$LOG_DIR/checkov.err"; fail "checkov (rc $ck_rc)"; fi
+fi
+
+# ------------------------------------------------------------------------------------------------------------ bandit
+bandit -r layers functions -ll -q -f json -o "$LOG_DIR/bandit.json" >/dev/null 2>"$LOG_DIR/bandit.err"
+"$PY" - "$LOG_DIR/bandit.json" <<'EOF' || fail bandit
+import json, sys
+data = json.load(open(sys.argv[1]))
+totals = data["metrics"]["_totals"]
+high, medium, low = (int(totals.get(f"SEVERITY.{s}", 0)) for s in ("HIGH", "MEDIUM", "LOW"))
+loc = int(totals.get("loc", 0))
+shown = [r for r in data["results"] if r["issue_severity"] in ("MEDIUM", "HIGH")]
+status = "ok" if not shown and not data.get("errors") else "FAILED"
+print(f"{'bandit -ll':<22} {status}: high {high}, medium {medium} (low {low}, not gated) in {loc} lines")
+for r in shown:
+    print(f"  {r['test_id']} {r['issue_severity']} {r['filename']}:{r['line_number']} {r['issue_text']}")
+for e in data.get("errors", []):
+    print(f"  error: {e}")
+sys.exit(1 if status == "FAILED" else 0)
+EOF
+
+# -------------------------------------------------------------------------------------------------- dependency audit
+# pip-audit needs the PyPI/OSV advisory database over the network; there is no offline database, so skip gracefully.
+REQS="layers/bulwark/requirements.txt"
+if ! command -v pip-audit >/dev/null 2>&1; then
+  summary "dependency audit" "skipped: pip-audit is not installed (pip install pip-audit; it needs the network)"
+elif ! "$PY" - <<'EOF' 2>/dev/null
+import socket, sys
+try:
+    socket.create_connection(("api.osv.dev", 443), timeout=3).close()
+except OSError:
+    sys.exit(1)
+EOF
+then
+  summary "dependency audit" "skipped: the advisory database (OSV) is unreachable offline; run pip-audit -r $REQS online"
+elif pip-audit -r "$REQS" --progress-spinner off >"$LOG_DIR/audit.txt" 2>&1; then
+  summary "dependency audit" "ok: no known vulnerabilities in $REQS"
+else
+  summary "dependency audit" "FAILED"; cat "$LOG_DIR/audit.txt"; fail "dependency audit"
+fi
+
+# --------------------------------------------------------------------------------------------------------- sam build
+# SAM builds the python3.13 layer and functions with a python3.13 on PATH. Find one: PATH, then pyenv.
+find_py313() {
+  if command -v python3.13 >/dev/null 2>&1 && python3.13 -c 'import sys' >/dev/null 2>&1; then
+    dirname "$(command -v python3.13)"; return 0
+  fi
+  if command -v pyenv >/dev/null 2>&1; then
+    local root; root="$(pyenv root)"
+    local candidate
+    for candidate in "$root"/versions/3.13*/bin; do
+      [[ -x "$candidate/python3.13" ]] && { echo "$candidate"; return 0; }
+    done
+  fi
+  return 1
+}
+if PY313_DIR="$(find_py313)"; then
+  BUILD_DIR="$LOG_DIR/build"
+  if PATH="$PY313_DIR:$PATH" PYENV_VERSION="$(basename "$(dirname "$PY313_DIR")")" \
+       sam build --template-file template.yaml --build-dir "$BUILD_DIR" --cache-dir "$LOG_DIR/cache" \
+       >"$LOG_DIR/build.txt" 2>&1; then
+    "$PY" - "$BUILD_DIR" <<'EOF' || fail "sam build (sizes)"
+import io, os, sys, zipfile
+build = sys.argv[1]
+UNZIPPED_LIMIT, ZIPPED_LIMIT = 250 * 1024 * 1024, 50 * 1024 * 1024  # Lambda: function + layers; direct upload
+
+def measure(path):
+    total = 0; buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for folder, _, files in os.walk(path):
+            for name in files:
+                full = os.path.join(folder, name)
+                total += os.path.getsize(full)
+                zf.write(full, os.path.relpath(full, path))
+    return total, buf.getbuffer().nbytes
+
+def mb(n): return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
+
+layer = next((d for d in os.listdir(build) if d.startswith("BulwarkLayer")), None)
+if layer is None:
+    print(f"{'sam build':<22} FAILED: no layer in the build"); sys.exit(1)
+layer_raw, layer_zip = measure(os.path.join(build, layer))
+ok = True
+print(f"{'sam build':<22} ok: layer {mb(layer_raw)} unzipped / {mb(layer_zip)} zipped")
+for fn in sorted(d for d in os.listdir(build) if d.endswith("Function")):
+    raw, zipped = measure(os.path.join(build, fn))
+    total = raw + layer_raw
+    within = total < UNZIPPED_LIMIT and zipped < ZIPPED_LIMIT and layer_zip < ZIPPED_LIMIT
+    ok &= within
+    print(f"  {fn:<20} {mb(raw)} unzipped / {mb(zipped)} zipped; with layer {mb(total)} of 250 MB"
+          f"{'' if within else '  OVER THE LIMIT'}")
+sys.exit(0 if ok else 1)
+EOF
+  else
+    summary "sam build" "FAILED"; tail -40 "$LOG_DIR/build.txt"; fail "sam build"
+  fi
+else
+  summary "sam build" "FAILED: no python3.13 found (install it: pyenv install 3.13, or apt/python.org 3.13 on PATH)"
+  fail "sam build (python3.13)"
+fi
+
+# ----------------------------------------------------------------------------------------------------------- verdict
+if ((${#FAILED[@]})); then
+  echo "deploy checks FAILED: ${FAILED[*]}"
+  exit 1
+fi
+echo "deploy checks passed"

@@ -1,0 +1,68 @@
+"""429s through `bulwark local`: contract headers and bodies, and the openai SDK's RateLimitError and retry."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import openai
+import pytest
+import requests
+
+from tests.e2e.keys import create_key
+
+pytestmark = pytest.mark.e2e
+CHAT = {"model": "demo-echo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+
+
+def test_429_has_retry_after_ratelimit_headers_and_names_the_limit(local_stack: Any) -> None:
+    key, _ = create_key(local_stack.env, "developer", "--rpm", "2")
+    h = {"Authorization": f"Bearer {key}"}
+    codes = [
+        requests.post(f"{local_stack.base_url}/v1/chat/completions", json=CHAT, headers=h, timeout=10) for _ in range(3)
+    ]
+    assert [r.status_code for r in codes] == [200, 200, 429]
+    r = codes[2]
+    assert r.json()["error"]["type"] == "rate_limit_error"
+    assert r.json()["error"]["code"] == "requests_per_minute_exceeded"
+    assert int(r.headers["Retry-After"]) >= 29  # 2 per minute: the next slot is 30 s away, never promised earlier
+    assert r.headers["x-request-id"]
+    assert codes[1].headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_tokens_per_minute_refusal_consumes_nothing(local_stack: Any) -> None:
+    key, _ = create_key(local_stack.env, "developer", "--tpm", "3000")
+    h = {"Authorization": f"Bearer {key}"}
+    big = {**CHAT, "max_tokens": 4000}
+    r = requests.post(f"{local_stack.base_url}/v1/chat/completions", json=big, headers=h, timeout=10)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "tokens_per_minute_exceeded"
+    ok = requests.post(f"{local_stack.base_url}/v1/chat/completions", json=CHAT, headers=h, timeout=10)
+    assert ok.status_code == 200
+    assert ok.headers["x-ratelimit-remaining-requests"] == str(int(ok.headers["x-ratelimit-limit-requests"]) - 1)
+
+
+def test_openai_sdk_raises_rate_limit_error(local_stack: Any) -> None:
+    key, _ = create_key(local_stack.env, "developer", "--rpm", "1")
+    client = openai.OpenAI(base_url=local_stack.openai_base_url, api_key=key, max_retries=0)
+    client.chat.completions.create(**CHAT)
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(**CHAT)
+    assert err.value.response.headers["Retry-After"]
+    assert err.value.code == "requests_per_minute_exceeded"
+
+
+def test_openai_sdk_retry_honours_retry_after(local_stack: Any) -> None:
+    # 60 per minute = one slot per second: the SDK's retry waits Retry-After (1 s) and then succeeds.
+    key, _ = create_key(local_stack.env, "developer", "--rpm", "60")
+    burst = openai.OpenAI(base_url=local_stack.openai_base_url, api_key=key, max_retries=0)
+    while True:  # spend the bucket
+        try:
+            burst.chat.completions.create(**CHAT)
+        except openai.RateLimitError:
+            break
+    client = openai.OpenAI(base_url=local_stack.openai_base_url, api_key=key, max_retries=2)
+    started = time.monotonic()
+    r = client.chat.completions.with_raw_response.create(**CHAT)
+    waited = time.monotonic() - started
+    assert r.http_response.status_code == 200
+    assert waited >= 0.9  # it did wait for the advertised Retry-After rather than hammering
