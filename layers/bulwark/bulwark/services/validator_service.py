@@ -36,7 +36,7 @@ from bulwark.errors import (
 )
 from bulwark.events import CallerContext, ProxyEvent
 from bulwark.http import error_response, response
-from bulwark.observability import count
+from bulwark.observability import count, log_body
 from bulwark.policy import Policy, RoleConfig, current_policy
 from bulwark.ratelimit import rate_limit_headers
 from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse
@@ -88,7 +88,9 @@ _REFUSALS: dict[str, Callable[[int], BulwarkError]] = {
     "store_unavailable": lambda s: StoreUnavailable(retry_after=s),
     "jwks_unavailable": lambda s: ServiceUnavailable(
         "The identity provider's signing keys cannot be fetched right now. Retry later.",
-        code="jwks_unavailable", retry_after=s),
+        code="jwks_unavailable",
+        retry_after=s,
+    ),
     "risk_requires_jwt": lambda _: PermissionDenied(
         "API keys are not accepted for this role at the current risk level; use an OAuth 2.0 token.",
         code="credential_not_allowed",
@@ -193,6 +195,7 @@ class ValidatorService:
         doc = parse_json_body(
             event.body_bytes(), max_bytes=p.max_body_bytes, max_depth=p.max_depth, max_number_digits=p.max_number_digits
         )
+        log_body(self._log, "request", event.body_bytes(), policy)
         audit.verdicts["json"] = "ok"
         req = validate_chat_request(doc, role.request)
         audit.verdicts["schema"] = "ok"
@@ -248,6 +251,7 @@ class ValidatorService:
         doc = parse_json_body(
             event.body_bytes(), max_bytes=p.max_body_bytes, max_depth=p.max_depth, max_number_digits=p.max_number_digits
         )
+        log_body(self._log, "request", event.body_bytes(), policy)
         validate_invoke_body(doc, model_cfg.input_schema)
         audit.verdicts["schema"] = "ok"
         payload = json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
@@ -338,6 +342,7 @@ class ValidatorService:
         if not result.ok:
             self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
         result.raise_for_error()
+        log_body(self._log, "response", result.body, policy)
         self._metrics.add_metric(name="TokensUsed", unit=MetricUnit.Count, value=result.usage.total)
         audit.status = 200
         if result.replayed:
@@ -347,6 +352,8 @@ class ValidatorService:
         )
 
     def _count_refusal(self, exc: BulwarkError) -> None:
+        if exc.code == "content_policy_violation":
+            count(self._metrics, "GuardrailHits", kind="blocked")
         if exc.status in (400, 413, 415):
             self._metrics.add_metric(name="ValidationRejections", unit=MetricUnit.Count, value=1)
 

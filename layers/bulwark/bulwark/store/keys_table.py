@@ -45,6 +45,7 @@ class KeyRecord(BaseModel):
     rotated_at: int | None = None
     revoked_at: int | None = None
     expiry_warned_at: int | None = None
+    networks: tuple[str, ...] = Field(default=(), description="Networks (/24, /48) the key was recently used from.")
 
     def is_expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -148,18 +149,27 @@ class KeysTable:
     def mark_expiry_warned(self, key_id: str, now: int) -> None:
         self._update(key_id, "SET expiry_warned_at = :now", {":now": now})
 
-    def touch_last_used(self, key_id: str, now: int, min_interval: int = 300) -> None:
-        """Written sparingly: at most once per min_interval per key, and never an error for the request."""
+    def touch_last_used(
+        self, key_id: str, now: int, min_interval: int = 300, networks: tuple[str, ...] | None = None
+    ) -> None:
+        """Written sparingly: at most once per min_interval per key (or when a new network is seen)."""
+        update = "SET last_used_at = :now"
+        values: dict[str, Any] = {":now": {"N": str(now)}}
+        condition = "attribute_exists(pk)"
+        if networks is not None:
+            update += ", networks = :nets"
+            values[":nets"] = to_attr(list(networks))
+        else:
+            condition += " AND (attribute_not_exists(last_used_at) OR last_used_at < :old)"
+            values[":old"] = {"N": str(now - min_interval)}
         try:
             with store_call():
                 self._ddb.update_item(
                     TableName=self._table,
                     Key={"pk": {"S": _PK + key_id}},
-                    UpdateExpression="SET last_used_at = :now",
-                    ConditionExpression=(
-                        "attribute_exists(pk) AND (attribute_not_exists(last_used_at) OR last_used_at < :old)"
-                    ),
-                    ExpressionAttributeValues={":now": {"N": str(now)}, ":old": {"N": str(now - min_interval)}},
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
+                    ExpressionAttributeValues=values,
                 )
         except ConditionFailed:
             return

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bulwark.errors import UpstreamError
+from bulwark.observability import register_secret
 from bulwark.policy import UpstreamConfig
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class ApiKeyProvider:
             if not value:
                 logger.error("upstream API key env var is empty or unset", extra={"env_var": cfg.api_key_env})
                 raise SecretUnavailableError()
+            register_secret(value)
             return value
         return None
 
@@ -69,6 +71,7 @@ class ApiKeyProvider:
             logger.error("cannot read the upstream API key secret", extra={"error": type(exc).__name__})
             raise SecretUnavailableError() from None
         key = _key_from_secret_string(response.get("SecretString"))
+        register_secret(key)  # an upstream key has no recognisable shape: redact this exact value from every log line
         with self._lock:
             self._cache[secret_id] = (key, now + self._ttl)
         return key
