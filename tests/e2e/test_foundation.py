@@ -114,3 +114,17 @@ def test_a_model_that_does_not_exist_answers_like_a_forbidden_one(local_stack: A
         f"{local_stack.base_url}/v1/models", headers={"Authorization": f"Bearer {partner_key}"}, timeout=10
     )
     assert denied.status_code == 200 and denied.json()["data"] == []
+
+
+def test_idempotency_key_returns_the_first_result_without_calling_the_model_again(local_stack: Any, key: str) -> None:
+    url = f"{local_stack.base_url}/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "e2e-order-42"}
+    first = requests.post(url, json=CHAT, headers=headers, timeout=10)
+    again = requests.post(url, json=CHAT, headers=headers, timeout=10)
+    assert first.status_code == again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]  # the stored completion, not a new one
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    other = requests.post(
+        url, json={**CHAT, "messages": [{"role": "user", "content": "different"}]}, headers=headers, timeout=10
+    )
+    assert other.status_code == 400 and other.json()["error"]["code"] == "idempotency_key_reused"

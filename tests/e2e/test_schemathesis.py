@@ -18,7 +18,7 @@ from schemathesis.checks import not_a_server_error, response_schema_conformance,
 from tests.e2e.fault_fixtures import ROOT, create_key
 
 pytestmark = pytest.mark.e2e
-MAX_EXAMPLES = 40
+MAX_EXAMPLES = 50
 # The methods the API Gateway emulator's HTTP server dispatches; for any other (TRACE, QUERY, ...) Python's
 # http.server answers 501 itself before any Bulwark code runs, which says nothing about Bulwark.
 EMULATED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"})

@@ -102,6 +102,12 @@ class UnsupportedMediaType(InvalidRequest):
     default_message = "The request body must be sent as application/json."
 
 
+class IdempotencyConflict(InvalidRequest):
+    status = 409
+    default_code = "idempotency_key_in_use"
+    default_message = "A request with this Idempotency-Key is still in progress. Retry shortly."
+
+
 class NotFound(InvalidRequest):
     status = 404
     default_code = "not_found"
@@ -183,6 +189,7 @@ ERROR_CLASSES: dict[str, type[BulwarkError]] = {
         ContentPolicyViolation,
         RequestTooLarge,
         UnsupportedMediaType,
+        IdempotencyConflict,
         NotFound,
         MethodNotAllowed,
         RateLimited,

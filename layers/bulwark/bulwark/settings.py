@@ -16,6 +16,7 @@ class Settings(BaseModel):
     hmac_secret_id: str | None = Field(default=None, description="BULWARK_HMAC_SECRET_ID (Secrets Manager, deployed)")
     hmac_secret_file: str | None = Field(default=None, description="BULWARK_HMAC_SECRET_FILE (local)")
     invoker_function: str | None = Field(default=None, description="BULWARK_INVOKER_FUNCTION")
+    idempotency_table: str | None = Field(default=None, description="BULWARK_IDEMPOTENCY_TABLE")
     demo_model_url: str | None = Field(default=None, description="BULWARK_DEMO_MODEL_URL (local demo upstream)")
     stage: str = "v1api"
     local: bool = False
@@ -30,6 +31,7 @@ class Settings(BaseModel):
             hmac_secret_id=e.get("BULWARK_HMAC_SECRET_ID") or None,
             hmac_secret_file=e.get("BULWARK_HMAC_SECRET_FILE") or None,
             invoker_function=e.get("BULWARK_INVOKER_FUNCTION") or None,
+            idempotency_table=e.get("BULWARK_IDEMPOTENCY_TABLE") or None,
             demo_model_url=e.get("BULWARK_DEMO_MODEL_URL") or None,
             stage=e.get("BULWARK_STAGE", "v1api"),
             local=e.get("BULWARK_LOCAL", "") == "1",

@@ -17,6 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from bulwark.errors import BulwarkError, InvalidRequest, PermissionDenied, UpstreamError
+from bulwark.idempotency import Idempotency
 from bulwark.policy import ModelConfig, Policy, current_policy
 from bulwark.services.invoker_client import InvokerRequest, InvokerResponse, InvokerUsage
 from bulwark.settings import Settings, settings
@@ -30,7 +31,7 @@ class InvokerService:
         upstream_for: Callable[[str, ModelConfig], Any],
         logger: Logger,
         metrics: Metrics,
-        idempotency: Any | None = None,
+        idempotency: Idempotency | None = None,
     ) -> None:
         self._policy = policy
         self._upstream_for = upstream_for
@@ -46,7 +47,18 @@ class InvokerService:
             self._log.error("malformed invoker request refused")
             return InvokerResponse.from_error(InvalidRequest()).model_dump()
         if req.idempotency_key and self._idempotency is not None:
-            return self._idempotency.run(req, lambda: self._call(req).model_dump())  # type: ignore[no-any-return]
+            try:
+                result = self._idempotency.run(
+                    req.principal,
+                    req.idempotency_key,
+                    f"{req.route}:{req.model}:{req.stream}:{req.payload}",
+                    lambda: {**self._call(req).model_dump(), "origin_request_id": req.request_id},
+                )
+            except BulwarkError as exc:
+                return InvokerResponse.from_error(exc).model_dump()
+            # A stored result from an earlier request: the model was not called (or billed) this time.
+            result["replayed"] = result.pop("origin_request_id", req.request_id) != req.request_id
+            return result
         return self._call(req).model_dump()
 
     def _call(self, req: InvokerRequest) -> InvokerResponse:
@@ -202,4 +214,11 @@ def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> Invo
         cache[name] = (model_cfg, upstream)
         return upstream
 
-    return InvokerService(policy=current_policy, upstream_for=upstream_for, logger=logger, metrics=metrics)
+    idempotency = None
+    if cfg.idempotency_table:
+        from bulwark import aws
+
+        idempotency = Idempotency(cfg.idempotency_table, aws.dynamodb())
+    return InvokerService(
+        policy=current_policy, upstream_for=upstream_for, logger=logger, metrics=metrics, idempotency=idempotency
+    )

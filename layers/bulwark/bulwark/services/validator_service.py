@@ -329,7 +329,8 @@ class ValidatorService:
             )
         finally:
             if admission is not None:
-                used = result.usage.total if (result is not None and result.ok) else 0
+                # A failed call gives its reservation back; a replayed result did not call the model at all.
+                used = result.usage.total if (result is not None and result.ok and not result.replayed) else 0
                 try:
                     audit.store_writes += self._counters.settle(admission, used)
                 except StoreUnavailable:
