@@ -28,7 +28,7 @@ def pct(samples: Sequence[float], q: float) -> float:
     if not samples:
         return float("nan")
     ordered = sorted(samples)
-    rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank]
 
 
@@ -64,7 +64,9 @@ def create_key(env: dict[str, str], endpoint: str, *, role: str = "developer", n
     return secret
 
 
-def authorizer_event(credential: str, *, method: str = "POST", resource: str = "/v1/chat/completions") -> dict[str, Any]:
+def authorizer_event(
+    credential: str, *, method: str = "POST", resource: str = "/v1/chat/completions"
+) -> dict[str, Any]:
     """A REST API REQUEST authorizer event as API Gateway sends it (identity sources: Authorization, x-api-key)."""
     path = resource
     arn = f"arn:aws:execute-api:us-east-1:000000000000:abcdef1234/v1api/{method}{path}"

@@ -1,4 +1,4 @@
-"""Authorizer decision time, warm, in-process against DynamoDB Local: API key cache hit and miss, JWT cache hit and miss.
+"""Authorizer decision time, warm, in-process against DynamoDB Local: API key and JWT, cache hit and miss.
 
 `Authorizer.authorize` is called with real REQUEST events (the shape API Gateway sends) against the template's keys
 table in DynamoDB Local. "Miss" clears the decision cache before every call (so every decision does its GetItem and
@@ -127,7 +127,8 @@ def run(endpoint: str, table_names: dict[str, str], n: int) -> str:
             service.handle(raw)
             handler_samples.append((time.perf_counter_ns() - t0) / 1e6)
     h50, h99 = pct(handler_samples, 50), pct(handler_samples, 99)
-    rows.append(("API key, whole handler (event model + decision + log line)", "hit", n, f"{h50:.3f}", f"{h99:.3f}", "0.00"))
+    label = "API key, whole handler (event model + decision + log line)"
+    rows.append((label, "hit", n, f"{h50:.3f}", f"{h99:.3f}", "0.00"))
 
     hit = results["API key/hit"]
     miss = results["API key/miss"]

@@ -44,10 +44,18 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "bulwark.auth.jwt_verify",
         "jwt",
         "cryptography",
-        "urllib3.contrib",
         "fastjsonschema",
     ),
-    "ValidatorFunction": ("bulwark.upstreams", "bulwark.services.invoker_service", "bulwark.auth", "jwt"),
+    "ValidatorFunction": (
+        "bulwark.upstreams",
+        "bulwark.services.invoker_service",
+        "bulwark.authorizer",
+        "bulwark.pepper",
+        "bulwark.store.keys_table",
+        "bulwark.auth.jwt_verify",
+        "bulwark.auth.jwks",
+        "jwt",
+    ),
     "InvokerFunction": (
         "bulwark.validation",
         "bulwark.services.validator_service",
@@ -94,7 +102,7 @@ def lambda_like_python() -> tuple[str, str]:
     stamp = VENV / ".bulwark-bench"
     want = (ROOT / "layers/bulwark/requirements.txt").read_text()
     if python.exists() and stamp.exists() and stamp.read_text() == want:
-        return str(python), f"clean venv .bench/venv (Python {_python_version(str(python))}, boto3 + layer requirements)"
+        return str(python), _clean_description(str(python))
     base = _find_313()
     if base is None:
         return sys.executable, f"project interpreter (Python {_python_version(sys.executable)}; no python3.13 found)"
@@ -124,7 +132,11 @@ def lambda_like_python() -> tuple[str, str]:
     except (subprocess.CalledProcessError, OSError) as exc:
         say(f"cold start: could not build the venv ({exc}); using the project interpreter")
         return sys.executable, f"project interpreter (Python {_python_version(sys.executable)}; venv build failed)"
-    return str(python), f"clean venv .bench/venv (Python {_python_version(str(python))}, boto3 + layer requirements)"
+    return str(python), _clean_description(str(python))
+
+
+def _clean_description(python: str) -> str:
+    return f"clean venv .bench/venv (Python {_python_version(python)}, boto3 + layer requirements only)"
 
 
 def _find_313() -> str | None:
@@ -136,7 +148,9 @@ def _find_313() -> str | None:
         pass
     candidates.append(shutil.which("python3.13"))
     for candidate in candidates:
-        if candidate and subprocess.run([candidate, "-c", "import venv"], capture_output=True, check=False).returncode == 0:
+        if not candidate:
+            continue
+        if subprocess.run([candidate, "-c", "import venv"], capture_output=True, check=False).returncode == 0:
             return candidate
     return None
 
@@ -209,29 +223,35 @@ def run(runs: int) -> str:
     python, where = lambda_like_python()
     rows = []
     base_env = function_env("AuthorizerFunction")
-    say(f"cold start: baseline (import boto3), {runs} fresh processes")
-    baseline = median(_sample(python, "baseline", base_env)["ms"] for _ in range(runs))
-    with_client = median(_sample(python, "baseline+client", base_env)["ms"] for _ in range(runs))
+    envs = {logical: function_env(logical) for logical in FUNCTIONS}
+    # Interleaved (one sample of every variant per round) so background load on the machine hits all alike.
+    samples: dict[str, list[dict[str, Any]]] = {"baseline": [], "baseline+client": [], **{f: [] for f in FUNCTIONS}}
+    for i in range(runs):
+        say(f"cold start: round {i + 1}/{runs} (baseline, baseline + client, {', '.join(FUNCTIONS)})")
+        samples["baseline"].append(_sample(python, "baseline", base_env))
+        samples["baseline+client"].append(_sample(python, "baseline+client", base_env))
+        for logical in FUNCTIONS:
+            samples[logical].append(_sample(python, "handler", envs[logical]))
+    baseline = median(s["ms"] for s in samples["baseline"])
+    with_client = median(s["ms"] for s in samples["baseline+client"])
     rows.append(("baseline: bare handler, `import boto3`", f"{baseline:.0f}", "1.00", "", ""))
+    ratio_client = f"{with_client / baseline:.2f}"
     rows.append(
-        ("baseline + one boto3 client (what every function builds)", f"{with_client:.0f}", f"{with_client / baseline:.2f}", "", "")
+        ("baseline + one boto3 client (what every function builds)", f"{with_client:.0f}", ratio_client, "", "")
     )
     imports_rows = []
     ratios: dict[str, float] = {}
     for logical in FUNCTIONS:
-        env = function_env(logical)
-        say(f"cold start: {logical}, {runs} fresh processes")
-        samples = [_sample(python, "handler", env) for _ in range(runs)]
-        ms = median(s["ms"] for s in samples)
+        ms = median(s["ms"] for s in samples[logical])
         ratios[logical] = ms / baseline
-        modules: list[str] = samples[0]["modules"]
+        modules: list[str] = samples[logical][0]["modules"]
         bad_modules = [m for m in modules for p in FORBIDDEN[logical] if m == p or m.startswith(p + ".")]
         groups: dict[str, int] = {}
         for m in bad_modules:
             prefix = next(p for p in FORBIDDEN[logical] if m == p or m.startswith(p + "."))
             groups[prefix] = groups.get(prefix, 0) + 1
         bad = [f"{p} ({n} modules)" if n > 1 else p for p, n in sorted(groups.items())]
-        slow = _sample(python, "handler", env, importtime=True)["importtime"]
+        slow = _sample(python, "handler", envs[logical], importtime=True)["importtime"]
         rows.append(
             (
                 logical,
@@ -253,7 +273,8 @@ def run(runs: int) -> str:
         for logical in FUNCTIONS
     ]
     auth_bad = imports_rows[0][1]
-    targets.append(("authorizer imports nothing only the validator or invoker needs", auth_bad, verdict(auth_bad == "none")))
+    auth_target = "authorizer imports nothing only the validator or invoker needs"
+    targets.append((auth_target, auth_bad, verdict(auth_bad == "none")))
     return "\n".join(
         [
             f"### Cold start: import + init in a fresh process (median of {runs}; {where})",

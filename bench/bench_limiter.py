@@ -86,7 +86,7 @@ def exactness(counters: CountersTable, *, requests: int, limit: int, runs: int) 
         principal = f"key:exact-{uuid.uuid4().hex[:8]}"
         barrier = threading.Barrier(requests)
 
-        def one(_: int, principal: str = principal) -> bool:
+        def one(_: int, principal: str = principal, barrier: threading.Barrier = barrier) -> bool:
             barrier.wait()
             try:
                 counters.admit(principal, allowance, 10)
@@ -100,7 +100,7 @@ def exactness(counters: CountersTable, *, requests: int, limit: int, runs: int) 
 
 
 def _round_trip_ms(counters: CountersTable, n: int) -> list[float]:
-    client, name = counters._ddb, counters._table  # noqa: SLF001 - the same client and table, for a baseline
+    client, name = counters._ddb, counters._table  # the same client and table, for a baseline
     samples = []
     for _ in range(n):
         t0 = time.perf_counter()

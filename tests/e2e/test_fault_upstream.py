@@ -62,7 +62,9 @@ class ScriptedUpstream:
                         "object": "chat.completion",
                         "created": 1,
                         "model": request.get("model", ""),
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+                        ],
                         "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
                     }
                     self._send(200, json.dumps(body).encode())

@@ -29,7 +29,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from bulwark.observability import redact_value
+from bulwark.observability import Redacted, redact_value
 
 GENESIS = "0" * 64
 CHAIN_FIELDS = ("chain", "seq", "prev", "hash")
@@ -111,10 +111,11 @@ def emit_audit(logger: Logger, record: Mapping[str, Any], *, chain: AuditChain |
     std = logging.getLogger(logger.name)
     with chain.lock:
         sealed = chain.seal(record)
+        # Sealed records are stable under redaction (see _stable): the formatter need not scan them again.
         if std.isEnabledFor(logging.INFO):
-            logger.info("audit", extra={"audit": sealed})
+            logger.info("audit", extra={"audit": Redacted(sealed)})
         else:
-            std.log(std.getEffectiveLevel(), "audit", extra={"audit": sealed})
+            std.log(std.getEffectiveLevel(), "audit", extra={"audit": Redacted(sealed)})
     return sealed
 
 

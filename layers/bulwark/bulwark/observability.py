@@ -161,6 +161,14 @@ def register_secret(value: str | None) -> None:
         _known_secrets.add(value)
 
 
+# A cheap superset of every pattern above and in bulwark.guardrails.pii: a string it does not match cannot hold a
+# credential or PII shape, so most log values (codes, names, ids) skip the full scan. One linear pass in C.
+_SUSPECT = re.compile(
+    r"bwk_|eyJ|@|\d[ .()+-]?\d[ .()+-]?\d|[A-Za-z0-9/+_-]{20}|PRIVATE KEY|[A-Z]{2}\d\d|xox"
+    r"|(?i:bearer|basic|auth|key|token|secret|passw|credential|cookie|aws)"
+)
+
+
 def redact(text: str) -> str:
     """`text` with every credential and PII shape replaced by a typed placeholder. Idempotent."""
     if len(text) < 6:
@@ -168,6 +176,12 @@ def redact(text: str) -> str:
     for secret in tuple(_known_secrets):
         if secret in text:
             text = text.replace(secret, "[REDACTED:SECRET]")
+    if _SUSPECT.search(text) is None:
+        return text
+    return _redact_shapes(text)
+
+
+def _redact_shapes(text: str) -> str:
     for pattern, repl in _SECRET_PATTERNS:
         text = pattern.sub(repl, text)
     text = _BARE_AWS_SECRET.sub(_bare_secret, text)
@@ -178,8 +192,14 @@ def _norm_key(key: str) -> str:
     return key.strip().lower().replace("-", "_")
 
 
+class Redacted(dict[str, Any]):
+    """A record already passed through `redact_value` until stable (e.g. a sealed audit record): not scanned again."""
+
+
 def redact_value(value: Any, key: str | None = None) -> Any:
     """A JSON-ready copy of `value` with credentials and PII redacted at any depth (dict keys included)."""
+    if isinstance(value, Redacted):
+        return value
     if key is not None:
         nk = _norm_key(key)
         if nk in _SENSITIVE_KEYS and value not in (None, "", [], {}):

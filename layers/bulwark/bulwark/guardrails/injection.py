@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import functools
+import itertools
 import json
 import math
 import re
@@ -128,7 +130,7 @@ def _gap(n: int) -> str:
 
 _IGNORE_VERBS = (
     r"ignore|ignoring|disregard|disregarding|forget|forgetting|skip|bypass|override|overlook|neglect|abandon|"
-    r"set aside|throw out|discard|drop|dismiss|delete|erase|clear|reset|cancel|omit|stop following|do not follow|"
+    r"set aside|throw out|discard|dismiss|delete|erase|clear|reset|cancel|omit|stop following|do not follow|"
     r"don't follow|no longer follow"
 )
 _PRIOR = r"previous|prior|preceding|above|earlier|initial|original|old|existing|all|any|every|your|the|those|these|its|system|developer|safety|default"  # noqa: E501
@@ -544,8 +546,11 @@ def _word_end(view: str, i: int) -> int:
     return len(view) if j < 0 else j
 
 
-def rule_hits(text: str) -> dict[str, float]:
+def rule_hits(text: str, stop_at: float | None = None) -> dict[str, float]:
     """The rules that match any normalized view of `text`, with their weights (no length cap: see detect_injection).
+
+    With `stop_at`, returns as soon as the weights found reach it (the verdict is then settled; the rule list is a
+    deterministic prefix of the full one): attack texts match many rules, and this halves their cost.
 
     A rule whose anchor words (or stems) are absent from a view is skipped; on views longer than 4 KiB a rule is
     searched only within 400 characters of its anchors' occurrences, so long prose costs little more than its length.
@@ -573,6 +578,8 @@ def rule_hits(text: str) -> dict[str, float]:
                     spots = _stem_spots(view, stems)
             if _search_near(pattern, view, spots):
                 hit[name] = weight
+                if stop_at is not None and sum(hit.values()) >= stop_at:
+                    return hit
     return hit
 
 
@@ -615,7 +622,7 @@ def model_features(normalized: str, rules: Iterable[str] = ()) -> tuple[list[str
     feats: set[str] = set()
     for tok in set(toks):
         feats.update(_token_grams(tok))
-    feats.update(f"b:{a} {b}" for a, b in zip(toks, toks[1:], strict=False))
+    feats.update(f"b:{a} {b}" for a, b in itertools.pairwise(toks))
     return list(feats), ["r:" + r for r in rules]
 
 
@@ -634,22 +641,15 @@ class _Model:
     rule_weights: dict[str, float]
 
 
-_model: _Model | None = None
-_model_tried = False
-
-
+@functools.cache
 def _load_model() -> _Model | None:
-    """Load the packaged weights once per process (lazily: the first detect_injection call pays ~1-2 ms)."""
-    global _model, _model_tried
-    if _model_tried:
-        return _model
-    _model_tried = True
+    """Load the packaged weights once per process (lazily: the first detect_injection call pays a few ms)."""
     try:
         doc = json.loads(MODEL_PATH.read_text(encoding="utf-8"))
         weights = array("b", zlib.decompress(base64.b64decode(doc["weights_b64_zlib_int8"])))
         if len(weights) != int(doc["buckets"]):
             raise ValueError("weight count does not match buckets")
-        _model = _Model(
+        return _Model(
             buckets=int(doc["buckets"]),
             scale=float(doc["scale"]),
             bias=float(doc["bias"]),
@@ -658,8 +658,7 @@ def _load_model() -> _Model | None:
             rule_weights={str(k): float(v) for k, v in doc["rule_weights"].items()},
         )
     except (OSError, ValueError, KeyError, zlib.error, binascii.Error):
-        _model = None  # rules alone still run; model_loaded() tells the eval and the tests
-    return _model
+        return None  # rules alone still run; model_loaded() tells the eval and the tests
 
 
 def model_loaded() -> bool:
@@ -672,13 +671,15 @@ def model_probability(normalized: str, rules: Iterable[str] = ()) -> float | Non
     if m is None:
         return None
     text_feats, rule_feats = model_features(normalized, rules)
+    if not text_feats and not rule_feats:
+        return 0.0
     w = m.weights
     mask = m.buckets - 1
     total = 0
     for f in text_feats:
         total += w[zlib.crc32(f.encode("utf-8", "surrogatepass")) & mask]
     z = m.bias + total * m.scale / math.sqrt(max(1, len(text_feats)))
-    z += sum(m.rule_weights.get(r, 0.0) for r in rule_feats)
+    z += sum(m.rule_weights.get(r[2:], 0.0) for r in rule_feats)
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
 
@@ -714,21 +715,35 @@ def scanned_text(text: str) -> str:
     return "\n".join(parts)
 
 
+MODEL_ALONE = 2.5  # with no rule evidence at all, the model must reach 2.5x its threshold on its own
+CORROBORATION = 0.2  # rule weight that counts as evidence (any one rule)
+
+
 def detect_injection(text: str) -> InjectionVerdict:
     """Rules on every normalized view plus the linear model on the plain normalized view.
 
-    Detected when the rule weights sum to 1.0 or the model's probability reaches its threshold (chosen offline at
-    about 1% false positives on the tune half); `score` is the larger of rule sum and probability / threshold, so
-    score >= 1.0 exactly when detected, and "model" is listed in `rules` when the model alone decided.
-    Long texts are sampled first (see scanned_text).
+    Detected when the rule weights sum to 1.0, or when the model's probability reaches its threshold (chosen offline
+    at ~1% out-of-fold false positives on the tune half) and at least one rule fired (weight >= 0.2), or reaches 2.5x
+    the threshold with no rule at all. Without the corroboration, short benign prompts with attack vocabulary
+    ("please ignore the previous email") were flagged by the model alone; the two constants were chosen on the tune
+    half and the hand-written hard negatives of tests/unit/test_injection.py, not on held-out data.
+    Rule matching stops once the rule weights reach 1.0 (then `rules` lists the rules found up to that point).
+    `score` is the larger of the rule sum and the model's probability / its effective threshold, so score >= 1.0
+    exactly when detected; "model" is listed in `rules` when the model decided. Long texts are sampled first (see
+    scanned_text).
     """
     text = scanned_text(text)
-    hit = rule_hits(text)
+    hit = rule_hits(text, stop_at=THRESHOLD)
     rule_score = round(sum(hit.values()), 3)
     rules = tuple(sorted(hit))
-    p = model_probability(_basic(text), rules)
-    m = _model
-    model_score = 0.0 if p is None or m is None else round(p / m.threshold, 3)
+    if rule_score >= THRESHOLD:  # settled by the rules: the model is not needed
+        return InjectionVerdict(detected=True, score=rule_score, rules=rules)
+    p = model_probability(_basic(text))
+    m = _load_model()
+    model_score = 0.0
+    if p is not None and m is not None:
+        factor = 1.0 if rule_score >= CORROBORATION else MODEL_ALONE
+        model_score = round(p / (m.threshold * factor), 3)
     if model_score >= THRESHOLD and rule_score < THRESHOLD:
         rules = (*rules, "model")
     score = max(rule_score, model_score)

@@ -6,13 +6,30 @@ a checksum or a fixed shape identifies well (Luhn, mod-97, ipaddress), which is 
 
 Every pattern is linear-time: bounded repetition, character classes disjoint from their separators, and no
 lazy scans to a closing marker (private-key blocks are found with str.find instead).
+
+Speed. Python's `re` tries a pattern at every position unless the pattern starts with a literal, so fourteen patterns
+over a 1 MiB prompt cost about a second. Each kind is therefore found through an anchor that C code locates quickly,
+and the exact pattern only runs where a match is possible; the findings are the same as running every pattern with
+`finditer` over the whole text (tests/unit/test_pii.py checks this against that reference implementation):
+
+- literal-led kinds (JWT, `bwk_` keys, AWS key ids) are written so the pattern starts with its literal (the word
+  boundary moves into a lookbehind after it), which lets `re` skip ahead with its prefix search;
+- keyword-led kinds (AWS secrets, bearer tokens, credential assignments) are tried only where their keyword occurs
+  (case-folded copy of the text, same length) and only when the text has a `:`/`=` they require;
+- API tokens are tried only where one of their prefixes ends (a `-`, `_` or `AIza` anchor);
+- emails are found from each `@` followed by a valid domain, the local part searched back at most 64 characters;
+- number-shaped kinds (card, SSN, IPv4, phone) need at least four digits no more than three characters apart, IPv6
+  needs two colons at most four apart: a byte map of the text (digits, capitals and colons kept) finds those clusters,
+  and the exact patterns run over the clusters plus their context only. IBANs start at "two capitals, two digits".
 """
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
+import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 
@@ -36,7 +53,7 @@ def _luhn_ok(digits: str) -> bool:
 
 
 def _card_ok(m: re.Match[str]) -> bool:
-    digits = re.sub(r"[ -]", "", m.group(0))
+    digits = m.group(0).replace(" ", "").replace("-", "")
     return 13 <= len(digits) <= 19 and len(set(digits)) > 1 and _luhn_ok(digits)
 
 
@@ -72,71 +89,307 @@ def _aws_secret_ok(m: re.Match[str]) -> bool:
     return any(c.isupper() for c in s) and any(c.islower() for c in s) and any(c.isdigit() for c in s)
 
 
-def _always(_m: re.Match[str]) -> bool:
-    return True
-
-
 _Check = Callable[[re.Match[str]], bool]
+_Span = tuple[int, int]
 
-# Order matters only for overlaps: earlier kinds win a tie (credentials before the generic shapes they contain).
-_PATTERNS: tuple[tuple[str, re.Pattern[str], _Check], ...] = (
-    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,}"), _always),
-    ("bulwark_api_key", re.compile(r"\bbwk_[A-Za-z0-9_-]{12,200}"), _always),
-    (
-        "aws_access_key_id",
-        re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA)[A-Z0-9]{16}\b"),
-        _always,
-    ),
-    (
-        "aws_secret_access_key",
-        re.compile(
-            r"(?i:aws|secret)[A-Za-z0-9_ .-]{0,30}[\"']?\s{0,3}[:=]\s{0,3}[\"']?"
-            r"(?P<secret>(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=]))"
-        ),
-        _aws_secret_ok,
-    ),
-    (
-        "api_token",
-        re.compile(
-            r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,200}|gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255}"
-            r"|xox[abposr]-[A-Za-z0-9-]{10,200}|AIza[0-9A-Za-z_-]{35}|glpat-[A-Za-z0-9_-]{20,200}"
-            r"|sk_live_[A-Za-z0-9]{16,200}|rk_live_[A-Za-z0-9]{16,200})"
-        ),
-        _always,
-    ),
-    ("bearer_token", re.compile(r"(?i:\bbearer)[ \t]{1,5}[A-Za-z0-9._~+/-]{16,4096}=*"), _always),
-    (
-        "credential_assignment",
-        re.compile(
-            r"(?i:\b(?:api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret|secret[_-]?key|password|passwd))"
-            r"[\"']?[ \t]{0,3}[:=][ \t]{0,3}[\"']?[^\s\"']{8,256}"
-        ),
-        _always,
-    ),
-    ("email", re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}\b"), _always),
-    ("payment_card", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card_ok),
-    ("us_ssn", re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])"), _always),
-    ("iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"), _iban_ok),
-    (
-        "ipv4",
-        re.compile(
-            r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])"
-        ),
-        _ipv4_ok,
-    ),
-    ("ipv6", re.compile(r"(?<![0-9A-Fa-f:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Fa-f:])"), _ipv6_ok),
-    (
-        "phone",
-        re.compile(
-            r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}"
-            r"(?![\w-])(?![ .]\d)"
-            r"|(?<![\w+])\+\d{8,14}(?!\w)"
-        ),
-        _always,
-    ),
+# ---- exact patterns ------------------------------------------------------------------------------------------------
+# Literal-led: `\bLIT` is written `LIT(?<!\wLIT)` (same meaning: LIT starts with a word character) so `re` can use its
+# fast prefix search.
+_JWT = re.compile(r"eyJ(?<!\weyJ)[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,}")
+_BWK = re.compile(r"bwk_(?<!\wbwk_)[A-Za-z0-9_-]{12,200}")
+_AWS_KEY = re.compile(r"A(?<!\wA)(?:KIA|SIA|BIA|CCA|GPA|IDA|IPA|NPA|NVA|ROA|PKA)[A-Z0-9]{16}\b")
+_AWS_SECRET = re.compile(
+    r"(?i:aws|secret)[A-Za-z0-9_ .-]{0,30}[\"']?\s{0,3}[:=]\s{0,3}[\"']?"
+    r"(?P<secret>(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=]))"
+)
+_API_TOKEN = re.compile(
+    r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,200}|gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,200}|AIza[0-9A-Za-z_-]{35}|glpat-[A-Za-z0-9_-]{20,200}"
+    r"|sk_live_[A-Za-z0-9]{16,200}|rk_live_[A-Za-z0-9]{16,200})"
+)
+_BEARER = re.compile(r"(?i:\bbearer)[ \t]{1,5}[A-Za-z0-9._~+/-]{16,4096}=*")
+_CREDENTIAL = re.compile(
+    r"(?i:\b(?:api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret|secret[_-]?key|password|passwd))"
+    r"[\"']?[ \t]{0,3}[:=][ \t]{0,3}[\"']?[^\s\"']{8,256}"
+)
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}\b")
+_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+_SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])")
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
+_IPV4 = re.compile(
+    r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])"
+)
+_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Fa-f:])")
+_PHONE = re.compile(
+    r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}"
+    r"(?![\w-])(?![ .]\d)"
+    r"|(?<![\w+])\+\d{8,14}(?!\w)"
+)
+_PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY-----")
+
+# Priority order: earlier kinds win an overlap (credentials before the generic shapes they contain).
+_ORDER = (
+    "private_key",
+    "jwt",
+    "bulwark_api_key",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "api_token",
+    "bearer_token",
+    "credential_assignment",
+    "email",
+    "payment_card",
+    "us_ssn",
+    "iban",
+    "ipv4",
+    "ipv6",
+    "phone",
 )
 
-_PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY-----")
+# ---- anchors -------------------------------------------------------------------------------------------------------
+# API tokens: every match starts 2/4/5 characters before a '-' (sk-, xoxb-, glpat-), 3/7/10 before a '_' (ghp_,
+# sk_live_, github_pat_), or at "AIza". The lookbehinds only thin the candidates; the exact pattern decides.
+_API_DASH = re.compile(r"-(?:(?<=\bsk-)|(?<=\bxox[abposr]-)|(?<=\bglpat-))")
+_API_UNDERSCORE = re.compile(r"_(?:(?<=\bgh[pousr]_)|(?<=\bgithub_pat_)|(?<=\b[sr]k_live_))")
+_API_AIZA = re.compile(r"AIza(?<!\wAIza)")
+# Case-folded keyword scans (on a lower-cased copy of the same length).
+_KW = {kw: re.compile(kw) for kw in ("aws", "secret", "bearer", "api", "access", "auth", "client", "passw")}
+# Emails: '@' plus a valid domain (literal-led), then the local part right before that '@'.
+_EMAIL_AT = re.compile(r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}\b")
+_EMAIL_LOCAL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@\Z")
+_EMAIL_LOCAL_REV = re.compile(r"@[A-Za-z0-9._%+-]{1,64}\b")
+
+# Byte map of the text, one byte per character: decimal digits (any script, as `\d` matches) -> '0', A-Z -> 'A',
+# ':' -> ':', everything else -> ' '.
+_MAP = bytes(
+    ord("0") if 48 <= b <= 57 else ord("A") if 65 <= b <= 90 else ord(":") if b == 58 else ord(" ") for b in range(256)
+)
+_DIGIT_CLUSTER = re.compile(rb"0(?:[^0]{0,3}0){3,}")  # >= 4 digits, at most 3 characters apart
+_COLON_CLUSTER = re.compile(rb":(?:[^:]{0,4}:)+")  # >= 2 colons, at most 4 characters apart
+_IBAN_START = re.compile(rb"AA00")
+_ND = re.compile(r"\d")
+_ERRORS = "bulwark.pii-map"
+
+
+def _map_non_ascii(exc: UnicodeError) -> tuple[str, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    run = exc.object[exc.start : exc.end]
+    if _ND.search(run) is None:
+        return "?" * len(run), exc.end
+    return "".join("0" if ch.isdecimal() else "?" for ch in run), exc.end
+
+
+codecs.register_error(_ERRORS, _map_non_ascii)
+
+# Characters that match an ASCII letter case-insensitively but do not lower() to it (or not to one character).
+_FOLD_FIXES = (("\u0130", "i"), ("\u0131", "i"), ("\u017f", "s"))
+
+
+def _fold(text: str) -> str:
+    if not text.isascii():
+        for ch, repl in _FOLD_FIXES:
+            if ch in text:
+                text = text.replace(ch, repl)
+    return text.lower()
+
+
+# ---- scanners ------------------------------------------------------------------------------------------------------
+
+
+def _spans(it: Iterable[re.Match[str]], ok: _Check | None = None) -> list[_Span]:
+    return [m.span() for m in it if ok is None or ok(m)]
+
+
+def _match_at(
+    pattern: re.Pattern[str], text: str, starts: Iterable[int], ok: _Check | None = None, group: int | str = 0
+) -> list[_Span]:
+    """What `pattern.finditer(text)` (filtered by `ok`) finds, given a superset of the positions where a match can
+    start, in any order. A match that `ok` refuses still consumes its text, as it does in `finditer`."""
+    out: list[_Span] = []
+    last_end = 0
+    for s in sorted(set(starts)):
+        if s < last_end:
+            continue
+        m = pattern.match(text, s)
+        if m is not None:
+            last_end = m.end()
+            if ok is None or ok(m):
+                out.append(m.span(group))
+    return out
+
+
+def _kw_starts(folded: str, *keywords: str, back: int = 0) -> Iterator[int]:
+    for kw in keywords:
+        for m in _KW[kw].finditer(folded):
+            yield m.start() - back
+
+
+def _private_keys(text: str) -> list[_Span]:
+    found: list[_Span] = []
+    for m in _PEM_BEGIN.finditer(text):
+        end_at = text.find("-----END ", m.end())
+        if end_at < 0:
+            found.append((m.start(), len(text)))
+            break  # an unterminated block runs to the end: nothing after it is left unredacted
+        close = text.find("-----", end_at + 9)
+        found.append((m.start(), len(text) if close < 0 else close + 5))
+    return found
+
+
+def _api_tokens(text: str) -> list[_Span]:
+    starts: list[int] = []
+    if "-" in text:
+        for m in _API_DASH.finditer(text):
+            p = m.start()
+            starts += (p - 2, p - 4, p - 5)
+    if "_" in text:
+        for m in _API_UNDERSCORE.finditer(text):
+            p = m.start()
+            starts += (p - 3, p - 7, p - 10)
+    starts += (m.start() for m in _API_AIZA.finditer(text))
+    return _match_at(_API_TOKEN, text, (s for s in starts if s >= 0))
+
+
+def _emails(text: str) -> list[_Span]:
+    ats = [m.span() for m in _EMAIL_AT.finditer(text)]
+    if not ats:
+        return []
+    # The local part is the longest run of local characters before the '@' (at most 64) that starts on a word
+    # boundary: one pass over the reversed text finds it for every '@' at once.
+    n = len(text)
+    locals_ = [(n - 1 - m.start(), n - m.end()) for m in _EMAIL_LOCAL_REV.finditer(text[::-1])]
+    locals_.reverse()
+    starts = [s for _at, s in locals_]
+    ends = [e for _at, e in ats]
+    if [at for at, _s in locals_] == [at for at, _e in ats] and all(map(operator.ge, starts[1:], ends)):
+        return list(zip(starts, ends, strict=True))  # the usual case: every '@' pairs up and nothing overlaps
+    local_start = dict(locals_)
+    out: list[_Span] = []
+    last_end = 0
+    for at, end in ats:
+        start = local_start.get(at)
+        if start is None:
+            continue
+        if start < last_end:  # the previous email ends inside this local part: search only after it
+            m = _EMAIL_LOCAL.search(text, max(at - 64, last_end), at + 1)
+            if m is None:
+                continue
+            start = m.start()
+        out.append((start, end))
+        last_end = end
+    return out
+
+
+def _windows(clusters: Iterator[re.Match[bytes]], before: int, after: int, size: int) -> list[_Span]:
+    wins: list[_Span] = []
+    for c in clusters:
+        lo, hi = max(0, c.start() - before), min(size, c.end() + after)
+        if wins and lo <= wins[-1][1]:
+            wins[-1] = (wins[-1][0], hi)
+        else:
+            wins.append((lo, hi))
+    return wins
+
+
+def _scan_windows(
+    text: str, wins: list[_Span], kinds: Iterable[tuple[re.Pattern[str], _Check | None]]
+) -> list[list[_Span]]:
+    """Run each pattern over the windows only, as if over the whole text.
+
+    Callers make every window hold each possible match together with the characters its lookarounds read, and keep
+    windows apart by more than a match can bridge; the windows are then concatenated and scanned once per pattern.
+    """
+    if not wins:
+        return [[] for _ in kinds]
+    if sum(hi - lo for lo, hi in wins) * 2 > len(text):
+        return [_spans(p.finditer(text), ok) for p, ok in kinds]
+    sub = "".join(text[lo:hi] for lo, hi in wins)
+    bases: list[int] = []  # position in `sub` where each window starts
+    pos = 0
+    for lo, hi in wins:
+        bases.append(pos)
+        pos += hi - lo
+    results: list[list[_Span]] = []
+    for pattern, ok in kinds:
+        found: list[_Span] = []
+        i = 0
+        for m in pattern.finditer(sub):
+            if ok is not None and not ok(m):
+                continue
+            s, e = m.span()
+            while i + 1 < len(bases) and bases[i + 1] <= s:
+                i += 1
+            shift = wins[i][0] - bases[i]
+            found.append((s + shift, e + shift))
+        results.append(found)
+    return results
+
+
+def _candidates(text: str) -> dict[str, list[_Span]]:
+    """Every kind's matches, each list exactly what `finditer` plus the kind's check gives over the whole text."""
+    found: dict[str, list[_Span]] = {}
+    if "PRIVATE KEY" in text:
+        found["private_key"] = _private_keys(text)
+    found["jwt"] = _spans(_JWT.finditer(text))
+    found["bulwark_api_key"] = _spans(_BWK.finditer(text))
+    found["aws_access_key_id"] = _spans(_AWS_KEY.finditer(text))
+    assigns = ":" in text or "=" in text
+    folded = _fold(text)
+    if assigns:
+        found["aws_secret_access_key"] = _match_at(
+            _AWS_SECRET, text, _kw_starts(folded, "aws", "secret"), _aws_secret_ok, group="secret"
+        )
+    found["api_token"] = _api_tokens(text)
+    found["bearer_token"] = _match_at(_BEARER, text, _kw_starts(folded, "bearer"))
+    if assigns:
+        found["credential_assignment"] = _match_at(
+            _CREDENTIAL, text, _kw_starts(folded, "api", "access", "auth", "client", "secret", "passw")
+        )
+    if "@" in text:
+        found["email"] = _emails(text)
+    if text.isascii() and ":" not in text and not any(d in text for d in "0123456789"):
+        return found  # the byte map below would hold neither digits nor colons
+    mapped = text.encode("ascii", _ERRORS).translate(_MAP)
+    n = len(text)
+    if b"0" in mapped:
+        card, ssn, ipv4, phone = _scan_windows(
+            text,
+            _windows(_DIGIT_CLUSTER.finditer(mapped), 4, 3, n),
+            ((_CARD, _card_ok), (_SSN, None), (_IPV4, _ipv4_ok), (_PHONE, None)),
+        )
+        found.update(payment_card=card, us_ssn=ssn, ipv4=ipv4, phone=phone)
+        found["iban"] = _match_at(_IBAN, text, (m.start() for m in _IBAN_START.finditer(mapped)), _iban_ok)
+    if b":" in mapped:
+        (found["ipv6"],) = _scan_windows(text, _windows(_COLON_CLUSTER.finditer(mapped), 5, 5, n), ((_IPV6, _ipv6_ok),))
+    return found
+
+
+def _resolve(found: dict[str, list[_Span]]) -> list[tuple[int, int, str]]:
+    """Non-overlapping findings sorted by position; on overlap the earlier-listed (more specific) kind wins."""
+    kinds = [kind for kind in _ORDER if found.get(kind)]
+    if not kinds:
+        return []
+    if len(kinds) == 1:  # each kind's own matches are sorted and never overlap
+        kind = kinds[0]
+        return [(s, e, kind) for s, e in found[kind]]
+    ordered = [(s, e, kind) for kind in kinds for s, e in found[kind]]
+    by_pos = sorted(ordered)
+    if all(by_pos[i][1] <= by_pos[i + 1][0] for i in range(len(by_pos) - 1)):
+        return by_pos  # nothing overlaps: priority does not matter
+    claimed = bytearray(max(e for _s, e, _k in ordered))
+    taken: list[tuple[int, int, str]] = []
+    for s, e, kind in ordered:  # priority order
+        if not any(claimed[s:e]):
+            claimed[s:e] = b"\x01" * (e - s)
+            taken.append((s, e, kind))
+    return sorted(taken)
+
+
+def find_pii(text: str) -> list[PiiFinding]:
+    """Non-overlapping findings sorted by position; on overlap the earlier-listed (more specific) kind wins."""
+    return [PiiFinding(kind, s, e) for s, e, kind in _resolve(_candidates(text))]
+
 
 _LABELS = {
     "email": "EMAIL",
@@ -157,50 +410,22 @@ _LABELS = {
 }
 
 
-def _private_keys(text: str) -> list[PiiFinding]:
-    found: list[PiiFinding] = []
-    for m in _PEM_BEGIN.finditer(text):
-        end_at = text.find("-----END ", m.end())
-        if end_at < 0:
-            found.append(PiiFinding("private_key", m.start(), len(text)))
-            break  # an unterminated block runs to the end: nothing after it is left unredacted
-        close = text.find("-----", end_at + 9)
-        found.append(PiiFinding("private_key", m.start(), len(text) if close < 0 else close + 5))
-    return found
-
-
-def find_pii(text: str) -> list[PiiFinding]:
-    """Non-overlapping findings sorted by position; on overlap the earlier-listed (more specific) kind wins."""
-    candidates = _private_keys(text) if "PRIVATE KEY" in text else []
-    for kind, pattern, ok in _PATTERNS:
-        for m in pattern.finditer(text):
-            if ok(m):
-                start, end = (m.start("secret"), m.end("secret")) if kind == "aws_secret_access_key" else m.span()
-                candidates.append(PiiFinding(kind, start, end))
-    # A claimed-position map keeps overlap checks linear even when an input holds thousands of candidates.
-    claimed = bytearray(len(text))
-    taken: list[PiiFinding] = []
-    for f in candidates:  # already in priority order
-        if not any(claimed[f.start : f.end]):
-            claimed[f.start : f.end] = b"\x01" * (f.end - f.start)
-            taken.append(f)
-    return sorted(taken, key=lambda f: f.start)
-
-
 def placeholder(kind: str) -> str:
     return f"[REDACTED:{_LABELS.get(kind, kind.upper())}]"
 
 
+_PLACEHOLDERS = {kind: placeholder(kind) for kind in _ORDER}
+
+
 def redact_pii(text: str) -> tuple[str, tuple[str, ...]]:
     """Text with each finding replaced by a typed placeholder, and the kinds found (sorted, unique)."""
-    findings = find_pii(text)
+    findings = _resolve(_candidates(text))
     if not findings:
         return text, ()
-    out: list[str] = []
-    pos = 0
-    for f in findings:
-        out.append(text[pos : f.start])
-        out.append(placeholder(f.kind))
-        pos = f.end
-    out.append(text[pos:])
-    return "".join(out), tuple(sorted({f.kind for f in findings}))
+    out: list[str] = [""] * (2 * len(findings) + 1)
+    out[0::2] = [
+        text[a:b]
+        for a, b in zip([0, *(e for _s, e, _k in findings)], [*(s for s, _e, _k in findings), len(text)], strict=True)
+    ]
+    out[1::2] = [_PLACEHOLDERS[kind] for _s, _e, kind in findings]
+    return "".join(out), tuple(sorted({kind for _s, _e, kind in findings}))

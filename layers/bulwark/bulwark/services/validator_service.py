@@ -136,6 +136,7 @@ class ValidatorService:
             audit.status, audit.code = exc2.status, exc2.code
             result = error_response(exc2, request_id=audit.request_id, headers=headers)
         audit.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        self._flush_refunds()
         emit_audit(self._log, audit.__dict__)
         self._metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
         return result
@@ -332,7 +333,7 @@ class ValidatorService:
                 # A failed call gives its reservation back; a replayed result did not call the model at all.
                 used = result.usage.total if (result is not None and result.ok and not result.replayed) else 0
                 try:
-                    audit.store_writes += self._counters.settle(admission, used)
+                    audit.store_writes += self._counters.settle(admission, used, defer_refund=True)
                 except StoreUnavailable:
                     self._log.warning("settlement failed; the reservation stands until the window passes")
         audit.upstream_ms = result.upstream_ms
@@ -351,6 +352,13 @@ class ValidatorService:
         return response(
             200, result.body, request_id=audit.request_id, headers=headers, content_type=result.content_type
         )
+
+    def _flush_refunds(self) -> None:
+        """Refunds deferred for callers that did not come back to this container go out within seconds."""
+        try:
+            self._counters.flush_pending()
+        except BulwarkError:
+            return
 
     def _count_refusal(self, exc: BulwarkError) -> None:
         if exc.code == "content_policy_violation":

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bulwark.errors import RateLimited, RevokedCredentials
+from bulwark.errors import RateLimited, RevokedCredentials, StoreUnavailable
 from bulwark.ratelimit import (
     ERROR_CODES,
     MESSAGES,
@@ -53,6 +53,16 @@ class Admission:
     writes: int = 0
 
 
+@dataclass
+class _PendingRefund:
+    """Unused reserved tokens of successful calls, given back in this caller's next admission write."""
+
+    tokens: int
+    day: str
+    tokens_capacity: int
+    since_ms: int
+
+
 def utc_day(now_ms: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(now_ms // 1000))
 
@@ -81,18 +91,21 @@ class _Expr:
         self.values[ph] = {"N": str(v)} if isinstance(v, int) else {"S": v}
         return ph
 
-    def bucket(self, prefix: str, bucket: Bucket, units: int, stale: bool, now_ms: int) -> None:
+    def bucket(self, prefix: str, bucket: Bucket, units: int, stale: bool, now_ms: int, credit: int = 0) -> None:
+        """One bucket's case. `credit` units (a deferred refund) are given back in the same write, never beyond a
+        full bucket: with credit r the state is max(S - r, now), so the cases split at S = now + r."""
         s, cap = self.name(prefix + "_s"), self.name(prefix + "_cap")
         c = self.val(prefix + "_c", bucket.capacity)
-        now = self.val(prefix + "_now", bucket.now_scaled(now_ms))
+        r = bucket.cost(credit)
+        now = self.val(prefix + "_now", bucket.now_scaled(now_ms) + r)
         if stale:
             self.conds.append(f"(attribute_not_exists({s}) OR {s} < {now} OR {cap} <> {c})")
             self.sets.append(f"{s} = {self.val(prefix + '_new', bucket.now_scaled(now_ms) + bucket.cost(units))}")
             self.sets.append(f"{cap} = {c}")
         else:
-            ceil = self.val(prefix + "_ceil", bucket.busy_ceiling(units, now_ms))
+            ceil = self.val(prefix + "_ceil", bucket.busy_ceiling(units, now_ms) + r)
             self.conds.append(f"({cap} = {c} AND {s} >= {now} AND {s} <= {ceil})")
-            self.sets.append(f"{s} = {s} + {self.val(prefix + '_cost', bucket.cost(units))}")
+            self.sets.append(f"{s} = {s} + {self.val(prefix + '_cost', bucket.cost(units) - r)}")
 
     def kwargs(self, return_values: str = "ALL_NEW") -> dict[str, Any]:
         update = "SET " + ", ".join(self.sets)
@@ -116,6 +129,7 @@ class CountersTable:
         self._table = table_name
         # Last item seen per key: a hint for which bucket case to try first, so most admissions are one write.
         self._hints: dict[str, dict[str, Any]] = {}
+        self._pending: dict[str, _PendingRefund] = {}
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ admission
@@ -143,7 +157,11 @@ class CountersTable:
         pk = "lim#" + principal
         item = self._hint(pk)
         writes = 0
+        with self._lock:
+            pending = self._pending.get(principal)
         for _ in range(_MAX_ATTEMPTS):
+            tpm_credit = pending.tokens if pending and pending.tokens_capacity == tpm.capacity else 0
+            day_credit = pending.tokens if pending and pending.day == day else 0
             e = _Expr()
             e.conds.append(f"attribute_not_exists({e.name('revoked')})")
             e.bucket(
@@ -153,19 +171,21 @@ class CountersTable:
                 rpm.is_stale(_int(item, "rpm_s"), now_ms) or _int(item, "rpm_cap") != rpm.capacity,
                 now_ms,
             )
+            tpm_state = _int(item, "tpm_s")
             e.bucket(
                 "tpm",
                 tpm,
                 tokens,
-                tpm.is_stale(_int(item, "tpm_s"), now_ms) or _int(item, "tpm_cap") != tpm.capacity,
+                tpm.is_stale(None if tpm_state is None else tpm_state - tpm.cost(tpm_credit), now_ms)
+                or _int(item, "tpm_cap") != tpm.capacity,
                 now_ms,
+                tpm_credit,
             )
             d, du = e.name("day"), e.name("day_used")
             if item is not None and item.get("day") == day:
-                e.conds.append(
-                    f"({d} = {e.val('day', day)} AND {du} <= {e.val('dmax', allowance.daily_tokens - tokens)})"
-                )
-                e.sets.append(f"{du} = {du} + {e.val('tok', tokens)}")
+                dmax = allowance.daily_tokens - tokens + day_credit
+                e.conds.append(f"({d} = {e.val('day', day)} AND {du} <= {e.val('dmax', dmax)})")
+                e.sets.append(f"{du} = {du} + {e.val('tok', tokens - day_credit)}")
             else:
                 e.conds.append(f"(attribute_not_exists({d}) OR {d} <> {e.val('day', day)})")
                 e.sets.append(f"{d} = :day, {du} = {e.val('tok', tokens)}")
@@ -184,9 +204,13 @@ class CountersTable:
                     # so a refusal never promises a Retry-After shorter than the real wait.
                     now_ms = max(now_ms, int(time.time() * 1000))
                     day = utc_day(now_ms)
-                self._explain_refusal(item, allowance, tokens, now_ms, day)
+                self._explain_refusal(item, allowance, tokens, now_ms, day, tpm_credit, day_credit)
                 continue  # every dimension would admit: the hint was wrong or the item moved; try the right cases
             self._remember(pk, new)
+            if pending is not None:
+                with self._lock:
+                    if self._pending.get(principal) is pending:
+                        del self._pending[principal]  # given back in this write
             states = self._states(new, allowance, now_ms, day)
             if model is not None and model_rpm is not None:
                 try:
@@ -232,7 +256,14 @@ class CountersTable:
         raise AssertionError("unreachable")
 
     def _explain_refusal(
-        self, item: dict[str, Any] | None, allowance: Allowance, tokens: int, now_ms: int, day: str
+        self,
+        item: dict[str, Any] | None,
+        allowance: Allowance,
+        tokens: int,
+        now_ms: int,
+        day: str,
+        tpm_credit: int = 0,
+        day_credit: int = 0,
     ) -> None:
         """Raise for the dimension that refused (the longest wait wins); return if every dimension would admit."""
         if item is None:
@@ -245,9 +276,10 @@ class CountersTable:
         if not rpm.admits(rs, 1, now_ms):
             waits.append((rpm.wait_ms(rs, 1, now_ms), "requests"))
         ts = _int(item, "tpm_s") if _int(item, "tpm_cap") == tpm.capacity else None
+        ts = None if ts is None else ts - tpm.cost(tpm_credit)
         if not tpm.admits(ts, tokens, now_ms):
             waits.append((tpm.wait_ms(ts, tokens, now_ms), "tokens"))
-        if item.get("day") == day and (_int(item, "day_used") or 0) + tokens > allowance.daily_tokens:
+        if item.get("day") == day and (_int(item, "day_used") or 0) - day_credit + tokens > allowance.daily_tokens:
             waits.append((_day_reset_ms(now_ms), "daily_tokens"))
         if allowance.max_concurrent is not None and (_int(item, "inflight") or 0) >= allowance.max_concurrent:
             waits.append((1000, "concurrency"))
@@ -267,13 +299,19 @@ class CountersTable:
         *,
         refund_request: bool = False,
         requests_capacity: int | None = None,
+        defer_refund: bool = False,
     ) -> int:
         """Replace the reservation by the real usage (a failed call passes 0: everything reserved comes back).
 
-        Returns the number of writes (0 when nothing changed)."""
+        With `defer_refund`, unused tokens of a successful call are not written now but given back inside this
+        caller's next admission write (or by `flush_pending` within seconds). Refunds only ever lower a charge, so
+        deferring one can refuse early, never admit too much. Extra usage (actual above the reservation), in-flight
+        slots and failed calls are always settled at once. Returns the number of writes."""
         delta = actual_tokens - admission.reserved_tokens
         if delta == 0 and not admission.concurrency and not refund_request:
             return 0
+        if defer_refund and delta < 0 and actual_tokens > 0 and not admission.concurrency and not refund_request:
+            return self._defer(admission, -delta)
         e = _Expr()
         conds: list[str] = []
         if delta:
@@ -305,6 +343,37 @@ class CountersTable:
             return 2
         self._remember(pk, new)
         return 1
+
+    def _defer(self, admission: Admission, refund: int) -> int:
+        now_ms = int(time.time() * 1000)
+        flush: _PendingRefund | None = None
+        with self._lock:
+            old = self._pending.get(admission.principal)
+            if old and old.day == admission.day and old.tokens_capacity == admission.tokens_capacity:
+                old.tokens += refund
+                return 0
+            flush = old
+            self._pending[admission.principal] = _PendingRefund(
+                refund, admission.day, admission.tokens_capacity, now_ms
+            )
+        if flush is None:
+            return 0
+        return self._write_refund(admission.principal, flush)  # limits or day changed: settle the old one now
+
+    def flush_pending(self, older_than_ms: int = 2_000, max_writes: int = 2) -> int:
+        """Write refunds that waited longer than `older_than_ms` (callers that did not come back). Returns writes."""
+        cutoff = int(time.time() * 1000) - older_than_ms
+        with self._lock:
+            due = [(p, r) for p, r in self._pending.items() if r.since_ms <= cutoff][:max_writes]
+            for principal, _ in due:
+                del self._pending[principal]
+        return sum(self._write_refund(principal, refund) for principal, refund in due)
+
+    def _write_refund(self, principal: str, refund: _PendingRefund) -> int:
+        try:
+            return self.settle(Admission(principal, refund.tokens, refund.day, refund.tokens_capacity, False), 0)
+        except StoreUnavailable:
+            return 0  # a lost refund only ever over-charges; the window refills it
 
     # ------------------------------------------------------------------ revocation mark
     def mark_revoked(self, principal: str) -> None:

@@ -337,53 +337,82 @@ def iter_texts(req: ChatCompletionRequest) -> Iterator[tuple[str, str]]:
 
 
 def _map_content(content: Any, fn: Callable[[str], str]) -> Any:
+    """`content` with `fn` applied to its texts; the same object when nothing changed."""
     if isinstance(content, str):
         return fn(content)
     if isinstance(content, list):
         out: list[Any] = []
+        changed = False
         for part in content:
             if isinstance(part, TextPart):
-                out.append(part.model_copy(update={"text": fn(part.text)}))
+                text = fn(part.text)
+                if text != part.text:
+                    part, changed = part.model_copy(update={"text": text}), True
             elif isinstance(part, RefusalPart):
-                out.append(part.model_copy(update={"refusal": fn(part.refusal)}))
-            else:
-                out.append(part)
-        return out
+                refusal = fn(part.refusal)
+                if refusal != part.refusal:
+                    part, changed = part.model_copy(update={"refusal": refusal}), True
+            out.append(part)
+        return out if changed else content
     return content
+
+
+def _map_tool_calls(calls: list[ToolCall], fn: Callable[[str], str]) -> list[ToolCall] | None:
+    out: list[ToolCall] = []
+    changed = False
+    for c in calls:
+        arguments = fn(c.function.arguments)
+        if arguments != c.function.arguments:
+            c = c.model_copy(update={"function": c.function.model_copy(update={"arguments": arguments})})
+            changed = True
+        out.append(c)
+    return out if changed else None
 
 
 def map_texts(
     req: ChatCompletionRequest, fn: Callable[[str], str], roles: frozenset[str] | None = None
 ) -> ChatCompletionRequest:
-    """A copy with `fn` applied to every message text (optionally only for `roles`) and to tool descriptions."""
+    """A copy with `fn` applied to every message text (optionally only for `roles`) and to tool descriptions.
+
+    Only what `fn` changed is copied (models are frozen, so unchanged parts are shared), and values `fn` returns are
+    not validated again: it maps validated strings to strings. The request itself comes back when nothing changed.
+    """
     messages: list[Any] = []
+    changed = False
     for msg in req.messages:
         if roles is not None and msg.role not in roles:
             messages.append(msg)
             continue
-        update: dict[str, Any] = {"content": _map_content(msg.content, fn)}
+        update: dict[str, Any] = {}
+        content = _map_content(msg.content, fn)
+        if content is not msg.content and content != msg.content:
+            update["content"] = content
         if isinstance(msg, AssistantMessage):
             if msg.refusal is not None:
-                update["refusal"] = fn(msg.refusal)
+                refusal = fn(msg.refusal)
+                if refusal != msg.refusal:
+                    update["refusal"] = refusal
             if msg.tool_calls:
-                update["tool_calls"] = [
-                    c.model_copy(
-                        update={"function": c.function.model_copy(update={"arguments": fn(c.function.arguments)})}
-                    )
-                    for c in msg.tool_calls
-                ]
-        if "content" not in msg.model_fields_set and msg.content is None:
-            update.pop("content")
-        messages.append(msg.model_copy(update=update))
-    update_req: dict[str, Any] = {"messages": messages}
+                calls = _map_tool_calls(msg.tool_calls, fn)
+                if calls is not None:
+                    update["tool_calls"] = calls
+        if update:
+            msg, changed = msg.model_copy(update=update), True
+        messages.append(msg)
+    update_req: dict[str, Any] = {"messages": messages} if changed else {}
     if req.tools and roles is None:
-        update_req["tools"] = [
-            t.model_copy(update={"function": t.function.model_copy(update={"description": fn(t.function.description)})})
-            if t.function.description is not None
-            else t
-            for t in req.tools
-        ]
-    return req.model_copy(update=update_req)
+        tools: list[Tool] = []
+        tools_changed = False
+        for t in req.tools:
+            if t.function.description is not None:
+                description = fn(t.function.description)
+                if description != t.function.description:
+                    t = t.model_copy(update={"function": t.function.model_copy(update={"description": description})})
+                    tools_changed = True
+            tools.append(t)
+        if tools_changed:
+            update_req["tools"] = tools
+    return req.model_copy(update=update_req) if update_req else req
 
 
 # ---- public API ----------------------------------------------------------------------------------------------------
@@ -456,7 +485,7 @@ def estimate_prompt_tokens(req: ChatCompletionRequest) -> int:
     for msg in req.messages:
         tokens += _PER_MESSAGE_TOKENS
         for text in message_texts(msg):
-            total_bytes += len(text.encode("utf-8", "surrogatepass"))
+            total_bytes += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
         if isinstance(msg.content, list):
             tokens += _PER_IMAGE_TOKENS * sum(isinstance(p, ImagePart) for p in msg.content)
     if req.tools:
