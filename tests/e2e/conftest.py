@@ -62,13 +62,33 @@ class LocalStackFixture:
         return self.stack.log_file
 
 
+E2E_FAILED_AUTH_THRESHOLD = 200
+
+
+def _e2e_policy(state_dir: Path) -> Path:
+    """The shipped policy, except that the failed-attempt threshold per source IP is higher: every e2e test calls
+    from 127.0.0.1, and the tests that send wrong keys on purpose must not lock the others out. The brute-force test
+    uses its own loopback address and this threshold."""
+    import yaml
+
+    from bulwark.policy import default_policy_path
+
+    data = yaml.safe_load(default_policy_path().read_text(encoding="utf-8"))
+    data.setdefault("network", {}).setdefault("failed_auth", {})["threshold"] = E2E_FAILED_AUTH_THRESHOLD
+    path = state_dir / "policy.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackFixture]:
     capture = LineCapture()
+    state_dir = tmp_path_factory.mktemp("bulwark-state")
     stack = LocalStack(
         project_root=ROOT,
         port=0,
-        state_dir=tmp_path_factory.mktemp("bulwark-state"),
+        state_dir=state_dir,
+        policy_file=_e2e_policy(state_dir),
         progress=sys.stderr,
         log_stream=capture,
     )
