@@ -161,10 +161,14 @@ _EMAIL_LOCAL_REV = re.compile(r"@[A-Za-z0-9._%+-]{1,64}\b")
 
 # Byte map of the text, one byte per character: decimal digits (any script, as `\d` matches) -> '0', A-Z -> 'A',
 # ':' -> ':', everything else -> ' '.
-_MAP = bytes(
-    ord("0") if 48 <= b <= 57 else ord("A") if 65 <= b <= 90 else ord(":") if b == 58 else ord(" ") for b in range(256)
-)
-_DIGIT_CLUSTER = re.compile(rb"0(?:[^0]{0,3}0){3,}")  # >= 4 digits, at most 3 characters apart
+_MAP = bytes(ord("0") if 48 <= b <= 57 else ord("A") if 65 <= b <= 90 else b if b in b":." else 32 for b in range(256))
+# Maximal runs of digits at most 3 characters apart, with at least 13 (cards) or 8 (phones, SSNs) digits. The
+# lookbehinds (no digit in the 4 characters before) let a run be tried from its first digit only.
+_RUN_START = rb"0(?<!00)(?<!0.0)(?<!0..0)(?<!0...0)"
+_DIGITS_13 = re.compile(_RUN_START + rb"(?:[^0]{0,3}0){12,}", re.DOTALL)
+_DIGITS_8 = re.compile(_RUN_START + rb"(?:[^0]{0,3}0){7,}", re.DOTALL)
+# Where an IPv4 address can start: a digit not after a digit or a dot, followed by the dotted-quad shape.
+_IPV4_START = re.compile(rb"0(?<![0.]0)(?=0{0,2}\.0{1,3}\.0{1,3}\.0)")
 _COLON_CLUSTER = re.compile(rb":(?:[^:]{0,4}:)+")  # >= 2 colons, at most 4 characters apart
 _IBAN_START = re.compile(rb"AA00")
 _ND = re.compile(r"\d")
@@ -353,12 +357,13 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
     mapped = text.encode("ascii", _ERRORS).translate(_MAP)
     n = len(text)
     if b"0" in mapped:
-        card, ssn, ipv4, phone = _scan_windows(
-            text,
-            _windows(_DIGIT_CLUSTER.finditer(mapped), 4, 3, n),
-            ((_CARD, _card_ok), (_SSN, None), (_IPV4, _ipv4_ok), (_PHONE, None)),
+        (found["payment_card"],) = _scan_windows(
+            text, _windows(_DIGITS_13.finditer(mapped), 4, 3, n), ((_CARD, _card_ok),)
         )
-        found.update(payment_card=card, us_ssn=ssn, ipv4=ipv4, phone=phone)
+        found["us_ssn"], found["phone"] = _scan_windows(
+            text, _windows(_DIGITS_8.finditer(mapped), 4, 3, n), ((_SSN, None), (_PHONE, None))
+        )
+        found["ipv4"] = _match_at(_IPV4, text, (m.start() for m in _IPV4_START.finditer(mapped)), _ipv4_ok)
         found["iban"] = _match_at(_IBAN, text, (m.start() for m in _IBAN_START.finditer(mapped)), _iban_ok)
     if b":" in mapped:
         (found["ipv6"],) = _scan_windows(text, _windows(_COLON_CLUSTER.finditer(mapped), 5, 5, n), ((_IPV6, _ipv6_ok),))
