@@ -1,35 +1,56 @@
-"""Validator latency: parse + validate + sanitize + guardrails, printed as a markdown table.
+"""Validator latency: parse + validate + sanitize + guardrails + canonical form, printed as markdown tables.
 
-Run: `python bench/validator_bench.py`. Rows: a typical chat request (~1 KB), a maximum-size request (1 MiB body of
-realistic prose spread over messages, caps raised to admit it), and 50,000-character adversarial inputs through the
-injection detector and the PII scanner (inputs built to trigger backtracking in naive patterns).
+Run: `python bench/validator_bench.py` (`--quick` for fewer runs). Rows: a typical chat request (~300 B); maximum-size
+requests (a 1 MiB body spread over 32 messages, caps raised to admit it): the prose-with-emails one the issue's target
+is stated for, one mixing numbers, phones, cards, IPs and `key: value` lines, and one in non-ASCII text; then the 1 MiB
+request stage by stage; then 50,000-character adversarial inputs through the injection detector and the PII scanner
+(inputs built to trigger backtracking in naive patterns).
+
+Wall-clock figures on a shared machine include time other processes take; the CPU column (thread time) does not.
+"Before" figures were recorded at commit e742f1c (before the PII scanner, sanitizer and copy-on-change rewrite) on the
+same 2-core machine.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 from bulwark.guardrails.apply import apply_input_guardrails
 from bulwark.guardrails.injection import detect_injection
 from bulwark.guardrails.pii import redact_pii
 from bulwark.policy import GuardrailPolicy, RequestRules
-from bulwark.validation.chat import canonical_json, validate_chat_request
+from bulwark.validation.chat import canonical_json, iter_texts, validate_chat_request
 from bulwark.validation.jsonparse import parse_json_body
 from bulwark.validation.sanitize import sanitize_chat
 
 POLICY = GuardrailPolicy(prompt_injection="block", pii_input="redact")
 BIG_RULES = RequestRules(max_messages=64, max_message_chars=40_000, max_total_chars=2_000_000, max_tokens=4096)
+CAP = 1_048_576
 PROSE = (
     "The committee reviewed the quarterly figures and asked the team to write to finance@example.com about the "
     "variance in the north region. Revenue rose four percent while costs held steady; the forecast stays unchanged. "
 )
+MIXED = (
+    "Order 48213 shipped on 2024-03-12 to 10.0.4.17; call +1 415-555-0132 or (212) 555-0199 about invoice 7731. "
+    "Card 4111 1111 1111 1111 was declined, note: retry tomorrow, status=pending. Totals rose 4.5% to $12,480. "
+)
+NON_ASCII = (
+    "Le comité a examiné les chiffres du trimestre — écrivez à finance@example.fr. 委員会は四半期の数字を確認し、"
+    "北部地域の差異について財務部に連絡するよう求めました。Umsatz stieg um 4 % bei gleichbleibenden Kosten. "
+)
+BEFORE = {  # recorded at e742f1c: (p50 ms, p99 ms)
+    "typical": (0.47, 1.05),
+    "max-size": (967.0, 1414.0),
+}
 
 
 def pipeline(body: bytes, rules: RequestRules) -> bytes:
-    doc = parse_json_body(body, max_bytes=1_048_576, max_depth=32, max_number_digits=40)
+    doc = parse_json_body(body, max_bytes=CAP, max_depth=32, max_number_digits=40)
     req = sanitize_chat(validate_chat_request(doc, rules))
     return canonical_json(apply_input_guardrails(req, POLICY).request)
 
@@ -43,57 +64,108 @@ def typical() -> bytes:
     }).encode()  # fmt: skip
 
 
-def max_size() -> bytes:
-    msgs = [{"role": "user", "content": ""}] * 0
-    per_msg = PROSE * (32_000 // len(PROSE))
-    while len(json.dumps({"model": "demo", "messages": [*msgs, {"role": "user", "content": per_msg}]})) < 1_040_000:
+def max_size(paragraph: str = PROSE) -> bytes:
+    """32 messages of `paragraph` repeated, as close to the 1 MiB cap as whole paragraphs allow."""
+    per_msg = paragraph * (32_000 // len(paragraph))
+    msgs: list[dict[str, str]] = []
+    while len(json.dumps({"model": "demo", "messages": [*msgs, {"role": "user", "content": per_msg}]}).encode()) < CAP:
         msgs.append({"role": "user" if len(msgs) % 2 == 0 else "assistant", "content": per_msg})
     body = json.dumps({"model": "demo", "messages": msgs}).encode()
-    assert len(body) <= 1_048_576
+    assert len(body) <= CAP
     return body
 
 
-def timed(fn: Callable[[], object], runs: int) -> tuple[float, float]:
-    samples = []
+def timed(fn: Callable[[], object], runs: int) -> tuple[float, float, float]:
+    """(p50, p99) wall-clock ms and p50 CPU (thread time) ms."""
+    wall, cpu = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         fn()
-        samples.append((time.perf_counter() - t0) * 1e3)
-    samples.sort()
-    return statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+        wall.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.thread_time() - c0) * 1e3)
+    wall.sort()
+    return statistics.median(wall), wall[min(len(wall) - 1, int(len(wall) * 0.99))], statistics.median(cpu)
 
 
-ADVERSARIAL: dict[str, str] = {
-    "repeated 'ignore '": "ignore " * 7_143,
-    "spaced letters 'a '": "a " * 25_000,
-    "'ignore previous ' x N": "ignore previous " * 3_125,
-    "base64-looking run": "aGVsbG8g" * 6_250,
-    "percent-escapes": "%41" * 16_667,
-    "zero-width interleaved": "i\u200b" * 25_000,
-    "digits and dashes": "1-" * 25_000,
-    "'a@' repeated": "a@" * 25_000,
-    "colons (IPv6 shape)": "a:" * 25_000,
-    "PEM BEGIN repeated": "-----BEGIN PRIVATE KEY-----" * 1_852,
-    "'password=' repeated": "password=" * 5_556,
+ADVERSARIAL: dict[str, tuple[str, float]] = {  # input, PII max ms recorded at e742f1c
+    "repeated 'ignore '": ("ignore " * 7_143, 79.7),
+    "spaced letters 'a '": ("a " * 25_000, 86.3),
+    "'ignore previous ' x N": ("ignore previous " * 3_125, 142.9),
+    "base64-looking run": ("aGVsbG8g" * 6_250, 45.1),
+    "percent-escapes": ("%41" * 16_667, 99.4),
+    "zero-width interleaved": ("i\u200b" * 25_000, 178.9),
+    "digits and dashes": ("1-" * 25_000, 142.3),
+    "digits and spaces": ("1 " * 25_000, float("nan")),
+    "dotted quads": ("1.1.1.1 " * 6_250, float("nan")),
+    "'a@' repeated": ("a@" * 25_000, 81.8),
+    "emails 'x@y.zz '": ("x@y.zz " * 7_143, float("nan")),
+    "colons (IPv6 shape)": ("a:" * 25_000, 50.6),
+    "PEM BEGIN repeated": ("-----BEGIN PRIVATE KEY-----" * 1_852, 254.7),
+    "'password=' repeated": ("password=" * 5_556, 36.1),
+    "'secret:' repeated": ("secret:" * 7_143, float("nan")),
+    "'sk-' repeated": ("sk-" * 16_667, float("nan")),
+    "'GB00' repeated": ("GB00" * 12_500, float("nan")),
 }
 
 
+def stages(body: bytes, runs: int) -> list[tuple[str, float, float]]:
+    """p50 wall and CPU ms of each step of the path for one body."""
+    doc = parse_json_body(body, max_bytes=CAP, max_depth=32, max_number_digits=40)
+    raw = validate_chat_request(doc, BIG_RULES)
+    req = sanitize_chat(raw)
+    texts = [text for _role, text in iter_texts(req)]
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("parse_json_body", lambda: parse_json_body(body, max_bytes=CAP, max_depth=32, max_number_digits=40)),
+        ("validate_chat_request", lambda: validate_chat_request(doc, BIG_RULES)),
+        ("sanitize_chat", lambda: sanitize_chat(raw)),
+        ("detect_injection (every text)", lambda: [detect_injection(t) for t in texts]),
+        ("redact_pii (every text)", lambda: [redact_pii(t) for t in texts]),
+        ("canonical_json", lambda: canonical_json(req)),
+    ]
+    out = []
+    for name, fn in steps:
+        p50, _p99, cpu = timed(fn, runs)
+        out.append((name, p50, cpu))
+    return out
+
+
 def main() -> None:
-    t_body, m_body = typical(), max_size()
-    print("| case | body | p50 ms | p99 ms |")
-    print("|---|---:|---:|---:|")
-    p50, p99 = timed(lambda: pipeline(t_body, RequestRules()), 2_000)
-    print(f"| typical chat request, full validator path | {len(t_body)} B | {p50:.3f} | {p99:.3f} |")
-    p50, p99 = timed(lambda: pipeline(m_body, BIG_RULES), 30)
-    print(f"| max-size chat request (1 MiB), full validator path | {len(m_body)} B | {p50:.1f} | {p99:.1f} |")
+    quick = "--quick" in sys.argv
+    big_runs, typ_runs = (5, 300) if quick else (30, 2_000)
+    t_body = typical()
+    bodies = {
+        "max-size, prose + an email every ~200 chars": max_size(PROSE),
+        "max-size, numbers / phones / cards / IPs / key: value": max_size(MIXED),
+        "max-size, non-ASCII (French, Japanese, German)": max_size(NON_ASCII),
+    }
+    print("| request | body | before p50 / p99 ms | p50 ms | p99 ms | CPU p50 ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    p50, p99, cpu = timed(lambda: pipeline(t_body, RequestRules()), typ_runs)
+    b50, b99 = BEFORE["typical"]
+    print(f"| typical chat request, full validator path | {len(t_body)} B | {b50} / {b99} | {p50:.3f} | {p99:.3f} "
+          f"| {cpu:.3f} |")  # fmt: skip
+    for i, (name, body) in enumerate(bodies.items()):
+        p50, p99, cpu = timed(partial(pipeline, body, BIG_RULES), big_runs)
+        before = "{} / {}".format(*BEFORE["max-size"]) if i == 0 else "-"
+        print(f"| {name}, full validator path | {len(body)} B | {before} | {p50:.1f} | {p99:.1f} | {cpu:.1f} |")
     print()
-    print("| 50,000-char adversarial input | injection p50 ms | injection max ms | PII p50 ms | PII max ms |")
-    print("|---|---:|---:|---:|---:|")
-    for name, raw in ADVERSARIAL.items():
+    for name, body in bodies.items():
+        print(f"| {name}: step | p50 ms | CPU p50 ms |")
+        print("|---|---:|---:|")
+        for step, p50, cpu in stages(body, max(3, big_runs // 3)):
+            print(f"| {step} | {p50:.2f} | {cpu:.2f} |")
+        print()
+    print("| 50,000-char adversarial input | injection p50 ms | injection max ms | PII p50 ms | PII max ms "
+          "| PII max ms before |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, (raw, before_max) in ADVERSARIAL.items():
         text = raw[:50_000]
-        i50, imax = timed(lambda: detect_injection(text), 5)  # noqa: B023 - called before the loop moves on
-        p50, pmax = timed(lambda: redact_pii(text), 5)  # noqa: B023
-        print(f"| {name} | {i50:.1f} | {imax:.1f} | {p50:.1f} | {pmax:.1f} |")
+        samples = [timed(partial(detect_injection, text), 1)[0] for _ in range(5)]
+        i50, imax = statistics.median(samples), max(samples)
+        samples = [timed(partial(redact_pii, text), 1)[0] for _ in range(5)]
+        p50, pmax = statistics.median(samples), max(samples)
+        before = "-" if before_max != before_max else f"{before_max:.1f}"  # NaN: not measured before
+        print(f"| {name} | {i50:.1f} | {imax:.1f} | {p50:.1f} | {pmax:.1f} | {before} |")
 
 
 if __name__ == "__main__":

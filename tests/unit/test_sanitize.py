@@ -1,8 +1,12 @@
+import unicodedata
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bulwark.policy import RequestRules
 from bulwark.validation.chat import validate_chat_request
-from bulwark.validation.sanitize import sanitize_chat, sanitize_text
+from bulwark.validation.sanitize import _DROP, sanitize_chat, sanitize_text
 
 
 @pytest.mark.parametrize(
@@ -61,3 +65,37 @@ def test_given_a_chat_request_when_sanitized_then_every_model_read_text_is_clean
     assert req.messages[2].tool_calls[0].function.arguments == '{"a":""}'  # type: ignore[union-attr,index]
     assert req.messages[3].content == "t3"
     assert req.tools is not None and req.tools[0].function.description == "d"
+
+
+def _reference(text: str) -> str:
+    """The definition: drop with str.translate, NFKC, drop again if NFKC changed anything."""
+    cleaned = text.translate(_DROP)
+    if not unicodedata.is_normalized("NFKC", cleaned):
+        cleaned = unicodedata.normalize("NFKC", cleaned).translate(_DROP)
+    return cleaned
+
+
+def test_given_every_code_point_between_text_when_sanitized_then_as_defined() -> None:
+    planes = [*range(0x0000, 0xD800), *range(0xE000, 0x20000), *range(0xE0000, 0xE0200)]
+    for cp in planes:
+        for text in (f"a{chr(cp)}b", f"é{chr(cp)}\n日"):
+            assert sanitize_text(text) == _reference(text), hex(cp)
+
+
+@settings(max_examples=1_000, deadline=None)
+@given(st.text(alphabet=st.sampled_from([chr(c) for c in sorted(_DROP)][:300] + list("ab é日\t\n\r😀ｉ\ufb01\u0301"))))
+def test_given_any_mix_of_removable_and_plain_characters_when_sanitized_then_as_defined(text: str) -> None:
+    assert sanitize_text(text) == _reference(text)
+
+
+def test_given_a_clean_request_when_sanitized_then_the_same_object_comes_back() -> None:
+    req = validate_chat_request({"model": "m", "messages": [{"role": "user", "content": "plain"}]}, RequestRules())
+    assert sanitize_chat(req) is req
+    dirty = validate_chat_request(
+        {"model": "m", "messages": [{"role": "user", "content": "plain"}, {"role": "user", "content": "x\u200b"}]},
+        RequestRules(),
+    )
+    out = sanitize_chat(dirty)
+    assert out.messages[0] is dirty.messages[0]
+    assert out.messages[1].content == "x"
+    assert dirty.messages[1].content == "x\u200b"  # the original is not modified

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
@@ -336,37 +337,57 @@ def iter_texts(req: ChatCompletionRequest) -> Iterator[tuple[str, str]]:
             yield msg.role, text
 
 
+def _map_part(part: Any, fn: Callable[[str], str]) -> Any:
+    if isinstance(part, TextPart):
+        text = fn(part.text)
+        return part if text == part.text else part.model_copy(update={"text": text})
+    if isinstance(part, RefusalPart):
+        refusal = fn(part.refusal)
+        return part if refusal == part.refusal else part.model_copy(update={"refusal": refusal})
+    return part
+
+
 def _map_content(content: Any, fn: Callable[[str], str]) -> Any:
     """`content` with `fn` applied to its texts; the same object when nothing changed."""
     if isinstance(content, str):
         return fn(content)
     if isinstance(content, list):
-        out: list[Any] = []
-        changed = False
-        for part in content:
-            if isinstance(part, TextPart):
-                text = fn(part.text)
-                if text != part.text:
-                    part, changed = part.model_copy(update={"text": text}), True
-            elif isinstance(part, RefusalPart):
-                refusal = fn(part.refusal)
-                if refusal != part.refusal:
-                    part, changed = part.model_copy(update={"refusal": refusal}), True
-            out.append(part)
-        return out if changed else content
+        out = [_map_part(part, fn) for part in content]
+        return content if all(map(operator.is_, out, content)) else out
     return content
 
 
-def _map_tool_calls(calls: list[ToolCall], fn: Callable[[str], str]) -> list[ToolCall] | None:
-    out: list[ToolCall] = []
-    changed = False
-    for c in calls:
-        arguments = fn(c.function.arguments)
-        if arguments != c.function.arguments:
-            c = c.model_copy(update={"function": c.function.model_copy(update={"arguments": arguments})})
-            changed = True
-        out.append(c)
-    return out if changed else None
+def _map_call(call: ToolCall, fn: Callable[[str], str]) -> ToolCall:
+    arguments = fn(call.function.arguments)
+    if arguments == call.function.arguments:
+        return call
+    return call.model_copy(update={"function": call.function.model_copy(update={"arguments": arguments})})
+
+
+def _map_tool(tool: Tool, fn: Callable[[str], str]) -> Tool:
+    if tool.function.description is None:
+        return tool
+    description = fn(tool.function.description)
+    if description == tool.function.description:
+        return tool
+    return tool.model_copy(update={"function": tool.function.model_copy(update={"description": description})})
+
+
+def _map_message(msg: Any, fn: Callable[[str], str]) -> Any:
+    update: dict[str, Any] = {}
+    content = _map_content(msg.content, fn)
+    if content is not msg.content and content != msg.content:
+        update["content"] = content
+    if isinstance(msg, AssistantMessage):
+        if msg.refusal is not None:
+            refusal = fn(msg.refusal)
+            if refusal != msg.refusal:
+                update["refusal"] = refusal
+        if msg.tool_calls:
+            calls = [_map_call(c, fn) for c in msg.tool_calls]
+            if not all(map(operator.is_, calls, msg.tool_calls)):
+                update["tool_calls"] = calls
+    return msg.model_copy(update=update) if update else msg
 
 
 def map_texts(
@@ -377,42 +398,15 @@ def map_texts(
     Only what `fn` changed is copied (models are frozen, so unchanged parts are shared), and values `fn` returns are
     not validated again: it maps validated strings to strings. The request itself comes back when nothing changed.
     """
-    messages: list[Any] = []
-    changed = False
-    for msg in req.messages:
-        if roles is not None and msg.role not in roles:
-            messages.append(msg)
-            continue
-        update: dict[str, Any] = {}
-        content = _map_content(msg.content, fn)
-        if content is not msg.content and content != msg.content:
-            update["content"] = content
-        if isinstance(msg, AssistantMessage):
-            if msg.refusal is not None:
-                refusal = fn(msg.refusal)
-                if refusal != msg.refusal:
-                    update["refusal"] = refusal
-            if msg.tool_calls:
-                calls = _map_tool_calls(msg.tool_calls, fn)
-                if calls is not None:
-                    update["tool_calls"] = calls
-        if update:
-            msg, changed = msg.model_copy(update=update), True
-        messages.append(msg)
-    update_req: dict[str, Any] = {"messages": messages} if changed else {}
+    messages = [msg if roles is not None and msg.role not in roles else _map_message(msg, fn) for msg in req.messages]
+    update: dict[str, Any] = {}
+    if not all(map(operator.is_, messages, req.messages)):
+        update["messages"] = messages
     if req.tools and roles is None:
-        tools: list[Tool] = []
-        tools_changed = False
-        for t in req.tools:
-            if t.function.description is not None:
-                description = fn(t.function.description)
-                if description != t.function.description:
-                    t = t.model_copy(update={"function": t.function.model_copy(update={"description": description})})
-                    tools_changed = True
-            tools.append(t)
-        if tools_changed:
-            update_req["tools"] = tools
-    return req.model_copy(update=update_req) if update_req else req
+        tools = [_map_tool(t, fn) for t in req.tools]
+        if not all(map(operator.is_, tools, req.tools)):
+            update["tools"] = tools
+    return req.model_copy(update=update) if update else req
 
 
 # ---- public API ----------------------------------------------------------------------------------------------------
