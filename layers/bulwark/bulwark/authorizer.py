@@ -63,6 +63,14 @@ class Unauthorized(Exception):
         self.reason = reason  # for logs and metrics only; never shown to the client
 
 
+class _Blocked(BulwarkError):
+    """The source address is in its failed-attempt cool-down (learned from the store)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(code="too_many_failed_attempts")
+        self.retry_after = retry_after
+
+
 class JwtVerifierLike(Protocol):
     def looks_like_jwt(self, credential: str) -> bool: ...
 
@@ -172,11 +180,13 @@ class Authorizer:
 
         credential = self._credential(event)
         try:
-            caller = self._identify(credential, now, policy)
+            caller = self._identify(credential, now, policy, ip)
         except ServiceUnavailable as exc:
             # The key store, hashing secret or an issuer's JWKS is unreachable: fail closed with a 503 the validator
             # renders (with Retry-After), not a 401 that would tell a valid caller to re-authenticate.
             return self._refuse(arn, f"ip:{ip}", exc.code, exc.retry_after)
+        if isinstance(caller, _Blocked):
+            return self._refuse(arn, f"ip:{ip}", "too_many_failed_attempts", caller.retry_after)
         if isinstance(caller, BulwarkError):  # verified key that is expired or revoked
             return self._refuse(arn, f"key:{credential_id(credential)}", caller.code, 0)
         if caller.allow_cidrs and not _ip_in(ip, caller.allow_cidrs):
@@ -256,7 +266,7 @@ class Authorizer:
             raise Unauthorized("oversized_credential")
         return credential
 
-    def _identify(self, credential: str, now: float, policy: Policy) -> Caller | BulwarkError:
+    def _identify(self, credential: str, now: float, policy: Policy, ip: str) -> Caller | BulwarkError:
         cache_key = hashlib.sha256(credential.encode("utf-8", "surrogatepass")).hexdigest()
         with self._lock:
             hit = self._cache.get(cache_key)
@@ -269,7 +279,9 @@ class Authorizer:
             if isinstance(cached, BulwarkError):
                 return cached
         if keyfmt.looks_like_api_key(credential):
-            result: Caller | BulwarkError = self._identify_api_key(credential, now)
+            result: Caller | BulwarkError = self._identify_api_key(credential, now, ip)
+            if isinstance(result, _Blocked):
+                return result  # not cached: it belongs to the source address, not to the credential
         else:
             result = self._identify_jwt(credential, policy)
         with self._lock:
@@ -281,12 +293,20 @@ class Authorizer:
             self._cache[cache_key] = (expiry, result)
         return result
 
-    def _identify_api_key(self, credential: str, now: float) -> Caller | BulwarkError:
+    def _identify_api_key(self, credential: str, now: float, ip: str) -> Caller | BulwarkError:
         parsed = keyfmt.parse_api_key(credential)
         if parsed is None:
             raise Unauthorized("malformed_api_key")  # checksum or shape: the store is never touched
         self.store_reads += 1
-        record = self._keys.get(parsed.key_id)
+        # One read for both the key and the source address's failure record, so an address in its cool-down is
+        # refused by every container, not only by those that counted its failures.
+        table, fail_key = self._counters.failure_key(ip)
+        record, failures = self._keys.get_with(parsed.key_id, table, fail_key)
+        blocked_ms = self._counters.blocked_until_ms(failures)
+        if blocked_ms > now * 1000:
+            with self._lock:
+                self._blocked_ips[ip] = blocked_ms / 1000
+            return _Blocked(retry_after=int(blocked_ms / 1000 - now) + 1)
         if record is None:
             raise Unauthorized("unknown_key")
         try:

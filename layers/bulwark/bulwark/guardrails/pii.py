@@ -159,14 +159,16 @@ _EMAIL_AT = re.compile(r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}\b")
 _EMAIL_LOCAL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@\Z")
 _EMAIL_LOCAL_REV = re.compile(r"@[A-Za-z0-9._%+-]{1,64}\b")
 
-# Byte map of the text, one byte per character: decimal digits (any script, as `\d` matches) -> '0', A-Z -> 'A',
+# Byte map of the text, one byte per character: decimal digits (any script, as `\d` matches) -> "0", A-Z -> "A",
 # ':' -> ':', everything else -> ' '.
-_MAP = bytes(ord("0") if 48 <= b <= 57 else ord("A") if 65 <= b <= 90 else b if b in b":." else 32 for b in range(256))
+_MAP = bytes(ord("0") if 48 <= b <= 57 else ord("A") if 65 <= b <= 90 else b if b in b":.-" else 32 for b in range(256))
 # Maximal runs of digits at most 3 characters apart, with at least 13 (cards) or 8 (phones, SSNs) digits. The
 # lookbehinds (no digit in the 4 characters before) let a run be tried from its first digit only.
 _RUN_START = rb"0(?<!00)(?<!0.0)(?<!0..0)(?<!0...0)"
 _DIGITS_13 = re.compile(_RUN_START + rb"(?:[^0]{0,3}0){12,}", re.DOTALL)
 _DIGITS_8 = re.compile(_RUN_START + rb"(?:[^0]{0,3}0){7,}", re.DOTALL)
+# Where an SSN can start (all positions, overlapping ones included).
+_SSN_START = re.compile(rb"0(?=00-00-0000)")
 # Where an IPv4 address can start: a digit not after a digit or a dot, followed by the dotted-quad shape.
 _IPV4_START = re.compile(rb"0(?<![0.]0)(?=0{0,2}\.0{1,3}\.0{1,3}\.0)")
 _COLON_CLUSTER = re.compile(rb":(?:[^:]{0,4}:)+")  # >= 2 colons, at most 4 characters apart
@@ -360,9 +362,8 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
         (found["payment_card"],) = _scan_windows(
             text, _windows(_DIGITS_13.finditer(mapped), 4, 3, n), ((_CARD, _card_ok),)
         )
-        found["us_ssn"], found["phone"] = _scan_windows(
-            text, _windows(_DIGITS_8.finditer(mapped), 4, 3, n), ((_SSN, None), (_PHONE, None))
-        )
+        (found["phone"],) = _scan_windows(text, _windows(_DIGITS_8.finditer(mapped), 4, 3, n), ((_PHONE, None),))
+        found["us_ssn"] = _match_at(_SSN, text, (m.start() for m in _SSN_START.finditer(mapped)))
         found["ipv4"] = _match_at(_IPV4, text, (m.start() for m in _IPV4_START.finditer(mapped)), _ipv4_ok)
         found["iban"] = _match_at(_IBAN, text, (m.start() for m in _IBAN_START.finditer(mapped)), _iban_ok)
     if b":" in mapped:

@@ -387,6 +387,14 @@ class CountersTable:
             )
 
     # ------------------------------------------------------------------ failed attempts per source IP
+    def failure_key(self, ip: str) -> tuple[str, dict[str, Any]]:
+        """(table, key) of an IP's failure item, for a batched read by the authorizer."""
+        return self._table, {"pk": {"S": "fail#" + ip}}
+
+    @staticmethod
+    def blocked_until_ms(item: dict[str, Any] | None) -> int:
+        return _int(item, "blocked_until") or 0
+
     def failure_state(self, ip: str) -> dict[str, Any] | None:
         with store_call():
             resp = self._ddb.get_item(TableName=self._table, Key={"pk": {"S": "fail#" + ip}}, ConsistentRead=True)

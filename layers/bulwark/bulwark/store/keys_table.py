@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bulwark.errors import StoreUnavailable
 from bulwark.store.dynamo import ConditionFailed, from_item, store_call, to_attr, to_item
 
 KeyStatus = Literal["active", "revoked", "disabled"]
@@ -76,6 +77,28 @@ class KeysTable:
             resp = self._ddb.get_item(TableName=self._table, Key={"pk": {"S": _PK + key_id}}, ConsistentRead=True)
         item = resp.get("Item")
         return _record(item) if item else None
+
+    def get_with(self, key_id: str, table: str, key: dict[str, Any]) -> tuple[KeyRecord | None, dict[str, Any] | None]:
+        """The key record and one item of another table (the caller's module owns its meaning), in ONE
+        BatchGetItem call: the authorizer's single store read per uncached check."""
+        request = {
+            self._table: {"Keys": [{"pk": {"S": _PK + key_id}}], "ConsistentRead": True},
+            table: {"Keys": [key], "ConsistentRead": True},
+        }
+        found: dict[str, list[dict[str, Any]]] = {}
+        for _ in range(3):  # unprocessed keys are retried (throttling); anything left fails closed
+            with store_call():
+                resp = self._ddb.batch_get_item(RequestItems=request)
+            for name, items in resp.get("Responses", {}).items():
+                found.setdefault(name, []).extend(items)
+            request = resp.get("UnprocessedKeys") or {}
+            if not request:
+                break
+        else:
+            raise StoreUnavailable()
+        keys = found.get(self._table, [])
+        others = found.get(table, [])
+        return (_record(keys[0]) if keys else None), (from_item(others[0]) if others else None)
 
     def create(self, record: KeyRecord) -> None:
         data = {"pk": _PK + record.key_id, **record.model_dump(mode="json")}
