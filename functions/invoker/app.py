@@ -12,7 +12,7 @@ from bulwark.services import invoker_service
 
 logger = make_logger()
 metrics = make_metrics()
-tracer = make_tracer()
+tracer = make_tracer(("botocore", "httplib"))  # AWS SDK and the HTTP upstreams
 service = invoker_service.build(logger, metrics)  # upstream clients, secrets and circuit breakers per container
 
 

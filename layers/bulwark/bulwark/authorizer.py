@@ -34,8 +34,9 @@ from bulwark.errors import (
 )
 from bulwark.events import AuthorizerRequestEvent
 from bulwark.pepper import Pepper, PepperUnavailable
-from bulwark.policy import Policy, RoleConfig, Route
+from bulwark.policy import Policy, RoleConfig
 from bulwark.risk_memory import RiskMemory, network_of
+from bulwark.routes import ROUTE_METHODS, route_of
 from bulwark.store.counters_table import CountersTable
 from bulwark.store.keys_table import KeyRecord, KeysTable
 
@@ -110,20 +111,6 @@ class Decision:
             },
             "context": self.context,
         }
-
-
-ROUTE_METHODS: dict[Route, tuple[str, str]] = {
-    "chat": ("POST", "v1/chat/completions"),
-    "models": ("GET", "v1/models"),
-    "invoke": ("POST", "v1/models/{model}/invoke"),
-}
-
-
-def route_of(method: str, resource: str) -> Route | None:
-    for route, (m, path) in ROUTE_METHODS.items():
-        if m == method.upper() and resource.lstrip("/") == path:
-            return route
-    return None
 
 
 class MethodArn:

@@ -63,6 +63,21 @@ _SENSITIVE_KEYS = frozenset(
 _ID_KEYS = frozenset(
     {"hash", "prev", "chain", "correlation_id", "request_id", "function_request_id", "xray_trace_id", "ts"}
 )
+_SYSTEM_KEYS = frozenset(
+    {
+        "level",
+        "location",
+        "timestamp",
+        "service",
+        "cold_start",
+        "function_name",
+        "function_memory_size",
+        "function_arn",
+        "function_request_id",
+        "xray_trace_id",
+        "sampling_rate",
+    }
+)
 _ID_SHAPE = re.compile(r"[0-9A-Za-z:._+-]{0,128}")
 
 _PLACEHOLDER = "[REDACTED]"
@@ -232,6 +247,14 @@ class RedactingFormatter(LambdaPowertoolsFormatter):
     """The Powertools JSON formatter, redacting the finished record before it is serialized."""
 
     def serialize(self, log: Any) -> str:
+        if isinstance(log, dict):
+            # Powertools' own top-level fields come from the Lambda context and the environment, not from a request.
+            return super().serialize(
+                {
+                    k: (v if k in _SYSTEM_KEYS and isinstance(v, str | int | float | bool) else redact_value(v, k))
+                    for k, v in log.items()
+                }
+            )
         return super().serialize(redact_value(log))
 
 
@@ -281,8 +304,10 @@ def make_metrics() -> Metrics:
     return Metrics()
 
 
-def make_tracer() -> Tracer:
-    return Tracer()
+def make_tracer(patch_modules: tuple[str, ...] = ("botocore",)) -> Tracer:
+    """Powertools Tracer patching only what the function uses (the default patch_all imports a dozen patchers for
+    libraries Bulwark never loads, at cold start)."""
+    return Tracer(patch_modules=list(patch_modules))
 
 
 # ------------------------------------------------------------------------------------------------ dimensioned metrics

@@ -160,7 +160,7 @@ _EMAIL_LOCAL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@\Z")
 _EMAIL_LOCAL_REV = re.compile(r"@[A-Za-z0-9._%+-]{1,64}\b")
 
 # Byte map of the text, one byte per character: decimal digits (any script, as `\d` matches) -> "0", A-Z -> "A",
-# ':' -> ':', everything else -> ' '.
+# ':', '.' and '-' kept, everything else -> ' '.
 _MAP = bytes(ord("0") if 48 <= b <= 57 else ord("A") if 65 <= b <= 90 else b if b in b":.-" else 32 for b in range(256))
 # Maximal runs of digits at most 3 characters apart, with at least 13 (cards) or 8 (phones, SSNs) digits. The
 # lookbehinds (no digit in the 4 characters before) let a run be tried from its first digit only.

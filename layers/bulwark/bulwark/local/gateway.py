@@ -603,4 +603,11 @@ def _make_handler(gateway: ApiGatewayEmulator) -> type[FastHandler]:
         # http.server dispatches on these names.
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _handle  # noqa: N815
 
+        def __getattr__(self, name: str) -> Any:
+            # Any other method token (TRACE, QUERY, ...) goes through the same path, so it gets the contract's 405/404
+            # instead of http.server's HTML 501 page.
+            if name.startswith("do_") and name[3:].isalpha() and name[3:].isupper():
+                return self._handle
+            raise AttributeError(name)
+
     return GatewayHandler

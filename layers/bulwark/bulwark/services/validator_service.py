@@ -19,7 +19,6 @@ from pydantic import ValidationError
 
 from bulwark import aws
 from bulwark.audit import emit_audit
-from bulwark.authorizer import route_of
 from bulwark.errors import (
     BulwarkError,
     ExpiredCredentials,
@@ -35,13 +34,19 @@ from bulwark.errors import (
     UnsupportedMediaType,
 )
 from bulwark.events import CallerContext, ProxyEvent
+from bulwark.guardrails.apply import apply_input_guardrails
 from bulwark.http import error_response, response
 from bulwark.observability import count, log_body
 from bulwark.policy import Policy, RoleConfig, current_policy
 from bulwark.ratelimit import rate_limit_headers
+from bulwark.routes import route_of
 from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse
 from bulwark.settings import Settings, settings
 from bulwark.store.counters_table import Admission, Allowance, CountersTable
+from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, validate_chat_request
+from bulwark.validation.invoke_schema import validate_invoke_body
+from bulwark.validation.jsonparse import parse_json_body
+from bulwark.validation.sanitize import sanitize_chat
 
 # API Gateway's integration limit is 29 s; leave room for the settlement write and the response.
 DEADLINE_SECONDS = 27.0
@@ -187,11 +192,6 @@ class ValidatorService:
         audit: Audit,
         headers: dict[str, str],
     ) -> dict[str, Any]:
-        from bulwark.guardrails.apply import apply_input_guardrails
-        from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, validate_chat_request
-        from bulwark.validation.jsonparse import parse_json_body
-        from bulwark.validation.sanitize import sanitize_chat
-
         p = policy.parsing
         doc = parse_json_body(
             event.body_bytes(), max_bytes=p.max_body_bytes, max_depth=p.max_depth, max_number_digits=p.max_number_digits
@@ -240,9 +240,6 @@ class ValidatorService:
         audit: Audit,
         headers: dict[str, str],
     ) -> dict[str, Any]:
-        from bulwark.validation.invoke_schema import validate_invoke_body
-        from bulwark.validation.jsonparse import parse_json_body
-
         model = (event.pathParameters or {}).get("model", "")
         audit.model = model
         model_cfg = policy.models.get(model)

@@ -12,6 +12,7 @@ See bulwark.ratelimit for the arithmetic and why each bucket has a "stale" and a
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -159,7 +160,7 @@ class CountersTable:
         writes = 0
         with self._lock:
             pending = self._pending.get(principal)
-        for _ in range(_MAX_ATTEMPTS):
+        for attempt in range(_MAX_ATTEMPTS):
             tpm_credit = pending.tokens if pending and pending.tokens_capacity == tpm.capacity else 0
             day_credit = pending.tokens if pending and pending.day == day else 0
             e = _Expr()
@@ -205,6 +206,10 @@ class CountersTable:
                     now_ms = max(now_ms, int(time.time() * 1000))
                     day = utc_day(now_ms)
                 self._explain_refusal(item, allowance, tokens, now_ms, day, tpm_credit, day_credit)
+                if attempt:
+                    # A hot caller: several containers raced for the same item. A short jittered pause lets the
+                    # winners land, so retries do not collide again in lockstep.
+                    time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 - jitter, not security
                 continue  # every dimension would admit: the hint was wrong or the item moved; try the right cases
             self._remember(pk, new)
             if pending is not None:

@@ -8,6 +8,7 @@ contains the input.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -35,6 +36,15 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _refuse_constant(_name: str) -> Any:
     raise _Refused("The request body contains NaN or Infinity, which JSON does not allow.")
+
+
+@functools.lru_cache(maxsize=8)
+def _decoder(max_digits: int) -> json.JSONDecoder:
+    """One decoder per digit cap: building one (and its C scanner) costs more than decoding a typical body."""
+    parse_int, parse_float = _make_number_hooks(max_digits)
+    return json.JSONDecoder(
+        object_pairs_hook=_pairs_hook, parse_int=parse_int, parse_float=parse_float, parse_constant=_refuse_constant
+    )
 
 
 def _make_number_hooks(max_digits: int) -> tuple[Any, Any]:
@@ -87,15 +97,8 @@ def parse_json_body(body: bytes, *, max_bytes: int, max_depth: int, max_number_d
         text = body.decode("utf-8", errors="strict")
     except UnicodeDecodeError:
         raise InvalidJson("The request body is not valid UTF-8.") from None
-    parse_int, parse_float = _make_number_hooks(max_number_digits)
     try:
-        doc = json.loads(
-            text,
-            object_pairs_hook=_pairs_hook,
-            parse_int=parse_int,
-            parse_float=parse_float,
-            parse_constant=_refuse_constant,
-        )
+        doc = _decoder(max_number_digits).decode(text)
         _check_tree(doc, max_depth, check_strings=_ESCAPED_SURROGATE.search(text) is not None)
     except _Refused as exc:
         raise InvalidJson(str(exc)) from None

@@ -47,10 +47,10 @@ def _char_class(codepoints: list[int]) -> str:
 
 # str.translate is fast only for ASCII text (about 0.7 ms per MiB); for any other text it looks every character up
 # in a dict (about 170 ms per MiB). Non-ASCII text is first checked with C-speed tests that are exact: isprintable()
-# is False for every removable character except the few listed in _PRINTABLE_DROP, which are looked for directly.
+# is False for every removable character except a few (combining marks, fillers, variation selectors), looked for
+# with one small character class.
 _DROP_RE = re.compile(_char_class(sorted(_DROP)))
-_PRINTABLE_DROP = tuple(chr(c) for c in sorted(_DROP) if chr(c).isprintable() and c <= 0xFFFF)
-_ASTRAL_PRINTABLE_DROP_RE = re.compile(_char_class([c for c in sorted(_DROP) if chr(c).isprintable() and c > 0xFFFF]))
+_PRINTABLE_DROP_RE = re.compile(_char_class([c for c in sorted(_DROP) if chr(c).isprintable()]))
 
 
 def _has_removable(text: str) -> bool:
@@ -60,7 +60,7 @@ def _has_removable(text: str) -> bool:
             probe = probe.replace(ws, "")
     if not probe.isprintable():
         return True  # a control or format character, or a non-ASCII space (rare; the exact pass decides)
-    return any(ch in text for ch in _PRINTABLE_DROP) or _ASTRAL_PRINTABLE_DROP_RE.search(text) is not None
+    return _PRINTABLE_DROP_RE.search(text) is not None
 
 
 def _drop(text: str) -> str:
