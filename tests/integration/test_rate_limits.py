@@ -204,3 +204,18 @@ def test_failed_calls_and_extra_usage_are_never_deferred(counters: CountersTable
     assert counters.settle(a, actual_tokens=0, defer_refund=True) == 1  # failure: given back at once
     b = counters.admit("key:nodefer", allowance, 100)
     assert counters.settle(b, actual_tokens=300, defer_refund=True) == 1  # above the reservation: charged at once
+
+
+def test_a_deferred_refund_is_spent_once_under_concurrency(dynamodb_local: Any, fresh_tables: dict[str, str]) -> None:
+    counters = CountersTable(dynamodb_local.boto3_client(), fresh_tables["CountersTable"])
+    allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10_000, daily_tokens=10**9)
+    now = 1_700_000_600_000
+    first = counters.admit("key:once", allowance, 9_000, now)
+    counters.settle(first, actual_tokens=1_000, defer_refund=True)  # 8000 pending, 1000 really used
+    # 20 threads of one container race for 1000-token slots: 9000 are free once the refund counts, never more.
+    # (A thread that judged the bucket before the refund landed may be refused early: deferral is conservative.)
+    ok, refused = _race(20, lambda i: counters.admit("key:once", allowance, 1_000, now))
+    assert 1 <= len(ok) <= 9
+    total = sum(a.reserved_tokens for a in ok)
+    assert total <= 9_000
+    assert {e.code for e in refused} == {"tokens_per_minute_exceeded"}

@@ -40,7 +40,13 @@ class PiiFinding:
     end: int
 
 
+_DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")  # the digit 2d - 9 * (2d > 9), as its ASCII character
+
+
 def _luhn_ok(digits: str) -> bool:
+    if digits.isascii():  # byte sums run in C
+        odd, even = digits[-1::-2].encode(), digits[-2::-2].encode().translate(_DOUBLED)
+        return (sum(odd) + sum(even) - 48 * len(digits)) % 10 == 0
     total = 0
     for i, ch in enumerate(reversed(digits)):
         d = ord(ch) - 48
@@ -162,11 +168,11 @@ _EMAIL_LOCAL_REV = re.compile(r"@[A-Za-z0-9._%+-]{1,64}\b")
 # Byte map of the text, one byte per character: decimal digits (any script, as `\d` matches) -> "0", A-Z -> "A",
 # ':', '.' and '-' kept, everything else -> ' '.
 _MAP = bytes(ord("0") if 48 <= b <= 57 else ord("A") if 65 <= b <= 90 else b if b in b":.-" else 32 for b in range(256))
-# Maximal runs of digits at most 3 characters apart, with at least 13 (cards) or 8 (phones, SSNs) digits. The
-# lookbehinds (no digit in the 4 characters before) let a run be tried from its first digit only.
-_RUN_START = rb"0(?<!00)(?<!0.0)(?<!0..0)(?<!0...0)"
-_DIGITS_13 = re.compile(_RUN_START + rb"(?:[^0]{0,3}0){12,}", re.DOTALL)
-_DIGITS_8 = re.compile(_RUN_START + rb"(?:[^0]{0,3}0){7,}", re.DOTALL)
+# Maximal runs of digits at most 3 characters apart with at least 8 digits (phones); group `long` takes part when there
+# are at least 13 (cards). The lookbehinds (no digit in the 4 characters before) try a run from its first digit only.
+_DIGIT_RUNS = re.compile(
+    rb"0(?<!00)(?<!0.0)(?<!0..0)(?<!0...0)(?:[^0]{0,3}0){7}(?P<long>(?:[^0]{0,3}0){5})?(?:[^0]{0,3}0)*", re.DOTALL
+)
 # Where an SSN can start (all positions, overlapping ones included).
 _SSN_START = re.compile(rb"0(?=00-00-0000)")
 # Where an IPv4 address can start: a digit not after a digit or a dot, followed by the dotted-quad shape.
@@ -287,10 +293,10 @@ def _emails(text: str) -> list[_Span]:
     return out
 
 
-def _windows(clusters: Iterator[re.Match[bytes]], before: int, after: int, size: int) -> list[_Span]:
+def _windows(clusters: list[_Span], before: int, after: int, size: int) -> list[_Span]:
     wins: list[_Span] = []
-    for c in clusters:
-        lo, hi = max(0, c.start() - before), min(size, c.end() + after)
+    for start, end in clusters:
+        lo, hi = max(0, start - before), min(size, end + after)
         if wins and lo <= wins[-1][1]:
             wins[-1] = (wins[-1][0], hi)
         else:
@@ -337,8 +343,10 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
     found: dict[str, list[_Span]] = {}
     if "PRIVATE KEY" in text:
         found["private_key"] = _private_keys(text)
-    found["jwt"] = _spans(_JWT.finditer(text))
-    found["bulwark_api_key"] = _spans(_BWK.finditer(text))
+    if "J" in text:  # single-character checks are memchr-fast; prose rarely has these
+        found["jwt"] = _spans(_JWT.finditer(text))
+    if "_" in text:
+        found["bulwark_api_key"] = _spans(_BWK.finditer(text))
     found["aws_access_key_id"] = _spans(_AWS_KEY.finditer(text))
     assigns = ":" in text or "=" in text
     folded = _fold(text)
@@ -359,15 +367,18 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
     mapped = text.encode("ascii", _ERRORS).translate(_MAP)
     n = len(text)
     if b"0" in mapped:
+        runs = [(m.start(), m.end(), m.start("long") >= 0) for m in _DIGIT_RUNS.finditer(mapped)]
         (found["payment_card"],) = _scan_windows(
-            text, _windows(_DIGITS_13.finditer(mapped), 4, 3, n), ((_CARD, _card_ok),)
+            text, _windows([(s, e) for s, e, long in runs if long], 4, 3, n), ((_CARD, _card_ok),)
         )
-        (found["phone"],) = _scan_windows(text, _windows(_DIGITS_8.finditer(mapped), 4, 3, n), ((_PHONE, None),))
+        (found["phone"],) = _scan_windows(text, _windows([(s, e) for s, e, _ in runs], 4, 3, n), ((_PHONE, None),))
         found["us_ssn"] = _match_at(_SSN, text, (m.start() for m in _SSN_START.finditer(mapped)))
         found["ipv4"] = _match_at(_IPV4, text, (m.start() for m in _IPV4_START.finditer(mapped)), _ipv4_ok)
         found["iban"] = _match_at(_IBAN, text, (m.start() for m in _IBAN_START.finditer(mapped)), _iban_ok)
     if b":" in mapped:
-        (found["ipv6"],) = _scan_windows(text, _windows(_COLON_CLUSTER.finditer(mapped), 5, 5, n), ((_IPV6, _ipv6_ok),))
+        (found["ipv6"],) = _scan_windows(
+            text, _windows([m.span() for m in _COLON_CLUSTER.finditer(mapped)], 5, 5, n), ((_IPV6, _ipv6_ok),)
+        )
     return found
 
 

@@ -147,19 +147,57 @@ class CountersTable:
         """Charge one request and `tokens` reserved tokens to `principal`, atomically, or raise RateLimited."""
         live_clock = now_ms is None
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-        rpm, tpm = Bucket(allowance.requests_per_minute), Bucket(allowance.tokens_per_minute)
         if tokens > allowance.tokens_per_minute:
-            self._refuse("tokens", tpm.window_ms, "This request asks for more tokens than the per-minute limit allows.")
+            self._refuse(
+                "tokens",
+                Bucket(allowance.tokens_per_minute).window_ms,
+                "This request asks for more tokens than the per-minute limit allows.",
+            )
         if tokens > allowance.daily_tokens:
             self._refuse(
                 "daily_tokens", _day_reset_ms(now_ms), "This request asks for more tokens than the daily quota."
             )
+        # Claim this caller's deferred refund: only this admission may spend it (two concurrent admissions using
+        # the same credit would give it back twice). Put back unless the admission write landed.
+        with self._lock:
+            claim: list[_PendingRefund | None] = [self._pending.pop(principal, None)]
+        try:
+            return self._admit_loop(
+                principal, allowance, tokens, now_ms, live_clock, claim, model=model, model_rpm=model_rpm
+            )
+        except BaseException:
+            if claim[0] is not None:
+                self._restore(principal, claim[0])
+            raise
+
+    def _restore(self, principal: str, pending: _PendingRefund) -> None:
+        with self._lock:
+            current = self._pending.get(principal)
+            if current is None:
+                self._pending[principal] = pending
+            elif current.day == pending.day and current.tokens_capacity == pending.tokens_capacity:
+                current.tokens += pending.tokens
+                current.since_ms = min(current.since_ms, pending.since_ms)
+            # else: limits changed meanwhile; the older refund is dropped (it can only over-charge)
+
+    def _admit_loop(
+        self,
+        principal: str,
+        allowance: Allowance,
+        tokens: int,
+        now_ms: int,
+        live_clock: bool,
+        claim: list[_PendingRefund | None],
+        *,
+        model: str | None,
+        model_rpm: int | None,
+    ) -> Admission:
+        rpm, tpm = Bucket(allowance.requests_per_minute), Bucket(allowance.tokens_per_minute)
         day = utc_day(now_ms)
         pk = "lim#" + principal
         item = self._hint(pk)
         writes = 0
-        with self._lock:
-            pending = self._pending.get(principal)
+        pending = claim[0]
         for attempt in range(_MAX_ATTEMPTS):
             tpm_credit = pending.tokens if pending and pending.tokens_capacity == tpm.capacity else 0
             day_credit = pending.tokens if pending and pending.day == day else 0
@@ -212,10 +250,7 @@ class CountersTable:
                     time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 - jitter, not security
                 continue  # every dimension would admit: the hint was wrong or the item moved; try the right cases
             self._remember(pk, new)
-            if pending is not None:
-                with self._lock:
-                    if self._pending.get(principal) is pending:
-                        del self._pending[principal]  # given back in this write
+            claim[0] = None  # the refund landed with this write
             states = self._states(new, allowance, now_ms, day)
             if model is not None and model_rpm is not None:
                 try:
