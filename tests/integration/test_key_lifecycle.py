@@ -228,10 +228,16 @@ def test_risk_rises_for_a_new_network_and_the_role_policy_decides(env: dict[str,
     assert "new_network" in moved.context["risk_reasons"]
     # A stricter role: refuse API keys (require a JWT) at that score.
     base = load_policy_file(default_policy_path())
-    strict_role = base.roles["developer"].model_copy(update={"risk": RiskPolicy(flag_at=10, tighten_at=20,
-                                                                                 refuse_api_keys_at=25)})
+    strict_role = base.roles["developer"].model_copy(
+        update={"risk": RiskPolicy(flag_at=10, tighten_at=20, refuse_api_keys_at=25)}
+    )
     strict = base.model_copy(update={"roles": {**base.roles, "developer": strict_role}})
-    authz = Authorizer(policy=lambda: strict, keys=env["keys"], counters=env["counters"],
-                       pepper=env["admin"].pepper, clock=env["clock"])
+    authz = Authorizer(
+        policy=lambda: strict,
+        keys=env["keys"],
+        counters=env["counters"],
+        pepper=env["admin"].pepper,
+        clock=env["clock"],
+    )
     refused = authz.authorize(event(api_key, ip="192.0.2.200"))
     assert refused.context["refusal"] == "risk_requires_jwt"

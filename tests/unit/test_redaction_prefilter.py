@@ -6,11 +6,25 @@ from hypothesis import strategies as st
 from bulwark.observability import _redact_shapes, redact
 
 FRAGMENTS = [
-    "4111 1111 1111 1111", "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", "ana@example.com", "123-45-6789", "+14155550100",
-    "(415) 555-0100", "GB82 WEST 1234 5698 7654 32", "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    "bwk_0YqghnKXEJQc_nGhC93ZTYnDPclEcPAR9MHXCY7J3LD49sea9KNz0bfQ13VvJo", "eyJhbGciOi.eyJzdWIiOi.sig12345",
-    "Bearer abcdefghijklmnop", "password=hunter2hunter2", "sk-proj-abcdefghijklmnopqrstuv", "xoxb-1234567890-abc",
-    "-----BEGIN RSA PRIVATE KEY-----x-----END RSA PRIVATE KEY-----", "ghp_" + "a" * 36, "10.0.0.1", "key:abc",
+    "4111 1111 1111 1111",
+    "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+    "ana@example.com",
+    "123-45-6789",
+    "+14155550100",
+    "(415) 555-0100",
+    "GB82 WEST 1234 5698 7654 32",
+    "AKIAIOSFODNN7EXAMPLE",
+    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "bwk_0YqghnKXEJQc_nGhC93ZTYnDPclEcPAR9MHXCY7J3LD49sea9KNz0bfQ13VvJo",
+    "eyJhbGciOi.eyJzdWIiOi.sig12345",
+    "Bearer abcdefghijklmnop",
+    "password=hunter2hunter2",
+    "sk-proj-abcdefghijklmnopqrstuv",
+    "xoxb-1234567890-abc",
+    "-----BEGIN RSA PRIVATE KEY-----x-----END RSA PRIVATE KEY-----",
+    "ghp_" + "a" * 36,
+    "10.0.0.1",
+    "key:abc",
 ]
 WORDS = ["ok", "admitted", "chat", "demo-echo", "hello", " ", "-", ":", "=", "/", "_", "1", "22", "A", "z"]
 
