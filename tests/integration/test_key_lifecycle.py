@@ -241,3 +241,13 @@ def test_risk_rises_for_a_new_network_and_the_role_policy_decides(env: dict[str,
     )
     refused = authz.authorize(event(api_key, ip="192.0.2.200"))
     assert refused.context["refusal"] == "risk_requires_jwt"
+
+
+def test_usage_identifier_names_the_caller_for_api_gateway_usage_plans(env: dict[str, Any]) -> None:
+    from bulwark.usage_plan import usage_identifier
+
+    api_key, rec = env["admin"].create(name="app", role="developer")
+    response = env["authz"].authorize(event(api_key)).to_response()
+    assert response["usageIdentifierKey"] == usage_identifier(f"key:{rec.key_id}")
+    assert len(response["usageIdentifierKey"]) >= 20  # API Gateway's minimum API key length
+    assert api_key.split("_")[2][:20] not in response["usageIdentifierKey"]  # derived from the id, never the secret

@@ -39,6 +39,7 @@ from bulwark.risk_memory import RiskMemory, network_of
 from bulwark.routes import ROUTE_METHODS, route_of
 from bulwark.store.counters_table import CountersTable
 from bulwark.store.keys_table import KeyRecord, KeysTable
+from bulwark.usage_plan import usage_identifier
 
 CACHE_SECONDS = 10.0  # in-memory decision cache; with API Gateway's cache (<= 50 s) revocation lands within 60 s
 _CREDENTIAL_QUERY_NAMES = {
@@ -105,6 +106,8 @@ class Decision:
     def to_response(self) -> dict[str, Any]:
         return {
             "principalId": self.principal_id,
+            # Meters the caller against an API Gateway usage plan, when the stack has one (see bulwark.usage_plan).
+            "usageIdentifierKey": usage_identifier(self.principal_id),
             "policyDocument": {
                 "Version": "2012-10-17",
                 "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": self.allow_arns}],

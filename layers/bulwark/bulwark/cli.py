@@ -81,6 +81,8 @@ def _stack_env(stack: str, region: str | None) -> dict[str, str]:
             "BULWARK_KEYS_TABLE": values["KeysTableName"],
             "BULWARK_COUNTERS_TABLE": values["CountersTableName"],
             "BULWARK_HMAC_SECRET_ID": values["KeyHashSecretArn"],
+            "BULWARK_USAGE_PLAN_ID": values.get("UsagePlanId", ""),
+            "AWS_REGION": region or cfn.meta.region_name,
         }
     except KeyError as exc:
         raise CliError(f"Stack '{stack}' has no output {exc}; is it a Bulwark stack?") from None
@@ -154,7 +156,8 @@ def cmd_keys_create(args: argparse.Namespace, out: TextIO) -> int:
         daily_tokens=args.daily_tokens,
         max_concurrent=args.max_concurrent,
     )
-    api_key, rec = _admin(args).create(
+    admin = _admin(args)
+    api_key, rec = admin.create(
         name=args.name,
         role=args.role,
         expires_in=expires,
@@ -163,12 +166,30 @@ def cmd_keys_create(args: argparse.Namespace, out: TextIO) -> int:
         canary=args.canary,
         limits=limits,
     )
+    _usage_plan_register(args, f"key:{rec.key_id}", args.name)
     human = (
         f"{api_key}\n\nCreated key {rec.key_id} ({rec.name}, role {rec.role}, expires {_when(rec.expires_at)}).\n"
         "This is the only time the key is shown: store it in a secret manager now."
     )
     _emit(args, {"api_key": api_key, **rec.public_view()}, human, out)
     return EXIT_OK
+
+
+def _usage_plan_register(args: argparse.Namespace, principal: str, name: str, *, disable: bool = False) -> None:
+    """On a deployed stack with a usage plan, keep its API Gateway meter in step with the Bulwark key."""
+    env = _target_env(args)
+    plan = env.get("BULWARK_USAGE_PLAN_ID")
+    if not plan:
+        return
+    import boto3
+
+    from bulwark.usage_plan import disable_key, register_key
+
+    client = boto3.client("apigateway", region_name=env.get("AWS_REGION"))
+    if disable:
+        disable_key(client, principal)
+    else:
+        register_key(client, plan, principal, name)
 
 
 def _check_role(role: str) -> None:
@@ -236,6 +257,7 @@ def cmd_keys_revoke(args: argparse.Namespace, out: TextIO) -> int:
     admin = _admin(args)
     _get(admin, args.key_id)
     rec = admin.revoke(args.key_id)
+    _usage_plan_register(args, f"key:{rec.key_id}", rec.name, disable=True)
     _emit(
         args,
         rec.public_view(),
