@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bulwark.local.stack import LocalStack
+from tests.e2e.oidc import Issuer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +66,7 @@ class LocalStackFixture:
 E2E_FAILED_AUTH_THRESHOLD = 200
 
 
-def _e2e_policy(state_dir: Path) -> Path:
+def _e2e_policy(state_dir: Path, issuer: Issuer) -> Path:
     """The shipped policy, except that the failed-attempt threshold per source IP is higher: every e2e test calls
     from 127.0.0.1, and the tests that send wrong keys on purpose must not lock the others out. The brute-force test
     uses its own loopback address and this threshold."""
@@ -75,20 +76,28 @@ def _e2e_policy(state_dir: Path) -> Path:
 
     data = yaml.safe_load(default_policy_path().read_text(encoding="utf-8"))
     data.setdefault("network", {}).setdefault("failed_auth", {})["threshold"] = E2E_FAILED_AUTH_THRESHOLD
+    data["issuers"] = [issuer.policy_entry()]  # OAuth 2.0 / JWT callers too (tests/e2e/oidc.py)
     path = state_dir / "policy.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
 
 
 @pytest.fixture(scope="session")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStackFixture]:
+def oidc_issuer() -> Iterator[Issuer]:
+    issuer = Issuer()
+    yield issuer
+    issuer.stop()
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: Issuer) -> Iterator[LocalStackFixture]:
     capture = LineCapture()
     state_dir = tmp_path_factory.mktemp("bulwark-state")
     stack = LocalStack(
         project_root=ROOT,
         port=0,
         state_dir=state_dir,
-        policy_file=_e2e_policy(state_dir),
+        policy_file=_e2e_policy(state_dir, oidc_issuer),
         progress=sys.stderr,
         log_stream=capture,
     )
