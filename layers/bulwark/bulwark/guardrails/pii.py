@@ -15,17 +15,20 @@ and the exact pattern only runs where a match is possible; the findings are the 
 - literal-led kinds (JWT, `bwk_` keys, AWS key ids) are written so the pattern starts with its literal (the word
   boundary moves into a lookbehind after it), which lets `re` skip ahead with its prefix search;
 - keyword-led kinds (AWS secrets, bearer tokens, credential assignments) are tried only where their keyword occurs
-  (case-folded copy of the text, same length) and only when the text has a `:`/`=` they require;
+  (in a lower-cased copy of the same length) and only when the text has the `:`/`=` they require;
 - API tokens are tried only where one of their prefixes ends (a `-`, `_` or `AIza` anchor);
-- emails are found from each `@` followed by a valid domain, the local part searched back at most 64 characters;
-- number-shaped kinds (card, SSN, IPv4, phone) need at least four digits no more than three characters apart, IPv6
-  needs two colons at most four apart: a byte map of the text (digits, capitals and colons kept) finds those clusters,
-  and the exact patterns run over the clusters plus their context only. IBANs start at "two capitals, two digits".
+- emails pair each `@` followed by a valid domain with its local part, found for every `@` in one pass over the
+  reversed text (the longest run of local characters, at most 64, that starts on a word boundary);
+- number-shaped kinds work on a byte map of the text (digits of any script, capitals, `:` `.` `-` kept): cards and
+  phones need a run of at least 13 / 8 digits no more than three characters apart, and their exact patterns run over
+  those runs plus the few characters of context their lookarounds read (windows concatenated, scanned once); SSNs,
+  IPv4 addresses and IBANs are tried where their digit shape starts; IPv6 needs two colons at most four apart.
+
+The equivalence arguments are in the comments next to each anchor; a reference-comparison property test backs them.
 """
 
 from __future__ import annotations
 
-import codecs
 import ipaddress
 import operator
 import re
@@ -179,20 +182,21 @@ _SSN_START = re.compile(rb"0(?=00-00-0000)")
 _IPV4_START = re.compile(rb"0(?<![0.]0)(?=0{0,2}\.0{1,3}\.0{1,3}\.0)")
 _COLON_CLUSTER = re.compile(rb":(?:[^:]{0,4}:)+")  # >= 2 colons, at most 4 characters apart
 _IBAN_START = re.compile(rb"AA00")
-_ND = re.compile(r"\d")
-_ERRORS = "bulwark.pii-map"
+_NON_ASCII_DIGITS = re.compile(r"[^\D\x00-\x7f]+")  # runs of decimal digits outside ASCII (`\d` matches them)
 
 
-def _map_non_ascii(exc: UnicodeError) -> tuple[str, int]:
-    if not isinstance(exc, UnicodeEncodeError):
-        raise exc
-    run = exc.object[exc.start : exc.end]
-    if _ND.search(run) is None:
-        return "?" * len(run), exc.end
-    return "".join("0" if ch.isdecimal() else "?" for ch in run), exc.end
+def _byte_map(text: str) -> bytes:
+    """One byte per character of `text`, mapped by _MAP (non-ASCII characters count as '?', except digits)."""
+    if text.isascii():
+        return text.encode("ascii").translate(_MAP)
+    raw = text.encode("ascii", "replace")  # one '?' per character, in C
+    if _NON_ASCII_DIGITS.search(text) is not None:
+        patched = bytearray(raw)
+        for m in _NON_ASCII_DIGITS.finditer(text):
+            patched[m.start() : m.end()] = b"0" * (m.end() - m.start())
+        raw = bytes(patched)
+    return raw.translate(_MAP)
 
-
-codecs.register_error(_ERRORS, _map_non_ascii)
 
 # Characters that match an ASCII letter case-insensitively but do not lower() to it (or not to one character).
 _FOLD_FIXES = (("\u0130", "i"), ("\u0131", "i"), ("\u017f", "s"))
@@ -364,9 +368,13 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
         found["email"] = _emails(text)
     if text.isascii() and ":" not in text and not any(d in text for d in "0123456789"):
         return found  # the byte map below would hold neither digits nor colons
-    mapped = text.encode("ascii", _ERRORS).translate(_MAP)
+    mapped = _byte_map(text)
     n = len(text)
     if b"0" in mapped:
+        # Windows: 4 characters before a run, 3 after. Runs are maximal with gaps of at most 3, so those characters hold
+        # no digit, and concatenated windows meet across at least 7 digit-free characters. Card and phone matches have
+        # at most 2 characters between digits and 1 before the first ('+' or '('); their lookarounds read at most 2
+        # more on either side. So every match, with what it reads, lies inside one window, and none spans two.
         runs = [(m.start(), m.end(), m.start("long") >= 0) for m in _DIGIT_RUNS.finditer(mapped)]
         (found["payment_card"],) = _scan_windows(
             text, _windows([(s, e) for s, e, long in runs if long], 4, 3, n), ((_CARD, _card_ok),)
@@ -376,6 +384,8 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
         found["ipv4"] = _match_at(_IPV4, text, (m.start() for m in _IPV4_START.finditer(mapped)), _ipv4_ok)
         found["iban"] = _match_at(_IBAN, text, (m.start() for m in _IBAN_START.finditer(mapped)), _iban_ok)
     if b":" in mapped:
+        # IPv6: colons at most 4 apart, up to 4 hex digits before the first and after the last, 1 character of
+        # lookaround: windows of 5 either side of a maximal colon run hold every match and never let one span two.
         (found["ipv6"],) = _scan_windows(
             text, _windows([m.span() for m in _COLON_CLUSTER.finditer(mapped)], 5, 5, n), ((_IPV6, _ipv6_ok),)
         )

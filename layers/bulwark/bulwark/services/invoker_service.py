@@ -16,7 +16,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
-from bulwark.errors import BulwarkError, InvalidRequest, PermissionDenied, UpstreamError
+from bulwark.errors import BulwarkError, ContentPolicyViolation, InvalidRequest, PermissionDenied, UpstreamError
 from bulwark.idempotency import Idempotency
 from bulwark.policy import ModelConfig, Policy, current_policy
 from bulwark.services.invoker_client import InvokerRequest, InvokerResponse, InvokerUsage
@@ -32,7 +32,9 @@ class InvokerService:
         logger: Logger,
         metrics: Metrics,
         idempotency: Idempotency | None = None,
+        guardrail_for: Callable[[str, str], Any] | None = None,
     ) -> None:
+        self._guardrail_for = guardrail_for
         self._policy = policy
         self._upstream_for = upstream_for
         self._log = logger
@@ -70,16 +72,26 @@ class InvokerService:
             upstream = self._upstream_for(req.model, model_cfg)
             deadline = time.monotonic() + max(0.5, req.deadline_epoch_ms / 1000 - time.time())
             payload = json.loads(req.payload)
+            guardrail = self._bedrock_guardrail(req.role)
+            if guardrail is not None:
+                self._check_input(guardrail, payload)
             if req.route == "invoke":
                 body, usage = upstream.invoke(payload, deadline=deadline)
+                hits: list[str] = []
+                body = _filter_json(body, req.output_pii, hits)
                 out = InvokerResponse(
-                    ok=True, body=json.dumps(body, separators=(",", ":"), ensure_ascii=False), usage=_usage(usage)
+                    ok=True,
+                    body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+                    usage=_usage(usage),
+                    output_hits=hits,
                 )
             elif req.stream:
                 out = self._stream(upstream.chat_stream(payload, deadline=deadline), req)
             else:
                 result = upstream.chat(payload, deadline=deadline)
                 hits = _filter_completion(result.body, req.output_pii)
+                if guardrail is not None:
+                    hits.extend(_guard_completion(guardrail, result.body))
                 out = InvokerResponse(
                     ok=True,
                     body=json.dumps(result.body, separators=(",", ":"), ensure_ascii=False),
@@ -99,6 +111,30 @@ class InvokerService:
         if out.usage.estimated:
             self._log.info("upstream reported no usage; tokens estimated", extra={"model": req.model})
         return out
+
+    def _bedrock_guardrail(self, role_name: str) -> Any | None:
+        """The role's Amazon Bedrock guardrail (ApplyGuardrail), if one is configured. Only the invoker holds the
+        Bedrock permissions, so the check runs here, on the canonical payload, before and after the model call."""
+        role = self._policy().role(role_name)
+        if role is None or not role.guardrails.bedrock_guardrail_id or self._guardrail_for is None:
+            return None
+        return self._guardrail_for(role.guardrails.bedrock_guardrail_id, role.guardrails.bedrock_guardrail_version)
+
+    @staticmethod
+    def _check_input(guardrail: Any, payload: dict[str, Any]) -> None:
+        texts = [m["content"] for m in payload.get("messages") or [] if isinstance(m.get("content"), str)]
+        texts += [
+            p.get("text", "")
+            for m in payload.get("messages") or []
+            if isinstance(m.get("content"), list)
+            for p in m["content"]
+            if isinstance(p, dict) and p.get("type") == "text"
+        ]
+        blocked, reasons = guardrail.check(texts, source="INPUT")
+        if blocked:
+            raise ContentPolicyViolation(
+                f"The request was refused by the content policy (rule: bedrock_guardrail:{','.join(reasons)})."
+            )
 
     def _stream(self, chunks: Iterator[dict[str, Any]], req: InvokerRequest) -> InvokerResponse:
         """Collect the stream, filter the whole text (PII can straddle chunks), and re-emit it as OpenAI SSE."""
@@ -174,6 +210,33 @@ class InvokerService:
         )
 
 
+def _filter_json(value: Any, mode: str, hits: list[str]) -> Any:
+    """A legacy model's JSON answer, with every string filtered like chat output (PII and secrets)."""
+    if isinstance(value, str):
+        text, kinds = _filter_text(value, mode)
+        hits.extend(kinds)
+        return text
+    if isinstance(value, list):
+        return [_filter_json(v, mode, hits) for v in value]
+    if isinstance(value, dict):
+        return {k: _filter_json(v, mode, hits) for k, v in value.items()}
+    return value
+
+
+def _guard_completion(guardrail: Any, body: dict[str, Any]) -> list[str]:
+    """Model output the guardrail blocks is withheld, as OpenAI does: empty content, finish_reason content_filter."""
+    hits: list[str] = []
+    for choice in body.get("choices") or []:
+        msg = choice.get("message") or {}
+        if isinstance(msg.get("content"), str) and msg["content"]:
+            blocked, _ = guardrail.check([msg["content"]], source="OUTPUT")
+            if blocked:
+                msg["content"] = ""
+                choice["finish_reason"] = "content_filter"
+                hits.append("bedrock_guardrail")
+    return hits
+
+
 def _usage(u: Any) -> InvokerUsage:
     return InvokerUsage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, estimated=u.estimated)
 
@@ -219,6 +282,22 @@ def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> Invo
         from bulwark import aws
 
         idempotency = Idempotency(cfg.idempotency_table, aws.dynamodb())
+    guardrails: dict[tuple[str, str], Any] = {}
+
+    def guardrail_for(guardrail_id: str, version: str) -> Any:
+        from bulwark import aws
+        from bulwark.guardrails.bedrock_guardrail import BedrockGuardrail
+
+        key = (guardrail_id, version)
+        if key not in guardrails:
+            guardrails[key] = BedrockGuardrail(aws.client("bedrock-runtime", read_timeout=5.0), guardrail_id, version)
+        return guardrails[key]
+
     return InvokerService(
-        policy=current_policy, upstream_for=upstream_for, logger=logger, metrics=metrics, idempotency=idempotency
+        policy=current_policy,
+        upstream_for=upstream_for,
+        logger=logger,
+        metrics=metrics,
+        idempotency=idempotency,
+        guardrail_for=guardrail_for,
     )
