@@ -23,11 +23,34 @@ class GuardrailOutcome:
     hits: list[tuple[str, str]] = field(default_factory=list)
 
 
+# The injection detector costs ~0.6 ms per KiB it reads. Per request it reads at most INJECTION_BUDGET characters in
+# full (each text sampled by detect_injection itself above 8 KiB), newest messages first, and the head of every other
+# text, so a maximum-size request stays within the validator's time budget. The trade-off: in a very long conversation,
+# the middle of an older message is not read; the newest turns, where an attack has to sit to steer the answer, are.
+INJECTION_BUDGET = 16_384
+INJECTION_HEAD = 256
+
+
+def _injection_texts(req: ChatCompletionRequest) -> list[str]:
+    texts = [text for _role, text in iter_texts(req)]
+    if sum(len(t) for t in texts) <= INJECTION_BUDGET:
+        return texts
+    chosen: list[str] = []
+    budget = INJECTION_BUDGET
+    for text in reversed(texts):
+        if budget > 0:
+            chosen.append(text)
+            budget -= min(len(text), 8_192)
+        else:
+            chosen.append(text[:INJECTION_HEAD])
+    return chosen
+
+
 def _injection(req: ChatCompletionRequest, mode: str, hits: list[tuple[str, str]]) -> None:
     if mode == "off":
         return
     # Every role is checked: a client that may send "assistant" or "tool" turns can forge history too.
-    if any(detect_injection(text).detected for _role, text in iter_texts(req)):
+    if any(detect_injection(text).detected for text in _injection_texts(req)):
         if mode == "block":
             raise ContentPolicyViolation("The request was refused by the content policy (rule: prompt_injection).")
         hits.append(("prompt_injection", "flag"))
