@@ -189,3 +189,18 @@ def test_given_images_when_tokens_estimated_then_they_count() -> None:
         ]
     )
     assert estimate_prompt_tokens(validate_chat_request(image, RULES)) > plain + 500
+
+
+def test_unknown_parameter_names_plain_names_but_never_reflects_odd_ones() -> None:
+    from bulwark.errors import UnknownParameter
+    from bulwark.policy import RequestRules
+    from bulwark.validation.chat import validate_chat_request
+
+    base = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(UnknownParameter) as err:
+        validate_chat_request({**base, "frobnicate": 1}, RequestRules())
+    assert err.value.param == "frobnicate" and "frobnicate" not in err.value.message
+    with pytest.raises(UnknownParameter) as err:
+        validate_chat_request({**base, "ana@example.com<script>": 1}, RequestRules())
+    assert err.value.param == "<unrecognized>"
+    assert "ana@example.com" not in err.value.message

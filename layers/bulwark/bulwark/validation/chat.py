@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import operator
+import re
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
@@ -249,6 +250,9 @@ _TAGS = frozenset(
 )
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
 def _param(loc: tuple[int | str, ...]) -> str:
     out = ""
     prev: int | str | None = None
@@ -292,8 +296,14 @@ def _to_bulwark_error(exc: ValidationError) -> InvalidRequest:
     errors = exc.errors(include_url=False, include_input=False, include_context=True)
     for err in errors:
         if err["type"] == "extra_forbidden":
-            param = _param(tuple(err["loc"]))
-            return UnknownParameter(f"Unrecognized request argument: '{param}'.", param=param)
+            # The unknown name is the client's own text: `param` names it only when it looks like a parameter name
+            # (so an email address or markup sent as a key is never reflected), and the message never repeats it.
+            loc = tuple(err["loc"])
+            if not (isinstance(loc[-1], str) and _PLAIN_NAME.fullmatch(loc[-1])):
+                loc = (*loc[:-1], "<unrecognized>")
+            return UnknownParameter(
+                "The request contains a parameter this API does not accept (see param).", param=_param(loc)
+            )
     # The deepest location is the most specific one for a failed union branch.
     err = max(errors, key=lambda e: len(e["loc"]))
     param = _param(tuple(err["loc"]))
