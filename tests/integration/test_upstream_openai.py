@@ -101,7 +101,7 @@ def test_a_missing_secret_fails_closed_without_calling_the_upstream(
     try:
         sm = boto3.client("secretsmanager", endpoint_url=secrets.url, region_name="us-east-1")
         clients, _ = new_clients(secretsmanager=sm)
-        cfg = config("openai", url=server.url + "/v1", api_key_secret="nope")
+        cfg = config("openai", url=server.url + "/v1", api_key_secret="bulwark/upstream/nope")
         with pytest.raises(UpstreamError) as err:
             build_upstream("m", cfg, clients=clients).chat(REQUEST, deadline=deadline())
         assert err.value.status == 502
@@ -119,7 +119,7 @@ def test_upstream_401_is_a_502_and_drops_the_cached_secret(server: WireServer) -
             return {"SecretString": f"sk-{FakeSecrets.calls}"}
 
     clients, _ = new_clients(secretsmanager=FakeSecrets())
-    upstream = build_upstream("m", config("openai", url=server.url + "/v1", api_key_secret="s"), clients=clients)
+    upstream = build_upstream("m", config("openai", url=server.url + "/v1", api_key_secret="bulwark/upstream/s"), clients=clients)
     server.script(openai.error(401))
 
     with pytest.raises(UpstreamError) as err:
