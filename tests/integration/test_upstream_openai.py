@@ -119,7 +119,9 @@ def test_upstream_401_is_a_502_and_drops_the_cached_secret(server: WireServer) -
             return {"SecretString": f"sk-{FakeSecrets.calls}"}
 
     clients, _ = new_clients(secretsmanager=FakeSecrets())
-    upstream = build_upstream("m", config("openai", url=server.url + "/v1", api_key_secret="bulwark/upstream/s"), clients=clients)
+    upstream = build_upstream(
+        "m", config("openai", url=server.url + "/v1", api_key_secret="bulwark/upstream/s"), clients=clients
+    )
     server.script(openai.error(401))
 
     with pytest.raises(UpstreamError) as err:
