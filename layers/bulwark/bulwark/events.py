@@ -13,7 +13,8 @@ class _Lenient(BaseModel):
 
 
 class Identity(_Lenient):
-    sourceIp: str = "0.0.0.0"  # noqa: N815, S104  # nosec B104 - AWS field name; not a bind address
+    # The AWS field name; a default address for a missing field, not a bind address.
+    sourceIp: str = "0.0.0.0"  # noqa: N815, S104  # nosec B104
     userAgent: str | None = None  # noqa: N815
 
 

@@ -257,7 +257,8 @@ def _line_of(raw: Any, loc: tuple[int | str, ...]) -> int | None:
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
-        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506  # nosec B506 - _LineLoader is a SafeLoader subclass
+        # _LineLoader is a SafeLoader subclass (it only records line numbers).
+        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506  # nosec B506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source

@@ -202,7 +202,7 @@ class DynamoDBLocal:
                 tail = "\n".join(self._output[-15:])
                 raise DynamoDBLocalError(f"DynamoDB Local exited during start-up:\n{tail}")
             try:
-                with urllib.request.urlopen(request, timeout=1) as response:  # noqa: S310  # nosec B310 - a fixed http://127.0.0.1 URL
+                with urllib.request.urlopen(request, timeout=1) as response:  # noqa: S310  # nosec B310
                     if response.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):

@@ -70,7 +70,8 @@ _CfnLoader.add_multi_constructor("!", _construct_cfn_tag)
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
         with path.open(encoding="utf-8") as handle:
-            data = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506  # nosec B506 - a SafeLoader subclass
+            # _CfnLoader is a SafeLoader subclass (it only adds the CloudFormation tags).
+            data = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506  # nosec B506
     except (OSError, yaml.YAMLError) as exc:
         raise TemplateError(f"cannot read template {path}: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
