@@ -167,6 +167,7 @@ def _measure(stack: Any, n: int) -> str:
     pids = {logical: int(s["pid"]) for logical, s in stack.worker_stats().items()}
     handler_pids = {k: v for k, v in pids.items() if "janitor" not in k.lower()}
     cpu_before = {k: _cpu_seconds(p) for k, p in handler_pids.items()}
+    handler_cpu_before = {k: float(s.get("handler_cpu_ms", 0.0)) for k, s in stack.worker_stats().items()}
     started = time.monotonic()
     ids: list[str] = []
 
@@ -186,6 +187,10 @@ def _measure(stack: Any, n: int) -> str:
     measured = len(ids)
     cpu_ms = {k: (cpu_after[k] - cpu_before[k]) * 1000 / measured for k in handler_pids}
     stats = stack.worker_stats()
+    handler_cpu = {
+        k: (float(stats[k].get("handler_cpu_ms", 0.0)) - handler_cpu_before.get(k, 0.0)) / measured
+        for k in handler_pids
+    }
     time.sleep(0.5)  # let the last log lines reach the file
     log_file = stack.log_file
     assert log_file is not None
@@ -221,6 +226,7 @@ def _measure(stack: Any, n: int) -> str:
             )
         )
     total_cpu = sum(cpu_ms.values())
+    total_handler_cpu = sum(handler_cpu.values())
     mem_rows = [
         (
             logical,
@@ -228,6 +234,7 @@ def _measure(stack: Any, n: int) -> str:
             f"{stats[logical]['ru_maxrss_kb'] / 1024:.1f}",
             f"{stats[logical]['rss_kb'] / 1024:.1f}",
             f"{cpu_ms[logical]:.2f}" if logical in cpu_ms else "-",
+            f"{handler_cpu[logical]:.2f}" if logical in handler_cpu else "-",
             stats[logical]["invocations"],
         )
         for logical in stats
@@ -239,7 +246,16 @@ def _measure(stack: Any, n: int) -> str:
         ("added latency, sequential, p50 <= 10 ms", f"{seq[0]:.2f} ms", verdict(seq[0] <= 10)),
         ("added latency, sequential, p99 <= 25 ms", f"{seq[1]:.2f} ms", verdict(seq[1] <= 25)),
         ("DynamoDB calls per admitted request <= 3", f"{dynamo_calls:.2f}", verdict(dynamo_calls <= 3)),
-        ("handler CPU per request < 5 ms (3 handlers)", f"{total_cpu:.2f} ms", verdict(total_cpu < 5)),
+        (
+            "handler CPU per request < 5 ms (3 handlers, handler code)",
+            f"{total_handler_cpu:.2f} ms",
+            verdict(total_handler_cpu < 5),
+        ),
+        (
+            "CPU per request < 5 ms (3 worker processes, incl. local transport)",
+            f"{total_cpu:.2f} ms",
+            verdict(total_cpu < 5),
+        ),
         ("peak RSS per handler process <= 128 MB", f"{peak:.1f} MB", verdict(peak <= 128)),
     ]
     return "\n".join(
@@ -269,10 +285,23 @@ def _measure(stack: Any, n: int) -> str:
             "",
             table(["hop", "p50 ms", "p99 ms"], hop_rows),
             "",
-            table(["function", "pid", "peak RSS MB", "RSS now MB", "CPU ms / request", "invocations"], mem_rows),
+            table(
+                [
+                    "function",
+                    "pid",
+                    "peak RSS MB",
+                    "RSS now MB",
+                    "process CPU ms / request",
+                    "handler CPU ms / request",
+                    "invocations",
+                ],
+                mem_rows,
+            ),
             "",
-            f"Handler CPU per request, three handlers together: **{total_cpu:.2f} ms** "
-            f"(utime+stime over {measured} requests, clock tick {1000 / CLK_TCK:.0f} ms).",
+            f"CPU per request, three handlers together: **{total_handler_cpu:.2f} ms** in the handler code (thread CPU "
+            f"of each invocation, what Lambda bills for), **{total_cpu:.2f} ms** for the whole worker processes "
+            f"(utime+stime, clock tick {1000 / CLK_TCK:.0f} ms, over {measured} requests), the difference being the "
+            "local emulation of Lambda's invoke transport (HTTP server, JSON, log pipes).",
             "",
             table(["target", "measured", ""], targets),
         ]

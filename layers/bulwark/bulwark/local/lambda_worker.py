@@ -104,6 +104,7 @@ class _Worker:
         self.import_error: dict[str, Any] | None = None
         self.init_duration_ms = 0.0
         self.invocations = 0
+        self.handler_cpu_s = 0.0  # CPU of the handler calls alone (what Lambda bills), not of this HTTP plumbing
         self._count_lock = threading.Lock()
         self._print_lock = threading.Lock()
         # Handlers run on a pool so a timeout can be answered while the handler thread is still busy.
@@ -141,7 +142,7 @@ class _Worker:
         )
         assert self.handler is not None
         started = time.perf_counter()
-        future = self.pool.submit(self.handler, event, context)
+        future = self.pool.submit(self._timed_handler, event, context)
         try:
             result = future.result(timeout=self.timeout)
             body, failed = self._marshal(result, request_id)
@@ -185,6 +186,16 @@ class _Worker:
             return json.dumps(error).encode(), True
         return body, False
 
+    def _timed_handler(self, event: Any, context: Any) -> Any:
+        assert self.handler is not None
+        started = time.thread_time()
+        try:
+            return self.handler(event, context)
+        finally:
+            spent = time.thread_time() - started
+            with self._count_lock:
+                self.handler_cpu_s += spent
+
     def stats(self) -> dict[str, Any]:
         rss_kb = 0
         try:
@@ -200,6 +211,7 @@ class _Worker:
             "rss_kb": rss_kb,
             "invocations": self.invocations,
             "init_duration_ms": round(self.init_duration_ms, 3),
+            "handler_cpu_ms": round(self.handler_cpu_s * 1000, 3),
         }
 
 

@@ -55,7 +55,7 @@ class AuthorizerService:
             )
             count(self._metrics, "AuthRefusals", reason=decision.reason)
         else:
-            self._log.info(
+            self._log.info(  # one line per event in every function, with the request id as correlation id
                 "allowed",
                 extra={
                     "decision": "allow",
