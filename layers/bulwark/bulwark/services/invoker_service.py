@@ -108,8 +108,20 @@ class InvokerService:
             out = InvokerResponse.from_error(UpstreamError())
         out.upstream_ms = round((time.perf_counter() - started) * 1000, 3)
         self._metrics.add_metric(name="UpstreamLatency", unit=MetricUnit.Milliseconds, value=out.upstream_ms)
-        if out.usage.estimated:
-            self._log.info("upstream reported no usage; tokens estimated", extra={"model": req.model})
+        self._log.info(
+            "upstream call",
+            extra={
+                "model": req.model,
+                "route": req.route,
+                "ok": out.ok,
+                "code": out.error.code if out.error else "",
+                "upstream_ms": out.upstream_ms,
+                "prompt_tokens": out.usage.prompt_tokens,
+                "completion_tokens": out.usage.completion_tokens,
+                # When the upstream reports no usage, the tokens are estimated: said here, for whoever settles them.
+                "usage_estimated": out.usage.estimated,
+            },
+        )
         return out
 
     def _bedrock_guardrail(self, role_name: str) -> Any | None:
