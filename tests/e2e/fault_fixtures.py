@@ -6,8 +6,6 @@ upstream gets its own `LocalStack`, started on free ports and stopped by PID.
 
 from __future__ import annotations
 
-import io
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,28 +20,10 @@ from bulwark.pepper import Pepper
 from bulwark.settings import Settings
 from bulwark.store.counters_table import CountersTable
 from bulwark.store.keys_table import KeysTable
+from tests.e2e.conftest import LineCapture
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_POLICY = ROOT / "layers/bulwark/bulwark/policy.yaml"
-
-
-class Lines(io.TextIOBase):
-    """Keeps the stack's console lines (thread-safe), for assertions and failure messages."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self._partial = ""
-        self._lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            self._partial += text
-            *complete, self._partial = self._partial.split("\n")
-            self.lines.extend(complete)
-        return len(text)
-
-    def writable(self) -> bool:
-        return True
 
 
 def create_key(env: dict[str, str], *, role: str = "developer", name: str = "test") -> str:
@@ -69,9 +49,9 @@ def write_policy(directory: Path, **changes: Any) -> Path:
 
 
 @contextmanager
-def private_stack(tmp: Path, policy: Path | None = None) -> Iterator[tuple[LocalStack, Lines]]:
+def private_stack(tmp: Path, policy: Path | None = None) -> Iterator[tuple[LocalStack, LineCapture]]:
     """A whole local stack for one test module, on free ports, stopped (by PID) at the end."""
-    lines = Lines()
+    lines = LineCapture()
     stack = LocalStack(
         project_root=ROOT, port=0, policy_file=policy, state_dir=tmp / "state", progress=None, log_stream=lines
     )

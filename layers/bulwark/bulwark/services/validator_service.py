@@ -182,6 +182,17 @@ class ValidatorService:
         audit.status = 200
         return response(200, {"object": "list", "data": data}, request_id=audit.request_id)
 
+    def _parse(self, event: ProxyEvent, policy: Policy, audit: Audit) -> Any:
+        """The body, size-checked before parsing and parsed by the hardened parser (never the raw bytes onward)."""
+        p = policy.parsing
+        body = event.body_bytes()
+        doc = parse_json_body(
+            body, max_bytes=p.max_body_bytes, max_depth=p.max_depth, max_number_digits=p.max_number_digits
+        )
+        log_body(self._log, "request", body, policy)
+        audit.verdicts["json"] = "ok"
+        return doc
+
     # ------------------------------------------------------------------ chat completions
     def _chat(
         self,
@@ -192,12 +203,7 @@ class ValidatorService:
         audit: Audit,
         headers: dict[str, str],
     ) -> dict[str, Any]:
-        p = policy.parsing
-        doc = parse_json_body(
-            event.body_bytes(), max_bytes=p.max_body_bytes, max_depth=p.max_depth, max_number_digits=p.max_number_digits
-        )
-        log_body(self._log, "request", event.body_bytes(), policy)
-        audit.verdicts["json"] = "ok"
+        doc = self._parse(event, policy, audit)
         req = validate_chat_request(doc, role.request)
         audit.verdicts["schema"] = "ok"
         audit.model = req.model
@@ -245,11 +251,7 @@ class ValidatorService:
         model_cfg = policy.models.get(model)
         if model_cfg is None or not role.allows_model(model) or model_cfg.input_schema is None:
             raise PermissionDenied()
-        p = policy.parsing
-        doc = parse_json_body(
-            event.body_bytes(), max_bytes=p.max_body_bytes, max_depth=p.max_depth, max_number_digits=p.max_number_digits
-        )
-        log_body(self._log, "request", event.body_bytes(), policy)
+        doc = self._parse(event, policy, audit)
         validate_invoke_body(doc, model_cfg.input_schema)
         audit.verdicts["schema"] = "ok"
         payload = json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
