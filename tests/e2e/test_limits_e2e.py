@@ -27,6 +27,9 @@ def test_429_has_retry_after_ratelimit_headers_and_names_the_limit(local_stack: 
     assert r.json()["error"]["code"] == "requests_per_minute_exceeded"
     assert int(r.headers["Retry-After"]) >= 29  # 2 per minute: the next slot is 30 s away, never promised earlier
     assert r.headers["x-request-id"]
+    assert r.headers["x-ratelimit-remaining-requests"] == "0"
+    assert r.headers["RateLimit-Policy"].startswith('"rpm";q=2;w=60')
+    assert r.headers["RateLimit"].startswith('"rpm";r=0;t=')
     assert codes[1].headers["x-ratelimit-remaining-requests"] == "0"
 
 

@@ -37,7 +37,7 @@ from bulwark.events import CallerContext, ProxyEvent
 from bulwark.guardrails.apply import apply_input_guardrails
 from bulwark.http import error_response, response
 from bulwark.observability import count, log_body
-from bulwark.policy import Policy, RoleConfig, current_policy
+from bulwark.policy import Policy, PolicyError, RoleConfig, current_policy
 from bulwark.ratelimit import rate_limit_headers
 from bulwark.routes import route_of
 from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse
@@ -158,7 +158,14 @@ class ValidatorService:
             raise make(retry) if make else PermissionDenied(code="access_denied")
         if caller.expires_at.isdigit() and self._clock() >= int(caller.expires_at):
             raise ExpiredCredentials()  # a decision cached by API Gateway must not outlive the key
-        policy = self._policy()
+        try:
+            policy = self._policy()
+        except PolicyError:
+            # Fail closed: without a readable policy nothing is allowed, and the caller is told to retry.
+            self._log.error("policy file unavailable")
+            raise ServiceUnavailable(
+                "The service is not configured right now. Retry later.", code="policy_unavailable", retry_after=5
+            ) from None
         role = policy.role(caller.role)
         if role is None:
             raise PermissionDenied("The caller's role is not configured.", code="role_not_allowed")

@@ -25,6 +25,7 @@ from bulwark.ratelimit import (
     Bucket,
     Dimension,
     LimitState,
+    rate_limit_headers,
     retry_after_seconds,
 )
 from bulwark.store.dynamo import ConditionFailed, from_item, store_call
@@ -325,11 +326,17 @@ class CountersTable:
             waits.append((1000, "concurrency"))
         if waits:
             wait, dim = max(waits)
-            self._refuse(dim, wait)
+            # The 429 carries the same rate-limit state headers as a success (the contract), from this very item.
+            self._refuse(dim, wait, states=self._states(item, allowance, now_ms, day))
 
     @staticmethod
-    def _refuse(dim: Dimension, wait_ms: int, message: str | None = None) -> None:
-        raise RateLimited(message or MESSAGES[dim], code=ERROR_CODES[dim], retry_after=retry_after_seconds(wait_ms))
+    def _refuse(
+        dim: Dimension, wait_ms: int, message: str | None = None, states: list[LimitState] | None = None
+    ) -> None:
+        headers = rate_limit_headers(states) if states else None
+        raise RateLimited(
+            message or MESSAGES[dim], code=ERROR_CODES[dim], retry_after=retry_after_seconds(wait_ms), headers=headers
+        )
 
     # ------------------------------------------------------------------ settlement
     def settle(
