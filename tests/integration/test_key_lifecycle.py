@@ -251,3 +251,10 @@ def test_usage_identifier_names_the_caller_for_api_gateway_usage_plans(env: dict
     assert response["usageIdentifierKey"] == usage_identifier(f"key:{rec.key_id}")
     assert len(response["usageIdentifierKey"]) >= 20  # API Gateway's minimum API key length
     assert api_key.split("_")[2][:20] not in response["usageIdentifierKey"]  # derived from the id, never the secret
+
+
+def test_a_key_in_any_query_parameter_is_refused(env: dict[str, Any]) -> None:
+    api_key, _ = env["admin"].create(name="app", role="developer")
+    with pytest.raises(Unauthorized) as err:
+        env["authz"].authorize(event(api_key, query={"q": api_key}))
+    assert err.value.reason == "credential_in_query_string"

@@ -233,8 +233,14 @@ class Authorizer:
         return None
 
     def _credential(self, event: AuthorizerRequestEvent) -> str:
-        for name in (event.multiValueQueryStringParameters or {}) | (event.queryStringParameters or {}):
-            if name.lower() in _CREDENTIAL_QUERY_NAMES:
+        query = (event.multiValueQueryStringParameters or {}) | {
+            k: [v] for k, v in (event.queryStringParameters or {}).items()
+        }
+        for name, values in query.items():
+            # By name, or by shape under any name: a key or token in a URL ends up in access logs and histories.
+            if name.lower() in _CREDENTIAL_QUERY_NAMES or any(
+                v.startswith((keyfmt.PREFIX, "eyJ")) for v in values if isinstance(v, str)
+            ):
                 raise Unauthorized("credential_in_query_string")
         auth = event.header_values("authorization")
         xkey = event.header_values("x-api-key")
