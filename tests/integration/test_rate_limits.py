@@ -219,3 +219,37 @@ def test_a_deferred_refund_is_spent_once_under_concurrency(dynamodb_local: Any, 
     total = sum(a.reserved_tokens for a in ok)
     assert total <= 9_000
     assert {e.code for e in refused} == {"tokens_per_minute_exceeded"}
+
+
+def test_in_flight_slots_of_requests_that_died_are_reclaimed_after_the_lease(counters: CountersTable) -> None:
+    from bulwark.store.counters_table import INFLIGHT_LEASE_MS
+
+    allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10**9, daily_tokens=10**12, max_concurrent=2)
+    now = 1_700_000_700_000
+    counters.admit("key:dead", allowance, 1, now)
+    counters.admit("key:dead", allowance, 1, now)  # both functions die without settling
+    with pytest.raises(RateLimited) as err:
+        counters.admit("key:dead", allowance, 1, now + 1_000)
+    assert err.value.code == "concurrency_exceeded"
+    later = now + INFLIGHT_LEASE_MS + 1  # nothing touched the count for a lease: those requests cannot be alive
+    a = counters.admit("key:dead", allowance, 1, later)
+    counters.admit("key:dead", allowance, 1, later)
+    with pytest.raises(RateLimited):
+        counters.admit("key:dead", allowance, 1, later)  # the cap holds again after the reset
+    counters.settle(a, actual_tokens=1)
+    counters.admit("key:dead", allowance, 1, later)
+
+
+def test_settling_after_a_reset_never_drives_the_count_negative(counters: CountersTable) -> None:
+    from bulwark.store.counters_table import INFLIGHT_LEASE_MS
+
+    allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10**9, daily_tokens=10**12, max_concurrent=1)
+    now = 1_700_000_800_000
+    stale = counters.admit("key:neg", allowance, 5, now)
+    later = now + INFLIGHT_LEASE_MS + 1
+    fresh = counters.admit("key:neg", allowance, 5, later)  # the count is reset, then this one holds the slot
+    counters.settle(fresh, actual_tokens=5)  # back to 0
+    counters.settle(stale, actual_tokens=5)  # a settlement arriving after the reset must not take it to -1
+    counters.admit("key:neg", allowance, 5, later)
+    with pytest.raises(RateLimited):
+        counters.admit("key:neg", allowance, 5, later)  # cap 1 holds: the count was 0, not -1

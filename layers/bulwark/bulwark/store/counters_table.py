@@ -32,6 +32,10 @@ from bulwark.store.dynamo import ConditionFailed, from_item, store_call
 
 _TTL_SECONDS = 2 * 86_400
 _MAX_ATTEMPTS = 8
+# No request lives longer than API Gateway's 29 s: if no admission or settlement touched a caller's in-flight count for
+# this long, every slot it still counts belongs to a request that died without settling (a crashed or timed-out
+# function), and the count is reset.
+INFLIGHT_LEASE_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,7 @@ class CountersTable:
                 inf = e.name("inflight")
                 e.conds.append(f"(attribute_not_exists({inf}) OR {inf} < {e.val('kmax', allowance.max_concurrent)})")
                 e.adds.append(f"{inf} {e.val('one', 1)}")
+                e.sets.append(f"{e.name('inflight_at')} = {e.val('inf_now', now_ms)}")
             e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', now_ms // 1000 + _TTL_SECONDS)}")
             try:
                 writes += 1
@@ -244,6 +249,8 @@ class CountersTable:
                     # so a refusal never promises a Retry-After shorter than the real wait.
                     now_ms = max(now_ms, int(time.time() * 1000))
                     day = utc_day(now_ms)
+                if self._reset_dead_slots(pk, item, allowance, now_ms):
+                    continue
                 self._explain_refusal(item, allowance, tokens, now_ms, day, tpm_credit, day_credit)
                 if attempt:
                     # A hot caller: several containers raced for the same item. A short jittered pause lets the
@@ -295,6 +302,25 @@ class CountersTable:
             return attempt
         self._refuse("model_requests", 1000)
         raise AssertionError("unreachable")
+
+    def _reset_dead_slots(self, pk: str, item: dict[str, Any] | None, allowance: Allowance, now_ms: int) -> bool:
+        """Reset an in-flight count that nothing touched for INFLIGHT_LEASE_MS (see there). True if it was reset."""
+        if allowance.max_concurrent is None or item is None:
+            return False
+        touched = _int(item, "inflight_at")
+        if (_int(item, "inflight") or 0) < allowance.max_concurrent or touched is None:
+            return False
+        if touched >= now_ms - INFLIGHT_LEASE_MS:
+            return False
+        e = _Expr()
+        e.sets.append(f"{e.name('inflight')} = {e.val('zero', 0)}")
+        e.sets.append(f"{e.name('inflight_at')} = {e.val('now', now_ms)}")
+        e.conds.append(f"{e.name('inflight_at')} = {e.val('old', touched)}")  # one container resets, once
+        try:
+            self._remember(pk, self._update(pk, e))
+        except ConditionFailed:
+            pass  # another container reset it or admitted meanwhile: re-judge with the fresh item
+        return True
 
     def _explain_refusal(
         self,
@@ -372,23 +398,36 @@ class CountersTable:
             conds.append(f"{rc} = {e.val('rc', requests_capacity)}")
         if admission.concurrency:
             e.adds.append(f"{e.name('inflight')} {e.val('m1', -1)}")
+            e.sets.append(f"{e.name('inflight_at')} = {e.val('inf_now', int(time.time() * 1000))}")
+            conds.append(f"{e.name('inflight')} > {e.val('zero', 0)}")  # a reset count never goes negative
         e.conds.extend(conds)
         pk = "lim#" + admission.principal
         if not e.sets:
             e.sets.append(f"{e.name('expires_at')} = {e.name('expires_at')}")
         try:
             new = self._update(pk, e)
-        except ConditionFailed:
-            # The limits changed or the day rolled over since admission: only give back the in-flight slot.
-            if not admission.concurrency:
-                return 1
-            e2 = _Expr()
-            e2.adds.append(f"{e2.name('inflight')} {e2.val('m1', -1)}")
-            e2.sets.append(f"{e2.name('expires_at')} = {e2.name('expires_at')}")
-            new = self._update(pk, e2)
-            self._remember(pk, new)
-            return 2
+        except ConditionFailed as failed:
+            # The limits changed, the day rolled over, or the in-flight count was reset since admission: settle the
+            # parts that still apply, one at a time.
+            writes = 1
+            item = failed.item or {}
+            if delta and item.get("tpm_cap") == admission.tokens_capacity and item.get("day") == admission.day:
+                writes += self._settle_part(admission, delta, concurrency=False)
+            if admission.concurrency and (_int(item, "inflight") or 0) > 0:
+                writes += self._settle_part(admission, 0, concurrency=True)
+            return writes
         self._remember(pk, new)
+        return 1
+
+    def _settle_part(self, admission: Admission, delta: int, *, concurrency: bool) -> int:
+        """Settle only the tokens (`delta`) or only the in-flight slot of an admission."""
+        part = Admission(
+            admission.principal, admission.reserved_tokens, admission.day, admission.tokens_capacity, concurrency
+        )
+        try:
+            self.settle(part, actual_tokens=admission.reserved_tokens + delta)
+        except (ConditionFailed, StoreUnavailable):
+            return 0
         return 1
 
     def _defer(self, admission: Admission, refund: int) -> int:
