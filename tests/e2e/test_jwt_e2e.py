@@ -43,7 +43,7 @@ def test_roles_come_from_the_token_scope(local_stack: Any, oidc_issuer: Issuer) 
         pytest.param(
             lambda i: jwt.encode(
                 {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "exp": int(time.time()) + 60, "iat": int(time.time())},
-                "secret",
+                "s" * 32,
                 algorithm="HS256",
             ),
             id="hs256-forgery",

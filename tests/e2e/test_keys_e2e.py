@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -56,4 +57,7 @@ def test_canary_key_is_refused_like_any_wrong_key(local_stack: Any) -> None:
     key, _ = create_key(local_stack.env, "developer", "--canary")
     r = chat(local_stack, key)
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_credentials"
-    assert any("canary" in line for line in local_stack.log_lines)
+    deadline = time.monotonic() + 5  # the worker's log lines reach the stack's console asynchronously
+    while not any("canary key presented" in line for line in local_stack.log_lines) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any("canary key presented" in line for line in local_stack.log_lines)

@@ -55,17 +55,25 @@ def test_openai_sdk_raises_rate_limit_error(local_stack: Any) -> None:
 
 
 def test_openai_sdk_retry_honours_retry_after(local_stack: Any) -> None:
-    # 60 per minute = one slot per second: the SDK's retry waits Retry-After (1 s) and then succeeds.
-    key, _ = create_key(local_stack.env, "developer", "--rpm", "60")
+    # 20 per minute = one slot every 3 s: the SDK's retry waits the advertised Retry-After and then succeeds.
+    key, _ = create_key(local_stack.env, "developer", "--rpm", "20")
+    seen: list[tuple[float, int, str | None]] = []
+
+    def record(response: Any) -> None:
+        seen.append((time.monotonic(), response.status_code, response.headers.get("Retry-After")))
+
     burst = openai.OpenAI(base_url=local_stack.openai_base_url, api_key=key, max_retries=0)
     while True:  # spend the bucket
         try:
             burst.chat.completions.create(**CHAT)
         except openai.RateLimitError:
             break
-    client = openai.OpenAI(base_url=local_stack.openai_base_url, api_key=key, max_retries=2)
-    started = time.monotonic()
+    http = openai.DefaultHttpxClient(event_hooks={"response": [record]})  # the SDK's own HTTP client
+    client = openai.OpenAI(base_url=local_stack.openai_base_url, api_key=key, max_retries=3, http_client=http)
     r = client.chat.completions.with_raw_response.create(**CHAT)
-    waited = time.monotonic() - started
     assert r.http_response.status_code == 200
-    assert waited >= 0.9  # it did wait for the advertised Retry-After rather than hammering
+    assert seen[0][1] == 429 and seen[-1][1] == 200
+    retry_after = int(seen[0][2] or 0)
+    assert retry_after >= 1
+    # The SDK waited (at least about) what the 429 advertised before trying again, rather than hammering.
+    assert seen[1][0] - seen[0][0] >= retry_after * 0.9
