@@ -77,8 +77,14 @@ class ProxyEvent(_Lenient):
             return b""
         if self.isBase64Encoded:
             import base64
+            import binascii
 
-            return base64.b64decode(self.body)
+            try:
+                return base64.b64decode(self.body, validate=True)
+            except (binascii.Error, ValueError):
+                from bulwark.errors import InvalidJson
+
+                raise InvalidJson() from None
         return self.body.encode("utf-8", "surrogatepass")
 
 
