@@ -182,6 +182,10 @@ def test_expired_key_gets_expired_credentials_and_the_janitor_disables_it(env: d
     assert report["disabled"] == [rec.key_id]
     assert [k["key_id"] for k in report["expiring_soon"]] == [soon.key_id]
     assert env["keys"].get(rec.key_id).status == "disabled"
+    # The hourly janitor warns once a day per key, not every hour.
+    assert env["admin"].sweep_expiry(now=int(env["clock"].t) + 3600)["expiring_soon"] == []
+    again = env["admin"].sweep_expiry(now=int(env["clock"].t) + 86_400)["expiring_soon"]
+    assert [k["key_id"] for k in again] == [soon.key_id]
 
 
 def test_canary_key_never_authorizes(env: dict[str, Any]) -> None:

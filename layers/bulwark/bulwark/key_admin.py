@@ -95,7 +95,10 @@ class KeyAdmin:
             if record.expires_at <= now:
                 self.keys.disable_expired(record.key_id, now)
                 disabled.append(record.key_id)
-            elif record.expires_at - now <= EXPIRY_WARNING_SECONDS:
+            elif record.expires_at - now <= EXPIRY_WARNING_SECONDS and (
+                record.expiry_warned_at is None or now - record.expiry_warned_at >= 86_400
+            ):
+                # Once a day per key, not on every hourly run: a warning that repeats hourly gets ignored.
                 expiring.append(
                     {
                         "key_id": record.key_id,
@@ -103,4 +106,5 @@ class KeyAdmin:
                         "expires_in_hours": round((record.expires_at - now) / 3600, 1),
                     }
                 )
+                self.keys.mark_expiry_warned(record.key_id, now)
         return {"disabled": disabled, "expiring_soon": expiring}

@@ -163,7 +163,6 @@ class NetworkPolicy(_Strict):
     allow_cidrs: tuple[str, ...] = Field(default=(), description="If set, only these sources may call at all.")
     deny_cidrs: tuple[str, ...] = ()
     failed_auth: FailedAuthPolicy = FailedAuthPolicy()
-    unauthenticated_requests_per_minute: int = Field(default=120, gt=0)
 
     @field_validator("allow_cidrs", "deny_cidrs")
     @classmethod

@@ -135,7 +135,7 @@ class KeysTable:
                     Key={"pk": {"S": _PK + key_id}},
                     UpdateExpression=expr,
                     ConditionExpression=condition,
-                    ExpressionAttributeNames={"#s": "status"},
+                    **({"ExpressionAttributeNames": {"#s": "status"}} if "#s" in expr + condition else {}),
                     ExpressionAttributeValues={k: to_attr(v) for k, v in values.items()},
                     ReturnValues="ALL_NEW",
                 )
