@@ -61,3 +61,40 @@ def test_canary_key_is_refused_like_any_wrong_key(local_stack: Any) -> None:
     while not any("canary key presented" in line for line in local_stack.log_lines) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert any("canary key presented" in line for line in local_stack.log_lines)
+
+
+def test_the_cli_finds_the_running_local_stack_from_another_terminal(local_stack: Any, tmp_path: Any) -> None:
+    """README: `bulwark keys ...` in another terminal, inside the project, talks to the running `bulwark local`."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    state = tmp_path / ".bulwark"
+    state.mkdir()
+    shutil.copy(local_stack.stack.state_dir / "local.json", state / "local.json")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BULWARK_", "AWS_"))}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bulwark.cli",
+            "keys",
+            "create",
+            "--name",
+            "other-terminal",
+            "--role",
+            "partner",
+            "--json",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    created = json.loads(out.stdout)
+    assert chat(local_stack, created["api_key"]).status_code == 200

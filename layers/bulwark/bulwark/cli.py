@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from bulwark.errors import BulwarkError
+from bulwark.errors import BulwarkError, StoreUnavailable
 from bulwark.policy import PolicyError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -43,7 +43,9 @@ def _target_env(args: argparse.Namespace) -> dict[str, str]:
     state = _find_state_dir(Path.cwd())
     if state is not None:
         data = json.loads((state / "local.json").read_text(encoding="utf-8"))
-        env = data.get("env", data)
+        env = data.get("environment") or data.get("env") or {}
+        if not env.get("BULWARK_KEYS_TABLE"):
+            raise CliError("The local stack state in .bulwark/local.json is incomplete. Restart `bulwark local`.")
         pid = data.get("pid")
         if isinstance(pid, int) and not _alive(pid):
             raise CliError(
@@ -452,8 +454,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except CliError as exc:
         sys.stderr.write(f"bulwark: {exc}\n")
         return EXIT_ERROR
+    except StoreUnavailable:
+        sys.stderr.write(
+            "bulwark: cannot reach the key store. Is `bulwark local` running, or are --stack and your AWS "
+            "credentials right?\n"
+        )
+        return EXIT_ERROR
     except BulwarkError as exc:
-        sys.stderr.write(f"bulwark: {exc.message} Is the stack running and reachable?\n")
+        sys.stderr.write(f"bulwark: {exc.message}\n")
         return EXIT_ERROR
     except ValueError as exc:
         sys.stderr.write(f"bulwark: {exc}\n")
