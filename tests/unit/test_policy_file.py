@@ -59,3 +59,12 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 def test_schema_is_published() -> None:
     schema = policy_json_schema()
     assert "models" in schema["properties"] and "roles" in schema["properties"]
+
+
+def test_a_broken_input_schema_is_refused_at_load() -> None:
+    bad = GOOD.replace(
+        'upstream: {kind: openai, url: "https://example.invalid/v1"}',
+        'upstream: {kind: openai, url: "https://example.invalid/v1"}\n    input_schema: {type: 42}',
+    )
+    with pytest.raises(PolicyError, match="input_schema"):
+        parse_policy(bad)

@@ -204,6 +204,15 @@ class Policy(_Strict):
                     raise ValueError(f"issuer '{iss.name}' maps to role '{target}', which is not in roles")
         if self.default_model and self.default_model not in self.models:
             raise ValueError(f"default_model '{self.default_model}' is not in models")
+        for name, model in self.models.items():
+            if model.input_schema is not None:
+                # A broken schema is an error when the policy loads, not a 500 on the first invoke request.
+                from bulwark.validation.invoke_schema import compile_schema
+
+                try:
+                    compile_schema(model.input_schema)
+                except Exception as exc:
+                    raise ValueError(f"model '{name}': input_schema is not a valid JSON Schema ({exc})") from None
         return self
 
     def role(self, name: str) -> RoleConfig | None:
