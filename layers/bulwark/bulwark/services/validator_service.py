@@ -103,6 +103,18 @@ _REFUSALS: dict[str, Callable[[int], BulwarkError]] = {
 }
 
 
+@dataclass
+class _Call:
+    """What every step of one admitted-route request needs (instead of six parameters on each method)."""
+
+    event: ProxyEvent
+    policy: Policy
+    role: RoleConfig
+    caller: CallerContext
+    audit: Audit
+    headers: dict[str, str]
+
+
 class ValidatorService:
     def __init__(
         self,
@@ -180,9 +192,10 @@ class ValidatorService:
         if route == "models":
             return self._list_models(policy, role, audit)
         _require_json(event)
+        call = _Call(event, policy, role, caller, audit, headers)
         if route == "chat":
-            return self._chat(event, policy, role, caller, audit, headers)
-        return self._invoke(event, policy, role, caller, audit, headers)
+            return self._chat(call)
+        return self._invoke(call)
 
     def _list_models(self, policy: Policy, role: RoleConfig, audit: Audit) -> dict[str, Any]:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "bulwark"} for m in policy.models_for(role)]
@@ -201,15 +214,8 @@ class ValidatorService:
         return doc
 
     # ------------------------------------------------------------------ chat completions
-    def _chat(
-        self,
-        event: ProxyEvent,
-        policy: Policy,
-        role: RoleConfig,
-        caller: CallerContext,
-        audit: Audit,
-        headers: dict[str, str],
-    ) -> dict[str, Any]:
+    def _chat(self, call: _Call) -> dict[str, Any]:
+        event, policy, role, audit = call.event, call.policy, call.role, call.audit
         doc = self._parse(event, policy, audit)
         req = validate_chat_request(doc, role.request)
         audit.verdicts["schema"] = "ok"
@@ -229,12 +235,7 @@ class ValidatorService:
         stream = bool(req.stream)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return self._admit_and_call(
-            event,
-            policy,
-            role,
-            caller,
-            audit,
-            headers,
+            call,
             model=req.model,
             route="chat",
             payload=payload,
@@ -244,15 +245,8 @@ class ValidatorService:
         )
 
     # ------------------------------------------------------------------ generic invoke
-    def _invoke(
-        self,
-        event: ProxyEvent,
-        policy: Policy,
-        role: RoleConfig,
-        caller: CallerContext,
-        audit: Audit,
-        headers: dict[str, str],
-    ) -> dict[str, Any]:
+    def _invoke(self, call: _Call) -> dict[str, Any]:
+        event, policy, role, audit = call.event, call.policy, call.role, call.audit
         model = (event.pathParameters or {}).get("model", "")
         audit.model = model
         model_cfg = policy.models.get(model)
@@ -264,12 +258,7 @@ class ValidatorService:
         payload = json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
         tokens = len(payload) // 3 + role.request.max_tokens
         return self._admit_and_call(
-            event,
-            policy,
-            role,
-            caller,
-            audit,
-            headers,
+            call,
             model=model,
             route="invoke",
             payload=payload,
@@ -281,12 +270,7 @@ class ValidatorService:
     # ------------------------------------------------------------------ admission, call, settlement
     def _admit_and_call(
         self,
-        event: ProxyEvent,
-        policy: Policy,
-        role: RoleConfig,
-        caller: CallerContext,
-        audit: Audit,
-        headers: dict[str, str],
+        call: _Call,
         *,
         model: str,
         route: str,
@@ -295,6 +279,14 @@ class ValidatorService:
         stream: bool,
         include_usage: bool,
     ) -> dict[str, Any]:
+        event, policy, role, caller, audit, headers = (
+            call.event,
+            call.policy,
+            call.role,
+            call.caller,
+            call.audit,
+            call.headers,
+        )
         allowance = _allowance(role, caller)
         audit.tokens_reserved = tokens
         admission: Admission | None = None
