@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -308,14 +309,25 @@ def default_policy_path() -> Path:
     return Path(__file__).with_name("policy.yaml")
 
 
+_RECHECK_SECONDS = 1.0
+_last_check: list[tuple[float, str, Policy]] = []
+
+
 def current_policy() -> Policy:
-    """The policy for this container, re-read when the file changes (local edits apply without restart)."""
+    """The policy for this container, re-read when the file changes (local edits apply without restart).
+
+    Every request asks for it several times; the file's mtime is looked at no more than once a second."""
     path = default_policy_path()
+    now = time.monotonic()
+    if _last_check and now - _last_check[0][0] < _RECHECK_SECONDS and _last_check[0][1] == str(path):
+        return _last_check[0][2]
     try:
         mtime = path.stat().st_mtime_ns
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read the policy file ({exc.strerror})") from None
-    return _cached_policy(str(path), mtime)
+    policy = _cached_policy(str(path), mtime)
+    _last_check[:] = [(now, str(path), policy)]
+    return policy
 
 
 def policy_json_schema() -> dict[str, Any]:
