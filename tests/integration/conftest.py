@@ -2,7 +2,7 @@
 tables made from template.yaml's own definitions so tests cannot drift from what is deployed.
 
 - ``dynamodb_local``: session-scoped; ``.endpoint_url``, ``.table_names`` (logical id -> name, the template's tables
-  created once), ``.boto3_client()``, ``.create_tables(suffix)``.
+  created once), ``.boto3_client()``, ``.wire_client()``, ``.create_tables(suffix)``.
 - ``fresh_tables``: a new, uniquely named copy of every template table for one test (logical id -> name).
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bulwark.local.dynamodb_local import DynamoDBLocal, create_tables, local_dynamodb_client
+from bulwark.local.dynamodb_local import DynamoDBLocal, create_tables, local_dynamodb_client, local_wire_client
 from bulwark.local.template_model import TemplateModel, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +32,10 @@ class DynamoDBLocalFixture:
 
     def boto3_client(self) -> Any:
         return local_dynamodb_client(self.endpoint_url)
+
+    def wire_client(self) -> Any:
+        """The lean client the deployed functions use (bulwark.aws_wire)."""
+        return local_wire_client(self.endpoint_url)
 
     def create_tables(self, suffix: str) -> dict[str, str]:
         """Create every template table again as ``<name>-<suffix>``; returns logical id -> name."""

@@ -70,7 +70,7 @@ def env(dynamodb_local: Any, fresh_tables: dict[str, str], tmp_path: Path) -> di
     cfg = Settings(
         keys_table=fresh_tables["KeysTable"], counters_table=fresh_tables["CountersTable"], hmac_secret_file=str(secret)
     )
-    ddb = dynamodb_local.boto3_client()
+    ddb = dynamodb_local.wire_client()  # what the authorizer uses
     keys, counters = KeysTable(ddb, cfg.keys_table), CountersTable(ddb, cfg.counters_table)
     clock = Clock()
     policy: Policy = load_policy_file(default_policy_path())

@@ -44,15 +44,19 @@ def _race(n: int, fn: Any) -> tuple[list[Any], list[RateLimited]]:
 
 @pytest.fixture
 def counters(dynamodb_local: Any, fresh_tables: dict[str, str]) -> CountersTable:
-    return CountersTable(dynamodb_local.boto3_client(), fresh_tables["CountersTable"])
+    # The lean client the deployed functions use.
+    return CountersTable(dynamodb_local.wire_client(), fresh_tables["CountersTable"])
 
 
+@pytest.mark.parametrize("client", ["wire", "boto3"])
 @pytest.mark.parametrize("run", range(5))
 def test_100_concurrent_requests_against_a_limit_of_5_admit_exactly_5(
-    dynamodb_local: Any, fresh_tables: dict[str, str], run: int
+    dynamodb_local: Any, fresh_tables: dict[str, str], run: int, client: str
 ) -> None:
     # Several containers: each thread group has its own table object (its own hints), one shared table.
-    tables = [CountersTable(dynamodb_local.boto3_client(), fresh_tables["CountersTable"]) for _ in range(4)]
+    # With the functions' lean client and with boto3 (the CLI's): the limit is the database's, not the client's.
+    make = dynamodb_local.wire_client if client == "wire" else dynamodb_local.boto3_client
+    tables = [CountersTable(make(), fresh_tables["CountersTable"]) for _ in range(4)]
     allowance = Allowance(requests_per_minute=5, tokens_per_minute=10**9, daily_tokens=10**12)
     started = time.monotonic()
     ok, refused = _race(100, lambda i: tables[i % 4].admit(f"key:race{run}", allowance, 10))
@@ -143,6 +147,8 @@ def test_store_unreachable_fails_closed() -> None:
     import boto3
     from botocore.config import Config
 
+    from bulwark.local.dynamodb_local import local_wire_client
+
     dead = boto3.client(
         "dynamodb",
         endpoint_url="http://127.0.0.1:9",
@@ -151,8 +157,9 @@ def test_store_unreachable_fails_closed() -> None:
         aws_secret_access_key="y",
         config=Config(connect_timeout=0.5, read_timeout=0.5, retries={"max_attempts": 1}),
     )
-    with pytest.raises(StoreUnavailable):
-        CountersTable(dead, "t").admit("key:x", Allowance(1, 1, 1), 1)
+    for client in (dead, local_wire_client("http://127.0.0.1:9")):
+        with pytest.raises(StoreUnavailable):
+            CountersTable(client, "t").admit("key:x", Allowance(1, 1, 1), 1)
 
 
 def test_a_deferred_refund_is_given_back_in_the_next_admission_write(counters: CountersTable) -> None:
@@ -207,7 +214,7 @@ def test_failed_calls_and_extra_usage_are_never_deferred(counters: CountersTable
 
 
 def test_a_deferred_refund_is_spent_once_under_concurrency(dynamodb_local: Any, fresh_tables: dict[str, str]) -> None:
-    counters = CountersTable(dynamodb_local.boto3_client(), fresh_tables["CountersTable"])
+    counters = CountersTable(dynamodb_local.wire_client(), fresh_tables["CountersTable"])
     allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10_000, daily_tokens=10**9)
     now = 1_700_000_600_000
     first = counters.admit("key:once", allowance, 9_000, now)

@@ -1,14 +1,18 @@
 """AWS clients: created once per container, with short timeouts, and injected into the domain code.
 
-boto3 is imported lazily so that modules which only need the types stay cheap to import; every function needs at
-least one client, so the import happens once at cold start, not per request.
+The calls on the request path (DynamoDB, Lambda Invoke, Secrets Manager) use the lean signed clients of
+bulwark.aws_wire; boto3 is imported only for what is rare (Bedrock, SageMaker, idempotency records, the CLI), lazily.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from functools import cache, lru_cache
 from typing import Any
+
+from bulwark.aws_wire import DynamoDBClient, Endpoint, LambdaClient, SecretsManagerClient, resolve_endpoint
+from bulwark.sigv4 import CredentialSource
 
 _lock = threading.Lock()
 
@@ -55,14 +59,67 @@ def _freeze_user_agent(made: Any) -> None:
     creator.to_string = lambda: frozen
 
 
-def dynamodb() -> Any:
+def dynamodb_sdk() -> Any:
+    """A boto3 DynamoDB client, for libraries that need one (Powertools idempotency)."""
     return client("dynamodb")
 
 
-def lambda_client() -> Any:
-    # The invoker may take up to the API Gateway integration limit; no SDK retries (the invoker is not idempotent).
-    return client("lambda", connect_timeout=1.0, read_timeout=29.0, max_attempts=1)
+# ------------------------------------------------------------------------------ the hot path: lean clients (aws_wire)
 
 
-def secretsmanager() -> Any:
-    return client("secretsmanager")
+@lru_cache(maxsize=1)
+def _credentials() -> CredentialSource:
+    return CredentialSource()
+
+
+def _region() -> str:
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        return str(_session().region_name or "us-east-1")  # off Lambda only: the SDK's configured region
+    return region
+
+
+def _wire_kwargs(service: str, env_name: str, *, read_timeout: float, max_attempts: int) -> dict[str, Any]:
+    region = _region()
+    return {
+        "service": service,
+        "endpoint": resolve_endpoint(env_name, service, region),
+        "region": region,
+        "credentials": _credentials(),
+        "connect_timeout": 1.0,
+        "read_timeout": read_timeout,
+        "max_attempts": max_attempts,
+    }
+
+
+@lru_cache(maxsize=1)
+def dynamodb() -> DynamoDBClient:
+    """DynamoDB calls must fail fast so we can fail closed: 1 s to connect, 2 s to answer, one retry."""
+    return _dynamodb(_wire_kwargs("dynamodb", "DYNAMODB", read_timeout=2.0, max_attempts=2))
+
+
+def dynamodb_at(
+    endpoint_url: str, *, region: str = "us-east-1", credentials: CredentialSource | None = None
+) -> DynamoDBClient:
+    """The same client for an explicit endpoint (DynamoDB Local in tests and benchmarks)."""
+    kwargs = _wire_kwargs("dynamodb", "DYNAMODB", read_timeout=2.0, max_attempts=2)
+    kwargs.update(endpoint=Endpoint.parse(endpoint_url), region=region)
+    if credentials is not None:
+        kwargs["credentials"] = credentials
+    return _dynamodb(kwargs)
+
+
+def _dynamodb(kwargs: dict[str, Any]) -> DynamoDBClient:
+    return DynamoDBClient(target_prefix="DynamoDB_20120810", json_version="1.0", check_crc32=True, **kwargs)
+
+
+@lru_cache(maxsize=1)
+def lambda_client() -> LambdaClient:
+    # The invoker may take up to the API Gateway integration limit; never retried (the invoker is not idempotent).
+    return LambdaClient(**_wire_kwargs("lambda", "LAMBDA", read_timeout=29.0, max_attempts=1))
+
+
+@lru_cache(maxsize=1)
+def secretsmanager() -> SecretsManagerClient:
+    kwargs = _wire_kwargs("secretsmanager", "SECRETS_MANAGER", read_timeout=2.0, max_attempts=2)
+    return SecretsManagerClient(target_prefix="secretsmanager", json_version="1.1", **kwargs)

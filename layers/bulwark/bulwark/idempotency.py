@@ -9,6 +9,7 @@ Failures are not stored, so a retry after an upstream error really retries.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -26,16 +27,29 @@ class _NotStored(Exception):
 
 
 class Idempotency:
-    def __init__(self, table_name: str, client: Any) -> None:
-        from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+    """Built at cold start, set up on the first request that carries a key: Powertools' persistence layer needs
+    boto3, which no other request of the invoker does (most requests carry no Idempotency-Key)."""
 
-        self._layer = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=client)
-        self._config = IdempotencyConfig(
-            event_key_jmespath="[principal, idempotency_key]",
-            payload_validation_jmespath="payload_hash",
-            expires_after_seconds=IDEMPOTENCY_WINDOW_SECONDS,
-            raise_on_no_idempotency_key=True,
-        )
+    def __init__(self, table_name: str, client: Callable[[], Any]) -> None:
+        self._table_name = table_name
+        self._client = client
+        self._setup: tuple[Any, Any] | None = None
+        self._lock = threading.Lock()
+
+    def _layer_and_config(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._setup is None:
+                from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
+
+                layer = DynamoDBPersistenceLayer(table_name=self._table_name, boto3_client=self._client())
+                config = IdempotencyConfig(
+                    event_key_jmespath="[principal, idempotency_key]",
+                    payload_validation_jmespath="payload_hash",
+                    expires_after_seconds=IDEMPOTENCY_WINDOW_SECONDS,
+                    raise_on_no_idempotency_key=True,
+                )
+                self._setup = (layer, config)
+            return self._setup
 
     def run(self, principal: str, key: str, payload: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The stored result for (principal, key), or call() once and store it if it succeeded (`ok`)."""
@@ -46,8 +60,10 @@ class Idempotency:
             IdempotencyValidationError,
         )
 
+        layer, config = self._layer_and_config()
+
         @idempotent_function(  # type: ignore[untyped-decorator]
-            data_keyword_argument="record", persistence_store=self._layer, config=self._config
+            data_keyword_argument="record", persistence_store=layer, config=config
         )
         def once(record: dict[str, str]) -> dict[str, Any]:
             result = call()

@@ -230,6 +230,15 @@ class DynamoDBLocal:
         return local_dynamodb_client(self.endpoint_url)
 
 
+def local_wire_client(endpoint_url: str) -> Any:
+    """The lean client the functions use (bulwark.aws_wire), pointed at DynamoDB Local with the dummy credentials."""
+    from bulwark.aws import dynamodb_at
+    from bulwark.sigv4 import Credentials, CredentialSource
+
+    dummy = Credentials(DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    return dynamodb_at(endpoint_url, region=LOCAL_REGION, credentials=CredentialSource(lambda: dummy))
+
+
 def local_dynamodb_client(endpoint_url: str) -> Any:
     import boto3
     from botocore.config import Config

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from bulwark.aws_wire import AwsError
 from bulwark.errors import ERROR_CLASSES, BulwarkError, UpstreamError
 
 
@@ -92,8 +93,6 @@ class InvokerClient:
         self._function = function_name
 
     def invoke(self, request: InvokerRequest) -> InvokerResponse:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         try:
             resp = self._lambda.invoke(
                 FunctionName=self._function,
@@ -101,7 +100,7 @@ class InvokerClient:
                 Payload=request.model_dump_json().encode("utf-8"),
             )
             raw = resp["Payload"].read()
-        except (BotoCoreError, ClientError) as exc:
+        except AwsError as exc:
             raise UpstreamError() from exc
         if resp.get("FunctionError"):
             raise UpstreamError()

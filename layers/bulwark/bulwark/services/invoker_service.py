@@ -293,7 +293,7 @@ def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> Invo
     if cfg.idempotency_table:
         from bulwark import aws
 
-        idempotency = Idempotency(cfg.idempotency_table, aws.dynamodb())
+        idempotency = Idempotency(cfg.idempotency_table, aws.dynamodb_sdk)
     guardrails: dict[tuple[str, str], Any] = {}
 
     def guardrail_for(guardrail_id: str, version: str) -> Any:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
+from bulwark.aws_wire import AwsError, AwsServiceError
 from bulwark.errors import StoreUnavailable
 
 
@@ -66,16 +68,27 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
 
 @contextmanager
 def store_call() -> Iterator[None]:
-    """Map SDK/transport failures to StoreUnavailable (fail closed); conditional failures to ConditionFailed."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    """Map client/transport failures to StoreUnavailable (fail closed); conditional failures to ConditionFailed.
 
+    The functions use the lean client (bulwark.aws_wire); the CLI may hand in a boto3 client, whose errors are
+    recognised without importing botocore where it is not already loaded.
+    """
     try:
         yield
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code == "ConditionalCheckFailedException":
-            raw: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
-            raise ConditionFailed(from_item(raw) if raw else None) from None
+    except AwsServiceError as exc:
+        raise _mapped(exc.code, exc.body.get("Item")) from exc
+    except AwsError as exc:
         raise StoreUnavailable() from exc
-    except BotoCoreError as exc:
+    except Exception as exc:
+        sdk = sys.modules.get("botocore.exceptions")
+        if sdk is None or not isinstance(exc, sdk.ClientError | sdk.BotoCoreError):
+            raise
+        if isinstance(exc, sdk.ClientError):
+            raise _mapped(exc.response.get("Error", {}).get("Code", ""), exc.response.get("Item")) from exc
         raise StoreUnavailable() from exc
+
+
+def _mapped(code: str, item: Any) -> Exception:
+    if code == "ConditionalCheckFailedException":
+        return ConditionFailed(from_item(item) if isinstance(item, dict) and item else None)
+    return StoreUnavailable()

@@ -1,0 +1,311 @@
+"""Lean AWS clients for the calls every request makes: DynamoDB and Secrets Manager (AWS JSON protocol) and Lambda
+Invoke. Same request and response shapes as boto3's low-level clients, a fraction of the CPU, and no botocore import
+at cold start.
+
+Each client keeps pooled keep-alive connections (a warm Lambda container reuses its TLS session), signs with SigV4
+(bulwark.sigv4), honours the same endpoint variables as the SDK (``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOINT_URL``,
+``AWS_USE_FIPS_ENDPOINT``), checks DynamoDB's CRC32, and retries only what is safe to retry, fast: this sits on the
+request path and must fail closed quickly, never hang.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import queue
+import random
+import socket
+import ssl
+import time
+import urllib.parse
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from bulwark.sigv4 import CredentialSource, CredentialsUnavailable, Signer
+
+USER_AGENT = "bulwark-aws-wire/1"
+# Error codes worth one more attempt (throttling and transient service faults), as the SDK's standard mode.
+_RETRYABLE_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+    }
+)
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, http.client.CannotSendRequest)
+
+
+class AwsError(Exception):
+    """Base of the errors the lean clients raise."""
+
+
+class AwsServiceError(AwsError):
+    """AWS answered with an error. ``code`` is the short error code (e.g. ConditionalCheckFailedException)."""
+
+    def __init__(self, code: str, message: str, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"{code} ({status})")  # never the service's message: it can quote request values
+        self.code = code
+        self.message = message
+        self.status = status
+        self.body = body
+
+
+class AwsTransportError(AwsError):
+    """No usable answer: connection refused or reset, timeout, bad checksum, unparseable body, no credentials."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    scheme: str
+    host: str  # host[:port] as it goes in the Host header
+    hostname: str
+    port: int
+    base_path: str
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) endpoint URL: {url!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        default = (parts.scheme, port) in (("https", 443), ("http", 80))
+        host = parts.hostname if default else f"{parts.hostname}:{port}"
+        return cls(parts.scheme, host, parts.hostname, port, parts.path.rstrip("/"))
+
+
+def resolve_endpoint(service_env: str, dns_prefix: str, region: str, environ: dict[str, str] | None = None) -> Endpoint:
+    """The URL the SDK would use: ``AWS_ENDPOINT_URL_<SERVICE>``, then ``AWS_ENDPOINT_URL``, then the regional one."""
+    env = os.environ if environ is None else environ
+    explicit = env.get(f"AWS_ENDPOINT_URL_{service_env}") or env.get("AWS_ENDPOINT_URL")
+    if explicit:
+        return Endpoint.parse(explicit)
+    fips = env.get("AWS_USE_FIPS_ENDPOINT", "").lower() == "true"
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return Endpoint.parse(f"https://{dns_prefix}{'-fips' if fips else ''}.{region}.{suffix}")
+
+
+class _Pool:
+    """Keep-alive connections to one endpoint, shared by the threads of a container."""
+
+    def __init__(self, endpoint: Endpoint, connect_timeout: float, size: int = 16) -> None:
+        self._endpoint = endpoint
+        self._connect_timeout = connect_timeout
+        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue(maxsize=size)
+        self._tls = ssl.create_default_context() if endpoint.scheme == "https" else None
+
+    def _new(self) -> http.client.HTTPConnection:
+        e = self._endpoint
+        if self._tls is not None:
+            return http.client.HTTPSConnection(e.hostname, e.port, timeout=self._connect_timeout, context=self._tls)
+        return http.client.HTTPConnection(e.hostname, e.port, timeout=self._connect_timeout)
+
+    def send(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, read_timeout: float
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        for attempt in range(2):
+            try:
+                conn, reused = self._idle.get_nowait(), True
+            except queue.Empty:
+                conn, reused = self._new(), False
+            try:
+                if conn.sock is None:
+                    conn.connect()
+                    assert conn.sock is not None
+                    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.sock.settimeout(read_timeout)
+                conn.request(method, path, body=body, headers=headers)
+                raw = conn.getresponse()
+                data = raw.read()
+            except _STALE:
+                conn.close()
+                # A pooled connection the server had closed while idle: the request never arrived; retrying is safe.
+                if reused and attempt == 0:
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            if raw.will_close:
+                conn.close()
+            else:
+                try:
+                    self._idle.put_nowait(conn)
+                except queue.Full:
+                    conn.close()
+            return raw.status, raw.msg, data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+class _SignedClient:
+    def __init__(
+        self,
+        *,
+        service: str,
+        endpoint: Endpoint,
+        region: str,
+        credentials: CredentialSource,
+        connect_timeout: float,
+        read_timeout: float,
+        max_attempts: int,
+    ) -> None:
+        self.endpoint = endpoint
+        self.region = region
+        self._signer = Signer(region, service, credentials)
+        self._pool = _Pool(endpoint, connect_timeout)
+        self._read_timeout = read_timeout
+        self._max_attempts = max(1, max_attempts)
+
+    def _send_once(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, http.client.HTTPMessage, bytes]:
+        try:
+            signed = self._signer.sign("POST", self.endpoint.host, path, headers, body)
+        except CredentialsUnavailable as exc:
+            raise AwsTransportError("no credentials") from exc
+        signed["User-Agent"] = USER_AGENT  # not signed, as the SDK does
+        try:
+            return self._pool.send("POST", path, signed, body, self._read_timeout)
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, bad status line
+            raise AwsTransportError(type(exc).__name__) from exc
+
+    def _with_retries(self, attempt_call: Any) -> Any:
+        """Run ``attempt_call`` up to max_attempts times on transport faults and retryable codes, with jitter."""
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                return attempt_call()
+            except AwsServiceError as exc:
+                if (exc.code not in _RETRYABLE_CODES and exc.status < 500) or attempt == self._max_attempts:
+                    raise
+            except AwsTransportError:
+                if attempt == self._max_attempts:
+                    raise
+            time.sleep(random.uniform(0, 0.025 * 2**attempt))  # noqa: S311 - jitter, not security
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _error_code(headers: http.client.HTTPMessage, body: dict[str, Any]) -> str:
+    raw = headers.get("x-amzn-ErrorType") or str(body.get("__type") or body.get("code") or "")
+    # "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException", "ResourceNotFoundException:http://..."
+    return raw.split(":", 1)[0].rsplit("#", 1)[-1] or "UnknownError"
+
+
+def _error_message(body: dict[str, Any]) -> str:
+    return str(body.get("message") or body.get("Message") or "")
+
+
+class JsonServiceClient(_SignedClient):
+    """An AWS JSON-protocol service (DynamoDB: 1.0, Secrets Manager: 1.1): ``call("UpdateItem", {...})``."""
+
+    def __init__(self, *, target_prefix: str, json_version: str, check_crc32: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._target_prefix = target_prefix
+        self._content_type = f"application/x-amz-json-{json_version}"
+        self._check_crc32 = check_crc32
+        self._path = self.endpoint.base_path or "/"
+
+    def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        body = json.dumps(params, separators=(",", ":")).encode("utf-8")
+        headers = {"Content-Type": self._content_type, "X-Amz-Target": f"{self._target_prefix}.{operation}"}
+        result: dict[str, Any] = self._with_retries(lambda: self._attempt(headers, body))
+        return result
+
+    def _attempt(self, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        status, response_headers, data = self._send_once(self._path, headers, body)
+        if self._check_crc32:
+            expected = response_headers.get("x-amz-crc32")
+            if expected is not None and expected.isdigit() and int(expected) != zlib.crc32(data):
+                raise AwsTransportError("CRC32 mismatch")  # a corrupted answer is never used
+        try:
+            parsed = json.loads(data) if data else {}
+        except ValueError:
+            raise AwsTransportError(f"unparseable answer (HTTP {status})") from None
+        if not isinstance(parsed, dict):
+            raise AwsTransportError(f"unexpected answer (HTTP {status})")
+        if status >= 300:
+            raise AwsServiceError(_error_code(response_headers, parsed), _error_message(parsed), status, parsed)
+        return parsed
+
+
+class DynamoDBClient(JsonServiceClient):
+    """boto3-shaped methods for the operations Bulwark uses."""
+
+    def get_item(self, **params: Any) -> dict[str, Any]:
+        return self.call("GetItem", params)
+
+    def put_item(self, **params: Any) -> dict[str, Any]:
+        return self.call("PutItem", params)
+
+    def update_item(self, **params: Any) -> dict[str, Any]:
+        return self.call("UpdateItem", params)
+
+    def delete_item(self, **params: Any) -> dict[str, Any]:
+        return self.call("DeleteItem", params)
+
+    def batch_get_item(self, **params: Any) -> dict[str, Any]:
+        return self.call("BatchGetItem", params)
+
+    def scan(self, **params: Any) -> dict[str, Any]:
+        return self.call("Scan", params)
+
+    def query(self, **params: Any) -> dict[str, Any]:
+        return self.call("Query", params)
+
+
+class SecretsManagerClient(JsonServiceClient):
+    def get_secret_value(self, **params: Any) -> dict[str, Any]:
+        return self.call("GetSecretValue", params)
+
+
+class _Payload:
+    """The ``Payload`` of a boto3 invoke response: a readable body."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self) -> bytes:
+        return self._data
+
+
+class LambdaClient(_SignedClient):
+    """Lambda Invoke (REST-JSON), boto3-shaped: ``invoke(FunctionName=..., Payload=...)``."""
+
+    def invoke(self, *, FunctionName: str, Payload: bytes, InvocationType: str = "RequestResponse") -> dict[str, Any]:  # noqa: N803 - boto3's names
+        quoted = urllib.parse.quote(FunctionName, safe="")
+        path = f"{self.endpoint.base_path}/2015-03-31/functions/{quoted}/invocations"
+        headers = {"Content-Type": "application/json", "X-Amz-Invocation-Type": InvocationType}
+        # Invoke is not idempotent: one attempt, whatever max_attempts says (a retry could run the model twice).
+        status, response_headers, data = self._send_once(path, headers, Payload)
+        if status >= 300:
+            try:
+                parsed = json.loads(data) if data else {}
+            except ValueError:
+                parsed = {}
+            body = parsed if isinstance(parsed, dict) else {}
+            raise AwsServiceError(_error_code(response_headers, body), _error_message(body), status, body)
+        result: dict[str, Any] = {"StatusCode": status, "Payload": _Payload(data)}
+        if response_headers.get("X-Amz-Function-Error"):
+            result["FunctionError"] = response_headers["X-Amz-Function-Error"]
+        if response_headers.get("X-Amz-Executed-Version"):
+            result["ExecutedVersion"] = response_headers["X-Amz-Executed-Version"]
+        return result

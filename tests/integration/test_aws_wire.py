@@ -1,0 +1,241 @@
+"""The lean AWS clients (bulwark.aws_wire) against DynamoDB Local and scripted servers speaking the AWS wire protocols.
+
+Given a fault (throttling, a 500, a reset, a slow answer, a corrupted body), the client either retries what is safe
+within a bounded time or raises an error the callers turn into a fail-closed answer; a conditional failure is never
+retried and keeps the item DynamoDB returned.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from wire import secretsmanager
+from wire.server import Reply, Request, WireServer, has_sigv4, unused_port
+
+from bulwark.aws import dynamodb_at
+from bulwark.aws_wire import AwsServiceError, AwsTransportError, Endpoint, LambdaClient, resolve_endpoint
+from bulwark.errors import StoreUnavailable
+from bulwark.sigv4 import Credentials, CredentialSource
+from bulwark.store.dynamo import ConditionFailed, store_call
+
+pytestmark = pytest.mark.integration
+
+CREDS = CredentialSource(lambda: Credentials("AKIDTEST", "secret", "session-token"))
+
+
+def _ddb_reply(body: dict[str, Any], status: int = 200, *, crc: int | None = None) -> Reply:
+    data = json.dumps(body).encode()
+    headers = {
+        "Content-Type": "application/x-amz-json-1.0",
+        "x-amz-crc32": str(zlib.crc32(data) if crc is None else crc),
+    }
+    return Reply(status, headers, data)
+
+
+@pytest.fixture
+def fake_ddb() -> Iterator[WireServer]:
+    server = WireServer(lambda request: _ddb_reply({"Attributes": {"n": {"N": "1"}}})).start()
+    yield server
+    server.stop()
+
+
+def _client(url: str, **overrides: Any) -> Any:
+    client = dynamodb_at(url, credentials=CREDS)
+    for name, value in overrides.items():
+        setattr(client, name, value)
+    return client
+
+
+def test_requests_are_signed_json_with_the_target_and_the_session_token(fake_ddb: WireServer) -> None:
+    result = _client(fake_ddb.url).update_item(TableName="t", Key={"pk": {"S": "a"}})
+    assert result == {"Attributes": {"n": {"N": "1"}}}
+    (request,) = fake_ddb.requests
+    assert has_sigv4(request)
+    assert request.headers["x-amz-target"] == "DynamoDB_20120810.UpdateItem"
+    assert request.headers["content-type"] == "application/x-amz-json-1.0"
+    assert request.headers["x-amz-security-token"] == "session-token"
+    assert request.json() == {"TableName": "t", "Key": {"pk": {"S": "a"}}}
+
+
+def test_connections_are_kept_alive(fake_ddb: WireServer) -> None:
+    client = _client(fake_ddb.url)
+    for _ in range(5):
+        client.get_item(TableName="t", Key={})
+    assert len({r.client_port for r in fake_ddb.requests}) == 1
+
+
+def test_conditional_failure_is_not_retried_and_keeps_the_old_item(fake_ddb: WireServer) -> None:
+    refused = {
+        "__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",
+        "message": "The conditional request failed",
+        "Item": {"pk": {"S": "a"}, "tokens": {"N": "7"}},
+    }
+    fake_ddb.script(_ddb_reply(refused, 400))
+    with pytest.raises(ConditionFailed) as caught, store_call():
+        _client(fake_ddb.url).update_item(TableName="t", Key={}, ReturnValuesOnConditionCheckFailure="ALL_OLD")
+    assert caught.value.item == {"pk": "a", "tokens": 7}
+    assert len(fake_ddb.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        _ddb_reply({"__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"}, 400),
+        _ddb_reply({"__type": "com.amazonaws.dynamodb#InternalServerError"}, 500),
+        Reply(drop=True),
+        _ddb_reply({"Attributes": {}}, crc=1),  # a corrupted answer
+        Reply(200, {"Content-Type": "application/x-amz-json-1.0"}, b"<html>proxy error</html>"),
+    ],
+    ids=["throttled", "server-error", "reset", "bad-crc32", "garbage"],
+)
+def test_transient_faults_are_retried_once(fake_ddb: WireServer, fault: Reply) -> None:
+    fake_ddb.script(fault)
+    assert _client(fake_ddb.url).update_item(TableName="t", Key={}) == {"Attributes": {"n": {"N": "1"}}}
+    assert len(fake_ddb.requests) == 2
+
+
+def test_persistent_faults_fail_closed_after_the_retry(fake_ddb: WireServer) -> None:
+    fake_ddb.script(*[_ddb_reply({"__type": "InternalServerError"}, 500)] * 2)
+    with pytest.raises(StoreUnavailable), store_call():
+        _client(fake_ddb.url).update_item(TableName="t", Key={})
+    assert len(fake_ddb.requests) == 2
+
+
+def test_client_errors_are_not_retried_and_do_not_carry_the_message(fake_ddb: WireServer) -> None:
+    fake_ddb.script(_ddb_reply({"__type": "ValidationException", "message": "value sk-secret is invalid"}, 400))
+    with pytest.raises(AwsServiceError) as caught:
+        _client(fake_ddb.url).update_item(TableName="t", Key={})
+    assert caught.value.code == "ValidationException"
+    assert "sk-secret" not in str(caught.value)
+    assert len(fake_ddb.requests) == 1
+
+
+def test_a_slow_store_fails_within_the_read_timeout(fake_ddb: WireServer) -> None:
+    client = _client(fake_ddb.url)
+    client._read_timeout = 0.2
+    fake_ddb.script(Reply(delay=1.0), Reply(delay=1.0))
+    started = time.monotonic()
+    with pytest.raises(AwsTransportError):
+        client.get_item(TableName="t", Key={})
+    assert time.monotonic() - started < 0.9  # two attempts of 0.2 s plus jitter, never the server's 2 s
+
+
+def test_nothing_listening_fails_closed() -> None:
+    with pytest.raises(StoreUnavailable), store_call():
+        _client(f"http://127.0.0.1:{unused_port()}").get_item(TableName="t", Key={})
+
+
+def test_no_credentials_fails_closed_without_sending(fake_ddb: WireServer) -> None:
+    client = dynamodb_at(fake_ddb.url, credentials=CredentialSource(lambda: None))
+    with pytest.raises(StoreUnavailable), store_call():
+        client.get_item(TableName="t", Key={})
+    assert fake_ddb.requests == []
+
+
+def test_against_dynamodb_local(dynamodb_local: Any, fresh_tables: dict[str, str]) -> None:
+    client = dynamodb_local.wire_client()
+    table = fresh_tables["CountersTable"]
+    key = {"pk": {"S": "wire#1"}}
+    client.put_item(TableName=table, Item={**key, "n": {"N": "1"}})
+    updated = client.update_item(
+        TableName=table,
+        Key=key,
+        UpdateExpression="SET n = n + :one",
+        ConditionExpression="n < :cap",
+        ExpressionAttributeValues={":one": {"N": "1"}, ":cap": {"N": "2"}},
+        ReturnValues="ALL_NEW",
+    )
+    assert updated["Attributes"]["n"] == {"N": "2"}
+    with pytest.raises(ConditionFailed) as caught, store_call():
+        client.update_item(
+            TableName=table,
+            Key=key,
+            UpdateExpression="SET n = n + :one",
+            ConditionExpression="n < :cap",
+            ExpressionAttributeValues={":one": {"N": "1"}, ":cap": {"N": "2"}},
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+    assert caught.value.item == {"pk": "wire#1", "n": 2}
+    with pytest.raises(AwsServiceError) as missing:
+        client.get_item(TableName="no-such-table", Key=key)
+    assert missing.value.code == "ResourceNotFoundException"
+
+
+def test_secrets_manager_get_secret_value() -> None:
+    from bulwark.aws import _wire_kwargs
+    from bulwark.aws_wire import SecretsManagerClient
+
+    server = secretsmanager.make({"bulwark/pepper": "x" * 40})
+    try:
+        kwargs = _wire_kwargs("secretsmanager", "SECRETS_MANAGER", read_timeout=2.0, max_attempts=2)
+        kwargs.update(endpoint=Endpoint.parse(server.url), credentials=CREDS)
+        client = SecretsManagerClient(target_prefix="secretsmanager", json_version="1.1", **kwargs)
+        assert client.get_secret_value(SecretId="bulwark/pepper")["SecretString"] == "x" * 40
+        with pytest.raises(AwsServiceError) as caught:
+            client.get_secret_value(SecretId="missing")
+        assert caught.value.code == "ResourceNotFoundException"
+    finally:
+        server.stop()
+
+
+def _lambda_server() -> WireServer:
+    def responder(request: Request) -> Reply:
+        if "functions/arn%3Aaws%3Alambda%3Aus-east-1%3A1%3Afunction%3Aboom/" in request.path:
+            error = {"errorMessage": "x", "errorType": "ValueError"}
+            return Reply.json(error, headers={"X-Amz-Function-Error": "Unhandled"})
+        if "/functions/missing/" in request.path:
+            headers = {"x-amzn-ErrorType": "ResourceNotFoundException:http://internal.amazon.com/"}
+            return Reply.json({"Type": "User", "message": "Function not found"}, 404, headers)
+        return Reply.json({"echo": request.json(), "type": request.headers.get("x-amz-invocation-type")})
+
+    return WireServer(responder).start()
+
+
+def test_lambda_invoke_payload_function_errors_and_missing_functions() -> None:
+    server = _lambda_server()
+    try:
+        client = LambdaClient(
+            service="lambda",
+            endpoint=Endpoint.parse(server.url),
+            region="us-east-1",
+            credentials=CREDS,
+            connect_timeout=1.0,
+            read_timeout=2.0,
+            max_attempts=3,
+        )
+        ok = client.invoke(FunctionName="invoker", Payload=b'{"a":1}')
+        assert ok["StatusCode"] == 200 and "FunctionError" not in ok
+        assert json.loads(ok["Payload"].read()) == {"echo": {"a": 1}, "type": "RequestResponse"}
+        failed = client.invoke(FunctionName="arn:aws:lambda:us-east-1:1:function:boom", Payload=b"{}")
+        assert failed["FunctionError"] == "Unhandled"
+        with pytest.raises(AwsServiceError) as missing:
+            client.invoke(FunctionName="missing", Payload=b"{}")
+        assert missing.value.code == "ResourceNotFoundException" and missing.value.status == 404
+        client.close()  # a new connection: a drop now means the request arrived
+        server.script(Reply(drop=True))
+        with pytest.raises(AwsTransportError):  # never retried: the invoker may already be calling the model
+            client.invoke(FunctionName="invoker", Payload=b"{}")
+        assert len(server.requests) == 4
+    finally:
+        server.stop()
+
+
+def test_endpoints_follow_the_sdk_variables() -> None:
+    assert resolve_endpoint("DYNAMODB", "dynamodb", "eu-west-1", {}).host == "dynamodb.eu-west-1.amazonaws.com"
+    fips = resolve_endpoint("DYNAMODB", "dynamodb", "us-east-1", {"AWS_USE_FIPS_ENDPOINT": "true"})
+    assert fips.host == "dynamodb-fips.us-east-1.amazonaws.com"
+    assert resolve_endpoint("LAMBDA", "lambda", "cn-north-1", {}).host == "lambda.cn-north-1.amazonaws.com.cn"
+    local = resolve_endpoint(
+        "DYNAMODB",
+        "dynamodb",
+        "us-east-1",
+        {"AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:8123", "AWS_ENDPOINT_URL": "x"},
+    )
+    assert (local.scheme, local.host, local.port) == ("http", "127.0.0.1:8123", 8123)
+    with pytest.raises(ValueError):
+        Endpoint.parse("ftp://example.com")
