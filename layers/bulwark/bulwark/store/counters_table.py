@@ -244,14 +244,22 @@ class CountersTable:
                 new = self._update(pk, e)
             except ConditionFailed as failed:
                 item = failed.item if failed.item is not None else self._read(pk)
-                if live_clock:
-                    # Another container may have written with a slightly later clock; judge against the present,
-                    # so a refusal never promises a Retry-After shorter than the real wait.
-                    now_ms = max(now_ms, int(time.time() * 1000))
-                    day = utc_day(now_ms)
                 if self._reset_dead_slots(pk, item, allowance, now_ms):
                     continue
-                self._explain_refusal(item, allowance, tokens, now_ms, day, tpm_credit, day_credit)
+                # The clock stays this request's arrival time across retries: advancing it would move a hot caller's
+                # item back into the "stale" case on every retry, where concurrent writers collide (only one wins
+                # each round). Only before refusing is the present consulted: another container's clock may be a
+                # few ms ahead, and a refusal must hold (and its Retry-After be true) now, not at arrival.
+                try:
+                    self._explain_refusal(item, allowance, tokens, now_ms, day, tpm_credit, day_credit)
+                except RateLimited:
+                    present = int(time.time() * 1000)
+                    if not live_clock or present <= now_ms:
+                        raise
+                    now_ms, day = present, utc_day(present)
+                    tpm_credit = pending.tokens if pending and pending.tokens_capacity == tpm.capacity else 0
+                    day_credit = pending.tokens if pending and pending.day == day else 0
+                    self._explain_refusal(item, allowance, tokens, now_ms, day, tpm_credit, day_credit)
                 if attempt:
                     # A hot caller: several containers raced for the same item. A short jittered pause lets the
                     # winners land, so retries do not collide again in lockstep.
