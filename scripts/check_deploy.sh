@@ -176,7 +176,18 @@ if layer is None:
     print(f"{'sam build':<22} FAILED: no layer in the build"); sys.exit(1)
 layer_raw, layer_zip = measure(os.path.join(build, layer))
 ok = True
-print(f"{'sam build':<22} ok: layer {mb(layer_raw)} unzipped / {mb(layer_zip)} zipped")
+# Lambda cannot write __pycache__: every module must ship compiled for the runtime, or each cold start recompiles it.
+package = os.path.join(build, layer, "python", "bulwark")
+sources = [os.path.join(d, f) for d, _, fs in os.walk(package) for f in fs if f.endswith(".py")]
+uncompiled = [
+    s for s in sources
+    if not os.path.exists(os.path.join(os.path.dirname(s), "__pycache__", os.path.basename(s)[:-3] + ".cpython-313.pyc"))
+]
+if not sources or uncompiled:
+    print(f"{'sam build':<22} FAILED: layer modules without python3.13 bytecode: {len(uncompiled)} of {len(sources)}")
+    ok = False
+if ok:
+    print(f"{'sam build':<22} ok: layer {mb(layer_raw)} unzipped / {mb(layer_zip)} zipped, {len(sources)} modules compiled")
 for fn in sorted(d for d in os.listdir(build) if d.endswith("Function")):
     raw, zipped = measure(os.path.join(build, fn))
     total = raw + layer_raw

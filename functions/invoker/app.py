@@ -12,7 +12,7 @@ from bulwark.services import invoker_service
 
 logger = make_logger()
 metrics = make_metrics()
-tracer = make_tracer(("botocore", "httplib"))  # AWS SDK and the HTTP upstreams
+tracer = make_tracer(("httplib",))  # the HTTP upstreams; botocore is patched when a Bedrock/SageMaker client is made
 service = invoker_service.build(logger, metrics)  # upstream clients, secrets and circuit breakers per container
 
 

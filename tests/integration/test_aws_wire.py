@@ -239,3 +239,46 @@ def test_endpoints_follow_the_sdk_variables() -> None:
     assert (local.scheme, local.host, local.port) == ("http", "127.0.0.1:8123", 8123)
     with pytest.raises(ValueError):
         Endpoint.parse("ftp://example.com")
+
+
+def test_calls_are_traced_as_aws_subsegments_and_the_trace_reaches_the_callee(fake_ddb: WireServer) -> None:
+    from aws_xray_sdk.core.recorder import AWSXRayRecorder
+
+    from bulwark.aws_wire import trace_with
+
+    class _Keep:  # an emitter that keeps what would go to the X-Ray daemon
+        def __init__(self) -> None:
+            self.sent: list[Any] = []
+
+        def send_entity(self, entity: Any) -> None:
+            self.sent.append(entity)
+
+        def set_daemon_address(self, address: Any) -> None:
+            pass
+
+    recorder = AWSXRayRecorder()
+    recorder.configure(sampling=False, context_missing="LOG_ERROR", emitter=_Keep())
+    lambda_server = _lambda_server()
+    trace_with(recorder)
+    try:
+        segment = recorder.begin_segment("validator")
+        _client(fake_ddb.url).update_item(TableName="t", Key={})
+        lam = LambdaClient(
+            service="lambda",
+            endpoint=Endpoint.parse(lambda_server.url),
+            region="us-east-1",
+            credentials=CREDS,
+            connect_timeout=1.0,
+            read_timeout=2.0,
+            max_attempts=1,
+        )
+        lam.invoke(FunctionName="invoker", Payload=b"{}")
+        names = [(sub.name, sub.namespace, sub.aws.get("operation")) for sub in segment.subsegments]
+        recorder.end_segment()
+    finally:
+        trace_with(None)
+        lambda_server.stop()
+    assert names == [("DynamoDB", "aws", "UpdateItem"), ("Lambda", "aws", "Invoke")]
+    (invoke,) = lambda_server.requests
+    assert invoke.headers["x-amzn-trace-id"].startswith(f"Root={segment.trace_id};Parent=")
+    assert "x-amzn-trace-id" not in invoke.headers["authorization"]  # never signed: AWS may rewrite it

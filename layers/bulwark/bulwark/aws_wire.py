@@ -20,6 +20,8 @@ import ssl
 import time
 import urllib.parse
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +45,32 @@ _RETRYABLE_CODES = frozenset(
         "PriorRequestNotComplete",
     }
 )
+# The X-Ray recorder (Powertools Tracer's provider), set by bulwark.observability.make_tracer when tracing is on.
+_tracing: dict[str, Any] = {"recorder": None}
+
+
+def trace_with(recorder: Any) -> None:
+    """Record each call as an X-Ray subsegment (namespace aws), as botocore's patch would, and pass the trace on."""
+    _tracing["recorder"] = recorder
+
+
+@contextmanager
+def _subsegment(service: str, operation: str, region: str) -> Iterator[dict[str, str]]:
+    """Yields the headers that carry the trace (X-Amzn-Trace-Id) to the callee; empty when tracing is off."""
+    recorder = _tracing["recorder"]
+    if recorder is None:
+        yield {}
+        return
+    with recorder.in_subsegment(name=service) as sub:
+        if sub is None:  # no active segment (e.g. outside a traced invocation)
+            yield {}
+            return
+        sub.namespace = "aws"
+        sub.set_aws({"operation": operation, "region": region})
+        sampled = "1" if getattr(sub, "sampled", False) else "0"
+        yield {"X-Amzn-Trace-Id": f"Root={sub.trace_id};Parent={sub.id};Sampled={sampled}"}
+
+
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, http.client.CannotSendRequest)
 
 
@@ -154,6 +182,9 @@ class _Pool:
                 return
 
 
+_TRACE_NAMES = {"dynamodb": "DynamoDB", "lambda": "Lambda", "secretsmanager": "SecretsManager"}
+
+
 class _SignedClient:
     def __init__(
         self,
@@ -168,17 +199,23 @@ class _SignedClient:
     ) -> None:
         self.endpoint = endpoint
         self.region = region
+        self._trace_name = _TRACE_NAMES.get(service, service)
         self._signer = Signer(region, service, credentials)
         self._pool = _Pool(endpoint, connect_timeout)
         self._read_timeout = read_timeout
         self._max_attempts = max(1, max_attempts)
 
-    def _send_once(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, http.client.HTTPMessage, bytes]:
+    def _send_once(
+        self, path: str, headers: dict[str, str], body: bytes, unsigned: dict[str, str] | None = None
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
         try:
             signed = self._signer.sign("POST", self.endpoint.host, path, headers, body)
         except CredentialsUnavailable as exc:
             raise AwsTransportError("no credentials") from exc
-        signed["User-Agent"] = USER_AGENT  # not signed, as the SDK does
+        # Not signed, as the SDK does: proxies and AWS itself may rewrite them.
+        signed["User-Agent"] = USER_AGENT
+        if unsigned:
+            signed.update(unsigned)
         try:
             return self._pool.send("POST", path, signed, body, self._read_timeout)
         except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, bad status line
@@ -225,7 +262,8 @@ class JsonServiceClient(_SignedClient):
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         body = json.dumps(params, separators=(",", ":")).encode("utf-8")
         headers = {"Content-Type": self._content_type, "X-Amz-Target": f"{self._target_prefix}.{operation}"}
-        result: dict[str, Any] = self._with_retries(lambda: self._attempt(headers, body))
+        with _subsegment(self._trace_name, operation, self.region):
+            result: dict[str, Any] = self._with_retries(lambda: self._attempt(headers, body))
         return result
 
     def _attempt(self, headers: dict[str, str], body: bytes) -> dict[str, Any]:
@@ -295,7 +333,8 @@ class LambdaClient(_SignedClient):
         path = f"{self.endpoint.base_path}/2015-03-31/functions/{quoted}/invocations"
         headers = {"Content-Type": "application/json", "X-Amz-Invocation-Type": InvocationType}
         # Invoke is not idempotent: one attempt, whatever max_attempts says (a retry could run the model twice).
-        status, response_headers, data = self._send_once(path, headers, Payload)
+        with _subsegment(self._trace_name, "Invoke", self.region) as trace:
+            status, response_headers, data = self._send_once(path, headers, Payload, trace)
         if status >= 300:
             try:
                 parsed = json.loads(data) if data else {}

@@ -304,10 +304,29 @@ def make_metrics() -> Metrics:
     return Metrics()
 
 
-def make_tracer(patch_modules: tuple[str, ...] = ("botocore",)) -> Tracer:
+_tracers: list[Tracer] = []
+
+
+def trace_botocore() -> None:
+    """Patch botocore for X-Ray when the first boto3 client is made (Bedrock, SageMaker, idempotency records), not
+    at cold start: most requests never import it. Idempotent."""
+    for tracer in _tracers:
+        if not tracer.disabled:
+            tracer.patch(["botocore"])
+            return
+
+
+def make_tracer(patch_modules: tuple[str, ...] = ()) -> Tracer:
     """Powertools Tracer patching only what the function uses (the default patch_all imports a dozen patchers for
-    libraries Bulwark never loads, at cold start)."""
-    return Tracer(patch_modules=list(patch_modules))
+    libraries Bulwark never loads, at cold start). The request path's AWS calls go through bulwark.aws_wire, which
+    records its own subsegments; patching botocore would import it (~90 ms) for nothing."""
+    tracer = Tracer(auto_patch=bool(patch_modules), patch_modules=list(patch_modules) or None)
+    _tracers.append(tracer)
+    if not tracer.disabled:
+        from bulwark.aws_wire import trace_with
+
+        trace_with(tracer.provider)
+    return tracer
 
 
 # ------------------------------------------------------------------------------------------------ dimensioned metrics

@@ -132,11 +132,10 @@ class _Worker:
             sys.stderr.write(line + "\n")
             sys.stderr.flush()
 
-    def invoke(self, payload: bytes, request_id: str) -> tuple[bytes, bool]:
-        """Run the handler; return (response body, is_function_error)."""
+    def invoke(self, event: Any, request_id: str) -> tuple[bytes, bool]:
+        """Run the handler on the parsed event; return (response body, is_function_error)."""
         if self.import_error is not None:
             return json.dumps(self.import_error).encode(), True
-        event = json.loads(payload) if payload.strip() else {}  # validated by the HTTP layer
         context = LambdaContext(
             request_id=request_id, function_name=self.name, memory_mb=self.memory, timeout_s=self.timeout
         )
@@ -252,15 +251,15 @@ def _make_handler(worker: _Worker, names: tuple[str, ...]) -> type[FastHandler]:
                 self.send_bytes(204, base, b"")
                 return
             try:
-                json.loads(payload) if payload.strip() else None
+                event = json.loads(payload) if payload.strip() else {}
             except ValueError:
                 _aws_error(self, 400, "InvalidRequestContentException", "Could not parse request body into json")
                 return
             if invocation_type == "Event":
-                threading.Thread(target=worker.invoke, args=(payload, request_id), daemon=True).start()
+                threading.Thread(target=worker.invoke, args=(event, request_id), daemon=True).start()
                 self.send_bytes(202, base, b"")
                 return
-            body, failed = worker.invoke(payload, request_id)
+            body, failed = worker.invoke(event, request_id)
             headers = [*base, ("Content-Type", "application/json")]
             if failed:
                 headers.append(("X-Amz-Function-Error", "Unhandled"))
@@ -340,6 +339,7 @@ class WorkerProcess:
         memory: int,
         environment: Mapping[str, str],
         on_line: LineSink | None = None,
+        port: int = 0,
     ) -> None:
         self.name = name
         self.logical_id = logical_id
@@ -356,6 +356,7 @@ class WorkerProcess:
             f"--timeout={timeout}",
             f"--memory={memory}",
             f"--parent-pid={os.getpid()}",
+            f"--port={port}",
         ]
         self.timeout = timeout
         self._env = dict(environment)

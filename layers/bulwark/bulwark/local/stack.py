@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from bulwark.local._http import FastHandler, QuietServer, serve_in_thread
+from bulwark.local._proc import free_port
 from bulwark.local.dynamodb_local import DUMMY_CREDENTIALS, LOCAL_REGION, DynamoDBLocal, create_tables
 from bulwark.local.gateway import ApiGatewayEmulator
 from bulwark.local.lambda_worker import INVOKE_PREFIX, InvokeResult, WorkerProcess
@@ -110,6 +111,8 @@ class FunctionFleet:
         self._overrides = dict(overrides or {})
         self._on_line = on_line
         self.workers: dict[str, WorkerProcess] = {}
+        # Ports chosen up front, so a function's environment can name another function's worker before it starts.
+        self._ports = {logical_id: free_port() for logical_id in template.functions}
         # The endpoint boto3's `lambda.invoke` reaches through AWS_ENDPOINT_URL_LAMBDA: it forwards to the worker.
         self._router = QuietServer(("127.0.0.1", 0), _make_router(self))
         self._router_thread: threading.Thread | None = None
@@ -117,6 +120,20 @@ class FunctionFleet:
     @property
     def lambda_endpoint(self) -> str:
         return f"http://127.0.0.1:{self._router.server_address[1]}"
+
+    def _lambda_endpoint_for(self, logical_id: str) -> str:
+        """A function whose environment names exactly one other function of the template (the validator's
+        INVOKER_FUNCTION) talks to that function's worker directly: the same wire API, one loopback hop fewer.
+        Any other function goes through the router, which serves every function."""
+        values = set(self.template.functions[logical_id].environment.values())
+        targets = [
+            other
+            for other, function in self.template.functions.items()
+            if other != logical_id and (function.name in values or function.arn in values)
+        ]
+        if len(targets) == 1:
+            return f"http://127.0.0.1:{self._ports[targets[0]]}"
+        return self.lambda_endpoint
 
     def environment(self, logical_id: str) -> dict[str, str]:
         function = self.template.functions[logical_id]
@@ -140,7 +157,7 @@ class FunctionFleet:
                 **DUMMY_CREDENTIALS,
                 "AWS_CONFIG_FILE": os.devnull,
                 "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-                "AWS_ENDPOINT_URL_LAMBDA": self.lambda_endpoint,
+                "AWS_ENDPOINT_URL_LAMBDA": self._lambda_endpoint_for(logical_id),
                 "BULWARK_LOCAL": "1",
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "PYTHONUNBUFFERED": "1",  # log lines reach the terminal as they are written
@@ -168,6 +185,7 @@ class FunctionFleet:
                 memory=function.memory_size,
                 environment=self.environment(logical_id),
                 on_line=self._on_line,
+                port=self._ports[logical_id],
             )
             self.workers[logical_id] = worker
             worker.spawn()
