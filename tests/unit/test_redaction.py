@@ -281,3 +281,15 @@ def test_dimensioned_metric_emits_service_and_breakdown(
     assert first["service"] == "bulwark-authorizer" and first["reason"] == "wrong_secret"
     assert first["AuthFailures"] in (1, [1.0])
     assert blobs[1]["reason"] == "other"
+
+
+def test_a_value_seen_before_its_secret_was_registered_is_redacted_afterwards() -> None:
+    # Short values are memoised (log lines repeat them); registering a secret must not leave a stale clean answer.
+    from bulwark.observability import redact, register_secret
+
+    value = "moonlit-harbor-Zq81"  # no credential shape: only its registration makes it secret
+    line = f"calling with {value}"
+    assert redact(line) == line
+    register_secret(value)
+    assert value not in redact(line)
+    assert value not in redact(line)  # and from the memo too

@@ -22,6 +22,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from typing import IO, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -172,8 +173,9 @@ _known_secrets: set[str] = set()
 
 def register_secret(value: str | None) -> None:
     """Redact this exact value from every later log line (call it where a secret is read, e.g. an upstream key)."""
-    if value and len(value) >= 8:
+    if value and len(value) >= 8 and value not in _known_secrets:
         _known_secrets.add(value)
+        _redact_short.cache_clear()
 
 
 # A cheap superset of every pattern above and in bulwark.guardrails.pii: a string it does not match cannot hold a
@@ -188,6 +190,23 @@ def redact(text: str) -> str:
     """`text` with every credential and PII shape replaced by a typed placeholder. Idempotent."""
     if len(text) < 6:
         return text
+    if len(text) <= _MEMO_MAX_CHARS:
+        return _redact_short(text)
+    return _redact_now(text)
+
+
+# Log lines repeat the same short values request after request (principal, route, source address, ARNs), and a full
+# scan of one costs about 50 us: short values are remembered. The memo is dropped when a new secret is registered,
+# so a value scanned before the secret was known is scanned again.
+_MEMO_MAX_CHARS = 256
+
+
+@lru_cache(maxsize=4096)
+def _redact_short(text: str) -> str:
+    return _redact_now(text)
+
+
+def _redact_now(text: str) -> str:
     for secret in tuple(_known_secrets):
         if secret in text:
             text = text.replace(secret, "[REDACTED:SECRET]")

@@ -54,6 +54,23 @@ class LogSink:
     def line(self, source: str, label: str, text: str) -> None:
         if not text.strip():
             return
+        if (
+            text.startswith("{")
+            and text.endswith("}")
+            and '"function_name"' in text
+            and '"timestamp"' in text
+            and '"type": "platform"' not in text
+        ):
+            # A complete Powertools line already says where and when: stored as written, not parsed and re-encoded
+            # (this runs in the gateway's process, on every line of every request).
+            with self._lock:
+                if self._file is not None:
+                    self._file.write(text + "\n")
+                    self._file.flush()
+                if self._stream is not None:
+                    self._stream.write(f"[{source}] {text}\n")
+                    self._stream.flush()
+            return
         record: dict[str, Any]
         try:
             parsed = json.loads(text)
