@@ -12,7 +12,7 @@ from bulwark.services import invoker_service
 
 logger = make_logger()
 metrics = make_metrics()
-tracer = make_tracer(("httplib",))  # the HTTP upstreams; botocore is patched when a Bedrock/SageMaker client is made
+tracer = make_tracer()  # upstream attempts and AWS calls record their own subsegments (bulwark.tracing)
 service = invoker_service.build(logger, metrics)  # upstream clients, secrets and circuit breakers per container
 
 

@@ -244,7 +244,7 @@ def test_endpoints_follow_the_sdk_variables() -> None:
 def test_calls_are_traced_as_aws_subsegments_and_the_trace_reaches_the_callee(fake_ddb: WireServer) -> None:
     from aws_xray_sdk.core.recorder import AWSXRayRecorder
 
-    from bulwark.aws_wire import trace_with
+    from bulwark.tracing import trace_with
 
     class _Keep:  # an emitter that keeps what would go to the X-Ray daemon
         def __init__(self) -> None:

@@ -39,9 +39,6 @@ def _config(connect: float, read: float, attempts: int) -> Any:
 @cache
 def client(service: str, *, connect_timeout: float = 1.0, read_timeout: float = 2.0, max_attempts: int = 2) -> Any:
     """One client per (service, timeouts) per container. DynamoDB calls must fail fast so we can fail closed."""
-    from bulwark.observability import trace_botocore
-
-    trace_botocore()
     with _lock:  # boto3 session creation is not thread-safe
         made = _session().client(service, config=_config(connect_timeout, read_timeout, max_attempts))
     _freeze_user_agent(made)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulwark.sigv4 import CredentialSource, CredentialsUnavailable, Signer
+from bulwark.tracing import subsegment
 
 USER_AGENT = "bulwark-aws-wire/1"
 # Error codes worth one more attempt (throttling and transient service faults), as the SDK's standard mode.
@@ -45,27 +46,15 @@ _RETRYABLE_CODES = frozenset(
         "PriorRequestNotComplete",
     }
 )
-# The X-Ray recorder (Powertools Tracer's provider), set by bulwark.observability.make_tracer when tracing is on.
-_tracing: dict[str, Any] = {"recorder": None}
-
-
-def trace_with(recorder: Any) -> None:
-    """Record each call as an X-Ray subsegment (namespace aws), as botocore's patch would, and pass the trace on."""
-    _tracing["recorder"] = recorder
 
 
 @contextmanager
 def _subsegment(service: str, operation: str, region: str) -> Iterator[dict[str, str]]:
     """Yields the headers that carry the trace (X-Amzn-Trace-Id) to the callee; empty when tracing is off."""
-    recorder = _tracing["recorder"]
-    if recorder is None:
-        yield {}
-        return
-    with recorder.in_subsegment(name=service) as sub:
-        if sub is None:  # no active segment (e.g. outside a traced invocation)
+    with subsegment(service, "aws") as sub:
+        if sub is None:
             yield {}
             return
-        sub.namespace = "aws"
         sub.set_aws({"operation": operation, "region": region})
         sampled = "1" if getattr(sub, "sampled", False) else "0"
         yield {"X-Amzn-Trace-Id": f"Root={sub.trace_id};Parent={sub.id};Sampled={sampled}"}

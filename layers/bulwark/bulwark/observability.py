@@ -323,26 +323,18 @@ def make_metrics() -> Metrics:
     return Metrics()
 
 
-_tracers: list[Tracer] = []
+def make_tracer() -> Tracer:
+    """Powertools Tracer with bulwark.xray's lean provider: the X-Ray SDK's import alone is 35-40 ms of a cold start,
+    and Lambda already owns the segment and the sampling decision.
 
+    Nothing is patched. The calls Bulwark makes record their own subsegments (bulwark.tracing): AWS calls in
+    bulwark.aws_wire, each upstream attempt in the guard (Bedrock and SageMaker included). Patching botocore at cold
+    start alone imported it (~90 ms) in functions that never use it."""
+    from bulwark.xray import LambdaXRayProvider
 
-def trace_botocore() -> None:
-    """Patch botocore for X-Ray when the first boto3 client is made (Bedrock, SageMaker, idempotency records), not
-    at cold start: most requests never import it. Idempotent."""
-    for tracer in _tracers:
-        if not tracer.disabled:
-            tracer.patch(["botocore"])
-            return
-
-
-def make_tracer(patch_modules: tuple[str, ...] = ()) -> Tracer:
-    """Powertools Tracer patching only what the function uses (the default patch_all imports a dozen patchers for
-    libraries Bulwark never loads, at cold start). The request path's AWS calls go through bulwark.aws_wire, which
-    records its own subsegments; patching botocore would import it (~90 ms) for nothing."""
-    tracer = Tracer(auto_patch=bool(patch_modules), patch_modules=list(patch_modules) or None)
-    _tracers.append(tracer)
+    tracer = Tracer(auto_patch=False, provider=LambdaXRayProvider())
     if not tracer.disabled:
-        from bulwark.aws_wire import trace_with
+        from bulwark.tracing import trace_with
 
         trace_with(tracer.provider)
     return tracer

@@ -91,9 +91,6 @@ class UpstreamClients:
         import boto3
         from botocore.config import Config
 
-        from bulwark.observability import trace_botocore
-
-        trace_botocore()
         if self._session is None:
             self._session = boto3.session.Session()  # one session: service models load once
         config = Config(

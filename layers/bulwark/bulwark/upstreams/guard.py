@@ -18,6 +18,7 @@ from typing import Literal, TypeVar
 
 from bulwark.errors import BulwarkError, UpstreamCircuitOpen, UpstreamError, UpstreamTimeout
 from bulwark.policy import UpstreamConfig
+from bulwark.tracing import subsegment
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +203,18 @@ class Guard:
                 last = last or AttemptError("deadline", retryable=False, timeout=True)
                 break
             try:
-                result = attempt(min(self.cfg.timeout_seconds, remaining))
+                # One subsegment per attempt, named after the model (the trace id is never sent: upstreams are
+                # third parties); a failed attempt carries its reason.
+                with subsegment(f"upstream {self.name}", "remote") as sub:
+                    if sub is not None:
+                        sub.put_annotation("upstream_kind", self.cfg.kind)
+                        sub.put_annotation("attempt", i + 1)
+                    try:
+                        result = attempt(min(self.cfg.timeout_seconds, remaining))
+                    except AttemptError as failure:
+                        if sub is not None:
+                            sub.put_annotation("failure", failure.reason)
+                        raise
             except AttemptError as failure:
                 last = failure
                 logger.warning(
