@@ -10,7 +10,7 @@ with a bench policy (the default policy with limits raised so the benchmark neve
   authorizer's key reads (at most one per authorizer invocation the gateway did not serve from its cache);
 - CPU time per request of the handler processes: utime+stime from /proc/<pid>/stat of the three workers, before and
   after the measured requests (the gateway emulator and DynamoDB Local are not handler time);
-- peak RSS of each worker (`GET /__bulwark/stats`, ru_maxrss) after the load.
+- peak RSS of each worker (`GET /__bulwark/stats`, VmHWM) after the load.
 
 Run: `python bench/bench_local_path.py [--n 300]`.
 """
@@ -231,7 +231,7 @@ def _measure(stack: Any, n: int) -> str:
         (
             logical,
             stats[logical]["pid"],
-            f"{stats[logical]['ru_maxrss_kb'] / 1024:.1f}",
+            f"{stats[logical]['peak_rss_kb'] / 1024:.1f}",
             f"{stats[logical]['rss_kb'] / 1024:.1f}",
             f"{cpu_ms[logical]:.2f}" if logical in cpu_ms else "-",
             f"{handler_cpu[logical]:.2f}" if logical in handler_cpu else "-",
@@ -240,7 +240,7 @@ def _measure(stack: Any, n: int) -> str:
         for logical in stats
     ]
     seq = figures["sequential"]
-    peak = max(s["ru_maxrss_kb"] for s in stats.values()) / 1024
+    peak = max(s["peak_rss_kb"] for s in stats.values()) / 1024
     dynamo_calls = writes + auth_reads
     targets = [
         ("added latency, sequential, p50 <= 10 ms", f"{seq[0]:.2f} ms", verdict(seq[0] <= 10)),

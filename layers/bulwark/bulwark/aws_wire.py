@@ -15,6 +15,7 @@ import json
 import os
 import queue
 import random
+import select
 import socket
 import ssl
 import time
@@ -115,11 +116,17 @@ def resolve_endpoint(service_env: str, dns_prefix: str, region: str, environ: di
 class _Pool:
     """Keep-alive connections to one endpoint, shared by the threads of a container."""
 
-    def __init__(self, endpoint: Endpoint, connect_timeout: float, size: int = 16) -> None:
+    def __init__(self, endpoint: Endpoint, connect_timeout: float, *, resend_on_stale: bool, size: int = 16) -> None:
         self._endpoint = endpoint
+        self._resend_on_stale = resend_on_stale
         self._connect_timeout = connect_timeout
         self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue(maxsize=size)
-        self._tls = ssl.create_default_context() if endpoint.scheme == "https" else None
+        # Certificates and host names verified; AWS_CA_BUNDLE (as the SDK reads it) for a private CA, e.g. a proxy.
+        self._tls = (
+            ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
+            if endpoint.scheme == "https"
+            else None
+        )
 
     def _new(self) -> http.client.HTTPConnection:
         e = self._endpoint
@@ -133,6 +140,9 @@ class _Pool:
         for attempt in range(2):
             try:
                 conn, reused = self._idle.get_nowait(), True
+                if _dropped(conn):  # the server closed it while idle: never send on it
+                    conn.close()
+                    conn, reused = self._new(), False
             except queue.Empty:
                 conn, reused = self._new(), False
             try:
@@ -146,8 +156,9 @@ class _Pool:
                 data = raw.read()
             except _STALE:
                 conn.close()
-                # A pooled connection the server had closed while idle: the request never arrived; retrying is safe.
-                if reused and attempt == 0:
+                # A pooled connection closed under us (a race with the check above). Resent only where a repeat is
+                # harmless (the JSON services' calls are retried on connection faults anyway); never a Lambda Invoke.
+                if reused and attempt == 0 and self._resend_on_stale:
                     continue
                 raise
             except BaseException:
@@ -174,7 +185,21 @@ class _Pool:
 _TRACE_NAMES = {"dynamodb": "DynamoDB", "lambda": "Lambda", "secretsmanager": "SecretsManager"}
 
 
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """An idle keep-alive connection that is readable has been closed (or sent junk) by the server."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 class _SignedClient:
+    resend_on_stale = True  # see _Pool.send
+
     def __init__(
         self,
         *,
@@ -190,7 +215,7 @@ class _SignedClient:
         self.region = region
         self._trace_name = _TRACE_NAMES.get(service, service)
         self._signer = Signer(region, service, credentials)
-        self._pool = _Pool(endpoint, connect_timeout)
+        self._pool = _Pool(endpoint, connect_timeout, resend_on_stale=self.resend_on_stale)
         self._read_timeout = read_timeout
         self._max_attempts = max(1, max_attempts)
 
@@ -316,6 +341,8 @@ class _Payload:
 
 class LambdaClient(_SignedClient):
     """Lambda Invoke (REST-JSON), boto3-shaped: ``invoke(FunctionName=..., Payload=...)``."""
+
+    resend_on_stale = False  # never sent twice, not even on a connection that closed under us
 
     def invoke(self, *, FunctionName: str, Payload: bytes, InvocationType: str = "RequestResponse") -> dict[str, Any]:  # noqa: N803 - boto3's names
         quoted = urllib.parse.quote(FunctionName, safe="")

@@ -53,6 +53,7 @@ class WireServer(ThreadingHTTPServer):
         self.responder = responder
         self.requests: list[Request] = []
         self._script: deque[Reply] = deque()
+        self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
@@ -72,6 +73,16 @@ class WireServer(ThreadingHTTPServer):
                 return self._script.popleft()
         return self.responder(request)
 
+    def shutdown_connections(self) -> None:
+        """Close every open client connection from the server's side, as an idle timeout would."""
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def start(self) -> WireServer:
         self._thread.start()
         return self
@@ -89,6 +100,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server._lock:
+            self.server._conns.add(self.connection)
 
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

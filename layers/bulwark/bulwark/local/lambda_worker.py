@@ -18,7 +18,6 @@ import decimal
 import importlib.util
 import json
 import os
-import resource
 import subprocess
 import sys
 import threading
@@ -163,7 +162,7 @@ class _Worker:
             self.invocations += 1
             first = self.invocations == 1
         report: dict[str, Any] = {"requestId": request_id, "durationMs": round(duration, 3)}
-        report["maxMemoryUsedMB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        report["maxMemoryUsedMB"] = _memory_kb().get("VmHWM", 0) // 1024
         if first:
             report["initDurationMs"] = round(self.init_duration_ms, 3)
         self.platform_log("INFO", "REPORT", **report)
@@ -196,22 +195,30 @@ class _Worker:
                 self.handler_cpu_s += spent
 
     def stats(self) -> dict[str, Any]:
-        rss_kb = 0
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss_kb = int(line.split()[1])
-        except OSError:
-            pass
+        memory = _memory_kb()
         return {
             "function_name": self.name,
             "pid": os.getpid(),
-            "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-            "rss_kb": rss_kb,
+            # This process's own peak (VmHWM): ru_maxrss survives exec, so it would report the parent's size at fork.
+            "peak_rss_kb": memory.get("VmHWM", 0),
+            "rss_kb": memory.get("VmRSS", 0),
             "invocations": self.invocations,
             "init_duration_ms": round(self.init_duration_ms, 3),
             "handler_cpu_ms": round(self.handler_cpu_s * 1000, 3),
         }
+
+
+def _memory_kb() -> dict[str, int]:
+    """VmHWM (peak resident set) and VmRSS of this process, in KiB; empty where /proc is not there."""
+    found: dict[str, int] = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmHWM", "VmRSS"):
+                found[name] = int(value.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
 
 
 def _aws_error(handler: FastHandler, status: int, error_type: str, message: str) -> None:

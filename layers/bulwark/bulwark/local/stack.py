@@ -222,7 +222,7 @@ class FunctionFleet:
         return self.workers.get(function.logical_id) if function else None
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Each worker's ``/__bulwark/stats`` (pid, ru_maxrss_kb, rss_kb, invocations, init_duration_ms)."""
+        """Each worker's ``/__bulwark/stats``: pid, peak_rss_kb, rss_kb, invocations, init and handler CPU ms."""
         return {logical_id: worker.stats() for logical_id, worker in self.workers.items()}
 
     def stop(self) -> None:
@@ -371,7 +371,7 @@ class LocalStack:
         return self.fleet.invoke(logical_id, payload, timeout)
 
     def worker_stats(self) -> dict[str, dict[str, Any]]:
-        """Per function: pid, ru_maxrss_kb (peak RSS), rss_kb, invocations, init_duration_ms."""
+        """Per function: pid, peak_rss_kb (VmHWM), rss_kb, invocations, init_duration_ms."""
         if self.fleet is None:
             raise LocalStackError("the local stack is not started")
         return self.fleet.stats()
