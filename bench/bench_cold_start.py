@@ -163,12 +163,18 @@ def _find_313() -> str | None:
 
 
 def compiled_layer(python: str) -> None:
-    """The bulwark package as `sam build` ships it (layers/bulwark/Makefile): with python3.13 bytecode, because
-    Lambda's read-only file system means a module without it is recompiled on every cold start."""
+    """The bulwark package as `sam build` ships it (layers/bulwark/Makefile): the policy's JSON twin, and python3.13
+    bytecode, because Lambda's read-only file system means a module without it is recompiled on every cold start."""
     target = LAYER / "bulwark"
     if LAYER.exists():
         shutil.rmtree(LAYER)
     shutil.copytree(ROOT / "layers/bulwark/bulwark", target, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(  # the policy's JSON twin, as the Makefile writes it
+        [python, "-m", "bulwark.policy_twin", str(target / "policy.yaml")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(LAYER)},
+    )
     subprocess.run(
         [python, "-m", "compileall", "-q", "--invalidation-mode", "checked-hash", str(LAYER)],
         check=True,

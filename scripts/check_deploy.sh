@@ -183,6 +183,10 @@ uncompiled = [
     s for s in sources
     if not os.path.exists(os.path.join(os.path.dirname(s), "__pycache__", os.path.basename(s)[:-3] + ".cpython-313.pyc"))
 ]
+policy = os.path.join(package, "policy.yaml")
+if not os.path.exists(policy + ".json"):
+    print(f"{'sam build':<22} FAILED: the layer has no policy.yaml.json (layers/bulwark/Makefile writes it)")
+    ok = False
 if not sources or uncompiled:
     print(f"{'sam build':<22} FAILED: layer modules without python3.13 bytecode: {len(uncompiled)} of {len(sources)}")
     ok = False

@@ -13,8 +13,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bulwark.policy_twin import read_twin
 
 GuardMode = Literal["off", "flag", "block"]
 PiiMode = Literal["off", "flag", "redact", "block"]
@@ -227,21 +228,6 @@ class PolicyError(Exception):
     """A policy file that cannot be used; the message names the file, line and field."""
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping key, so errors can name it."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    mapping = loader.construct_mapping(node, deep=True)
-    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
-    mapping_with_lines = dict(mapping)
-    mapping_with_lines["__lines__"] = lines
-    return mapping_with_lines
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def _strip_lines(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _strip_lines(v) for k, v in obj.items() if k != "__lines__"}
@@ -265,6 +251,19 @@ def _line_of(raw: Any, loc: tuple[int | str, ...]) -> int | None:
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    import yaml  # only here: a deployed function reads the build-time JSON twin instead (bulwark.policy_twin)
+
+    class _LineLoader(yaml.SafeLoader):
+        """SafeLoader that remembers the line of every mapping key, so errors can name it."""
+
+    def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        mapping = loader.construct_mapping(node, deep=True)
+        lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+        mapping_with_lines = dict(mapping)
+        mapping_with_lines["__lines__"] = lines
+        return mapping_with_lines
+
+    _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
     try:
         # _LineLoader is a SafeLoader subclass (it only records line numbers).
         raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506  # nosec B506
@@ -290,9 +289,19 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 def load_policy_file(path: str | Path) -> Policy:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        source = p.read_bytes()
     except OSError as exc:
         raise PolicyError(f"{p}: cannot read the policy file ({exc.strerror})") from None
+    document = read_twin(p, source)
+    if isinstance(document, dict):
+        try:
+            return Policy.model_validate(document)
+        except ValidationError:
+            pass  # parsed again below, for errors that name their line
+    try:
+        text = source.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PolicyError(f"{p}: the policy file is not UTF-8") from None
     return parse_policy(text, str(p))
 
 
