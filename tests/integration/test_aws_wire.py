@@ -158,24 +158,17 @@ def test_against_dynamodb_local(dynamodb_local: Any, fresh_tables: dict[str, str
     table = fresh_tables["CountersTable"]
     key = {"pk": {"S": "wire#1"}}
     client.put_item(TableName=table, Item={**key, "n": {"N": "1"}})
-    updated = client.update_item(
-        TableName=table,
-        Key=key,
-        UpdateExpression="SET n = n + :one",
-        ConditionExpression="n < :cap",
-        ExpressionAttributeValues={":one": {"N": "1"}, ":cap": {"N": "2"}},
-        ReturnValues="ALL_NEW",
-    )
+    increment_below_2 = {
+        "TableName": table,
+        "Key": key,
+        "UpdateExpression": "SET n = n + :one",
+        "ConditionExpression": "n < :cap",
+        "ExpressionAttributeValues": {":one": {"N": "1"}, ":cap": {"N": "2"}},
+    }
+    updated = client.update_item(**increment_below_2, ReturnValues="ALL_NEW")
     assert updated["Attributes"]["n"] == {"N": "2"}
     with pytest.raises(ConditionFailed) as caught, store_call():
-        client.update_item(
-            TableName=table,
-            Key=key,
-            UpdateExpression="SET n = n + :one",
-            ConditionExpression="n < :cap",
-            ExpressionAttributeValues={":one": {"N": "1"}, ":cap": {"N": "2"}},
-            ReturnValuesOnConditionCheckFailure="ALL_OLD",
-        )
+        client.update_item(**increment_below_2, ReturnValuesOnConditionCheckFailure="ALL_OLD")
     assert caught.value.item == {"pk": "wire#1", "n": 2}
     with pytest.raises(AwsServiceError) as missing:
         client.get_item(TableName="no-such-table", Key=key)

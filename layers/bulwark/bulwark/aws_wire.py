@@ -13,10 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import queue
 import random
-import select
-import socket
 import ssl
 import time
 import urllib.parse
@@ -26,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from bulwark.keepalive import KeepAlivePool
 from bulwark.sigv4 import CredentialSource, CredentialsUnavailable, Signer
 from bulwark.tracing import subsegment
 
@@ -59,9 +57,6 @@ def _subsegment(service: str, operation: str, region: str) -> Iterator[dict[str,
         sub.set_aws({"operation": operation, "region": region})
         sampled = "1" if getattr(sub, "sampled", False) else "0"
         yield {"X-Amzn-Trace-Id": f"Root={sub.trace_id};Parent={sub.id};Sampled={sampled}"}
-
-
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, http.client.CannotSendRequest)
 
 
 class AwsError(Exception):
@@ -113,88 +108,7 @@ def resolve_endpoint(service_env: str, dns_prefix: str, region: str, environ: di
     return Endpoint.parse(f"https://{dns_prefix}{'-fips' if fips else ''}.{region}.{suffix}")
 
 
-class _Pool:
-    """Keep-alive connections to one endpoint, shared by the threads of a container."""
-
-    def __init__(self, endpoint: Endpoint, connect_timeout: float, *, resend_on_stale: bool, size: int = 16) -> None:
-        self._endpoint = endpoint
-        self._resend_on_stale = resend_on_stale
-        self._connect_timeout = connect_timeout
-        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue(maxsize=size)
-        # Certificates and host names verified; AWS_CA_BUNDLE (as the SDK reads it) for a private CA, e.g. a proxy.
-        self._tls = (
-            ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
-            if endpoint.scheme == "https"
-            else None
-        )
-
-    def _new(self) -> http.client.HTTPConnection:
-        e = self._endpoint
-        if self._tls is not None:
-            return http.client.HTTPSConnection(e.hostname, e.port, timeout=self._connect_timeout, context=self._tls)
-        return http.client.HTTPConnection(e.hostname, e.port, timeout=self._connect_timeout)
-
-    def send(
-        self, method: str, path: str, headers: dict[str, str], body: bytes, read_timeout: float
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:
-        for attempt in range(2):
-            try:
-                conn, reused = self._idle.get_nowait(), True
-                if _dropped(conn):  # the server closed it while idle: never send on it
-                    conn.close()
-                    conn, reused = self._new(), False
-            except queue.Empty:
-                conn, reused = self._new(), False
-            try:
-                if conn.sock is None:
-                    conn.connect()
-                    assert conn.sock is not None
-                    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                conn.sock.settimeout(read_timeout)
-                conn.request(method, path, body=body, headers=headers)
-                raw = conn.getresponse()
-                data = raw.read()
-            except _STALE:
-                conn.close()
-                # A pooled connection closed under us (a race with the check above). Resent only where a repeat is
-                # harmless (the JSON services' calls are retried on connection faults anyway); never a Lambda Invoke.
-                if reused and attempt == 0 and self._resend_on_stale:
-                    continue
-                raise
-            except BaseException:
-                conn.close()
-                raise
-            if raw.will_close:
-                conn.close()
-            else:
-                try:
-                    self._idle.put_nowait(conn)
-                except queue.Full:
-                    conn.close()
-            return raw.status, raw.msg, data
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def close(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
-
-
 _TRACE_NAMES = {"dynamodb": "DynamoDB", "lambda": "Lambda", "secretsmanager": "SecretsManager"}
-
-
-def _dropped(conn: http.client.HTTPConnection) -> bool:
-    """An idle keep-alive connection that is readable has been closed (or sent junk) by the server."""
-    sock = conn.sock
-    if sock is None:
-        return False
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)
 
 
 class _SignedClient:
@@ -215,7 +129,19 @@ class _SignedClient:
         self.region = region
         self._trace_name = _TRACE_NAMES.get(service, service)
         self._signer = Signer(region, service, credentials)
-        self._pool = _Pool(endpoint, connect_timeout, resend_on_stale=self.resend_on_stale)
+        # Certificates and host names verified; AWS_CA_BUNDLE (as the SDK reads it) for a private CA, e.g. a proxy.
+        tls = (
+            ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
+            if endpoint.scheme == "https"
+            else None
+        )
+        self._pool = KeepAlivePool(
+            endpoint.hostname,
+            endpoint.port,
+            tls=tls,
+            connect_timeout=connect_timeout,
+            resend_on_stale=self.resend_on_stale,
+        )
         self._read_timeout = read_timeout
         self._max_attempts = max(1, max_attempts)
 

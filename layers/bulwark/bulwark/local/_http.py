@@ -6,13 +6,12 @@ exact Content-Length) and one write per response with Nagle off, so a response n
 
 from __future__ import annotations
 
-import http.client
-import queue
-import socket
 import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from bulwark.keepalive import KeepAlivePool
 
 MAX_CHUNKED_BODY = 64 * 1024 * 1024
 
@@ -103,49 +102,12 @@ class ConnectionPool:
     def __init__(self, host: str, port: int, size: int = 32) -> None:
         self.host = host
         self.port = port
-        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue(maxsize=size)
+        self._pool = KeepAlivePool(host, port, connect_timeout=5.0, size=size)
 
     def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float) -> Response:
         """Send one request; ``socket.timeout`` (TimeoutError) propagates when no answer comes within ``timeout``."""
-        for attempt in range(2):
-            try:
-                conn = self._idle.get_nowait()
-                reused = True
-            except queue.Empty:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-                reused = False
-            try:
-                if conn.sock is None:
-                    conn.connect()
-                    assert conn.sock is not None
-                    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                conn.sock.settimeout(timeout)
-                conn.request(method, path, body=body, headers=headers)
-                raw = conn.getresponse()
-                data = raw.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                conn.close()
-                # A pooled connection the server closed while idle: the request never arrived, so one retry is safe.
-                if reused and attempt == 0:
-                    continue
-                raise
-            except BaseException:
-                conn.close()
-                raise
-            response = Response(raw.status, raw.getheaders(), data)
-            if raw.will_close:
-                conn.close()
-            else:
-                try:
-                    self._idle.put_nowait(conn)
-                except queue.Full:
-                    conn.close()
-            return response
-        raise AssertionError("unreachable")  # pragma: no cover
+        status, received, data = self._pool.send(method, path, headers, body, timeout)
+        return Response(status, received.items(), data)
 
     def close(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
+        self._pool.close()
