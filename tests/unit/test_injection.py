@@ -160,3 +160,14 @@ def test_a_1mib_text_is_answered_quickly() -> None:
     t0 = time.perf_counter()
     detect_injection(big)
     assert time.perf_counter() - t0 < 1.0  # hang guard only; the eval prints real latency figures
+
+
+def test_every_rule_pattern_compiles() -> None:
+    # Rule patterns compile lazily (at their first search): a broken one must still fail here, not in production.
+    import re
+
+    from bulwark.guardrails.injection import _RULES
+
+    assert len(_RULES) > 40
+    for name, _weight, pattern in _RULES:
+        assert re.compile(pattern.pattern), name

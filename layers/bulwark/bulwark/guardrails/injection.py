@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import re
+import sys
 import urllib.parse
 import zlib
 from array import array
@@ -140,8 +141,26 @@ _DIRECTIVES = (
     r"limitations?|boundaries|safeguards?|principles|ethics|morals|protocols?|tasks?|requests?"
 )
 
-_RULES: tuple[tuple[str, float, re.Pattern[str]], ...] = tuple(
-    (name, weight, re.compile(pattern))
+
+class _LazyPattern:
+    """A rule's pattern, compiled at its first search. A rule is searched only where its anchor words occur, so most
+    requests need few of the patterns; compiling all of them took 13 ms of every validator cold start."""
+
+    __slots__ = ("_compiled", "pattern")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._compiled: re.Pattern[str] | None = None
+
+    def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
+        compiled = self._compiled
+        if compiled is None:  # two threads may both compile: harmless, the results are equal
+            compiled = self._compiled = re.compile(self.pattern)
+        return compiled.search(text, pos, endpos)
+
+
+_RULES: tuple[tuple[str, float, _LazyPattern], ...] = tuple(
+    (name, weight, _LazyPattern(pattern))
     for name, weight, pattern in (
         # direct instruction override
         ("ignore_previous", 1.0, rf"\b(?:{_IGNORE_VERBS})\b {_gap(4)}(?:{_PRIOR})\b {_gap(3)}(?:{_DIRECTIVES})\b"),
@@ -521,7 +540,7 @@ def _stem_spots(view: str, stems: tuple[str, ...]) -> list[int] | None:
     return spots
 
 
-def _search_near(pattern: re.Pattern[str], view: str, spots: list[int] | None) -> bool:
+def _search_near(pattern: _LazyPattern, view: str, spots: list[int] | None) -> bool:
     """pattern.search on the parts of `view` within _NEAR characters of `spots` (None: the whole view).
 
     search(view, pos, endpos) keeps the characters before pos visible to \\b, so a window edge creates no false word
