@@ -18,15 +18,16 @@ import ssl
 import time
 import urllib.parse
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bulwark.keepalive import KeepAlivePool
 from bulwark.sigv4 import CredentialSource, CredentialsUnavailable, Signer
 from bulwark.tracing import subsegment
 
+_T = TypeVar("_T")
 USER_AGENT = "bulwark-aws-wire/1"
 # Error codes worth one more attempt (throttling and transient service faults), as the SDK's standard mode.
 _RETRYABLE_CODES = frozenset(
@@ -112,7 +113,7 @@ _TRACE_NAMES = {"dynamodb": "DynamoDB", "lambda": "Lambda", "secretsmanager": "S
 
 
 class _SignedClient:
-    resend_on_stale = True  # see _Pool.send
+    resend_on_stale = True  # see KeepAlivePool.send
 
     def __init__(
         self,
@@ -161,7 +162,7 @@ class _SignedClient:
         except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, bad status line
             raise AwsTransportError(type(exc).__name__) from exc
 
-    def _with_retries(self, attempt_call: Any) -> Any:
+    def _with_retries(self, attempt_call: Callable[[], _T]) -> _T:
         """Run ``attempt_call`` up to max_attempts times on transport faults and retryable codes, with jitter."""
         for attempt in range(1, self._max_attempts + 1):
             try:
@@ -203,8 +204,7 @@ class JsonServiceClient(_SignedClient):
         body = json.dumps(params, separators=(",", ":")).encode("utf-8")
         headers = {"Content-Type": self._content_type, "X-Amz-Target": f"{self._target_prefix}.{operation}"}
         with _subsegment(self._trace_name, operation, self.region):
-            result: dict[str, Any] = self._with_retries(lambda: self._attempt(headers, body))
-        return result
+            return self._with_retries(lambda: self._attempt(headers, body))
 
     def _attempt(self, headers: dict[str, str], body: bytes) -> dict[str, Any]:
         status, response_headers, data = self._send_once(self._path, headers, body)
