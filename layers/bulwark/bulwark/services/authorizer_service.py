@@ -10,7 +10,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from bulwark import aws
-from bulwark.audit import emit_audit
 from bulwark.authorizer import Authorizer, JwtVerifierLike, Unauthorized
 from bulwark.errors import BulwarkError
 from bulwark.events import AuthorizerRequestEvent
@@ -88,6 +87,8 @@ class AuthorizerService:
             extra={"decision": "deny", "reason": reason, "source_ip": ip, "ip_blocked": blocked},
         )
         count(self._metrics, "AuthFailures", reason=reason)
+        from bulwark.audit import emit_audit  # only refusals are audited here: not imported at cold start
+
         audit = {"status": 401, "code": "invalid_credentials", "source_ip": ip or "", "verdicts": {"auth": reason}}
         emit_audit(self._log, audit)  # a 401 never reaches the validator: its audit record is written here
         raise Unauthorized(reason)

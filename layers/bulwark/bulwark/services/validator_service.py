@@ -33,11 +33,11 @@ from bulwark.errors import (
     StoreUnavailable,
     UnsupportedMediaType,
 )
-from bulwark.events import CallerContext, ProxyEvent
 from bulwark.guardrails.apply import apply_input_guardrails
 from bulwark.http import error_response, response
 from bulwark.observability import count, log_body
 from bulwark.policy import Policy, PolicyError, RoleConfig, current_policy
+from bulwark.proxy_event import CallerContext, ProxyEvent
 from bulwark.ratelimit import rate_limit_headers
 from bulwark.routes import route_of
 from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse
