@@ -265,7 +265,13 @@ def run(runs: int) -> str:
     rows.append(("baseline: bare handler, `import boto3`", f"{baseline:.0f}", "1.00", "", ""))
     ratio_client = f"{with_client / baseline:.2f}"
     rows.append(
-        ("baseline + one boto3 client (what every function builds)", f"{with_client:.0f}", ratio_client, "", "")
+        (
+            "baseline + one boto3 client (what a function using the SDK builds)",
+            f"{with_client:.0f}",
+            ratio_client,
+            "",
+            "",
+        )
     )
     imports_rows = []
     ratios: dict[str, float] = {}
