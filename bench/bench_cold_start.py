@@ -170,7 +170,12 @@ def compiled_layer(python: str) -> None:
         shutil.rmtree(LAYER)
     shutil.copytree(ROOT / "layers/bulwark/bulwark", target, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(  # the policy's JSON twin, as the Makefile writes it
-        [python, "-m", "bulwark.policy_twin", str(target / "policy.yaml")],
+        [
+            python,
+            "-c",
+            "import sys, pathlib, bulwark.policy_twin as t; t.write_twin(pathlib.Path(sys.argv[1]))",
+            str(target / "policy.yaml"),
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(LAYER)},

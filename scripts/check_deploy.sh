@@ -185,7 +185,8 @@ uncompiled = [
 ]
 policy = os.path.join(package, "policy.yaml")
 if not os.path.exists(policy + ".json"):
-    print(f"{'sam build':<22} FAILED: the layer has no policy.yaml.json (layers/bulwark/Makefile writes it)")
+    print(f"{'sam build':<22} FAILED: the layer has no policy.yaml.json (layers/bulwark/Makefile writes it;"
+          " a policy with non-JSON values, such as an unquoted YAML date, gets none: quote them)")
     ok = False
 if not sources or uncompiled:
     print(f"{'sam build':<22} FAILED: layer modules without python3.13 bytecode: {len(uncompiled)} of {len(sources)}")

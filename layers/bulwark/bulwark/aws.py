@@ -102,11 +102,17 @@ def dynamodb_at(
     endpoint_url: str, *, region: str = "us-east-1", credentials: CredentialSource | None = None
 ) -> DynamoDBClient:
     """The same client for an explicit endpoint (DynamoDB Local in tests and benchmarks)."""
-    kwargs = _wire_kwargs("dynamodb", "DYNAMODB", read_timeout=2.0, max_attempts=2)
-    kwargs.update(endpoint=Endpoint.parse(endpoint_url), region=region)
-    if credentials is not None:
-        kwargs["credentials"] = credentials
-    return _dynamodb(kwargs)
+    return _dynamodb(
+        {
+            "service": "dynamodb",
+            "endpoint": Endpoint.parse(endpoint_url),
+            "region": region,
+            "credentials": credentials or _credentials(),
+            "connect_timeout": 1.0,
+            "read_timeout": 2.0,
+            "max_attempts": 2,
+        }
+    )
 
 
 def _dynamodb(kwargs: dict[str, Any]) -> DynamoDBClient:

@@ -250,23 +250,32 @@ def _line_of(raw: Any, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def parse_policy(text: str, source: str = "<policy>") -> Policy:
-    import yaml  # only here: a deployed function reads the build-time JSON twin instead (bulwark.policy_twin)
+@lru_cache(maxsize=1)
+def _line_loader() -> Any:
+    """SafeLoader that remembers the line of every mapping key, so errors can name it. Made on first use: importing
+    YAML costs ~20 ms of a cold start, and a deployed function reads the policy's JSON twin instead."""
+    import yaml
 
-    class _LineLoader(yaml.SafeLoader):
-        """SafeLoader that remembers the line of every mapping key, so errors can name it."""
+    class LineLoader(yaml.SafeLoader):
+        pass
 
-    def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    def construct_mapping(loader: LineLoader, node: yaml.MappingNode) -> dict[Any, Any]:
         mapping = loader.construct_mapping(node, deep=True)
         lines = {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
         mapping_with_lines = dict(mapping)
         mapping_with_lines["__lines__"] = lines
         return mapping_with_lines
 
-    _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return LineLoader
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    import yaml
+
     try:
-        # _LineLoader is a SafeLoader subclass (it only records line numbers).
-        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506  # nosec B506
+        # A SafeLoader subclass (it only records line numbers).
+        raw = yaml.load(text, Loader=_line_loader())  # noqa: S506  # nosec B506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -310,16 +319,15 @@ def _cached_policy(path: str, mtime_ns: int) -> Policy:
     return load_policy_file(path)
 
 
+_SHIPPED_POLICY = str(Path(__file__).with_name("policy.yaml"))
+
+
 def default_policy_path() -> Path:
     """The policy shipped in the layer (deployed) unless BULWARK_POLICY_FILE points elsewhere."""
-    env = os.environ.get("BULWARK_POLICY_FILE")
-    if env:
-        return Path(env)
-    return Path(__file__).with_name("policy.yaml")
+    return Path(os.environ.get("BULWARK_POLICY_FILE") or _SHIPPED_POLICY)
 
 
 _RECHECK_SECONDS = 1.0
-_SHIPPED_POLICY = str(Path(__file__).with_name("policy.yaml"))
 _last_check: list[tuple[float, str, Policy]] = []
 
 

@@ -1,6 +1,6 @@
 """The shipped policy's JSON twin, written at build time so a cold start need not import a YAML parser (~20 ms).
 
-`sam build` (layers/bulwark/Makefile) runs ``python -m bulwark.policy_twin <policy.yaml>``, which writes
+`sam build` (layers/bulwark/Makefile) calls `write_twin` on the layer's copy of the policy, which writes
 ``policy.yaml.json``: the parsed document plus the SHA-256 of the YAML it came from. At load, bulwark.policy uses the
 twin only if that hash matches the YAML file beside it, so an edited policy is never shadowed by a stale twin. This
 module needs nothing but the standard library and PyYAML (it runs on the build machine, which cannot load the layer's
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +46,3 @@ def read_twin(policy: Path, source: bytes) -> Any | None:
     if not isinstance(data, dict) or data.get("source_sha256") != hashlib.sha256(source).hexdigest():
         return None
     return data.get("policy")
-
-
-if __name__ == "__main__":
-    for name in sys.argv[1:]:
-        made = write_twin(Path(name))
-        print(f"{name}: {'JSON twin written' if made else 'not plain JSON data: no twin, parsed as YAML at load'}")

@@ -130,7 +130,7 @@ class FunctionFleet:
         self.workers: dict[str, WorkerProcess] = {}
         # Ports chosen up front, so a function's environment can name another function's worker before it starts.
         self._ports = {logical_id: free_port() for logical_id in template.functions}
-        # The endpoint boto3's `lambda.invoke` reaches through AWS_ENDPOINT_URL_LAMBDA: it forwards to the worker.
+        # The Lambda Invoke endpoint (AWS_ENDPOINT_URL_LAMBDA) for any function and the CLI: it forwards to the worker.
         self._router = QuietServer(("127.0.0.1", 0), _make_router(self))
         self._router_thread: threading.Thread | None = None
 

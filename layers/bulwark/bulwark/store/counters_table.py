@@ -73,6 +73,11 @@ def utc_day(now_ms: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(now_ms // 1000))
 
 
+def _day_credit(pending: _PendingRefund | None, day: str) -> int:
+    """The deferred refund that counts against `day`'s quota (none once the day has turned)."""
+    return pending.tokens if pending and pending.day == day else 0
+
+
 def _day_reset_ms(now_ms: int) -> int:
     return 86_400_000 - now_ms % 86_400_000
 
@@ -205,7 +210,7 @@ class CountersTable:
         pending = claim[0]
         for attempt in range(_MAX_ATTEMPTS):
             tpm_credit = pending.tokens if pending and pending.tokens_capacity == tpm.capacity else 0
-            day_credit = pending.tokens if pending and pending.day == day else 0
+            day_credit = _day_credit(pending, day)
             e = _Expr()
             e.conds.append(f"attribute_not_exists({e.name('revoked')})")
             e.bucket(
@@ -257,8 +262,7 @@ class CountersTable:
                     if not live_clock or present <= now_ms:
                         raise
                     now_ms, day = present, utc_day(present)
-                    tpm_credit = pending.tokens if pending and pending.tokens_capacity == tpm.capacity else 0
-                    day_credit = pending.tokens if pending and pending.day == day else 0
+                    day_credit = _day_credit(pending, day)  # the day may have turned; the minute bucket's credit not
                     self._explain_refusal(item, allowance, tokens, now_ms, day, tpm_credit, day_credit)
                 if attempt:
                     # A hot caller: several containers raced for the same item. A short jittered pause lets the
