@@ -10,7 +10,7 @@ request path and must fail closed quickly, never hang.
 
 from __future__ import annotations
 
-import http.client
+import functools
 import json
 import os
 import random
@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bulwark.keepalive import KeepAlivePool
+from bulwark.keepalive import Headers, KeepAlivePool
 from bulwark.sigv4 import CredentialSource, CredentialsUnavailable, Signer
 from bulwark.tracing import subsegment
 
@@ -112,6 +112,15 @@ def resolve_endpoint(service_env: str, dns_prefix: str, region: str, environ: di
 _TRACE_NAMES = {"dynamodb": "DynamoDB", "lambda": "Lambda", "secretsmanager": "SecretsManager"}
 
 
+@functools.cache
+def tls_context(cafile: str | None) -> ssl.SSLContext:
+    """The process's TLS context for AWS endpoints: certificates and host names verified, AWS_CA_BUNDLE (as the SDK
+    reads it) for a private CA. One per process, made at the first TLS connection: loading the CA store costs ~25 ms
+    (OpenSSL 3 parses every certificate), which a context per client would pay again at every cold start (boto3 also
+    loads it at its first connection, not when the client is made)."""
+    return ssl.create_default_context(cafile=cafile)
+
+
 class _SignedClient:
     resend_on_stale = True  # see KeepAlivePool.send
 
@@ -130,16 +139,11 @@ class _SignedClient:
         self.region = region
         self._trace_name = _TRACE_NAMES.get(service, service)
         self._signer = Signer(region, service, credentials)
-        # Certificates and host names verified; AWS_CA_BUNDLE (as the SDK reads it) for a private CA, e.g. a proxy.
-        tls = (
-            ssl.create_default_context(cafile=os.environ.get("AWS_CA_BUNDLE") or None)
-            if endpoint.scheme == "https"
-            else None
-        )
+        cafile = os.environ.get("AWS_CA_BUNDLE") or None
         self._pool = KeepAlivePool(
             endpoint.hostname,
             endpoint.port,
-            tls=tls,
+            tls=functools.partial(tls_context, cafile) if endpoint.scheme == "https" else None,
             connect_timeout=connect_timeout,
             resend_on_stale=self.resend_on_stale,
         )
@@ -148,7 +152,7 @@ class _SignedClient:
 
     def _send_once(
         self, path: str, headers: dict[str, str], body: bytes, unsigned: dict[str, str] | None = None
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+    ) -> tuple[int, Headers, bytes]:
         try:
             signed = self._signer.sign("POST", self.endpoint.host, path, headers, body)
         except CredentialsUnavailable as exc:
@@ -159,7 +163,7 @@ class _SignedClient:
             signed.update(unsigned)
         try:
             return self._pool.send("POST", path, signed, body, self._read_timeout)
-        except (OSError, http.client.HTTPException) as exc:  # refused, reset, timed out, bad status line
+        except OSError as exc:  # refused, reset, timed out, malformed answer (HttpProtocolError)
             raise AwsTransportError(type(exc).__name__) from exc
 
     def _with_retries(self, attempt_call: Callable[[], _T]) -> _T:
@@ -180,7 +184,7 @@ class _SignedClient:
         self._pool.close()
 
 
-def _error_code(headers: http.client.HTTPMessage, body: dict[str, Any]) -> str:
+def _error_code(headers: Headers, body: dict[str, Any]) -> str:
     raw = headers.get("x-amzn-ErrorType") or str(body.get("__type") or body.get("code") or "")
     # "com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException", "ResourceNotFoundException:http://..."
     return raw.split(":", 1)[0].rsplit("#", 1)[-1] or "UnknownError"
