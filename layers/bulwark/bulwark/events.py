@@ -1,8 +1,6 @@
 """pydantic models of the API Gateway events the functions receive (REST API, v1 payloads): the authorizer's
 REQUEST event here, the validator's proxy event in bulwark.proxy_event (each function builds only its own models)."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict

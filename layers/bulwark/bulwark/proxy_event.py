@@ -1,7 +1,5 @@
 """The validator's side of API Gateway: the proxy integration event and the context the authorizer passes with it."""
 
-from __future__ import annotations
-
 from pydantic import Field
 
 from bulwark.events import ApiGatewayModel, RequestContext, lower_keys

@@ -1,9 +1,8 @@
 """Environment settings, checked once per container at cold start (pydantic), never read ad hoc elsewhere."""
 
-from __future__ import annotations
-
 import os
 from functools import lru_cache
+from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,7 +22,7 @@ class Settings(BaseModel):
     region: str = "us-east-1"
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, env: dict[str, str] | None = None) -> Self:
         e = os.environ if env is None else env
         return cls(
             keys_table=e.get("BULWARK_KEYS_TABLE", ""),

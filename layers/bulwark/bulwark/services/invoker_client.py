@@ -4,10 +4,8 @@ The invoker answers with data, never by raising, so the validator can re-raise t
 (502/503/504 with Retry-After) without parsing text.
 """
 
-from __future__ import annotations
-
 import json
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -74,7 +72,7 @@ class InvokerResponse(BaseModel):
         raise cls(err.message if err else None, **kwargs)
 
     @classmethod
-    def from_error(cls, exc: BulwarkError, *, usage: InvokerUsage | None = None) -> InvokerResponse:
+    def from_error(cls, exc: BulwarkError, *, usage: InvokerUsage | None = None) -> Self:
         return cls(
             ok=False,
             error=InvokerError(

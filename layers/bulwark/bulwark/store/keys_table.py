@@ -1,7 +1,5 @@
 """The keys table: API key records (hashed secrets only), their lifecycle and last-used time."""
 
-from __future__ import annotations
-
 import time
 from typing import Any, Literal
 

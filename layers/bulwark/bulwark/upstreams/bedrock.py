@@ -6,8 +6,6 @@ max_tokens/temperature/top_p/stop → inferenceConfig; tools/tool_choice → too
 Answers: text → content, toolUse → tool_calls, stopReason → finish_reason, usage from inputTokens/outputTokens.
 """
 
-from __future__ import annotations
-
 import json
 import logging
 import time

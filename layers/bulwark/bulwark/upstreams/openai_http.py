@@ -4,8 +4,6 @@ The answer is rebuilt from validated fields, not passed through: our id, the Bul
 fields a client expects, so upstream extras (ids, fingerprints, debug fields) never reach the client.
 """
 
-from __future__ import annotations
-
 import logging
 import time
 from collections.abc import Iterator

@@ -6,8 +6,6 @@ turned into the `param` OpenAI's SDKs expect (e.g. `messages[0].content`). Messa
 never echo the value.
 """
 
-from __future__ import annotations
-
 import json
 import math
 import operator
