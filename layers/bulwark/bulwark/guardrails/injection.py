@@ -53,13 +53,16 @@ _CONFUSABLES = str.maketrans(
 )  # fmt: skip
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
 _HAS_LEET = re.compile(r"[a-z][013457@$!]|[013457@$!][a-z]")
-_SEPARATORS = re.compile(r"[\s*_~|#>]+")
+# Every maximal run of separators becomes one space. Written so a run that already is one plain space does not match
+# (the same result as `[\s*_~|#>]+`, without replacing every space of the text by a space).
+_SEPARATORS = re.compile(r"[\s*_~|#>]{2,}|(?! )[\s*_~|#>]")
 # Letters split by one separator each ("i g n o r e", "i.g.n.o.r.e"); a wider gap is where a word ends.
 _SPACED = re.compile(r"(?<![a-z0-9])(?:[a-z0-9][ .\-_*/|+]){3,}[a-z0-9](?![a-z0-9])")
 _B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9_-]{24,}")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2}[ :]?){10,}")
 _PCT = re.compile(r"(?:%[0-9a-fA-F]{2}){4,}")
 _ROT13_HINT = re.compile(r"rot-?13|\bvtaber\b|\bvafgehpgvbaf\b|\bflfgrz\b")
+_ROT13_LITERALS = ("rot", "vtaber", "vafgehpgvbaf", "flfgrz")  # one occurs in every match: a C-speed prefilter
 _MAX_DECODED = 8  # decoded payloads per text: bounds the work an attacker can make us do
 
 
@@ -114,7 +117,7 @@ def views(text: str) -> list[str]:
         result.append(despaced)
         if _HAS_LEET.search(despaced):
             result.append(despaced.translate(_LEET))
-    if _ROT13_HINT.search(base):
+    if any(hint in base for hint in _ROT13_LITERALS) and _ROT13_HINT.search(base):
         result.append(codecs.encode(base, "rot13"))
     result.extend(_basic(p) for p in _decoded_payloads(text))
     return result
@@ -574,26 +577,44 @@ def rule_hits(text: str, stop_at: float | None = None) -> dict[str, float]:
     A rule whose anchor words (or stems) are absent from a view is skipped; on views longer than 4 KiB a rule is
     searched only within 400 characters of its anchors' occurrences, so long prose costs little more than its length.
     """
+    return _rule_hits(views(text), stop_at)
+
+
+# (name, weight, pattern, anchor words or None, stems or None), in rule order.
+_RULE_TABLE = tuple((name, weight, pattern, _ANCHORS.get(name), _STEMS.get(name)) for name, weight, pattern in _RULES)
+
+
+def _word_positions(view: str) -> dict[str, list[int]]:
+    index: dict[str, list[int]] = {}
+    for m in _WORDS.finditer(view):
+        index.setdefault(m.group(), []).append(m.start())
+    return index
+
+
+def _rule_hits(all_views: list[str], stop_at: float | None) -> dict[str, float]:
     hit: dict[str, float] = {}
-    for view in views(text):
-        index: dict[str, list[int]] = {}
-        for m in _WORDS.finditer(view):
-            index.setdefault(m.group(), []).append(m.start())
-        for name, weight, pattern in _RULES:
+    for view in all_views:
+        words = set(_WORDS.findall(view))
+        # Where anchors occur matters only on a long view (a short one is searched whole): built when first needed.
+        positions: dict[str, list[int]] | None = None
+        long_view = len(view) > _FULL_SCAN_CHARS
+        for name, weight, pattern, anchors, stems in _RULE_TABLE:
             if name in hit:
                 continue
-            anchors = _ANCHORS.get(name)
             spots: list[int] | None = None
             if anchors is not None:
-                found = [index[a] for a in anchors if a in index]
-                if not found:
+                present = words & anchors
+                if not present:
                     continue
-                spots = [p for lst in found for p in lst] if sum(map(len, found)) <= _MAX_SPOTS else None
-            stems = _STEMS.get(name)
+                if long_view:
+                    if positions is None:
+                        positions = _word_positions(view)
+                    found = [positions[a] for a in present]
+                    spots = [p for lst in found for p in lst] if sum(map(len, found)) <= _MAX_SPOTS else None
             if stems is not None:
                 if not any(stem in view for stem in stems):
                     continue
-                if anchors is None and len(view) > _FULL_SCAN_CHARS:
+                if anchors is None and long_view:
                     spots = _stem_spots(view, stems)
             if _search_near(pattern, view, spots):
                 hit[name] = weight
@@ -684,6 +705,29 @@ def model_loaded() -> bool:
     return _load_model() is not None
 
 
+_BUCKET_CACHE_MAX = 100_000  # ~10 MB at most; cleared when full, like the token cache
+_bucket_cache: dict[str, int] = {}
+_bucket_cache_size = [0]  # the bucket count the cached indices are for
+
+
+def _buckets(features: list[str], buckets: int) -> list[int]:
+    """feature_index of each feature, remembered: a conversation's words recur, and CRC-32 per feature was half the
+    model's cost."""
+    cache = _bucket_cache
+    if _bucket_cache_size[0] != buckets:  # another model (tests load several): indices differ
+        cache.clear()
+        _bucket_cache_size[0] = buckets
+    try:
+        return list(map(cache.__getitem__, features))
+    except KeyError:
+        if len(cache) >= _BUCKET_CACHE_MAX:
+            cache.clear()
+        for f in features:
+            if f not in cache:
+                cache[f] = feature_index(f, buckets)
+        return list(map(cache.__getitem__, features))
+
+
 def model_probability(normalized: str, rules: Iterable[str] = ()) -> float | None:
     """P(injection) from the linear model for an already-normalized text, or None when no model is packaged."""
     m = _load_model()
@@ -692,11 +736,7 @@ def model_probability(normalized: str, rules: Iterable[str] = ()) -> float | Non
     text_feats, rule_feats = model_features(normalized, rules)
     if not text_feats and not rule_feats:
         return 0.0
-    w = m.weights
-    mask = m.buckets - 1
-    total = 0
-    for f in text_feats:
-        total += w[zlib.crc32(f.encode("utf-8", "surrogatepass")) & mask]
+    total = sum(map(m.weights.__getitem__, _buckets(text_feats, m.buckets)))
     z = m.bias + total * m.scale / math.sqrt(max(1, len(text_feats)))
     z += sum(m.rule_weights.get(r[2:], 0.0) for r in rule_feats)
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
@@ -751,13 +791,13 @@ def detect_injection(text: str) -> InjectionVerdict:
     exactly when detected; "model" is listed in `rules` when the model decided. Long texts are sampled first (see
     scanned_text).
     """
-    text = scanned_text(text)
-    hit = rule_hits(text, stop_at=THRESHOLD)
+    all_views = views(scanned_text(text))
+    hit = _rule_hits(all_views, stop_at=THRESHOLD)
     rule_score = round(sum(hit.values()), 3)
     rules = tuple(sorted(hit))
     if rule_score >= THRESHOLD:  # settled by the rules: the model is not needed
         return InjectionVerdict(detected=True, score=rule_score, rules=rules)
-    p = model_probability(_basic(text))
+    p = model_probability(all_views[0])  # the plain normalized view
     m = _load_model()
     model_score = 0.0
     if p is not None and m is not None:
