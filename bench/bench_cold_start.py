@@ -251,6 +251,20 @@ def _slowest(stderr: str, top: int = 4) -> list[tuple[str, float]]:
     return sorted(best.items(), key=lambda kv: -kv[1])[:top]
 
 
+CA_PROBE = (
+    "import ssl, time; t = time.perf_counter(); ssl.create_default_context(); print((time.perf_counter() - t) * 1000)"
+)
+
+
+def ca_store_ms(python: str, runs: int) -> float:
+    """What the first TLS connection of a process adds: loading the CA store into a context (median of `runs`)."""
+    samples = []
+    for _ in range(runs):
+        proc = subprocess.run([python, "-c", CA_PROBE], capture_output=True, text=True, timeout=60, check=True)
+        samples.append(float(proc.stdout.strip()))
+    return median(samples)
+
+
 def run(runs: int) -> str:
     python, where = lambda_like_python()
     compiled_layer(python)
@@ -314,6 +328,7 @@ def run(runs: int) -> str:
     auth_bad = imports_rows[0][1]
     auth_target = "authorizer imports nothing only the validator or invoker needs"
     targets.append((auth_target, auth_bad, verdict(auth_bad == "none")))
+    ca_ms = ca_store_ms(python, runs)
     return "\n".join(
         [
             f"### Cold start: import + init in a fresh process (median of {runs}; {where})",
@@ -327,6 +342,10 @@ def run(runs: int) -> str:
             ),
             "",
             table(["target", "measured", ""], targets),
+            "",
+            f"Not in these figures: the first TLS connection of a process loads the CA store, {ca_ms:.0f} ms here, "
+            "once per container (bulwark.aws_wire.tls_context; boto3 too loads it at its first connection, not when "
+            "a client is made). The local stack and this benchmark speak plain HTTP to DynamoDB Local.",
         ]
     )
 
