@@ -8,6 +8,10 @@ retried and keeps the item DynamoDB returned.
 from __future__ import annotations
 
 import json
+import os
+import select
+import socket
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -18,7 +22,7 @@ from wire import secretsmanager
 from wire.server import Reply, Request, WireServer, has_sigv4, unused_port
 
 from bulwark.aws import dynamodb_at
-from bulwark.aws_wire import AwsServiceError, AwsTransportError, Endpoint, LambdaClient, resolve_endpoint
+from bulwark.aws_wire import AwsServiceError, AwsTransportError, Endpoint, LambdaClient, proxy_for, resolve_endpoint
 from bulwark.errors import StoreUnavailable
 from bulwark.sigv4 import Credentials, CredentialSource
 from bulwark.store.dynamo import ConditionFailed, store_call
@@ -320,24 +324,169 @@ def _self_signed(tmp_path: Any) -> tuple[str, str]:
     return str(cert_file), str(key_file)
 
 
-def test_tls_is_verified_and_a_private_ca_is_trusted_only_when_named(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "AWS_CA_BUNDLE")
+
+
+@pytest.fixture
+def tls_ddb(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[WireServer, str]]:
+    """A DynamoDB-speaking server on TLS with a private CA that AWS_CA_BUNDLE names; no proxy variables set."""
     import ssl
 
+    for name in _PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
     cert, key = _self_signed(tmp_path)
     server = WireServer(lambda request: _ddb_reply({"Item": {}}))
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert, key)
     server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.start()
-    url = f"https://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("AWS_CA_BUNDLE", cert)
+    yield server, f"https://127.0.0.1:{server.server_address[1]}"
+    server.stop()
+
+
+def test_tls_is_verified_and_a_private_ca_is_trusted_only_when_named(
+    tls_ddb: tuple[WireServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, url = tls_ddb
+    cert = os.environ["AWS_CA_BUNDLE"]
+    monkeypatch.delenv("AWS_CA_BUNDLE")
+    with pytest.raises(StoreUnavailable), store_call():  # an unknown certificate: fail closed, nothing sent
+        dynamodb_at(url, credentials=CREDS).get_item(TableName="t", Key={})
+    assert server.requests == []
+    monkeypatch.setenv("AWS_CA_BUNDLE", cert)
+    assert dynamodb_at(url, credentials=CREDS).get_item(TableName="t", Key={}) == {"Item": {}}
+
+
+class ConnectProxy:
+    """An HTTP proxy that opens CONNECT tunnels (or refuses them with `status`), recording what it was asked."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.connects: list[tuple[str, str | None]] = []  # (target, Proxy-Authorization)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        lines = head.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+        target = lines[0].split(" ")[1]
+        fields = dict(line.split(": ", 1) for line in lines[1:])
+        auth = fields.get("Proxy-Authorization")
+        self.connects.append((target, auth))
+        if self.status != 200:
+            client.sendall(f"HTTP/1.1 {self.status} Refused\r\nContent-Length: 0\r\n\r\n".encode())
+            client.close()
+            return
+        host, port = target.rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        pair = {client: upstream, upstream: client}
+        try:
+            while True:
+                readable, _, _ = select.select(list(pair), [], [], 5)
+                if not readable:
+                    return
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    pair[sock].sendall(data)
+        except OSError:
+            return
+        finally:
+            client.close()
+            upstream.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_https_proxy_tunnels_the_tls_and_sends_its_credentials(
+    tls_ddb: tuple[WireServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, url = tls_ddb
+    proxy = ConnectProxy()
     try:
-        monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
-        with pytest.raises(StoreUnavailable), store_call():  # an unknown certificate: fail closed, nothing sent
+        monkeypatch.setenv("HTTPS_PROXY", f"http://us%40er:p%3Ass@127.0.0.1:{proxy.port}")
+        client = dynamodb_at(url, credentials=CREDS)
+        assert client.get_item(TableName="t", Key={}) == {"Item": {}}
+        assert client.get_item(TableName="t", Key={}) == {"Item": {}}
+        port = server.server_address[1]
+        # One tunnel for both requests (kept alive), to the endpoint, with the decoded credentials in Basic form.
+        assert proxy.connects == [(f"127.0.0.1:{port}", "Basic dXNAZXI6cDpzcw==")]
+        assert len(server.requests) == 2 and has_sigv4(server.requests[0])
+    finally:
+        proxy.close()
+
+
+def test_no_proxy_bypasses_the_proxy(tls_ddb: tuple[WireServer, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _server, url = tls_ddb
+    proxy = ConnectProxy()
+    try:
+        monkeypatch.setenv("https_proxy", f"127.0.0.1:{proxy.port}")
+        monkeypatch.setenv("no_proxy", "example.com, 127.0.0.1")
+        assert dynamodb_at(url, credentials=CREDS).get_item(TableName="t", Key={}) == {"Item": {}}
+        assert proxy.connects == []
+    finally:
+        proxy.close()
+
+
+def test_a_proxy_that_refuses_the_tunnel_fails_closed(
+    tls_ddb: tuple[WireServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, url = tls_ddb
+    proxy = ConnectProxy(status=407)
+    try:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        with pytest.raises(StoreUnavailable), store_call():
             dynamodb_at(url, credentials=CREDS).get_item(TableName="t", Key={})
         assert server.requests == []
-        monkeypatch.setenv("AWS_CA_BUNDLE", cert)
-        assert dynamodb_at(url, credentials=CREDS).get_item(TableName="t", Key={}) == {"Item": {}}
+        assert len(proxy.connects) == 2  # DynamoDB reads get one retry; the proxy refused both
     finally:
-        server.stop()
+        proxy.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, None),
+        ({"HTTPS_PROXY": "http://proxy.corp:3128"}, ("proxy.corp", 3128, None)),
+        ({"HTTPS_PROXY": "proxy.corp"}, ("proxy.corp", 80, None)),
+        ({"https_proxy": "http://a:1", "HTTPS_PROXY": "http://b:2"}, ("a", 1, None)),
+        ({"HTTPS_PROXY": "http://u:p@proxy:1"}, ("proxy", 1, "Basic dTpw")),
+        ({"HTTPS_PROXY": "http://proxy:1", "NO_PROXY": "*"}, None),
+        ({"HTTPS_PROXY": "http://proxy:1", "NO_PROXY": ".amazonaws.com"}, None),
+        ({"HTTPS_PROXY": "http://proxy:1", "NO_PROXY": "*.AMAZONAWS.com"}, None),
+        ({"HTTPS_PROXY": "http://proxy:1", "NO_PROXY": "us-east-1.amazonaws.com"}, None),
+        ({"HTTPS_PROXY": "http://proxy:1", "NO_PROXY": "zonaws.com,example.com"}, ("proxy", 1, None)),
+        ({"HTTP_PROXY": "http://proxy:1"}, None),  # an https endpoint uses HTTPS_PROXY only
+    ],
+)
+def test_proxy_variables_are_read_as_the_sdk_reads_them(
+    env: dict[str, str], expected: tuple[str, int, str | None] | None
+) -> None:
+    endpoint = Endpoint.parse("https://dynamodb.us-east-1.amazonaws.com")
+    assert proxy_for(endpoint, env) == expected
+    assert proxy_for(Endpoint.parse("http://127.0.0.1:8000"), env) is None  # plain http: local development, direct
+
+
+@pytest.mark.parametrize("url", ["https://proxy:443", "socks5://proxy:1080"])
+def test_a_proxy_bulwark_cannot_use_is_an_error_not_a_silent_direct_connection(url: str) -> None:
+    with pytest.raises(ValueError, match="http:// proxy"):
+        proxy_for(Endpoint.parse("https://dynamodb.us-east-1.amazonaws.com"), {"HTTPS_PROXY": url})

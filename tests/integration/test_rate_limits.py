@@ -15,6 +15,9 @@ from bulwark.errors import RateLimited, RevokedCredentials, StoreUnavailable
 from bulwark.store.counters_table import Allowance, CountersTable
 
 pytestmark = pytest.mark.integration
+# Fake clocks run in 2032 (a whole number of days after 2023-11-14, so times of day are unchanged): an item's TTL
+# (expires_at) must lie ahead of DynamoDB Local's TTL sweeper, which deletes expired items within about a second.
+T0 = 1_700_000_000_000 + 3_000 * 86_400_000
 
 
 def _race(n: int, fn: Any) -> tuple[list[Any], list[RateLimited]]:
@@ -85,7 +88,7 @@ def test_daily_quota_is_exact_and_names_itself(counters: CountersTable) -> None:
 
 def test_a_refused_request_consumes_nothing(counters: CountersTable) -> None:
     allowance = Allowance(requests_per_minute=100, tokens_per_minute=1_000, daily_tokens=10**9)
-    now = 1_700_000_000_000
+    now = T0
     counters.admit("key:refund", allowance, 600, now)
     with pytest.raises(RateLimited):
         counters.admit("key:refund", allowance, 600, now)  # tokens refuse; the request count must not move
@@ -96,7 +99,7 @@ def test_a_refused_request_consumes_nothing(counters: CountersTable) -> None:
 
 def test_settlement_gives_back_unused_tokens_and_a_failed_call_everything(counters: CountersTable) -> None:
     allowance = Allowance(requests_per_minute=100, tokens_per_minute=1_000, daily_tokens=10**9)
-    now = 1_700_000_100_000
+    now = T0 + 100_000
     a = counters.admit("key:settle", allowance, 900, now)
     counters.settle(a, actual_tokens=0)  # upstream failed: all 900 come back
     b = counters.admit("key:settle", allowance, 900, now)
@@ -110,7 +113,7 @@ def test_settlement_gives_back_unused_tokens_and_a_failed_call_everything(counte
 
 def test_per_model_ceiling_refunds_the_callers_charge(counters: CountersTable) -> None:
     allowance = Allowance(requests_per_minute=100, tokens_per_minute=10**6, daily_tokens=10**9)
-    now = 1_700_000_200_000
+    now = T0 + 200_000
     counters.admit("key:m1", allowance, 10, now, model="m", model_rpm=1)
     with pytest.raises(RateLimited) as err:
         counters.admit("key:m2", allowance, 10, now, model="m", model_rpm=1)
@@ -164,7 +167,7 @@ def test_store_unreachable_fails_closed() -> None:
 
 def test_a_deferred_refund_is_given_back_in_the_next_admission_write(counters: CountersTable) -> None:
     allowance = Allowance(requests_per_minute=100, tokens_per_minute=1_000, daily_tokens=10**9)
-    now = 1_700_000_300_000
+    now = T0 + 300_000
     a = counters.admit("key:defer", allowance, 900, now)
     assert counters.settle(a, actual_tokens=100, defer_refund=True) == 0  # no write on the hot path
     b = counters.admit("key:defer", allowance, 900, now)  # admitted only because the 800 came back in this write
@@ -175,7 +178,7 @@ def test_a_deferred_refund_is_given_back_in_the_next_admission_write(counters: C
 
 def test_a_deferred_refund_never_fills_the_bucket_beyond_capacity(counters: CountersTable) -> None:
     allowance = Allowance(requests_per_minute=100, tokens_per_minute=1_000, daily_tokens=10**9)
-    now = 1_700_000_400_000
+    now = T0 + 400_000
     a = counters.admit("key:cap", allowance, 900, now)
     counters.settle(a, actual_tokens=100, defer_refund=True)
     later = now + 60_000  # the bucket refilled on its own meanwhile
@@ -187,7 +190,7 @@ def test_a_deferred_refund_never_fills_the_bucket_beyond_capacity(counters: Coun
 
 def test_a_deferred_refund_counts_for_the_daily_quota_too(counters: CountersTable) -> None:
     allowance = Allowance(requests_per_minute=100, tokens_per_minute=10**6, daily_tokens=1_000)
-    now = 1_700_000_500_000
+    now = T0 + 500_000
     a = counters.admit("key:dq", allowance, 900, now)
     counters.settle(a, actual_tokens=100, defer_refund=True)
     counters.admit("key:dq", allowance, 900, now)
@@ -216,7 +219,7 @@ def test_failed_calls_and_extra_usage_are_never_deferred(counters: CountersTable
 def test_a_deferred_refund_is_spent_once_under_concurrency(dynamodb_local: Any, fresh_tables: dict[str, str]) -> None:
     counters = CountersTable(dynamodb_local.wire_client(), fresh_tables["CountersTable"])
     allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10_000, daily_tokens=10**9)
-    now = 1_700_000_600_000
+    now = T0 + 600_000
     first = counters.admit("key:once", allowance, 9_000, now)
     counters.settle(first, actual_tokens=1_000, defer_refund=True)  # 8000 pending, 1000 really used
     # 20 threads of one container race for 1000-token slots: 9000 are free once the refund counts, never more.
@@ -232,7 +235,7 @@ def test_in_flight_slots_of_requests_that_died_are_reclaimed_after_the_lease(cou
     from bulwark.store.counters_table import INFLIGHT_LEASE_MS
 
     allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10**9, daily_tokens=10**12, max_concurrent=2)
-    now = 1_700_000_700_000
+    now = T0 + 700_000
     counters.admit("key:dead", allowance, 1, now)
     counters.admit("key:dead", allowance, 1, now)  # both functions die without settling
     with pytest.raises(RateLimited) as err:
@@ -251,7 +254,7 @@ def test_settling_after_a_reset_never_drives_the_count_negative(counters: Counte
     from bulwark.store.counters_table import INFLIGHT_LEASE_MS
 
     allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10**9, daily_tokens=10**12, max_concurrent=1)
-    now = 1_700_000_800_000
+    now = T0 + 800_000
     stale = counters.admit("key:neg", allowance, 5, now)
     later = now + INFLIGHT_LEASE_MS + 1
     fresh = counters.admit("key:neg", allowance, 5, later)  # the count is reset, then this one holds the slot

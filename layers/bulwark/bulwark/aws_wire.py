@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bulwark.keepalive import Headers, KeepAlivePool
+from bulwark.keepalive import Headers, KeepAlivePool, Proxy
 from bulwark.sigv4 import CredentialSource, CredentialsUnavailable, Signer
 from bulwark.tracing import subsegment
 
@@ -109,6 +109,35 @@ def resolve_endpoint(service_env: str, dns_prefix: str, region: str, environ: di
     return Endpoint.parse(f"https://{dns_prefix}{'-fips' if fips else ''}.{region}.{suffix}")
 
 
+def proxy_for(endpoint: Endpoint, environ: dict[str, str] | None = None) -> Proxy | None:
+    """The proxy the SDK would use for an https endpoint: ``https_proxy`` / ``HTTPS_PROXY`` unless ``no_proxy`` /
+    ``NO_PROXY`` names the host (``*``, the host, or a domain it is in). Only http:// proxy URLs (a CONNECT tunnel
+    carries the TLS, so the proxy never sees the request); plain-http endpoints, which only local development uses,
+    are reached directly. A proxy URL Bulwark cannot use is an error, never a silent direct connection."""
+    env = os.environ if environ is None else environ
+    if endpoint.scheme != "https":
+        return None
+    url = env.get("https_proxy") or env.get("HTTPS_PROXY")
+    if not url:
+        return None
+    host = endpoint.hostname.lower()
+    for raw in (env.get("no_proxy") or env.get("NO_PROXY") or "").lower().split(","):
+        entry = raw.strip()
+        domain = entry.removeprefix("*").lstrip(".")
+        if entry == "*" or (domain and (host == domain or host.endswith(f".{domain}"))):
+            return None
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError("HTTPS_PROXY must be an http:// proxy URL (the TLS to AWS is tunnelled through it)")
+    authorization = None
+    if parts.username is not None:
+        import base64  # only with proxy credentials
+
+        credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        authorization = "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+    return parts.hostname, parts.port or 80, authorization
+
+
 _TRACE_NAMES = {"dynamodb": "DynamoDB", "lambda": "Lambda", "secretsmanager": "SecretsManager"}
 
 
@@ -144,6 +173,7 @@ class _SignedClient:
             endpoint.hostname,
             endpoint.port,
             tls=functools.partial(tls_context, cafile) if endpoint.scheme == "https" else None,
+            proxy=proxy_for(endpoint),
             connect_timeout=connect_timeout,
             resend_on_stale=self.resend_on_stale,
         )

@@ -34,6 +34,13 @@ class ServerClosed(ConnectionError):
     """The server closed the connection before answering (typically an idle keep-alive connection)."""
 
 
+class ProxyRefused(ConnectionError):
+    """The HTTPS proxy did not open a tunnel to the server (its status code is in the message)."""
+
+
+# (host, port, Proxy-Authorization value or None) of an HTTP proxy that tunnels TLS with CONNECT.
+Proxy = tuple[str, int, str | None]
+
 # A pooled connection that turned out to be closed when used.
 STALE = (ServerClosed, BrokenPipeError, ConnectionResetError)
 
@@ -86,16 +93,42 @@ class Connection:
         self._buf = bytearray()  # received, not yet consumed: non-empty between exchanges means the peer sent junk
 
     @classmethod
-    def open(cls, hostname: str, port: int, *, connect_timeout: float, tls: ssl.SSLContext | None = None) -> Connection:
-        sock = socket.create_connection((hostname, port), timeout=connect_timeout)
+    def open(
+        cls,
+        hostname: str,
+        port: int,
+        *,
+        connect_timeout: float,
+        tls: ssl.SSLContext | None = None,
+        proxy: Proxy | None = None,
+    ) -> Connection:
+        """Connect (through `proxy`'s CONNECT tunnel when given, TLS only), then TLS when `tls` is given."""
+        if proxy is not None and tls is None:
+            raise ValueError("a proxy is used only to tunnel TLS")
+        sock = socket.create_connection(proxy[:2] if proxy else (hostname, port), timeout=connect_timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if proxy is not None:
+                cls(sock)._tunnel(hostname, port, proxy[2])
             if tls is not None:
                 sock = tls.wrap_socket(sock, server_hostname=hostname)  # certificate and host name verified
         except BaseException:
             sock.close()
             raise
         return cls(sock)
+
+    def _tunnel(self, hostname: str, port: int, authorization: str | None) -> None:
+        authority = f"[{hostname}]:{port}" if ":" in hostname else f"{hostname}:{port}"
+        lines = [f"CONNECT {_checked(authority, 'proxy target')} HTTP/1.1", f"Host: {authority}"]
+        if authorization:
+            lines.append(f"Proxy-Authorization: {_checked(authorization, 'proxy credentials')}")
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        _version, status = self._status_line()
+        self._fields()
+        if not 200 <= status < 300:
+            raise ProxyRefused(f"the proxy answered {status} to CONNECT")
+        if self._buf:  # in TLS the server speaks only after our hello: bytes here did not come from it
+            raise HttpProtocolError("unexpected bytes after the proxy's answer")
 
     def idle_dropped(self) -> bool:
         """An idle connection that is readable (or holds unread bytes) was closed, or sent junk, by the server."""
@@ -257,6 +290,7 @@ class KeepAlivePool:
         connect_timeout: float = 1.0,
         resend_on_stale: bool = True,
         size: int = 16,
+        proxy: Proxy | None = None,
     ) -> None:
         self._hostname = hostname
         self._port = port
@@ -265,6 +299,7 @@ class KeepAlivePool:
         if ":" in hostname and not hostname.startswith("["):  # an IPv6 literal
             self._host_header = f"[{hostname}]" if port == default_port else f"[{hostname}]:{port}"
         self._tls = tls  # makes the TLS context, called at the first connection
+        self._proxy = proxy
         self._connect_timeout = connect_timeout
         self._resend_on_stale = resend_on_stale
         self._idle: queue.LifoQueue[Connection] = queue.LifoQueue(maxsize=size)
@@ -275,6 +310,7 @@ class KeepAlivePool:
             self._port,
             connect_timeout=self._connect_timeout,
             tls=self._tls() if self._tls is not None else None,
+            proxy=self._proxy,
         )
 
     def send(
