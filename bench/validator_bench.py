@@ -65,13 +65,21 @@ def typical() -> bytes:
 
 
 def max_size(paragraph: str = PROSE) -> bytes:
-    """32 messages of `paragraph` repeated, as close to the 1 MiB cap as whole paragraphs allow."""
-    per_msg = paragraph * (32_000 // len(paragraph))
+    """About 32 messages of `paragraph` repeated, as close to the 1 MiB cap as whole messages allow. Each message
+    starts at a different word of the paragraph, so no two messages (or their heads) are the same text and no
+    per-text memo can answer for another."""
+    words = paragraph.split(" ")
     msgs: list[dict[str, str]] = []
-    while len(json.dumps({"model": "demo", "messages": [*msgs, {"role": "user", "content": per_msg}]}).encode()) < CAP:
-        msgs.append({"role": "user" if len(msgs) % 2 == 0 else "assistant", "content": per_msg})
+    while True:
+        i = len(msgs)
+        rotated = " ".join(words[i % len(words) :] + words[: i % len(words)])
+        content = rotated * (32_000 // len(rotated))
+        msg = {"role": "user" if i % 2 == 0 else "assistant", "content": content}
+        if len(json.dumps({"model": "demo", "messages": [*msgs, msg]}).encode()) >= CAP:
+            break
+        msgs.append(msg)
     body = json.dumps({"model": "demo", "messages": msgs}).encode()
-    assert len(body) <= CAP
+    assert len(body) <= CAP and len({m["content"] for m in msgs}) == len(msgs)
     return body
 
 
