@@ -253,6 +253,9 @@ def test_endpoints_follow_the_sdk_variables() -> None:
         {"AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:8123", "AWS_ENDPOINT_URL": "x"},
     )
     assert (local.scheme, local.host, local.port) == ("http", "127.0.0.1:8123", 8123)
+    ipv6 = Endpoint.parse("http://[::1]:8000")  # the Host header (and so the signature) keeps the brackets
+    assert (ipv6.host, ipv6.hostname, ipv6.port) == ("[::1]:8000", "::1", 8000)
+    assert Endpoint.parse("https://[fd00::1]").host == "[fd00::1]"
     with pytest.raises(ValueError):
         Endpoint.parse("ftp://example.com")
 

@@ -94,7 +94,8 @@ class Endpoint:
             raise ValueError(f"not an http(s) endpoint URL: {url!r}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         default = (parts.scheme, port) in (("https", 443), ("http", 80))
-        host = parts.hostname if default else f"{parts.hostname}:{port}"
+        name = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 literal, as in a URL
+        host = name if default else f"{name}:{port}"
         return cls(parts.scheme, host, parts.hostname, port, parts.path.rstrip("/"))
 
 
