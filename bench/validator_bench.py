@@ -66,13 +66,13 @@ def typical() -> bytes:
 
 def max_size(paragraph: str = PROSE) -> bytes:
     """About 32 messages of `paragraph` repeated, as close to the 1 MiB cap as whole messages allow. Each message
-    starts at a different word of the paragraph, so no two messages (or their heads) are the same text and no
+    starts at a different place in the paragraph, so no two messages (or their heads) are the same text and no
     per-text memo can answer for another."""
-    words = paragraph.split(" ")
     msgs: list[dict[str, str]] = []
     while True:
         i = len(msgs)
-        rotated = " ".join(words[i % len(words) :] + words[: i % len(words)])
+        start = i * len(paragraph) // 40  # a different place in the paragraph for each of up to 40 messages
+        rotated = paragraph[start:] + paragraph[:start]
         content = rotated * (32_000 // len(rotated))
         msg = {"role": "user" if i % 2 == 0 else "assistant", "content": content}
         if len(json.dumps({"model": "demo", "messages": [*msgs, msg]}).encode()) >= CAP:

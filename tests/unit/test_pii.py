@@ -172,6 +172,10 @@ PIECES = [
     *(" ", "  ", "\n", "-", "_", ".", ":", "=", "'", '"', "+", "(", ")", "0", "1", "9", "a", "Z", "x", "the ", "Auth "),
     *("token", "access_token", "1-", "a:", "ab:cd:ef", "1.", "00", "12", "2023", "A", "GB", "GB82", "WEST", "eyJ"),
     *("sk-", "xox", "gh", "p_"),
+    # Shapes the digit-run and colon-cluster filters must neither miss nor invent: full and compressed IPv6, clocks,
+    # log timestamps, dashed and spaced cards and phones, more than 8 colon groups.
+    *("2001:db8:0:0:0:0:2:1", "1:2:3:4:5:6:7:8:9", "a::b", "2024-05-17T12:04:33.512Z", "12:04", "4111-1111-1111-1111"),
+    *("4111 1111 1111 1111", "(212) 555-0199", "+1 415 555 0132", "12345678", "+12345678901", "1 2 3 4 5 6 7 8 9"),
 ]
 
 

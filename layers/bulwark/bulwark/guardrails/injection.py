@@ -584,19 +584,28 @@ def rule_hits(text: str, stop_at: float | None = None) -> dict[str, float]:
 _RULE_TABLE = tuple((name, weight, pattern, _ANCHORS.get(name), _STEMS.get(name)) for name, weight, pattern in _RULES)
 
 
-def _word_positions(view: str) -> dict[str, list[int]]:
-    index: dict[str, list[int]] = {}
-    for m in _WORDS.finditer(view):
-        index.setdefault(m.group(), []).append(m.start())
-    return index
+@functools.lru_cache(maxsize=1024)  # the anchor vocabulary is fixed (a few hundred words)
+def _word_at(word: str) -> re.Pattern[str]:
+    # Where `word` is a whole token of _WORDS: not inside a longer run of [a-z0-9]. A literal-led search, in C.
+    return re.compile(re.escape(word) + r"(?![a-z0-9])(?<![a-z0-9]" + re.escape(word) + ")")
+
+
+def _word_positions(view: str, words: Iterable[str]) -> list[int] | None:
+    """Start of every token of `view` (as _WORDS splits it) equal to one of `words`; None when over _MAX_SPOTS."""
+    spots: list[int] = []
+    for word in words:
+        for m in _word_at(word).finditer(view):
+            spots.append(m.start())
+            if len(spots) > _MAX_SPOTS:
+                return None  # too many: the view is searched whole
+    return spots
 
 
 def _rule_hits(all_views: list[str], stop_at: float | None) -> dict[str, float]:
     hit: dict[str, float] = {}
     for view in all_views:
         words = set(_WORDS.findall(view))
-        # Where anchors occur matters only on a long view (a short one is searched whole): built when first needed.
-        positions: dict[str, list[int]] | None = None
+        # Where anchors occur matters only on a long view (a short one is searched whole).
         long_view = len(view) > _FULL_SCAN_CHARS
         for name, weight, pattern, anchors, stems in _RULE_TABLE:
             if name in hit:
@@ -607,10 +616,7 @@ def _rule_hits(all_views: list[str], stop_at: float | None) -> dict[str, float]:
                 if not present:
                     continue
                 if long_view:
-                    if positions is None:
-                        positions = _word_positions(view)
-                    found = [positions[a] for a in present]
-                    spots = [p for lst in found for p in lst] if sum(map(len, found)) <= _MAX_SPOTS else None
+                    spots = _word_positions(view, present)
             if stems is not None:
                 if not any(stem in view for stem in stems):
                     continue

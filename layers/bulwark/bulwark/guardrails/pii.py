@@ -84,7 +84,10 @@ def _ipv4_ok(m: re.Match[str]) -> bool:
 
 def _ipv6_ok(m: re.Match[str]) -> bool:
     s = m.group(0)
-    if s.count(":") < 2 or sum(1 for g in s.split(":") if g) < 3:
+    colons = s.count(":")
+    # Without "::" an address (hex groups only, as _IPV6 matches) has exactly 8 groups: times such as 12:04:33 are
+    # refused here, before the costly ipaddress parse.
+    if colons < 2 or ("::" not in s and colons != 7) or sum(1 for g in s.split(":") if g) < 3:
         return False
     try:
         ipaddress.IPv6Address(s)
@@ -181,6 +184,11 @@ _SSN_START = re.compile(rb"0(?=00-00-0000)")
 # Where an IPv4 address can start: a digit not after a digit or a dot, followed by the dotted-quad shape.
 _IPV4_START = re.compile(rb"0(?<![0.]0)(?=0{0,2}\.0{1,3}\.0{1,3}\.0)")
 _COLON_CLUSTER = re.compile(rb":(?:[^:]{0,4}:)+")  # >= 2 colons, at most 4 characters apart
+# Shapes (on the byte map) one of which every match of a kind contains, checked within a run before its window is
+# scanned: a card has 13 digits with at most one space or dash between each; a phone ends in 3+ digits, a separator,
+# 3+ digits, or is '+' and 8+ digits. Dates, times and versions in logs and tables have neither, and are not scanned.
+_CARD_SHAPE = re.compile(rb"0(?:[ -]?0){12}")
+_PHONE_SHAPE = re.compile(rb"000[ .-]000|0{8}")
 _IBAN_START = re.compile(rb"AA00")
 _NON_ASCII_DIGITS = re.compile(r"[^\D\x00-\x7f]+")  # runs of decimal digits outside ASCII (`\d` matches them)
 
@@ -376,19 +384,19 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
         # at most 2 characters between digits and 1 before the first ('+' or '('); their lookarounds read at most 2
         # more on either side. So every match, with what it reads, lies inside one window, and none spans two.
         runs = [(m.start(), m.end(), m.start("long") >= 0) for m in _DIGIT_RUNS.finditer(mapped)]
-        (found["payment_card"],) = _scan_windows(
-            text, _windows([(s, e) for s, e, long in runs if long], 4, 3, n), ((_CARD, _card_ok),)
-        )
-        (found["phone"],) = _scan_windows(text, _windows([(s, e) for s, e, _ in runs], 4, 3, n), ((_PHONE, None),))
+        card_runs = [(s, e) for s, e, long in runs if long and _CARD_SHAPE.search(mapped, s, e)]
+        (found["payment_card"],) = _scan_windows(text, _windows(card_runs, 4, 3, n), ((_CARD, _card_ok),))
+        phone_runs = [(s, e) for s, e, _ in runs if _PHONE_SHAPE.search(mapped, s, e)]
+        (found["phone"],) = _scan_windows(text, _windows(phone_runs, 4, 3, n), ((_PHONE, None),))
         found["us_ssn"] = _match_at(_SSN, text, (m.start() for m in _SSN_START.finditer(mapped)))
         found["ipv4"] = _match_at(_IPV4, text, (m.start() for m in _IPV4_START.finditer(mapped)), _ipv4_ok)
         found["iban"] = _match_at(_IBAN, text, (m.start() for m in _IBAN_START.finditer(mapped)), _iban_ok)
     if b":" in mapped:
         # IPv6: colons at most 4 apart, up to 4 hex digits before the first and after the last, 1 character of
         # lookaround: windows of 5 either side of a maximal colon run hold every match and never let one span two.
-        (found["ipv6"],) = _scan_windows(
-            text, _windows([m.span() for m in _COLON_CLUSTER.finditer(mapped)], 5, 5, n), ((_IPV6, _ipv6_ok),)
-        )
+        # An address _ipv6_ok accepts has "::" or 7 colons, all in one cluster: clocks (12:04:33) are not scanned.
+        clusters = [m.span() for m in _COLON_CLUSTER.finditer(mapped) if b"::" in m[0] or m[0].count(b":") >= 7]
+        (found["ipv6"],) = _scan_windows(text, _windows(clusters, 5, 5, n), ((_IPV6, _ipv6_ok),))
     return found
 
 
