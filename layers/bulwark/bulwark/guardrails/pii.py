@@ -77,9 +77,12 @@ def _iban_ok(m: re.Match[str]) -> bool:
         return False
 
 
+_LEADING_ZERO = re.compile(r"(?:^|\.)0\d")  # an octet of two or more digits that starts with 0
+
+
 def _ipv4_ok(m: re.Match[str]) -> bool:
     # Leading zeros are how version strings and dates look, not addresses.
-    return not any(len(p) > 1 and p[0] == "0" for p in m.group(0).split("."))
+    return _LEADING_ZERO.search(m.group(0)) is None
 
 
 def _ipv6_ok(m: re.Match[str]) -> bool:
