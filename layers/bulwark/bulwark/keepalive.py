@@ -18,7 +18,7 @@ import re
 import select
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 MAX_LINE = 65_536  # bytes in a status, header or chunk-size line
 MAX_HEADERS = 128
@@ -73,14 +73,8 @@ class Headers:
     def __getitem__(self, name: str) -> str:
         return self._index[name.lower()]
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._index
-
     def items(self) -> list[tuple[str, str]]:
         return list(self._fields)
-
-    def __iter__(self) -> Iterator[str]:
-        return (name for name, _ in self._fields)
 
 
 class Connection:
