@@ -24,6 +24,7 @@ from functools import partial
 from bulwark.guardrails.apply import apply_input_guardrails
 from bulwark.guardrails.injection import detect_injection
 from bulwark.guardrails.pii import redact_pii
+from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.policy import GuardrailPolicy, RequestRules
 from bulwark.validation.chat import canonical_json, iter_texts, validate_chat_request
 from bulwark.validation.jsonparse import parse_json_body
@@ -56,10 +57,17 @@ BEFORE = {  # recorded at e742f1c: (p50 ms, p99 ms)
 }
 
 
-def pipeline(body: bytes, rules: RequestRules) -> bytes:
+def pipeline(body: bytes, rules: RequestRules, memo: PiiMemo | None = None) -> bytes:
     doc = parse_json_body(body, max_bytes=CAP, max_depth=32, max_number_digits=40)
     req = sanitize_chat(validate_chat_request(doc, rules))
-    return canonical_json(apply_input_guardrails(req, POLICY).request)
+    return canonical_json(apply_input_guardrails(req, POLICY, pii_memo=memo, caller="key:bench").request)
+
+
+def next_turn(body: bytes) -> bytes:
+    """The same conversation one turn later: every earlier message again, a new question at the end."""
+    doc = json.loads(body)
+    doc["messages"] = [*doc["messages"][1:], {"role": "user", "content": "What failed first, and when?"}]
+    return json.dumps(doc).encode()
 
 
 def typical() -> bytes:
@@ -164,6 +172,14 @@ def main() -> None:
         p50, p99, cpu = timed(partial(pipeline, body, BIG_RULES), big_runs)
         before = "{} / {}".format(*BEFORE["max-size"]) if i == 0 else "-"
         print(f"| {name}, full validator path | {len(body)} B | {before} | {p50:.1f} | {p99:.1f} | {cpu:.1f} |")
+    for name in ("max-size, numbers / phones / cards / IPs / key: value", "max-size, application log lines"):
+        body = next(b for n, b in bodies.items() if n.startswith(name))
+        memo = PiiMemo()
+        pipeline(body, BIG_RULES, memo)  # this turn, as the validator container saw it
+        turn = next_turn(body)
+        p50, p99, cpu = timed(partial(pipeline, turn, BIG_RULES, memo), big_runs)
+        print(f"| {name}: the caller's next turn (earlier messages in the PII memo) | {len(turn)} B | - "
+              f"| {p50:.1f} | {p99:.1f} | {cpu:.1f} |")  # fmt: skip
     print()
     for name, body in bodies.items():
         print(f"| {name}: step | p50 ms | CPU p50 ms |")

@@ -20,6 +20,7 @@ class Settings(BaseModel):
     stage: str = "v1api"
     local: bool = False
     region: str = "us-east-1"
+    pii_memo_chars: int = Field(default=4_000_000, ge=0, description="BULWARK_PII_MEMO_CHARS (0: off)")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Self:
@@ -35,6 +36,7 @@ class Settings(BaseModel):
             stage=e.get("BULWARK_STAGE", "v1api"),
             local=e.get("BULWARK_LOCAL", "") == "1",
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
+            pii_memo_chars=e.get("BULWARK_PII_MEMO_CHARS") or 4_000_000,
         )
 
 

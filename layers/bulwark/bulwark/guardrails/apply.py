@@ -13,6 +13,7 @@ from bulwark.errors import ContentPolicyViolation
 from bulwark.guardrails.bedrock_guardrail import BedrockGuardrail
 from bulwark.guardrails.injection import detect_injection
 from bulwark.guardrails.pii import find_pii, redact_pii
+from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.policy import GuardrailPolicy
 from bulwark.validation.chat import ChatCompletionRequest, iter_texts, map_texts
 
@@ -56,21 +57,30 @@ def _injection(req: ChatCompletionRequest, mode: str, hits: list[tuple[str, str]
         hits.append(("prompt_injection", "flag"))
 
 
-def _pii(req: ChatCompletionRequest, mode: str, hits: list[tuple[str, str]]) -> ChatCompletionRequest:
+def _pii(
+    req: ChatCompletionRequest,
+    mode: str,
+    hits: list[tuple[str, str]],
+    memo: PiiMemo | None = None,
+    scope: str = "",
+) -> ChatCompletionRequest:
     if mode == "off":
         return req
     kinds: set[str] = set()
     if mode == "redact":
 
         def redact(text: str) -> str:
-            out, found = redact_pii(text)
+            out, found = memo.redact(scope, text) if memo is not None else redact_pii(text)
             kinds.update(found)
             return out
 
         req = map_texts(req, redact)
     else:
         for _role, text in iter_texts(req):
-            kinds.update(f.kind for f in find_pii(text))
+            if memo is not None:
+                kinds.update(memo.redact(scope, text)[1])
+            else:
+                kinds.update(f.kind for f in find_pii(text))
         if kinds and mode == "block":
             raise ContentPolicyViolation(
                 f"The request was refused by the content policy (rule: pii:{','.join(sorted(kinds))})."
@@ -81,12 +91,18 @@ def _pii(req: ChatCompletionRequest, mode: str, hits: list[tuple[str, str]]) -> 
 
 
 def apply_input_guardrails(
-    req: ChatCompletionRequest, policy: GuardrailPolicy, *, bedrock: BedrockGuardrail | None = None
+    req: ChatCompletionRequest,
+    policy: GuardrailPolicy,
+    *,
+    bedrock: BedrockGuardrail | None = None,
+    pii_memo: PiiMemo | None = None,
+    caller: str = "",
 ) -> GuardrailOutcome:
-    """Injection check, then PII (the redacted copy is what goes upstream), then the optional Bedrock guardrail."""
+    """Injection check, then PII (the redacted copy is what goes upstream), then the optional Bedrock guardrail.
+    With `pii_memo`, long texts `caller` sent before (a conversation's history) are not scanned again."""
     hits: list[tuple[str, str]] = []
     _injection(req, policy.prompt_injection, hits)
-    req = _pii(req, policy.pii_input, hits)
+    req = _pii(req, policy.pii_input, hits, pii_memo, caller)
     if bedrock is not None:
         blocked, reasons = bedrock.check([text for _role, text in iter_texts(req)], source="INPUT")
         if blocked:

@@ -34,6 +34,7 @@ from bulwark.errors import (
     UnsupportedMediaType,
 )
 from bulwark.guardrails.apply import apply_input_guardrails
+from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.http import error_response, response
 from bulwark.observability import count, log_body
 from bulwark.policy import Policy, PolicyError, RoleConfig, current_policy
@@ -125,9 +126,11 @@ class ValidatorService:
         logger: Logger,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
+        pii_memo: PiiMemo | None = None,
     ) -> None:
         self._policy = policy
         self._counters = counters
+        self._pii_memo = pii_memo
         self._invoker = invoker
         self._log = logger
         self._metrics = metrics
@@ -224,7 +227,7 @@ class ValidatorService:
         if model_cfg is None or not role.allows_model(req.model) or not model_cfg.upstream.chat:
             raise PermissionDenied()  # one answer whether the model exists or not
         req = sanitize_chat(req)
-        outcome = apply_input_guardrails(req, role.guardrails)
+        outcome = apply_input_guardrails(req, role.guardrails, pii_memo=self._pii_memo, caller=call.caller.principal)
         for kind, action in outcome.hits:
             audit.verdicts[f"guardrail:{kind}"] = action
             count(self._metrics, "GuardrailHits", kind=kind)
@@ -407,4 +410,5 @@ def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> Vali
         invoker=InvokerClient(aws.lambda_client(), cfg.invoker_function or ""),
         logger=logger,
         metrics=metrics,
+        pii_memo=PiiMemo(cfg.pii_memo_chars),
     )
