@@ -320,8 +320,8 @@ class LambdaClient(_SignedClient):
             body = parsed if isinstance(parsed, dict) else {}
             raise AwsServiceError(_error_code(response_headers, body), _error_message(body), status, body)
         result: dict[str, Any] = {"StatusCode": status, "Payload": _Payload(data)}
-        if response_headers.get("X-Amz-Function-Error"):
-            result["FunctionError"] = response_headers["X-Amz-Function-Error"]
-        if response_headers.get("X-Amz-Executed-Version"):
-            result["ExecutedVersion"] = response_headers["X-Amz-Executed-Version"]
+        if function_error := response_headers.get("X-Amz-Function-Error"):
+            result["FunctionError"] = function_error
+        if version := response_headers.get("X-Amz-Executed-Version"):
+            result["ExecutedVersion"] = version
         return result

@@ -70,9 +70,6 @@ class Headers:
     def get(self, name: str, default: str | None = None) -> str | None:
         return self._index.get(name.lower(), default)
 
-    def __getitem__(self, name: str) -> str:
-        return self._index[name.lower()]
-
     def items(self) -> list[tuple[str, str]]:
         return list(self._fields)
 

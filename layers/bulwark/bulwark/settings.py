@@ -6,6 +6,8 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+PII_MEMO_CHARS = 4_000_000  # the validator's PII memo, in characters (bulwark.guardrails.pii_memo)
+
 
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -20,7 +22,7 @@ class Settings(BaseModel):
     stage: str = "v1api"
     local: bool = False
     region: str = "us-east-1"
-    pii_memo_chars: int = Field(default=4_000_000, ge=0, description="BULWARK_PII_MEMO_CHARS (0: off)")
+    pii_memo_chars: int = Field(default=PII_MEMO_CHARS, ge=0, description="BULWARK_PII_MEMO_CHARS (0: off)")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Self:
@@ -36,7 +38,7 @@ class Settings(BaseModel):
             stage=e.get("BULWARK_STAGE", "v1api"),
             local=e.get("BULWARK_LOCAL", "") == "1",
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
-            pii_memo_chars=e.get("BULWARK_PII_MEMO_CHARS") or 4_000_000,
+            pii_memo_chars=e.get("BULWARK_PII_MEMO_CHARS") or PII_MEMO_CHARS,
         )
 
 

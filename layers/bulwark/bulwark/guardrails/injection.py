@@ -712,17 +712,13 @@ def model_loaded() -> bool:
 
 
 _BUCKET_CACHE_MAX = 100_000  # ~10 MB at most; cleared when full, like the token cache
-_bucket_cache: dict[str, int] = {}
-_bucket_cache_size = [0]  # the bucket count the cached indices are for
+_bucket_cache: dict[str, int] = {}  # for the one model a process loads (_load_model is cached)
 
 
 def _buckets(features: list[str], buckets: int) -> list[int]:
     """feature_index of each feature, remembered: a conversation's words recur, and CRC-32 per feature was half the
     model's cost."""
     cache = _bucket_cache
-    if _bucket_cache_size[0] != buckets:  # another model (tests load several): indices differ
-        cache.clear()
-        _bucket_cache_size[0] = buckets
     try:
         return list(map(cache.__getitem__, features))
     except KeyError:

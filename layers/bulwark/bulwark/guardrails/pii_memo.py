@@ -19,12 +19,13 @@ import threading
 from collections import OrderedDict
 
 from bulwark.guardrails.pii import redact_pii
+from bulwark.settings import PII_MEMO_CHARS
 
 MIN_CHARS = 4096
 
 
 class PiiMemo:
-    def __init__(self, max_chars: int = 4_000_000, min_chars: int = MIN_CHARS) -> None:
+    def __init__(self, max_chars: int = PII_MEMO_CHARS, min_chars: int = MIN_CHARS) -> None:
         self._max_chars = max_chars
         self._min_chars = min_chars
         self._entries: OrderedDict[tuple[str, bytes], tuple[str, tuple[str, ...]]] = OrderedDict()
