@@ -70,6 +70,39 @@ def next_turn(body: bytes) -> bytes:
     return json.dumps(doc).encode()
 
 
+def at_default_caps(paragraph: str) -> bytes:
+    """The largest request the default policy admits: as much text as the character caps allow (max_total_chars in
+    messages of max_message_chars), each message starting at a different place in `paragraph`, and the body brought to
+    the byte cap (max_body_bytes) by writing the first characters as JSON \\u escapes, as any client may."""
+    rules = RequestRules()
+    msgs: list[dict[str, str]] = []
+    total = 0
+    while total < rules.max_total_chars and len(msgs) < rules.max_messages:
+        i = len(msgs)
+        start = i * len(paragraph) // 40 % len(paragraph)
+        rotated = paragraph[start:] + paragraph[:start]
+        n = min(rules.max_message_chars, rules.max_total_chars - total)
+        msgs.append({"role": "user" if i % 2 == 0 else "assistant", "content": (rotated * (n // len(rotated) + 1))[:n]})
+        total += n
+    spare = CAP - len(json.dumps({"model": "demo", "messages": msgs}).encode())
+    parts: list[str] = []
+    for msg in msgs:
+        body_chars: list[str] = []
+        for ch in msg["content"]:
+            plain = json.dumps(ch)[1:-1]
+            escaped = f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else plain  # astral ones stay as they are
+            grow = len(escaped) - len(plain.encode())
+            if 0 < grow <= spare:
+                body_chars.append(escaped)
+                spare -= grow
+            else:
+                body_chars.append(plain)
+        parts.append(f'{{"role": "{msg["role"]}", "content": "{"".join(body_chars)}"}}')
+    body = ('{"model": "demo", "messages": [' + ", ".join(parts) + "]}").encode()
+    assert CAP - 12 <= len(body) <= CAP and json.loads(body)["messages"] == msgs
+    return body
+
+
 def typical() -> bytes:
     return json.dumps({
         "model": "demo", "max_tokens": 256, "temperature": 0.2,

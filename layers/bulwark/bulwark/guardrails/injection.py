@@ -155,11 +155,19 @@ class _LazyPattern:
         self.pattern = pattern
         self._compiled: re.Pattern[str] | None = None
 
-    def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
+    def compiled(self) -> re.Pattern[str]:
         compiled = self._compiled
         if compiled is None:  # two threads may both compile: harmless, the results are equal
             compiled = self._compiled = re.compile(self.pattern)
-        return compiled.search(text, pos, endpos)
+        return compiled
+
+    def search(self, text: str, pos: int = 0, endpos: int = sys.maxsize) -> re.Match[str] | None:
+        return self.compiled().search(text, pos, endpos)
+
+    def matches_at(self, text: str, starts: Iterable[int]) -> bool:
+        """Whether a match starts at one of `starts` (`match` at pos still sees the characters before pos)."""
+        match = self.compiled().match
+        return any(match(text, pos) is not None for pos in starts)
 
 
 _RULES: tuple[tuple[str, float, _LazyPattern], ...] = tuple(
@@ -526,6 +534,117 @@ _STEMS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+# Literal prefixes one of which every match of a rule starts with (tests/unit/test_injection.py derives them from the
+# patterns' parse trees and checks this table). In every rule, a prefix that starts with a letter or digit follows a
+# \b, so it can start a match only where no [a-z0-9] precedes it. Such a rule is tried with `match` at those places
+# instead of being searched for: a search runs the pattern at every character (~35 ns each), and log lines or tables
+# hold enough anchor words (orders, warn, [, ") to make most rules search whole views.
+_LEADS: dict[str, str] = {  # "|"-separated
+    "ignore_previous": "abandon|bypass|cancel|clear|delete|discard|dismiss|disregard|do not follow|"
+    "don't follow|erase|forget|ignore|ignoring|neglect|no longer follow|omit|overlook|"
+    "override|reset|set aside|skip|stop following|throw out",
+    "ignore_short": "abandon|bypass|cancel|clear|delete|discard|dismiss|disregard|do not follow|"
+    "don't follow|erase|forget|ignore|ignoring|neglect|no longer follow|omit|overlook|"
+    "override|reset|set aside|skip|stop following|throw out",
+    "new_instructions": "actual|additional|admin|hidden|important|new|override|real|revised|secret|system|"
+    "updated|urgent",
+    "instead_do": "instead",
+    "forgot_to_tell": "i|we",
+    "from_now_on": "for the rest of |from now on|from this moment|from this point|henceforth",
+    "ignore_multilingual": "descarta|desconsidere|esque|ignora|ignore|ignorier|missachte|olvida|olvide|oublie|"
+    "vergessen sie|vergiss",
+    "forget_everything": "disregard|erase|forget|ignore",
+    "if_asked_to": "if you are|if you get|if you're",
+    "prefix_injection": "begin|start",
+    "rules_dont_apply": "do not|does not|doesn|don|ethics|filters|guidelines|laws|never|policies|policy|"
+    "restrictions|rules|won't",
+    "restrictions_off": "content|ethical|moral|safety",
+    "policy_puppetry": "allowed|blocked|godmode|insert divider|interaction-conf|rebel answer|responseformat|userquery",
+    "config_leak": "display|dump|list|my initial prompt|my instructions|my rules|my system prompt|"
+    "output|print|reveal|share|show|systemprompt|verbatim|word for word",
+    "role_tag": "[admin|[developer|[sys|now you are|you are now",
+    "leetspeak_request": "1337|l33t|leet",
+    "praise_pivot": "excellent|good job|great job|stop|that is enough|that's enough|very good|well done",
+    "dan": "act as |as|dan|do anything now|you are|you're",
+    "jailbreak_word": "jail",
+    "developer_mode": "admin|chaos|debug|dev|evil|god|opposite|sudo|unrestricted",
+    "mode_enabled": "activate|enable|enter|mode activated|mode enabled|mode on",
+    "unfiltered": "unbound|uncensored|unchained|unfiltered|unleashed|unrestricted",
+    "amoral": "amoral|immoral|no ethics|no moral|unethical",
+    "no_restrictions": "devoid of|does not have an|doesn't have any|don't have any|free from|free of|no|without|zero",
+    "not_bound": "break|broken|escape|free|liberate|never|no longer|not",
+    "policy_defiance": "against|break|bypass|circumvent|disregard|does not abide by|does not care about|"
+    "does not follow|doesn't abide by|doesn't care about|doesn't follow|evade|ignore|"
+    "not abide by|not adhere to|not comply with|not follow|violate",
+    "openai_policy": "anthropic|openai",
+    "never_refuse": "can not|can't|cannot|do not|don't|must not|mustn't|never|not|unable to|will not|won't",
+    "no_matter": "no matter how ",
+    "refusal_suppression": "avoid|cannot|do not|don't|must not|never|not|will not|without|won't",
+    "stay_in_character": "break|broke|character break|character reminder|keep|remain|stay",
+    "dual_response": "2|[chatgpt|[classic|[gpt|[jailbreak|[normal|[🔒|[🔓|both|dual|two",
+    "persona_switch": "you are|you will be|you'll|you're",
+    "not_an_ai": "forget|forgot|you are|you will be|you're",
+    "ai_target": "ai assistant|ai model|chatbot|chatgpt|gpt|language model|llm|openai",
+    "roleplay": "act as|character|fictional|hypothetical|imagine|persona|pretend|role|simulate|simulation",
+    "obey": "always|comply with|must|obey|shall|will",
+    "harm_vocab": "dangerous|explicit|harmful|illegal|malicious|nsfw|offensive|profanity|swear|unsafe",
+    "prompt_leak": "copy|disclose|display|dump|echo|expose|give|leak|list|output|paste|print|provide|"
+    "recite|repeat|return|reveal|share|show|spell|tell|what are|what is|what was|"
+    "what were|write",
+    "system_prompt": "initial instruction|initial prompt|pre|prompt above|prompt injection|"
+    "system instruction|system message|system prompt",
+    "everything_above": "all|content|everything|lines|output initializ|text|words",
+    "chat_delimiter": "<|[|begin|end",
+    "authority": "admin|debug|developer|elevated|god|i am|i'm|maintenance|root|sudo|this is",
+    "md_exfil": "![",
+    "include_in_response": "add|append|embed|include|insert|render",
+    "exfil_send": "email|exfiltrate|forward|leak|post|send|transmit|upload",
+    "pwned": "haha pwned|i have been|i've been|you have been|you've been",
+    "say_exactly": "output|print|repeat|reply with|respond with|say|write",
+    "decode_and_follow": "base64|decipher|decode|rot|translate",
+}
+
+_MAX_LEAD_STARTS = 128  # more starts than this: search (each `match` costs about what 30 characters of search do)
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
+# A lead as (text, token, letter-led), for telling cheaply that a view cannot hold it: a letter-led lead starts a token
+# (as _WORDS splits the view), which is `token` exactly when the lead goes on past its first run of [a-z0-9] and starts
+# with the lead otherwise; any other lead is looked for in the view itself.
+_Lead = tuple[str, str | None, bool]
+
+
+def _lead(text: str) -> _Lead:
+    head = text[: len(text) - len(text.lstrip("abcdefghijklmnopqrstuvwxyz0123456789"))]
+    return text, head if head and len(head) < len(text) else None, bool(head)
+
+
+@functools.lru_cache(maxsize=512)  # the lead vocabulary is fixed; compiled at first use, not at import
+def _lead_finder(text: str) -> re.Pattern[str]:
+    # Where `text` occurs with no [a-z0-9] before it (when letter-led): literal-led, so `re` finds it in C.
+    bound = "(?<![a-z0-9]" + re.escape(text) + ")" if text[0] in _ALNUM else ""
+    return re.compile(re.escape(text) + bound)
+
+
+def _lead_starts(view: str, words: set[str], vocab: str, leads: tuple[_Lead, ...]) -> list[int] | None:
+    """Every place where a match with one of `leads` can start; None when there are more than _MAX_LEAD_STARTS.
+    `words` is the view's set of tokens and `vocab` those tokens, each after a space."""
+    starts: list[int] = []
+    for text, token, letter_led in leads:
+        if token is not None:
+            if token not in words:
+                continue
+        elif letter_led:
+            if " " + text not in vocab:
+                continue
+        elif text not in view:
+            continue
+        starts += (m.start() for m in _lead_finder(text).finditer(view))
+        if len(starts) > _MAX_LEAD_STARTS:
+            return None
+    return starts
+
+
 _NEAR = 400  # a rule match lies within this many characters of one of its anchor words (gaps are a few words)
 _FULL_SCAN_CHARS = 4096  # views up to this long are searched whole; longer ones only around anchor occurrences
 _MAX_SPOTS = 256
@@ -574,14 +693,29 @@ def rule_hits(text: str, stop_at: float | None = None) -> dict[str, float]:
     With `stop_at`, returns as soon as the weights found reach it (the verdict is then settled; the rule list is a
     deterministic prefix of the full one): attack texts match many rules, and this halves their cost.
 
-    A rule whose anchor words (or stems) are absent from a view is skipped; on views longer than 4 KiB a rule is
-    searched only within 400 characters of its anchors' occurrences, so long prose costs little more than its length.
+    A rule whose anchor words (or stems) are absent from a view is skipped. A rule with leads is tried only where
+    one of them occurs (up to 128 places); otherwise, on views longer than 4 KiB, it is searched only within 400
+    characters of its anchors' occurrences, so long prose costs little more than its length.
     """
     return _rule_hits(views(text), stop_at)
 
 
-# (name, weight, pattern, anchor words or None, stems or None), in rule order.
-_RULE_TABLE = tuple((name, weight, pattern, _ANCHORS.get(name), _STEMS.get(name)) for name, weight, pattern in _RULES)
+# (name, weight, pattern, anchor words or None, stems or None, leads or None), in rule order.
+@functools.cache  # built at the first detection, not at import (cold start)
+def _rule_table() -> tuple[
+    tuple[str, float, _LazyPattern, frozenset[str] | None, tuple[str, ...] | None, tuple[_Lead, ...] | None], ...
+]:
+    return tuple(
+        (
+            name,
+            weight,
+            pattern,
+            _ANCHORS.get(name),
+            _STEMS.get(name),
+            tuple(_lead(text) for text in _LEADS[name].split("|")) if name in _LEADS else None,
+        )
+        for name, weight, pattern in _RULES
+    )
 
 
 @functools.lru_cache(maxsize=1024)  # the anchor vocabulary is fixed (a few hundred words)
@@ -605,24 +739,29 @@ def _rule_hits(all_views: list[str], stop_at: float | None) -> dict[str, float]:
     hit: dict[str, float] = {}
     for view in all_views:
         words = set(_WORDS.findall(view))
+        vocab = " " + " ".join(words)
         # Where anchors occur matters only on a long view (a short one is searched whole).
         long_view = len(view) > _FULL_SCAN_CHARS
-        for name, weight, pattern, anchors, stems in _RULE_TABLE:
+        for name, weight, pattern, anchors, stems, leads in _rule_table():
             if name in hit:
                 continue
-            spots: list[int] | None = None
-            if anchors is not None:
-                present = words & anchors
-                if not present:
-                    continue
-                if long_view:
+            present = words & anchors if anchors is not None else None
+            if present is not None and not present:
+                continue
+            starts = _lead_starts(view, words, vocab, leads) if leads is not None else None
+            if starts is not None:
+                found = pattern.matches_at(view, starts)  # no start, no match: the stems need no check
+            else:
+                spots: list[int] | None = None
+                if present is not None and long_view:
                     spots = _word_positions(view, present)
-            if stems is not None:
-                if not any(stem in view for stem in stems):
-                    continue
-                if anchors is None and long_view:
-                    spots = _stem_spots(view, stems)
-            if _search_near(pattern, view, spots):
+                if stems is not None:
+                    if not any(stem in view for stem in stems):
+                        continue
+                    if anchors is None and long_view:
+                        spots = _stem_spots(view, stems)
+                found = _search_near(pattern, view, spots)
+            if found:
                 hit[name] = weight
                 if stop_at is not None and sum(hit.values()) >= stop_at:
                     return hit
