@@ -8,6 +8,7 @@ from bulwark.policy import RequestRules
 from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, validate_chat_request
 
 RULES = RequestRules()
+CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
 
 
 def chat(**extra: Any) -> dict[str, Any]:
@@ -147,6 +148,16 @@ def test_given_a_bad_value_when_refused_then_the_message_does_not_echo_it() -> N
         ),
         (RequestRules(max_total_chars=5), chat(messages=[{"role": "user", "content": "abc"}] * 2), "messages"),
         (RequestRules(max_tokens=10), chat(max_tokens=11), "max_tokens"),
+        (
+            RequestRules(max_content_parts=3),
+            chat(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}] * 2}] * 2),
+            "messages",
+        ),
+        (
+            RequestRules(max_content_parts=3),
+            chat(messages=[{"role": "user", "content": "a"}, {"role": "assistant", "tool_calls": [CALL] * 3}]),
+            "messages",
+        ),
         (RequestRules(max_tokens=10), chat(max_completion_tokens=11), "max_completion_tokens"),
         (
             RequestRules(allowed_message_roles=("user",)),
@@ -166,6 +177,21 @@ def test_given_role_caps_when_exceeded_then_invalid_value_naming_the_rule(
 def test_given_caps_when_exactly_met_then_accepted() -> None:
     rules = RequestRules(max_messages=2, max_message_chars=3, max_total_chars=6, max_tokens=10)
     validate_chat_request(chat(messages=[{"role": "user", "content": "abc"}] * 2, max_tokens=10), rules)
+    parts = [
+        {"role": "user", "content": [{"type": "text", "text": "a"}] * 2},
+        {"role": "assistant", "tool_calls": [CALL]},
+    ]
+    validate_chat_request(chat(messages=[*parts, {"role": "user", "content": "b"}]), RequestRules(max_content_parts=4))
+
+
+def test_given_a_body_of_30000_tiny_parts_when_validated_then_refused_by_count_before_the_schema() -> None:
+    # A 1 MiB body holds ~30,000 one-character parts: refused on the count, before the schema validates each one
+    # (and never reaching the guardrails, which cost a few hundred microseconds a text).
+    doc = chat(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}] * 470}] * 64)
+    doc["messages"][0]["content"][0] = {"type": "bogus"}  # a schema error the count check must come before
+    with pytest.raises(InvalidRequest) as info:
+        validate_chat_request(doc, RULES)
+    assert info.value.param == "messages" and "256 content parts" in info.value.message
 
 
 def test_given_text_when_tokens_estimated_then_at_least_a_quarter_of_the_characters() -> None:

@@ -196,3 +196,34 @@ def test_given_a_large_mixed_text_when_scanned_then_same_as_plain_patterns() -> 
     rng = random.Random(7)
     text = " lorem ipsum ".join(rng.choice(PIECES) for _ in range(4_000))
     assert [(f.kind, f.start, f.end) for f in find_pii(text)] == reference_find(text)
+
+
+# ---- several texts scanned together give each text's own findings --------------------------------------------------
+
+# Pieces that end in the first half of a finding or begin with the second half (a keyword and its value, an '@' and
+# its domain, digits that would continue a card), so that a scan of the joined texts that let matches run across the
+# join would find more.
+EDGES = [
+    *("aws_secret_access_key =", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "password:", "hunter2hunter2", "Bearer"),
+    *("abcdefghijklmnopqrstuvwxyz", "jane.doe", "@example.com", "4111 1111", "1111 1111", "+1 415", "555-0132", "\x00"),
+    *("", "\n", "x\n", "-----BEGIN PRIVATE KEY-----\nMIIE", "-----END PRIVATE KEY-----", "fe80:", ":1"),
+]
+
+
+def _texts() -> st.SearchStrategy[list[str]]:
+    text = st.lists(st.sampled_from(PIECES + EDGES), max_size=4).map("".join)
+    return st.lists(text, min_size=1, max_size=8)
+
+
+@settings(max_examples=1_500, deadline=None)
+@given(_texts())
+def test_given_several_texts_when_scanned_together_then_each_gets_what_it_gets_alone(texts: list[str]) -> None:
+    assert pii.redact_pii_many(texts) == [redact_pii(text) for text in texts]
+
+
+def test_a_join_that_lets_a_match_cross_would_be_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The property above can fail: joined by a bare newline, a secret's keyword in one text claims the next text.
+    texts = ["aws_secret_access_key =", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"]
+    assert pii.redact_pii_many(texts) == [redact_pii(text) for text in texts]
+    monkeypatch.setattr(pii, "_JOIN", "\n")
+    assert pii.redact_pii_many(texts) != [redact_pii(text) for text in texts]

@@ -80,6 +80,9 @@ class RequestRules(_Strict):
     max_messages: int = Field(default=64, gt=0)
     max_message_chars: int = Field(default=32_000, gt=0)
     max_total_chars: int = Field(default=200_000, gt=0)
+    # Each string content, content-array element (text, image, refusal) and tool call counts one. The validator's work
+    # per request grows with this count as well as with the characters: 30,000 one-character parts fit in 1 MiB.
+    max_content_parts: int = Field(default=256, gt=0)
     max_tokens: int = Field(default=4096, gt=0)
     allowed_message_roles: tuple[Literal["system", "developer", "user", "assistant", "tool"], ...] = (
         "system",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from bulwark.errors import ContentPolicyViolation
 from bulwark.guardrails.bedrock_guardrail import BedrockGuardrail
 from bulwark.guardrails.injection import detect_injection
-from bulwark.guardrails.pii import find_pii, redact_pii
+from bulwark.guardrails.pii import find_pii, redact_pii, redact_pii_many
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.policy import GuardrailPolicy
 from bulwark.validation.chat import ChatCompletionRequest, iter_texts, map_texts
@@ -24,27 +24,47 @@ class GuardrailOutcome:
     hits: list[tuple[str, str]] = field(default_factory=list)
 
 
-# The injection detector costs ~0.6 ms per KiB it reads. Per request it reads at most INJECTION_BUDGET characters in
-# full (each text sampled by detect_injection itself above 8 KiB), newest messages first, and the head of every other
-# text, so a maximum-size request stays within the validator's time budget. The trade-off: in a very long conversation,
-# the middle of an older message is not read; the newest turns, where an attack has to sit to steer the answer, are.
+# The injection detector's work per request is bounded by what it reads and by how many texts it reads separately
+# (each separate text costs ~0.2 ms before its first character: normalization, ~50 rules, the model):
+# - the newest texts, newest first, each on its own, while INJECTION_BUDGET characters last (a text over 8 KiB counts
+#   8 KiB: detect_injection samples it) and at most SEPARATE_TEXTS of them;
+# - the head of every other text, at most INJECTION_HEAD characters and together at most HEADS_BUDGET (shared evenly),
+#   joined in order into passages of up to 8 KiB that are checked whole, each head starting a sentence.
+# The trade-off: in a long conversation the middle of an older message is not read, and older texts are judged
+# together, so the model weighs an attack there against its neighbours (the rules do not: a rule match anywhere counts,
+# including one split across two parts). The newest turns, where an attack has to sit to steer the answer, are read
+# in full. A maximum-size request (256 parts, 200,000 characters) costs about what 32 KiB of text does.
 INJECTION_BUDGET = 16_384
+SEPARATE_TEXTS = 8
 INJECTION_HEAD = 256
+HEADS_BUDGET = 16_384
+_PASSAGE = 8_192  # detect_injection reads texts up to this long whole (scanned_text)
+_HEAD_SEPARATOR = ".\n"  # a sentence end, so a head that opens with "system:" still starts a sentence
 
 
 def _injection_texts(req: ChatCompletionRequest) -> list[str]:
+    """The texts detect_injection is run on, one call each."""
     texts = [text for _role, text in iter_texts(req)]
-    if sum(len(t) for t in texts) <= INJECTION_BUDGET:
-        return texts
-    chosen: list[str] = []
+    separate: list[str] = []
     budget = INJECTION_BUDGET
-    for text in reversed(texts):
-        if budget > 0:
-            chosen.append(text)
-            budget -= min(len(text), 8_192)
+    while texts and budget > 0 and len(separate) < SEPARATE_TEXTS:
+        text = texts.pop()
+        separate.append(text)
+        budget -= min(len(text), _PASSAGE)
+    if not texts:
+        return separate
+    head = max(1, min(INJECTION_HEAD, HEADS_BUDGET // len(texts)))
+    passages: list[str] = []
+    current = ""
+    for text in texts:
+        piece = text[:head]
+        if current and len(current) + len(_HEAD_SEPARATOR) + len(piece) > _PASSAGE:
+            passages.append(current)
+            current = piece
         else:
-            chosen.append(text[:INJECTION_HEAD])
-    return chosen
+            current = f"{current}{_HEAD_SEPARATOR}{piece}" if current else piece
+    passages.append(current)
+    return separate + passages
 
 
 def _injection(req: ChatCompletionRequest, mode: str, hits: list[tuple[str, str]]) -> None:
@@ -66,25 +86,16 @@ def _pii(
 ) -> ChatCompletionRequest:
     if mode == "off":
         return req
-    kinds: set[str] = set()
+    texts = list(dict.fromkeys(text for _role, text in iter_texts(req)))  # each distinct text once, in order
+    results = memo.redact_many(scope, texts) if memo is not None else redact_pii_many(texts)
+    found = dict(zip(texts, results, strict=True))
+    kinds = {kind for _text, text_kinds in found.values() for kind in text_kinds}
     if mode == "redact":
-
-        def redact(text: str) -> str:
-            out, found = memo.redact(scope, text) if memo is not None else redact_pii(text)
-            kinds.update(found)
-            return out
-
-        req = map_texts(req, redact)
-    else:
-        for _role, text in iter_texts(req):
-            if memo is not None:
-                kinds.update(memo.redact(scope, text)[1])
-            else:
-                kinds.update(f.kind for f in find_pii(text))
-        if kinds and mode == "block":
-            raise ContentPolicyViolation(
-                f"The request was refused by the content policy (rule: pii:{','.join(sorted(kinds))})."
-            )
+        req = map_texts(req, lambda text: found[text][0])
+    elif kinds and mode == "block":
+        raise ContentPolicyViolation(
+            f"The request was refused by the content policy (rule: pii:{','.join(sorted(kinds))})."
+        )
     action = "redact" if mode == "redact" else "flag"
     hits.extend((f"pii:{k}", action) for k in sorted(kinds))
     return req

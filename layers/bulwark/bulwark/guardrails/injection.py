@@ -107,11 +107,11 @@ def _decoded_payloads(text: str) -> list[str]:
 
 def views(text: str) -> list[str]:
     """The normalized forms of `text` every rule is matched against (first one is the plain normalized text)."""
-    base = _basic(text)
+    folded = _folded(text)
+    base = _SEPARATORS.sub(" ", folded)
     result = [base]
     if _HAS_LEET.search(base):
         result.append(base.translate(_LEET))
-    folded = _folded(text)
     if _SPACED.search(folded):
         despaced = _SEPARATORS.sub(" ", _SPACED.sub(lambda m: m.group(0)[::2], folded))
         result.append(despaced)

@@ -457,7 +457,10 @@ _PLACEHOLDERS = {kind: placeholder(kind) for kind in _ORDER}
 
 def redact_pii(text: str) -> tuple[str, tuple[str, ...]]:
     """Text with each finding replaced by a typed placeholder, and the kinds found (sorted, unique)."""
-    findings = _resolve(_candidates(text))
+    return _redacted(text, _resolve(_candidates(text)))
+
+
+def _redacted(text: str, findings: list[tuple[int, int, str]]) -> tuple[str, tuple[str, ...]]:
     if not findings:
         return text, ()
     out: list[str] = [""] * (2 * len(findings) + 1)
@@ -467,3 +470,35 @@ def redact_pii(text: str) -> tuple[str, tuple[str, ...]]:
     ]
     out[1::2] = [_PLACEHOLDERS[kind] for _s, _e, kind in findings]
     return "".join(out), tuple(sorted({kind for _s, _e, kind in findings}))
+
+
+# Joins texts for one scan. No pattern consumes NUL, and every way across it first meets a newline that the pattern
+# cannot take there either (`\s` is only allowed between a keyword and its value, which then must start with a
+# non-space). Every lookaround and \b reads a newline as it reads the start or end of a text. So each text's findings
+# are what scanning it alone finds (tests/unit/test_pii.py compares); private keys, which run to the end of their
+# text when unterminated, are found per text.
+_JOIN = "\n\x00\n"
+
+
+def redact_pii_many(texts: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """redact_pii of each text, found in one scan of the texts joined: a scan costs ~40 µs before its first character
+    (about fifteen passes), so a request of 256 short parts would spend ~10 ms on that alone."""
+    joined = _JOIN.join(texts)
+    if len(texts) < 2 or "PRIVATE KEY" in joined:
+        return [redact_pii(text) for text in texts]
+    findings = _resolve(_candidates(joined))
+    results: list[tuple[str, tuple[str, ...]]] = []
+    base = 0
+    i = 0
+    for text in texts:
+        end = base + len(text)
+        own: list[tuple[int, int, str]] = []
+        while i < len(findings) and findings[i][0] < end:
+            s, e, kind = findings[i]
+            if s < base or e > end:  # across a join: impossible by the argument above, but never trusted blindly
+                return [redact_pii(text) for text in texts]
+            own.append((s - base, e - base, kind))
+            i += 1
+        results.append(_redacted(text, own))
+        base = end + len(_JOIN)
+    return results

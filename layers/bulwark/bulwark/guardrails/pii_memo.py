@@ -18,7 +18,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 
-from bulwark.guardrails.pii import redact_pii
+from bulwark.guardrails.pii import redact_pii, redact_pii_many
 from bulwark.settings import PII_MEMO_CHARS
 
 MIN_CHARS = 4096
@@ -54,6 +54,14 @@ class PiiMemo:
                     _key, (old, _kinds) = self._entries.popitem(last=False)
                     self._chars -= len(old)
         return result
+
+    def redact_many(self, scope: str, texts: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+        """redact_pii of each text: long ones through the memo, the short ones scanned together (redact_pii_many)."""
+        if self._max_chars <= 0 or not scope:
+            return redact_pii_many(texts)
+        short = [text for text in texts if len(text) < self._min_chars]
+        found = iter(redact_pii_many(short))
+        return [next(found) if len(text) < self._min_chars else self.redact(scope, text) for text in texts]
 
     @property
     def chars(self) -> int:
