@@ -161,3 +161,15 @@ def test_given_an_attack_split_across_two_old_parts_when_checked_then_caught() -
     assert not any(detect_injection(t).detected for t in parts)  # neither half alone is an attack
     with pytest.raises(ContentPolicyViolation):
         apply_input_guardrails(_parts_request(parts, per_message=4), policy(prompt_injection="block"))
+
+
+@pytest.mark.parametrize("description", ["", "Write to ops@example.com when stuck."])
+def test_given_a_tool_description_when_redacted_then_rewritten_like_any_text(description: str) -> None:
+    # Tool descriptions are rewritten by map_texts but not listed by iter_texts; schemathesis found an empty one
+    # failing with a 500 once the texts were scanned ahead of the rewrite.
+    tool = {"type": "function", "function": {"name": "lookup", "description": description, "parameters": None}}
+    doc = {"model": "m", "messages": [{"role": "user", "content": "Say hello."}], "tools": [tool]}
+    out = apply_input_guardrails(validate_chat_request(doc, RequestRules()), policy(pii_input="redact"))
+    assert out.request.tools is not None
+    assert out.request.tools[0].function.description == description.replace("ops@example.com", "[REDACTED:EMAIL]")
+    assert out.hits == ([("pii:email", "redact")] if description else [])

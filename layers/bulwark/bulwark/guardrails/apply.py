@@ -89,13 +89,23 @@ def _pii(
     texts = list(dict.fromkeys(text for _role, text in iter_texts(req)))  # each distinct text once, in order
     results = memo.redact_many(scope, texts) if memo is not None else redact_pii_many(texts)
     found = dict(zip(texts, results, strict=True))
-    kinds = {kind for _text, text_kinds in found.values() for kind in text_kinds}
+    kinds: set[str] = set()
     if mode == "redact":
-        req = map_texts(req, lambda text: found[text][0])
-    elif kinds and mode == "block":
-        raise ContentPolicyViolation(
-            f"The request was refused by the content policy (rule: pii:{','.join(sorted(kinds))})."
-        )
+
+        def redact(text: str) -> str:
+            result = found.get(text)
+            if result is None:  # a text map_texts rewrites that iter_texts does not list (a tool's description)
+                result = found[text] = memo.redact(scope, text) if memo is not None else redact_pii(text)
+            kinds.update(result[1])
+            return result[0]
+
+        req = map_texts(req, redact)
+    else:
+        kinds.update(kind for _text, text_kinds in found.values() for kind in text_kinds)
+        if kinds and mode == "block":
+            raise ContentPolicyViolation(
+                f"The request was refused by the content policy (rule: pii:{','.join(sorted(kinds))})."
+            )
     action = "redact" if mode == "redact" else "flag"
     hits.extend((f"pii:{k}", action) for k in sorted(kinds))
     return req
