@@ -9,6 +9,7 @@ from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, vali
 
 RULES = RequestRules()
 CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+TOOL_WITH_DESCRIPTION = {"type": "function", "function": {"name": "lookup", "description": "abc"}}
 
 
 def chat(**extra: Any) -> dict[str, Any]:
@@ -147,6 +148,11 @@ def test_given_a_bad_value_when_refused_then_the_message_does_not_echo_it() -> N
             "messages[0].content",
         ),
         (RequestRules(max_total_chars=5), chat(messages=[{"role": "user", "content": "abc"}] * 2), "messages"),
+        (
+            RequestRules(max_total_chars=5),
+            chat(messages=[{"role": "user", "content": "abc"}], tools=[TOOL_WITH_DESCRIPTION]),
+            "tools",
+        ),
         (RequestRules(max_tokens=10), chat(max_tokens=11), "max_tokens"),
         (
             RequestRules(max_content_parts=3),

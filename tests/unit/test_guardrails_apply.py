@@ -173,3 +173,11 @@ def test_given_a_tool_description_when_redacted_then_rewritten_like_any_text(des
     assert out.request.tools is not None
     assert out.request.tools[0].function.description == description.replace("ops@example.com", "[REDACTED:EMAIL]")
     assert out.hits == ([("pii:email", "redact")] if description else [])
+
+
+def test_given_an_injection_in_a_tool_description_when_checked_then_caught() -> None:
+    # The model reads tool definitions before the conversation: a poisoned description is an injection too.
+    tool = {"type": "function", "function": {"name": "lookup", "description": ATTACK}}
+    doc = {"model": "m", "messages": [{"role": "user", "content": "Say hello."}], "tools": [tool]}
+    with pytest.raises(ContentPolicyViolation):
+        apply_input_guardrails(validate_chat_request(doc, RequestRules()), policy(prompt_injection="block"))

@@ -345,6 +345,11 @@ def iter_texts(req: ChatCompletionRequest) -> Iterator[tuple[str, str]]:
             yield msg.role, text
 
 
+def tool_texts(req: ChatCompletionRequest) -> list[str]:
+    """The tools' descriptions: text the model reads before the conversation, which map_texts also rewrites."""
+    return [t.function.description for t in req.tools or () if t.function.description is not None]
+
+
 def _map_part(part: Any, fn: Callable[[str], str]) -> Any:
     if isinstance(part, TextPart):
         text = fn(part.text)
@@ -469,6 +474,13 @@ def _check_rules(req: ChatCompletionRequest, rules: RequestRules) -> None:
             f"'messages' hold more than the allowed {rules.max_total_chars} characters in total.",
             code="invalid_value",
             param="messages",
+        )
+    if total + sum(map(len, tool_texts(req))) > rules.max_total_chars:
+        raise InvalidRequest(
+            f"'messages' and the tools' descriptions hold more than the allowed {rules.max_total_chars} characters "
+            "in total.",
+            code="invalid_value",
+            param="tools",
         )
     for field in ("max_tokens", "max_completion_tokens"):
         value = getattr(req, field)
