@@ -126,7 +126,11 @@ _REF_PATTERNS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], bool]]
     ("payment_card", pii._CARD, pii._card_ok),
     ("us_ssn", pii._SSN, lambda m: True),
     ("iban", pii._IBAN, pii._iban_ok),
-    ("ipv4", pii._IPV4, pii._ipv4_ok),
+    (
+        "ipv4",
+        pii._IPV4,
+        lambda m: re.search(r"(?:^|\.)0\d", m.group(0)) is None,
+    ),  # the check the scanner no longer needs
     ("ipv6", pii._IPV6, pii._ipv6_ok),
     ("phone", pii._PHONE, lambda m: True),
 ]
@@ -227,3 +231,11 @@ def test_a_join_that_lets_a_match_cross_would_be_caught(monkeypatch: pytest.Monk
     assert pii.redact_pii_many(texts) == [redact_pii(text) for text in texts]
     monkeypatch.setattr(pii, "_JOIN", "\n")
     assert pii.redact_pii_many(texts) != [redact_pii(text) for text in texts]
+
+
+@settings(max_examples=2_000, deadline=None)
+@given(st.text(alphabet="0123456789.\u0660\u0661 ", max_size=40))
+def test_an_ipv4_match_never_has_an_octet_with_a_leading_zero(text: str) -> None:
+    # Why the scanner has no leading-zero check: the octet pattern takes "0" alone, never "01".
+    for m in pii._IPV4.finditer(text):
+        assert not any(len(octet) > 1 and octet[0] == "0" for octet in m.group(0).split(".")), m.group(0)
