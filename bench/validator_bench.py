@@ -2,7 +2,8 @@
 
 Run: `python bench/validator_bench.py` (`--quick` for fewer runs). Four kinds of text: prose with an email every ~200
 characters; numbers, phones, cards, IPs and `key: value` lines; non-ASCII text (French, Japanese, German); application
-log lines (what a user pastes to ask what went wrong).
+log lines (what a user pastes to ask what went wrong); and, adversarial, IP addresses one every 8 characters, the
+densest findings a text can hold (a placeholder for each).
 
 - The target's table: a typical chat request (~300 B), then the largest requests the default policy admits of each
   kind: a 1 MiB body (max_body_bytes) holding 200,000 characters of message text (max_total_chars), brought to the
@@ -22,6 +23,7 @@ same 2-core machine.
 from __future__ import annotations
 
 import json
+import random
 import statistics
 import sys
 import time
@@ -58,6 +60,9 @@ LOG_LINES = (
     "2024-05-17T12:04:33.538Z WARN  [req 8f3a2d] POST /api/v2/payments 402 118ms user=u_2207 ip=172.16.9.3 "
     'error="card declined"\n'
 )
+_rng = random.Random(9)
+# Adversarial: an IP address every 8 characters (the densest findings a text can hold), all different.
+DENSE_IPS = " ".join(".".join(str(_rng.randrange(10)) for _ in range(4)) for _ in range(2_500)) + " "
 BEFORE = {  # recorded at e742f1c: (p50 ms, p99 ms)
     "typical": (0.47, 1.05),
     "max-size": (967.0, 1414.0),
@@ -213,6 +218,7 @@ KINDS = {
     "numbers / phones / cards / IPs / key: value": MIXED,
     "non-ASCII (French, Japanese, German)": NON_ASCII,
     "application log lines (timestamps, IPs, paths)": LOG_LINES,
+    "adversarial: an IP address every 8 characters": DENSE_IPS,
 }
 
 

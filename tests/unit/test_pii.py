@@ -126,11 +126,13 @@ _REF_PATTERNS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], bool]]
     ("payment_card", pii._CARD, pii._card_ok),
     ("us_ssn", pii._SSN, lambda m: True),
     ("iban", pii._IBAN, pii._iban_ok),
-    (
+    (  # as first written: the octet group repeated, and a leading-zero check the scanner no longer needs
         "ipv4",
-        pii._IPV4,
+        re.compile(
+            r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])"
+        ),
         lambda m: re.search(r"(?:^|\.)0\d", m.group(0)) is None,
-    ),  # the check the scanner no longer needs
+    ),
     ("ipv6", pii._IPV6, pii._ipv6_ok),
     ("phone", pii._PHONE, lambda m: True),
 ]

@@ -125,9 +125,9 @@ _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
 # An octet is 0-255 without a leading zero ("0" alone, never "01"): leading zeros are how versions and dates look.
-_IPV4 = re.compile(
-    r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])"
-)
+# Written out four times rather than as a group repeated three times: the same pattern, a tenth faster in `re`.
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = re.compile(rf"(?<![\d.]){_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?![\d.])")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Fa-f:])")
 _PHONE = re.compile(
     r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}"
@@ -187,7 +187,7 @@ _COLON_CLUSTER = re.compile(rb":(?:[^:]{0,4}+:)++")  # >= 2 colons, at most 4 ch
 # scanned: a card has 13 digits with at most one space or dash between each; a phone ends in 3+ digits, a separator,
 # 3+ digits, or is '+' and 8+ digits. Dates, times and versions in logs and tables have neither, and are not scanned.
 _CARD_SHAPE = re.compile(rb"0(?:[ -]?0){12}")
-_PHONE_SHAPE = re.compile(rb"000[ .-]000|0{8}")
+_PHONE_SHAPE = re.compile(rb"00(?:0[ .-]000|0{6})")  # 000[ .-]000|0{8}, led by a literal `re` finds in C
 _IBAN_START = re.compile(rb"AA00")
 _NON_ASCII_DIGITS = re.compile(r"[^\D\x00-\x7f]+")  # runs of decimal digits outside ASCII (`\d` matches them)
 
