@@ -807,7 +807,7 @@ def model_features(normalized: str, rules: Iterable[str] = ()) -> tuple[list[str
     feats: set[str] = set()
     for tok in set(toks):
         feats.update(_token_grams(tok))
-    feats.update(f"b:{a} {b}" for a, b in itertools.pairwise(toks))
+    feats.update({f"b:{a} {b}" for a, b in itertools.pairwise(toks)})  # a set comprehension: faster than a genexpr
     return list(feats), ["r:" + r for r in rules]
 
 
