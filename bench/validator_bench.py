@@ -35,6 +35,7 @@ from bulwark.guardrails.injection import detect_injection
 from bulwark.guardrails.pii import redact_pii
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.policy import GuardrailPolicy, RequestRules
+from bulwark.runtime import settle_after_init
 from bulwark.validation.chat import canonical_json, iter_texts, validate_chat_request
 from bulwark.validation.jsonparse import parse_json_body
 from bulwark.validation.sanitize import sanitize_chat
@@ -144,7 +145,7 @@ def max_size(paragraph: str = PROSE) -> bytes:
     msgs: list[dict[str, str]] = []
     while True:
         i = len(msgs)
-        start = i * len(paragraph) // 40  # a different place in the paragraph for each of up to 40 messages
+        start = i * len(paragraph) // 64  # a different place in the paragraph for each of up to 64 messages
         rotated = paragraph[start:] + paragraph[:start]
         content = rotated * (32_000 // len(rotated))
         msg = {"role": "user" if i % 2 == 0 else "assistant", "content": content}
@@ -223,6 +224,7 @@ KINDS = {
 
 
 def main() -> None:
+    settle_after_init()  # as the validator function does once its init is done (bulwark/runtime.py)
     quick = "--quick" in sys.argv
     big_runs, typ_runs = (5, 300) if quick else (30, 2_000)
     t_body = typical()

@@ -6,12 +6,14 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bulwark.observability import make_logger, make_metrics, make_tracer
+from bulwark.runtime import settle_after_init
 from bulwark.services import authorizer_service
 
 logger = make_logger()
 metrics = make_metrics()
 tracer = make_tracer()
 service = authorizer_service.build(logger, metrics)  # clients and caches live as long as the container
+settle_after_init()  # init is done: set what it made aside from the cycle collector
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -8,12 +8,14 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bulwark.observability import make_logger, make_metrics, make_tracer
+from bulwark.runtime import settle_after_init
 from bulwark.services import invoker_service
 
 logger = make_logger()
 metrics = make_metrics()
 tracer = make_tracer()  # upstream attempts and AWS calls record their own subsegments (bulwark.tracing)
 service = invoker_service.build(logger, metrics)  # upstream clients, secrets and circuit breakers per container
+settle_after_init()  # init is done: set what it made aside from the cycle collector
 
 
 @logger.inject_lambda_context(correlation_id_path="request_id")

@@ -5,12 +5,14 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bulwark.observability import make_logger, make_metrics, make_tracer
+from bulwark.runtime import settle_after_init
 from bulwark.services import janitor_service
 
 logger = make_logger()
 metrics = make_metrics()
 tracer = make_tracer()
 service = janitor_service.build(logger, metrics)
+settle_after_init()  # init is done: set what it made aside from the cycle collector
 
 
 @logger.inject_lambda_context

@@ -139,10 +139,11 @@ FILLER = "The quarterly report covers revenue, costs and hiring plans in some de
 def test_given_the_most_parts_allowed_when_checked_then_a_bounded_number_of_bounded_texts() -> None:
     from bulwark.guardrails.apply import HEADS_BUDGET, INJECTION_BUDGET, SEPARATE_TEXTS, _injection_texts
 
-    texts = _injection_texts(_parts_request([FILLER] * 256, per_message=4))
-    assert len(texts) <= SEPARATE_TEXTS + 3
-    assert all(len(t) <= 8192 for t in texts)
-    assert sum(len(t) for t in texts) <= INJECTION_BUDGET + HEADS_BUDGET + 2 * 256
+    for parts in (40, 100, 256):
+        texts = _injection_texts(_parts_request([FILLER] * parts, per_message=4))
+        assert len(texts) <= SEPARATE_TEXTS + 1  # the newest ones alone, the heads of the others in one passage
+        assert all(len(t) <= 8192 for t in texts)
+        assert sum(len(t) for t in texts) <= INJECTION_BUDGET + HEADS_BUDGET
 
 
 def test_given_an_attack_at_the_head_of_an_old_part_when_checked_then_caught() -> None:

@@ -26,18 +26,18 @@ class GuardrailOutcome:
 
 # The injection detector's work per request is bounded by what it reads and by how many texts it reads separately
 # (each separate text costs ~0.2 ms before its first character: normalization, ~50 rules, the model):
-# - the newest texts, newest first, each on its own, while INJECTION_BUDGET characters last (a text over 8 KiB counts
-#   8 KiB: detect_injection samples it) and at most SEPARATE_TEXTS of them;
+# - the newest texts, newest first, each on its own, as long as they fit in INJECTION_BUDGET characters (a text over
+#   8 KiB counts 8 KiB: detect_injection samples it), at most SEPARATE_TEXTS of them;
 # - the head of every other text, at most INJECTION_HEAD characters and together at most HEADS_BUDGET (shared evenly),
 #   joined in order into passages of up to 8 KiB that are checked whole, each head starting a sentence.
 # The trade-off: in a long conversation the middle of an older message is not read, and older texts are judged
 # together, so the model weighs an attack there against its neighbours (the rules do not: a rule match anywhere counts,
 # including one split across two parts). The newest turns, where an attack has to sit to steer the answer, are read
-# in full. A maximum-size request (256 parts, 200,000 characters) costs about what 32 KiB of text does.
+# in full. A maximum-size request (256 parts, 200,000 characters) costs about what 24 KiB of text does.
 INJECTION_BUDGET = 16_384
 SEPARATE_TEXTS = 8
 INJECTION_HEAD = 256
-HEADS_BUDGET = 16_384
+HEADS_BUDGET = 8_192  # one passage: up to 32 older texts keep 256-character heads, more share it evenly
 _PASSAGE = 8_192  # detect_injection reads texts up to this long whole (scanned_text)
 _HEAD_SEPARATOR = ".\n"  # a sentence end, so a head that opens with "system:" still starts a sentence
 
@@ -47,13 +47,15 @@ def _injection_texts(req: ChatCompletionRequest) -> list[str]:
     texts = [*tool_texts(req), *(text for _role, text in iter_texts(req))]  # tools come before the conversation
     separate: list[str] = []
     budget = INJECTION_BUDGET
-    while texts and budget > 0 and len(separate) < SEPARATE_TEXTS:
-        text = texts.pop()
-        separate.append(text)
-        budget -= min(len(text), _PASSAGE)
+    while texts and len(separate) < SEPARATE_TEXTS:
+        cost = min(len(texts[-1]), _PASSAGE)  # what detect_injection reads of it
+        if cost > budget:
+            break  # it goes with the older texts: its head is read
+        separate.append(texts.pop())
+        budget -= cost
     if not texts:
         return separate
-    head = max(1, min(INJECTION_HEAD, HEADS_BUDGET // len(texts)))
+    head = max(1, min(INJECTION_HEAD, (HEADS_BUDGET - len(_HEAD_SEPARATOR) * (len(texts) - 1)) // len(texts)))
     passages: list[str] = []
     current = ""
     for text in texts:

@@ -186,7 +186,9 @@ _COLON_CLUSTER = re.compile(rb":(?:[^:]{0,4}+:)++")  # >= 2 colons, at most 4 ch
 # Shapes (on the byte map) one of which every match of a kind contains, checked within a run before its window is
 # scanned: a card has 13 digits with at most one space or dash between each; a phone ends in 3+ digits, a separator,
 # 3+ digits, or is '+' and 8+ digits. Dates, times and versions in logs and tables have neither, and are not scanned.
-_CARD_SHAPE = re.compile(rb"0(?:[ -]?0){12}")
+# A card shape starts "00", "0 0" or "0-0": three searches each led by a literal `re` finds in C beat one that tries
+# every digit (on a run of IP addresses, 2.5x).
+_CARD_SHAPES = tuple(re.compile(lead + rb"(?:[ -]?0){11}") for lead in (rb"00", rb"0 0", rb"0-0"))
 _PHONE_SHAPE = re.compile(rb"00(?:0[ .-]000|0{6})")  # 000[ .-]000|0{8}, led by a literal `re` finds in C
 _IBAN_START = re.compile(rb"AA00")
 _NON_ASCII_DIGITS = re.compile(r"[^\D\x00-\x7f]+")  # runs of decimal digits outside ASCII (`\d` matches them)
@@ -392,7 +394,7 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
         # at most 2 characters between digits and 1 before the first ('+' or '('); their lookarounds read at most 2
         # more on either side. So every match, with what it reads, lies inside one window, and none spans two.
         runs = [(m.start(), m.end(), m.start("long") >= 0) for m in _DIGIT_RUNS.finditer(mapped)]
-        card_runs = [(s, e) for s, e, long in runs if long and _CARD_SHAPE.search(mapped, s, e)]
+        card_runs = [(s, e) for s, e, long in runs if long and any(p.search(mapped, s, e) for p in _CARD_SHAPES)]
         (found["payment_card"],) = _scan_windows(text, _windows(card_runs, 4, 3, n), ((_CARD, _card_ok),))
         phone_runs = [(s, e) for s, e, _ in runs if _PHONE_SHAPE.search(mapped, s, e)]
         (found["phone"],) = _scan_windows(text, _windows(phone_runs, 4, 3, n), ((_PHONE, None),))
@@ -475,12 +477,14 @@ def _redacted(
     hi = len(text) if hi is None else hi
     if not findings:
         return text[lo:hi], ()
-    out: list[str] = [""] * (2 * len(findings) + 1)
-    out[0::2] = [
-        text[a:b]
-        for a, b in zip([lo, *(e for _s, e, _k in findings)], [*(s for s, _e, _k in findings), hi], strict=True)
-    ]
-    out[1::2] = [_PLACEHOLDERS[kind] for _s, _e, kind in findings]
+    out: list[str] = []
+    append = out.append
+    pos = lo
+    for start, end, kind in findings:  # a plain loop: a third faster than slicing lists built by comprehensions
+        append(text[pos:start])
+        append(_PLACEHOLDERS[kind])
+        pos = end
+    append(text[pos:hi])
     return "".join(out), tuple(sorted({kind for _s, _e, kind in findings}))
 
 
