@@ -4,7 +4,7 @@ A warm container keeps everything its init made (modules, pydantic schemas, comp
 life, so the cycle collector need not walk those objects again: gc.freeze() sets them aside. A request makes many
 short-lived objects that reference counting frees at once (a dense 200,000-character request makes 25,000 regex
 matches and tuples); with the default threshold (700) the collector ran about 60 times per such request and now and then
-walked every object the process holds, which added 10-15 ms to one request in twenty (bench/validator_bench.py). A
+walked every object the process holds, which added 10-17 ms to one request in twenty (bench/validator_bench.py). A
 threshold of 20,000 still collects garbage cycles, which the request path rarely makes, many times a minute.
 """
 
