@@ -79,3 +79,14 @@ def test_given_invalid_input_when_refused_then_the_message_does_not_echo_it() ->
     with pytest.raises(InvalidJson) as info:
         parse(b'{"secret-value-xyz": }')
     assert "secret-value-xyz" not in info.value.message
+
+
+@pytest.mark.parametrize("escapes", [10, 5_000])  # the raw-text scan, and the walk of the decoded strings
+def test_given_a_body_mostly_escapes_when_a_surrogate_is_alone_then_refused_else_accepted(escapes: int) -> None:
+    filler = "\\u00e9" * escapes
+    lone = f'{{"a": "{filler}", "b": ["x\\udc00y"]}}'.encode()
+    with pytest.raises(InvalidJson, match="surrogate"):
+        parse_json_body(lone, max_bytes=1 << 20, max_depth=32, max_number_digits=40)
+    paired = f'{{"a": "{filler}", "b": ["x\\ud83d\\ude00y"]}}'.encode()
+    doc = parse_json_body(paired, max_bytes=1 << 20, max_depth=32, max_number_digits=40)
+    assert doc["b"] == ["x\U0001f600y"] and doc["a"] == "\u00e9" * escapes

@@ -503,12 +503,11 @@ def redact_pii_many(texts: list[str]) -> list[tuple[str, tuple[str, ...]]]:
     if len(texts) < 2 or "PRIVATE KEY" in joined:
         return [redact_pii(text) for text in texts]
     findings = _resolve(_candidates(joined))
-    starts = [s for s, _e, _k in findings]
     results: list[tuple[str, tuple[str, ...]]] = []
     base = i = 0
     for text in texts:
         end = base + len(text)
-        j = bisect.bisect_left(starts, end, i)
+        j = bisect.bisect_left(findings, (end,), i)  # the first finding that starts at or after the text's end
         # Sorted and apart, so all of them lie inside the text when the first and the last do. Across a join is
         # impossible by the argument above, but never trusted blindly.
         if j > i and (findings[i][0] < base or findings[j - 1][1] > end):
