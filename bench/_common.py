@@ -7,6 +7,7 @@ targets next to them.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 import time
@@ -28,8 +29,10 @@ def pct(samples: Sequence[float], q: float) -> float:
     if not samples:
         return float("nan")
     ordered = sorted(samples)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    # The smallest sample with at least q% of them at or below it: rank ceil(q * n / 100), counted from 1. (Rounding
+    # q * n + 0.5 instead took the maximum for p99 of 100 samples, one rank too high whenever q * n is whole.)
+    rank = max(1, min(len(ordered), math.ceil(q * len(ordered) / 100)))
+    return ordered[rank - 1]
 
 
 def median(samples: Iterable[float]) -> float:
