@@ -1,7 +1,7 @@
 """AWS clients: created once per container, with short timeouts, and injected into the domain code.
 
 The calls on the request path (DynamoDB, Lambda Invoke, Secrets Manager) use the lean signed clients of
-bulwark.aws_wire; boto3 is imported only for what is rare (Bedrock, SageMaker, idempotency records, the CLI), lazily.
+bulwark.aws_wire; boto3 is imported only for what is rare (Bedrock, SageMaker, the CLI), lazily.
 """
 
 from __future__ import annotations
@@ -57,11 +57,6 @@ def _freeze_user_agent(made: Any) -> None:
     except Exception:  # telemetry only: keep botocore's own behaviour
         return
     creator.to_string = lambda: frozen
-
-
-def dynamodb_sdk() -> Any:
-    """A boto3 DynamoDB client, for libraries that need one (Powertools idempotency)."""
-    return client("dynamodb")
 
 
 # ------------------------------------------------------------------------------ the hot path: lean clients (aws_wire)

@@ -1,93 +1,112 @@
-"""Client Idempotency-Key support for the invoker (Powertools idempotency on DynamoDB).
+"""Client Idempotency-Key support for the invoker, on DynamoDB through the lean client.
 
 A retried request with the same key (per caller) returns the first successful result instead of calling and billing
 the model twice. The key is scoped to the caller, and bound to a hash of the canonical payload: reusing a key for a
-different request is refused. A concurrent duplicate waits for nothing — it is refused while the first is in flight.
+different request is refused. A concurrent duplicate waits for nothing: it is refused while the first is in flight.
 Failures are not stored, so a retry after an upstream error really retries.
+
+One record per (caller, key), its id a SHA-256 of both (the key is the client's text: it is never stored as such):
+1. a conditional put claims it, IN_PROGRESS until the request's deadline, when no live record exists;
+2. the model is called;
+3. a success is written over the claim as COMPLETED (kept for an hour, TTL); a failure deletes the claim.
+A refused claim returns the record as it was (ReturnValuesOnConditionCheckFailure), so a replay costs one write.
+A store failure fails closed (503): the model is not called without the record that prevents a second call.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
+import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 from bulwark.errors import IdempotencyConflict, InvalidRequest, StoreUnavailable
+from bulwark.store.dynamo import ConditionFailed, from_item, store_call
 
 IDEMPOTENCY_WINDOW_SECONDS = 3600
-
-
-class _NotStored(Exception):
-    """Carries a failed result out of the idempotent function, so Powertools deletes its in-progress record."""
-
-    def __init__(self, result: dict[str, Any]) -> None:
-        super().__init__("not stored")
-        self.result = result
+IN_PROGRESS = "IN_PROGRESS"
+COMPLETED = "COMPLETED"
 
 
 class Idempotency:
-    """Built at cold start, set up on the first request that carries a key: Powertools' persistence layer needs
-    boto3, which no other request of the invoker does (most requests carry no Idempotency-Key)."""
+    def __init__(self, table_name: str, client: Callable[[], Any], clock: Callable[[], float] = time.time) -> None:
+        self._table = table_name
+        self._client = client  # the lean DynamoDB client, made at the first request that carries a key
+        self._clock = clock
 
-    def __init__(self, table_name: str, client: Callable[[], Any]) -> None:
-        self._table_name = table_name
-        self._client = client
-        self._setup: tuple[Any, Any] | None = None
-        self._lock = threading.Lock()
+    def run(
+        self, principal: str, key: str, payload: str, call: Callable[[], dict[str, Any]], deadline_ms: int
+    ) -> dict[str, Any]:
+        """The stored result for (principal, key), or call() once and store it if it succeeded (`ok`).
 
-    def _layer_and_config(self) -> tuple[Any, Any]:
-        with self._lock:
-            if self._setup is None:
-                from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
-
-                layer = DynamoDBPersistenceLayer(table_name=self._table_name, boto3_client=self._client())
-                config = IdempotencyConfig(
-                    event_key_jmespath="[principal, idempotency_key]",
-                    payload_validation_jmespath="payload_hash",
-                    expires_after_seconds=IDEMPOTENCY_WINDOW_SECONDS,
-                    raise_on_no_idempotency_key=True,
-                )
-                self._setup = (layer, config)
-            return self._setup
-
-    def run(self, principal: str, key: str, payload: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """The stored result for (principal, key), or call() once and store it if it succeeded (`ok`)."""
-        from aws_lambda_powertools.utilities.idempotency import idempotent_function
-        from aws_lambda_powertools.utilities.idempotency.exceptions import (
-            IdempotencyAlreadyInProgressError,
-            IdempotencyPersistenceLayerError,
-            IdempotencyValidationError,
-        )
-
-        layer, config = self._layer_and_config()
-
-        @idempotent_function(  # type: ignore[untyped-decorator]
-            data_keyword_argument="record", persistence_store=layer, config=config
-        )
-        def once(record: dict[str, str]) -> dict[str, Any]:
-            result = call()
-            if not result.get("ok"):
-                raise _NotStored(result)
-            return result
-
-        record = {
-            "principal": principal,
-            "idempotency_key": key,
-            "payload_hash": hashlib.sha256(payload.encode("utf-8")).hexdigest(),
-        }
+        `deadline_ms` (epoch) is when the claim lapses if this invocation dies before settling it."""
+        ddb = self._client()
+        record_id = hashlib.sha256(f"{principal}\x00{key}".encode()).hexdigest()
+        digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        now = self._clock()
+        key_attr = {"id": {"S": record_id}}
         try:
-            stored: dict[str, Any] = once(record=record)
-            return stored
-        except _NotStored as failed:
-            return failed.result
-        except IdempotencyAlreadyInProgressError:
-            raise IdempotencyConflict() from None
-        except IdempotencyValidationError:
+            with store_call():
+                ddb.put_item(
+                    TableName=self._table,
+                    Item={
+                        **key_attr,
+                        "status": {"S": IN_PROGRESS},
+                        "validation": {"S": digest},
+                        "expiration": {"N": str(int(now) + IDEMPOTENCY_WINDOW_SECONDS)},
+                        "in_progress_expiration": {"N": str(max(deadline_ms, int(now * 1000)))},
+                    },
+                    # Free: no record, an expired one (TTL deletion lags), or a claim whose invocation died.
+                    ConditionExpression="attribute_not_exists(id) OR expiration < :now"
+                    " OR (#status = :in_progress AND in_progress_expiration < :now_ms)",
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues={
+                        ":now": {"N": str(int(now))},
+                        ":now_ms": {"N": str(int(now * 1000))},
+                        ":in_progress": {"S": IN_PROGRESS},
+                    },
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+        except ConditionFailed as taken:
+            return self._existing(ddb, key_attr, taken.item, digest)
+
+        result = call()
+        with store_call():
+            if result.get("ok"):
+                ddb.update_item(
+                    TableName=self._table,
+                    Key=key_attr,
+                    UpdateExpression="SET #status = :completed, #data = :data REMOVE in_progress_expiration",
+                    ExpressionAttributeNames={"#status": "status", "#data": "data"},
+                    ExpressionAttributeValues={
+                        ":completed": {"S": COMPLETED},
+                        ":data": {"S": json.dumps(result, separators=(",", ":"))},
+                    },
+                )
+            else:
+                ddb.delete_item(TableName=self._table, Key=key_attr)
+        return result
+
+    def _existing(self, ddb: Any, key_attr: dict[str, Any], item: dict[str, Any] | None, digest: str) -> dict[str, Any]:
+        if item is None:  # an engine that does not return the old item: read it
+            with store_call():
+                got = ddb.get_item(TableName=self._table, Key=key_attr, ConsistentRead=True).get("Item")
+            if got is None:  # settled as a failure and deleted in between: the caller may retry at once
+                raise IdempotencyConflict()
+            item = from_item(got)
+        if item.get("validation") != digest:
             raise InvalidRequest(
                 "This Idempotency-Key was already used for a different request.",
                 code="idempotency_key_reused",
                 param="Idempotency-Key",
-            ) from None
-        except IdempotencyPersistenceLayerError as exc:
-            raise StoreUnavailable() from exc
+            )
+        if item.get("status") != COMPLETED:
+            raise IdempotencyConflict()
+        try:
+            stored = json.loads(str(item["data"]))
+        except (KeyError, ValueError):
+            raise StoreUnavailable() from None  # a record we cannot read is no answer: fail closed
+        if not isinstance(stored, dict):
+            raise StoreUnavailable()
+        return stored

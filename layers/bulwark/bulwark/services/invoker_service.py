@@ -55,6 +55,7 @@ class InvokerService:
                     req.idempotency_key,
                     f"{req.route}:{req.model}:{req.stream}:{req.payload}",
                     lambda: {**self._call(req).model_dump(), "origin_request_id": req.request_id},
+                    deadline_ms=req.deadline_epoch_ms,
                 )
             except BulwarkError as exc:
                 return InvokerResponse.from_error(exc).model_dump()
@@ -293,7 +294,7 @@ def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> Invo
     if cfg.idempotency_table:
         from bulwark import aws
 
-        idempotency = Idempotency(cfg.idempotency_table, aws.dynamodb_sdk)
+        idempotency = Idempotency(cfg.idempotency_table, aws.dynamodb)  # the lean client, made at first use
     guardrails: dict[tuple[str, str], Any] = {}
 
     def guardrail_for(guardrail_id: str, version: str) -> Any:
