@@ -122,18 +122,47 @@ def test_many_concurrent_duplicates_call_the_model_exactly_once(setup: Any) -> N
     assert model.calls == 1 and len(outcomes) == 16 and "ok" in outcomes
 
 
-def test_a_claim_whose_invocation_died_lapses_at_its_deadline(setup: Any) -> None:
+def test_an_error_inside_the_call_frees_the_key_at_once(setup: Any) -> None:
     idem, clock, model, _ = setup
 
-    def dies() -> dict[str, Any]:
-        raise RuntimeError("the invocation timed out")
+    def breaks() -> dict[str, Any]:
+        raise RuntimeError("a bug")
 
     with pytest.raises(RuntimeError):
-        idem.run("key:a", "order-1", "payload", dies, deadline(clock, 30))
+        idem.run("key:a", "order-1", "payload", breaks, deadline(clock))
+    assert idem.run("key:a", "order-1", "payload", model, deadline(clock))["ok"] and model.calls == 1
+
+
+def test_a_claim_whose_invocation_died_lapses_at_its_deadline(setup: Any, fresh_tables: dict[str, str]) -> None:
+    idem, clock, model, client = setup
+    table = fresh_tables["IdempotencyTable"]
+    claims: list[dict[str, Any]] = []
+
+    def killed() -> dict[str, Any]:
+        claims.extend(client.scan(TableName=table)["Items"])  # the claim as it stands during the call
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        idem.run("key:a", "order-1", "payload", killed, deadline(clock, 30))
+    # An invoker killed mid-call (timeout, crash) cannot delete its claim: put back what it would leave behind.
+    client.put_item(TableName=table, Item=claims[0])
     with pytest.raises(IdempotencyConflict):  # still in flight as far as anyone can tell
         idem.run("key:a", "order-1", "payload", model, deadline(clock))
     clock.t += 31
     assert idem.run("key:a", "order-1", "payload", model, deadline(clock))["ok"] and model.calls == 1
+
+
+def test_an_answer_too_big_for_one_item_is_returned_but_not_stored(setup: Any) -> None:
+    idem, clock, _model, _ = setup
+    calls = []
+
+    def big() -> dict[str, Any]:
+        calls.append(1)
+        return {"ok": True, "body": "x" * 400_000}
+
+    assert len(idem.run("key:a", "order-1", "payload", big, deadline(clock))["body"]) == 400_000
+    idem.run("key:a", "order-1", "payload", big, deadline(clock))
+    assert len(calls) == 2
 
 
 def test_a_record_is_kept_for_the_window_then_the_key_is_free(setup: Any) -> None:

@@ -8,7 +8,8 @@ Failures are not stored, so a retry after an upstream error really retries.
 One record per (caller, key), its id a SHA-256 of both (the key is the client's text: it is never stored as such):
 1. a conditional put claims it, IN_PROGRESS until the request's deadline, when no live record exists;
 2. the model is called;
-3. a success is written over the claim as COMPLETED (kept for an hour, TTL); a failure deletes the claim.
+3. a success is written over the claim as COMPLETED (kept for an hour, TTL); a failure, an error or an answer too big
+   for one item deletes the claim.
 A refused claim returns the record as it was (ReturnValuesOnConditionCheckFailure), so a replay costs one write.
 A store failure fails closed (503): the model is not called without the record that prevents a second call.
 """
@@ -25,6 +26,8 @@ from bulwark.errors import IdempotencyConflict, InvalidRequest, StoreUnavailable
 from bulwark.store.dynamo import ConditionFailed, from_item, store_call
 
 IDEMPOTENCY_WINDOW_SECONDS = 3600
+# A DynamoDB item holds at most 400 KB; a bigger answer is returned but not stored (a retry calls the model again).
+MAX_STORED_CHARS = 350_000
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
 
@@ -71,22 +74,31 @@ class Idempotency:
         except ConditionFailed as taken:
             return self._existing(ddb, key_attr, taken.item, digest)
 
-        result = call()
+        try:
+            result = call()
+        except BaseException:
+            self._release(ddb, key_attr)  # a retry may try again at once (a claim that cannot be deleted lapses)
+            raise
+        data = json.dumps(result, separators=(",", ":")) if result.get("ok") else ""
+        if not data or len(data) > MAX_STORED_CHARS:
+            self._release(ddb, key_attr)  # a failure is not stored; nor is an answer too big for one item
+            return result
         with store_call():
-            if result.get("ok"):
-                ddb.update_item(
-                    TableName=self._table,
-                    Key=key_attr,
-                    UpdateExpression="SET #status = :completed, #data = :data REMOVE in_progress_expiration",
-                    ExpressionAttributeNames={"#status": "status", "#data": "data"},
-                    ExpressionAttributeValues={
-                        ":completed": {"S": COMPLETED},
-                        ":data": {"S": json.dumps(result, separators=(",", ":"))},
-                    },
-                )
-            else:
-                ddb.delete_item(TableName=self._table, Key=key_attr)
+            ddb.update_item(
+                TableName=self._table,
+                Key=key_attr,
+                UpdateExpression="SET #status = :completed, #data = :data REMOVE in_progress_expiration",
+                ExpressionAttributeNames={"#status": "status", "#data": "data"},
+                ExpressionAttributeValues={":completed": {"S": COMPLETED}, ":data": {"S": data}},
+            )
         return result
+
+    def _release(self, ddb: Any, key_attr: dict[str, Any]) -> None:
+        try:
+            with store_call():
+                ddb.delete_item(TableName=self._table, Key=key_attr)
+        except StoreUnavailable:
+            pass  # the claim lapses at its deadline instead
 
     def _existing(self, ddb: Any, key_attr: dict[str, Any], item: dict[str, Any] | None, digest: str) -> dict[str, Any]:
         if item is None:  # an engine that does not return the old item: read it
