@@ -141,9 +141,18 @@ def test_given_the_most_parts_allowed_when_checked_then_a_bounded_number_of_boun
 
     for parts in (40, 100, 256):
         texts = _injection_texts(_parts_request([FILLER] * parts, per_message=4))
-        assert len(texts) <= SEPARATE_TEXTS + 1  # the newest ones alone, the heads of the others in one passage
+        assert len(texts) <= SEPARATE_TEXTS + 3  # the newest ones alone, the others in passages
         assert all(len(t) <= 8192 for t in texts)
         assert sum(len(t) for t in texts) <= INJECTION_BUDGET + HEADS_BUDGET
+
+
+def test_given_a_conversation_that_fits_the_budget_when_checked_then_every_text_is_read_whole() -> None:
+    from bulwark.guardrails.apply import SEPARATE_TEXTS, _injection_texts
+
+    parts = [f"{i}: {FILLER}" for i in range(20)]  # 20 texts of ~780 characters: 15,600 in all
+    texts = _injection_texts(_parts_request(parts, per_message=1))
+    assert len(texts) < len(parts) and len(texts) > SEPARATE_TEXTS  # fewer calls than texts
+    assert all(part in "".join(texts) for part in parts)  # none cut to a head
 
 
 def test_given_an_attack_at_the_head_of_an_old_part_when_checked_then_caught() -> None:

@@ -28,12 +28,13 @@ class GuardrailOutcome:
 # (each separate text costs ~0.2 ms before its first character: normalization, ~50 rules, the model):
 # - the newest texts, newest first, each on its own, as long as they fit in INJECTION_BUDGET characters (a text over
 #   8 KiB counts 8 KiB: detect_injection samples it), at most SEPARATE_TEXTS of them;
-# - the head of every other text, at most INJECTION_HEAD characters and together at most HEADS_BUDGET (shared evenly),
-#   joined in order into passages of up to 8 KiB that are checked whole, each head starting a sentence.
+# - every other text whole when they fit in HEADS_BUDGET plus what the newest left unused; otherwise the head of each,
+#   at most INJECTION_HEAD characters and together at most HEADS_BUDGET (shared evenly); joined in order into passages
+#   of up to 8 KiB that are checked whole, each text starting a sentence.
 # The trade-off: in a long conversation the middle of an older message is not read, and older texts are judged
 # together, so the model weighs an attack there against its neighbours (the rules do not: a rule match anywhere counts,
 # including one split across two parts). The newest turns, where an attack has to sit to steer the answer, are read
-# in full. A maximum-size request (256 parts, 200,000 characters) costs about what 24 KiB of text does.
+# in full. Whatever the request, the detector reads at most 24 KiB in at most 15 calls (8 texts, 7 passages).
 INJECTION_BUDGET = 16_384
 SEPARATE_TEXTS = 8
 INJECTION_HEAD = 256
@@ -55,7 +56,11 @@ def _injection_texts(req: ChatCompletionRequest) -> list[str]:
         budget -= cost
     if not texts:
         return separate
-    head = max(1, min(INJECTION_HEAD, (HEADS_BUDGET - len(_HEAD_SEPARATOR) * (len(texts) - 1)) // len(texts)))
+    joins = len(_HEAD_SEPARATOR) * (len(texts) - 1)
+    if sum(map(len, texts)) + joins <= HEADS_BUDGET + budget:
+        head = _PASSAGE  # what the newest texts left unread covers the others whole: read them all
+    else:
+        head = max(1, min(INJECTION_HEAD, (HEADS_BUDGET - joins) // len(texts)))
     passages: list[str] = []
     current = ""
     for text in texts:
