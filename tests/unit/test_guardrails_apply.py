@@ -191,3 +191,31 @@ def test_given_an_injection_in_a_tool_description_when_checked_then_caught() -> 
     doc = {"model": "m", "messages": [{"role": "user", "content": "Say hello."}], "tools": [tool]}
     with pytest.raises(ContentPolicyViolation):
         apply_input_guardrails(validate_chat_request(doc, RequestRules()), policy(prompt_injection="block"))
+
+
+def test_the_texts_guardrails_read_are_exactly_the_texts_redaction_rewrites() -> None:
+    # PII results are computed for the listed texts and looked up when map_texts rewrites: the two must never drift
+    # apart (an empty tool description once did: a 500), nor may a rewritten text skip the injection check.
+    from bulwark.validation.chat import iter_texts, map_texts, tool_texts
+
+    doc = {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "system text"},
+            {"role": "developer", "content": [{"type": "text", "text": "developer part"}]},
+            {"role": "user", "content": [{"type": "text", "text": "user part"}, {"type": "image_url",
+                                                                               "image_url": {"url": "https://x"}}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "assistant part"}], "refusal": "refusal text",
+             "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]},
+            {"role": "tool", "content": "tool result", "tool_call_id": "c1"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f", "description": "tool description"}},
+                  {"type": "function", "function": {"name": "g", "description": ""}},
+                  {"type": "function", "function": {"name": "h"}}],
+    }  # fmt: skip
+    req = validate_chat_request(doc, RequestRules())
+    rewritten: list[str] = []
+    map_texts(req, lambda text: rewritten.append(text) or text)
+    listed = [text for _role, text in iter_texts(req)] + tool_texts(req)
+    assert sorted(rewritten) == sorted(listed)
+    assert {"system text", "refusal text", '{"a": 1}', "tool result", "tool description", ""} <= set(listed)

@@ -534,8 +534,8 @@ _STEMS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-# Literal prefixes one of which every match of a rule starts with (tests/unit/test_injection.py derives them from the
-# patterns' parse trees and checks this table). In every rule, a prefix that starts with a letter or digit follows a
+# Literal prefixes one of which every match of a rule starts with (tests/unit/test_injection_leads.py derives them from
+# the patterns' parse trees and checks this table). In every rule, a prefix that starts with a letter or digit follows a
 # \b, so it can start a match only where no [a-z0-9] precedes it. Such a rule is tried with `match` at those places
 # instead of being searched for: a search runs the pattern at every character (~35 ns each), and log lines or tables
 # hold enough anchor words (orders, warn, [, ") to make most rules search whole views.
@@ -605,7 +605,7 @@ _LEADS: dict[str, str] = {  # "|"-separated
 }
 
 _MAX_LEAD_STARTS = 128  # more starts than this: search (each `match` costs about what 30 characters of search do)
-_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"  # what _WORDS takes into a token
 
 
 # A lead as (text, token, letter-led), for telling cheaply that a view cannot hold it: a letter-led lead starts a token
@@ -615,7 +615,7 @@ _Lead = tuple[str, str | None, bool]
 
 
 def _lead(text: str) -> _Lead:
-    head = text[: len(text) - len(text.lstrip("abcdefghijklmnopqrstuvwxyz0123456789"))]
+    head = text[: len(text) - len(text.lstrip(_ALNUM))]
     return text, head if head and len(head) < len(text) else None, bool(head)
 
 
