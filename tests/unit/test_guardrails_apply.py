@@ -1,3 +1,4 @@
+import json
 from typing import Any
 
 import pytest
@@ -213,9 +214,13 @@ def test_the_texts_guardrails_read_are_exactly_the_texts_redaction_rewrites() ->
                   {"type": "function", "function": {"name": "g", "description": ""}},
                   {"type": "function", "function": {"name": "h"}}],
     }  # fmt: skip
-    req = validate_chat_request(doc, RequestRules())
-    rewritten: list[str] = []
-    map_texts(req, lambda text: rewritten.append(text) or text)
-    listed = [text for _role, text in iter_texts(req)] + tool_texts(req)
-    assert sorted(rewritten) == sorted(listed)
-    assert {"system text", "refusal text", '{"a": 1}', "tool result", "tool description", ""} <= set(listed)
+    # and every text empty, the case schemathesis found twice (an empty tool description, then an empty refusal)
+    empty = json.loads(json.dumps(doc).replace('"refusal text"', '""').replace('"tool description"', '""'))
+    for body in (doc, empty, {"model": "m", "messages": [{"role": "assistant", "content": None, "refusal": ""}]}):
+        req = validate_chat_request(body, RequestRules())
+        rewritten: list[str] = []
+        map_texts(req, lambda text: rewritten.append(text) or text)  # noqa: B023 - called before the next body
+        listed = [text for _role, text in iter_texts(req)] + tool_texts(req)
+        assert sorted(rewritten) == sorted(listed)
+    listed = [text for _role, text in iter_texts(validate_chat_request(doc, RequestRules()))]
+    assert {"system text", "refusal text", '{"a": 1}', "tool result"} <= set(listed)

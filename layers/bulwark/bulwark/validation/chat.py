@@ -332,7 +332,7 @@ def message_texts(msg: Any) -> Iterator[str]:
     """Every text of one message the model will read (content parts, refusals, tool call arguments)."""
     yield from _content_texts(msg.content)
     if isinstance(msg, AssistantMessage):
-        if msg.refusal:
+        if msg.refusal is not None:  # as map_texts rewrites it: an empty one too
             yield msg.refusal
         for call in msg.tool_calls or ():
             yield call.function.arguments
