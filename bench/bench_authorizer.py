@@ -21,9 +21,9 @@ from typing import Any
 
 from _common import ROOT, authorizer_event, pct, say, table, verdict
 
-from bulwark.authorizer import Authorizer
-from bulwark.events import AuthorizerRequestEvent
-from bulwark.pepper import Pepper
+from bulwark.api.events import AuthorizerRequestEvent
+from bulwark.auth.decision import Authorizer
+from bulwark.auth.pepper import Pepper
 from bulwark.policy import IssuerConfig, Policy, current_policy
 from bulwark.settings import Settings
 from bulwark.store.counters_table import CountersTable
@@ -80,8 +80,8 @@ def _measure(authorizer: Authorizer, event: AuthorizerRequestEvent, n: int, *, m
 
 
 def run(endpoint: str, table_names: dict[str, str], n: int) -> str:
-    from bulwark.key_admin import KeyAdmin
-    from bulwark.local.dynamodb_local import local_dynamodb_client
+    from bulwark_dev.key_admin import KeyAdmin
+    from bulwark_dev.local.dynamodb_local import local_dynamodb_client
 
     tmp = Path(tempfile.mkdtemp(prefix="bulwark-bench-"))
     secret_file = tmp / "hmac.key"
@@ -112,7 +112,8 @@ def run(endpoint: str, table_names: dict[str, str], n: int) -> str:
     # The whole handler body (event model, decision, the "allowed" log line through the redacting formatter).
     import os
 
-    from bulwark.observability import make_logger, make_metrics
+    from bulwark.observability.logs import make_logger
+    from bulwark.observability.metrics import make_metrics
     from bulwark.services.authorizer_service import AuthorizerService
 
     with open(os.devnull, "w") as devnull:
@@ -154,8 +155,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=2000)
     args = parser.parse_args()
-    from bulwark.local.dynamodb_local import DynamoDBLocal, create_tables
-    from bulwark.local.template_model import load_template
+    from bulwark_dev.local.dynamodb_local import DynamoDBLocal, create_tables
+    from bulwark_dev.local.template_model import load_template
 
     template = load_template(ROOT / "template.yaml")
     say("authorizer: starting DynamoDB Local")

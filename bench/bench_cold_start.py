@@ -35,8 +35,9 @@ VENV = BENCH_DIR / "venv"
 LAYER = BENCH_DIR / "layer"
 FUNCTIONS = ("AuthorizerFunction", "ValidatorFunction", "InvokerFunction")
 # What each function must not import at cold start (prefixes of module names). No function needs boto3, botocore or
-# the X-Ray SDK before its first request: the hot path uses bulwark.aws_wire and bulwark.xray. (Powertools imports the
-# bare `botocore` package, 0.5 ms, to extend its user agent; the SDK's clients and sessions are what cost.)
+# the X-Ray SDK before its first request: the hot path uses bulwark.aws.wire and bulwark.aws.xray.
+# (Powertools imports the bare `botocore` package, 0.5 ms, to extend its user agent; the SDK's clients and sessions
+# are what cost.)
 _SDKS = ("boto3", "botocore.session", "botocore.client", "aws_xray_sdk")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "AuthorizerFunction": (
@@ -54,8 +55,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "ValidatorFunction": (
         "bulwark.upstreams",
         "bulwark.services.invoker_service",
-        "bulwark.authorizer",
-        "bulwark.pepper",
+        "bulwark.auth.decision",
+        "bulwark.auth.pepper",
         "bulwark.store.keys_table",
         "bulwark.auth.jwt_verify",
         "bulwark.auth.jwks",
@@ -65,7 +66,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "InvokerFunction": (
         "bulwark.validation",
         "bulwark.services.validator_service",
-        "bulwark.authorizer",
+        "bulwark.auth.decision",
         "bulwark.auth",
         "jwt",
         *_SDKS,
@@ -189,7 +190,7 @@ def compiled_layer(python: str) -> None:
 
 def function_env(logical_id: str) -> dict[str, str]:
     """The function's environment as Lambda would give it (template variables + runtime variables)."""
-    from bulwark.local.template_model import load_template
+    from bulwark_dev.local.template_model import load_template
 
     template = load_template(ROOT / "template.yaml")
     fn = template.functions[logical_id]
@@ -344,7 +345,7 @@ def run(runs: int) -> str:
             table(["target", "measured", ""], targets),
             "",
             f"Not in these figures: the first TLS connection of a process loads the CA store, {ca_ms:.0f} ms here, "
-            "once per container (bulwark.aws_wire.tls_context; boto3 too loads it at its first connection, not when "
+            "once per container (bulwark.aws.wire.tls_context; boto3 too loads it at its first connection, not when "
             "a client is made). The local stack and this benchmark speak plain HTTP to DynamoDB Local.",
         ]
     )

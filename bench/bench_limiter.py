@@ -168,8 +168,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput row")
     args = parser.parse_args()
-    from bulwark.local.dynamodb_local import DynamoDBLocal, create_tables
-    from bulwark.local.template_model import load_template
+    from bulwark_dev.local.dynamodb_local import DynamoDBLocal, create_tables
+    from bulwark_dev.local.template_model import load_template
 
     template = load_template(ROOT / "template.yaml")
     logical = next(k for k in template.table_names if "counter" in k.lower())

@@ -131,7 +131,7 @@ def _read_log(log_file: Path, ids: set[str], seq_ids: set[str]) -> dict[str, Any
 
 
 def run(n: int) -> str:
-    from bulwark.local.stack import LocalStack
+    from bulwark_dev.local.stack import LocalStack
 
     tmp = Path(tempfile.mkdtemp(prefix="bulwark-bench-path-"))
     say("local path: starting the local stack")
@@ -197,9 +197,9 @@ def _measure(stack: Any, n: int) -> str:
     seq_ids = set(ids[: len(seq_via)])
     facts = _read_log(log_file, set(ids), seq_ids)
     writes, audited = facts["writes"], facts["audited"]
-    # The authorizer keeps each decision 10 s in memory (bulwark.authorizer.CACHE_SECONDS): one key read per key
+    # The authorizer keeps each decision 10 s in memory (bulwark.auth.decision.CACHE_SECONDS): one key read per key
     # per container per 10 s at most, whatever the gateway's own cache does.
-    from bulwark.authorizer import CACHE_SECONDS
+    from bulwark.auth.decision import CACHE_SECONDS
 
     auth_reads = min(facts["authorizer_calls"], (elapsed // CACHE_SECONDS + 1) / measured)
     hop_rows = [(hop, f"{pct(v, 50):.2f}", f"{pct(v, 99):.2f}") for hop, v in facts["hops"].items() if v]

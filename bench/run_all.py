@@ -73,8 +73,8 @@ def main() -> None:
     print("\n".join(out), flush=True)
 
     if only & {"authorizer", "limiter"}:
-        from bulwark.local.dynamodb_local import DynamoDBLocal, create_tables
-        from bulwark.local.template_model import load_template
+        from bulwark_dev.local.dynamodb_local import DynamoDBLocal, create_tables
+        from bulwark_dev.local.template_model import load_template
 
         template = load_template(ROOT / "template.yaml")
         say("starting DynamoDB Local for the in-process benchmarks")

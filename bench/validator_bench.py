@@ -32,12 +32,12 @@ from functools import partial
 
 from _common import pct
 
+from bulwark.api.runtime import settle_after_init
 from bulwark.guardrails.apply import apply_input_guardrails
 from bulwark.guardrails.injection import detect_injection
 from bulwark.guardrails.pii import redact_pii
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.policy import GuardrailPolicy, RequestRules
-from bulwark.runtime import settle_after_init
 from bulwark.validation.chat import canonical_json, iter_texts, validate_chat_request
 from bulwark.validation.jsonparse import parse_json_body
 from bulwark.validation.sanitize import sanitize_chat

@@ -1,12 +1,14 @@
-"""Lambda REQUEST authorizer: API keys and OAuth 2.0 JWTs. Thin: the decision lives in bulwark.authorizer."""
+"""Lambda REQUEST authorizer: API keys and OAuth 2.0 JWTs. Thin: the decision lives in bulwark.auth.decision."""
 
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bulwark.observability import make_logger, make_metrics, make_tracer
-from bulwark.runtime import settle_after_init
+from bulwark.api.runtime import settle_after_init
+from bulwark.observability.logs import make_logger
+from bulwark.observability.metrics import make_metrics
+from bulwark.observability.tracing import make_tracer
 from bulwark.services import authorizer_service
 
 logger = make_logger()

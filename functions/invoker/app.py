@@ -7,13 +7,15 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bulwark.observability import make_logger, make_metrics, make_tracer
-from bulwark.runtime import settle_after_init
+from bulwark.api.runtime import settle_after_init
+from bulwark.observability.logs import make_logger
+from bulwark.observability.metrics import make_metrics
+from bulwark.observability.tracing import make_tracer
 from bulwark.services import invoker_service
 
 logger = make_logger()
 metrics = make_metrics()
-tracer = make_tracer()  # upstream attempts and AWS calls record their own subsegments (bulwark.tracing)
+tracer = make_tracer()  # upstream attempts and AWS calls record their own subsegments (bulwark.observability.tracing)
 service = invoker_service.build(logger, metrics)  # upstream clients, secrets and circuit breakers per container
 settle_after_init()  # init is done: set what it made aside from the cycle collector
 

@@ -4,8 +4,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bulwark.observability import make_logger, make_metrics, make_tracer
-from bulwark.runtime import settle_after_init
+from bulwark.api.runtime import settle_after_init
+from bulwark.observability.logs import make_logger
+from bulwark.observability.metrics import make_metrics
+from bulwark.observability.tracing import make_tracer
 from bulwark.services import janitor_service
 
 logger = make_logger()

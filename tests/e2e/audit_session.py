@@ -16,7 +16,7 @@ import requests
 def cli(env: dict[str, str], *argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The `bulwark` command line, as a user runs it (its own process, the stack's CLI environment)."""
     return subprocess.run(
-        [sys.executable, "-m", "bulwark.cli", *argv],
+        [sys.executable, "-m", "bulwark_dev.cli", *argv],
         env={**os.environ, **env},
         cwd=cwd,
         capture_output=True,

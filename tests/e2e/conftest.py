@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bulwark.local.stack import LocalStack
+from bulwark_dev.local.stack import LocalStack
 from tests.e2e.oidc import Issuer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import os
 from typing import Any
 from unittest import mock
 
-from bulwark.cli import main
+from bulwark_dev.cli import main
 
 
 def cli(env: dict[str, str], *args: str) -> Any:

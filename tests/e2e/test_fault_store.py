@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from bulwark.local.dynamodb_local import DynamoDBLocal, create_tables
+from bulwark_dev.local.dynamodb_local import DynamoDBLocal, create_tables
 from tests.e2e.fault_fixtures import create_key, private_stack
 
 pytestmark = pytest.mark.e2e

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import requests
 
-from bulwark.keys import parse_api_key
-from bulwark.local.dynamodb_local import local_dynamodb_client
+from bulwark.auth.keys import parse_api_key
+from bulwark_dev.local.dynamodb_local import local_dynamodb_client
 from tests.e2e.fault_fixtures import create_key, private_stack, write_policy
 
 pytestmark = pytest.mark.e2e

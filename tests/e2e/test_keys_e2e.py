@@ -79,7 +79,7 @@ def test_the_cli_finds_the_running_local_stack_from_another_terminal(local_stack
         [
             sys.executable,
             "-m",
-            "bulwark.cli",
+            "bulwark_dev.cli",
             "keys",
             "create",
             "--name",

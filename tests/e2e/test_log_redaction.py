@@ -16,7 +16,7 @@ import openai
 import pytest
 from audit_session import create_key, post_chat, wait_for_audit
 
-from bulwark import keys as keyfmt
+from bulwark.auth import keys as keyfmt
 
 pytestmark = pytest.mark.e2e
 

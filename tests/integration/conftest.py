@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from bulwark.local.dynamodb_local import DynamoDBLocal, create_tables, local_dynamodb_client, local_wire_client
-from bulwark.local.template_model import TemplateModel, load_template
+from bulwark_dev.local.dynamodb_local import DynamoDBLocal, create_tables, local_dynamodb_client, local_wire_client
+from bulwark_dev.local.template_model import TemplateModel, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ class DynamoDBLocalFixture:
         return local_dynamodb_client(self.endpoint_url)
 
     def wire_client(self) -> Any:
-        """The lean client the deployed functions use (bulwark.aws_wire)."""
+        """The lean client the deployed functions use (bulwark.aws.wire)."""
         return local_wire_client(self.endpoint_url)
 
     def create_tables(self, suffix: str) -> dict[str, str]:

@@ -18,9 +18,9 @@ from wire import cloudwatchlogs
 from wire.fixtures import use_aws_env
 from wire.server import WireServer
 
-from bulwark.audit import AuditChain, emit_audit
-from bulwark.cli import main
-from bulwark.observability import make_logger
+from bulwark.observability.audit import AuditChain, emit_audit
+from bulwark.observability.logs import make_logger
+from bulwark_dev.cli import main
 
 VALIDATOR = "/aws/lambda/bulwark-validator"
 AUTHORIZER = "/aws/lambda/bulwark-authorizer"

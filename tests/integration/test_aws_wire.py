@@ -1,4 +1,4 @@
-"""The lean AWS clients (bulwark.aws_wire) against DynamoDB Local and scripted servers speaking the AWS wire protocols.
+"""The lean AWS clients (bulwark.aws.wire) against DynamoDB Local and scripted servers speaking the AWS wire protocols.
 
 Given a fault (throttling, a 500, a reset, a slow answer, a corrupted body), the client either retries what is safe
 within a bounded time or raises an error the callers turn into a fail-closed answer; a conditional failure is never
@@ -21,10 +21,10 @@ import pytest
 from wire import secretsmanager
 from wire.server import Reply, Request, WireServer, has_sigv4, unused_port
 
-from bulwark.aws import dynamodb_at
-from bulwark.aws_wire import AwsServiceError, AwsTransportError, Endpoint, LambdaClient, proxy_for, resolve_endpoint
+from bulwark.aws.clients import dynamodb_at
+from bulwark.aws.sigv4 import Credentials, CredentialSource
+from bulwark.aws.wire import AwsServiceError, AwsTransportError, Endpoint, LambdaClient, proxy_for, resolve_endpoint
 from bulwark.errors import StoreUnavailable
-from bulwark.sigv4 import Credentials, CredentialSource
 from bulwark.store.dynamo import ConditionFailed, store_call
 
 pytestmark = pytest.mark.integration
@@ -180,8 +180,8 @@ def test_against_dynamodb_local(dynamodb_local: Any, fresh_tables: dict[str, str
 
 
 def test_secrets_manager_get_secret_value() -> None:
-    from bulwark.aws import _wire_kwargs
-    from bulwark.aws_wire import SecretsManagerClient
+    from bulwark.aws.clients import _wire_kwargs
+    from bulwark.aws.wire import SecretsManagerClient
 
     server = secretsmanager.make({"bulwark/pepper": "x" * 40})
     try:
@@ -263,7 +263,7 @@ def test_endpoints_follow_the_sdk_variables() -> None:
 def test_calls_are_traced_as_aws_subsegments_and_the_trace_reaches_the_callee(fake_ddb: WireServer) -> None:
     from aws_xray_sdk.core.recorder import AWSXRayRecorder
 
-    from bulwark.tracing import trace_with
+    from bulwark.observability.tracing import trace_with
 
     class _Keep:  # an emitter that keeps what would go to the X-Ray daemon
         def __init__(self) -> None:

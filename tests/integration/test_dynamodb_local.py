@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from bulwark.local.dynamodb_local import (
+from bulwark_dev.local.dynamodb_local import (
     DynamoDBLocal,
     DynamoDBLocalError,
     create_table_request,
     default_cache_dir,
     ensure_dynamodb_local,
 )
-from bulwark.local.template_model import TableSpec
+from bulwark_dev.local.template_model import TableSpec
 
 
 def test_tables_match_the_template(dynamodb_local: Any) -> None:

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import requests
 
-from bulwark.local.gateway import ApiGatewayEmulator, policy_allows
-from bulwark.local.stack import FunctionFleet
-from bulwark.local.template_model import TemplateModel, load_template
+from bulwark_dev.local.gateway import ApiGatewayEmulator, policy_allows
+from bulwark_dev.local.stack import FunctionFleet
+from bulwark_dev.local.template_model import TemplateModel, load_template
 
 TEMPLATE = """
 Transform: AWS::Serverless-2016-10-31

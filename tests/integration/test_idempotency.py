@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bulwark.errors import IdempotencyConflict, InvalidRequest, StoreUnavailable
-from bulwark.idempotency import IDEMPOTENCY_WINDOW_SECONDS, Idempotency
+from bulwark.store.idempotency import IDEMPOTENCY_WINDOW_SECONDS, Idempotency
 
 pytestmark = pytest.mark.integration
 
@@ -183,7 +183,7 @@ def test_the_record_holds_a_hash_of_the_key_never_the_key(setup: Any, fresh_tabl
 
 
 def test_a_store_that_is_down_fails_closed_without_calling_the_model(dynamodb_local: Any) -> None:
-    from bulwark.local.dynamodb_local import local_wire_client
+    from bulwark_dev.local.dynamodb_local import local_wire_client
 
     model = Model()
     down = Idempotency("bulwark-idem", lambda: local_wire_client("http://127.0.0.1:9"), Clock())
@@ -193,7 +193,7 @@ def test_a_store_that_is_down_fails_closed_without_calling_the_model(dynamodb_lo
 
 
 def test_an_engine_that_does_not_return_the_old_record_is_read_instead(setup: Any) -> None:
-    from bulwark.aws_wire import AwsServiceError
+    from bulwark.aws.wire import AwsServiceError
 
     idem, clock, model, client = setup
 

@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from bulwark.authorizer import CACHE_SECONDS, Authorizer, Unauthorized
+from bulwark.api.events import AuthorizerRequestEvent
+from bulwark.auth.decision import CACHE_SECONDS, Authorizer, Unauthorized
+from bulwark.auth.pepper import Pepper, create_local_pepper_file
 from bulwark.errors import RevokedCredentials
-from bulwark.events import AuthorizerRequestEvent
-from bulwark.key_admin import KeyAdmin
-from bulwark.pepper import Pepper, create_local_pepper_file
 from bulwark.policy import Policy, default_policy_path, load_policy_file
 from bulwark.settings import Settings
 from bulwark.store.counters_table import Allowance, CountersTable
 from bulwark.store.keys_table import KeysTable
+from bulwark_dev.key_admin import KeyAdmin
 
 pytestmark = pytest.mark.integration
 ARN = "arn:aws:execute-api:us-east-1:000000000000:abc123/v1api/POST/v1/chat/completions"
@@ -130,7 +130,7 @@ def test_malformed_and_mistyped_keys_never_touch_the_store(env: dict[str, Any]) 
 
 
 def test_wrong_secret_for_a_real_key_id_is_the_same_401(env: dict[str, Any]) -> None:
-    from bulwark import keys as keyfmt
+    from bulwark.auth import keys as keyfmt
 
     _, rec = env["admin"].create(name="app", role="developer")
     forged, _ = keyfmt.new_api_key(rec.key_id)
@@ -250,7 +250,7 @@ def test_risk_rises_for_a_new_network_and_the_role_policy_decides(env: dict[str,
 
 
 def test_usage_identifier_names_the_caller_for_api_gateway_usage_plans(env: dict[str, Any]) -> None:
-    from bulwark.usage_plan import usage_identifier
+    from bulwark.auth.usage_plan import usage_identifier
 
     api_key, rec = env["admin"].create(name="app", role="developer")
     response = env["authz"].authorize(event(api_key)).to_response()

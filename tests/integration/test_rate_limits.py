@@ -150,7 +150,7 @@ def test_store_unreachable_fails_closed() -> None:
     import boto3
     from botocore.config import Config
 
-    from bulwark.local.dynamodb_local import local_wire_client
+    from bulwark_dev.local.dynamodb_local import local_wire_client
 
     dead = boto3.client(
         "dynamodb",

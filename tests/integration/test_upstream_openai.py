@@ -1,4 +1,4 @@
-"""The OpenAI-compatible and demo adapters against real HTTP servers (wire/openai.py, bulwark.local.demo_model)."""
+"""The OpenAI-compatible and demo adapters against real HTTP servers (wire/openai.py, bulwark_dev.local.demo_model)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from wire.fixtures import config, deadline, new_clients, use_aws_env
 from wire.server import Reply, WireServer
 
 from bulwark.errors import UpstreamError
-from bulwark.local.demo_model import ECHO_PREFIX, serve_demo_model
 from bulwark.upstreams import build_upstream
 from bulwark.upstreams.demo import DEMO_URL_ENV
+from bulwark_dev.local.demo_model import ECHO_PREFIX, serve_demo_model
 
 REQUEST = {
     "model": "chat-small",

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from bulwark.audit import GENESIS, AuditChain, audit_records, emit_audit, record_hash, verify
-from bulwark.observability import make_logger
+from bulwark.observability.audit import GENESIS, AuditChain, audit_records, emit_audit, record_hash, verify
+from bulwark.observability.logs import make_logger
 
 
 def _write_session(n: int = 6, chains: int = 1) -> list[str]:

@@ -4,8 +4,8 @@ import pytest
 
 
 def test_a_malformed_base64_body_is_a_400_not_a_500() -> None:
+    from bulwark.api.proxy_event import ProxyEvent
     from bulwark.errors import InvalidJson
-    from bulwark.proxy_event import ProxyEvent
 
     with pytest.raises(InvalidJson):
         ProxyEvent(body="%%%not base64%%%", isBase64Encoded=True).body_bytes()

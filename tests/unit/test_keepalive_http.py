@@ -1,4 +1,4 @@
-"""bulwark.keepalive's HTTP/1.1 client against a loopback server that answers with scripted bytes.
+"""bulwark.aws.keepalive's HTTP/1.1 client against a loopback server that answers with scripted bytes.
 
 Each test scripts what the peer sends on the wire (well-formed, chunked, interim, truncated, oversized, hostile) and
 checks the client's reading of it: the right body, the connection reused or not, and every broken answer an
@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from bulwark import keepalive
-from bulwark.keepalive import HttpProtocolError, KeepAlivePool, ServerClosed
+from bulwark.aws import keepalive
+from bulwark.aws.keepalive import HttpProtocolError, KeepAlivePool, ServerClosed
 
 Script = Callable[[int, int], bytes | None]  # (connection number, request number on it) -> bytes to send, None: close
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulwark import keys
+from bulwark.auth import keys
 
 
 def test_new_key_has_the_contract_format() -> None:

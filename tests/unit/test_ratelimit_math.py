@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulwark.ratelimit import Bucket, LimitState, rate_limit_headers, retry_after_seconds
+from bulwark.limits.gcra import Bucket, LimitState, rate_limit_headers, retry_after_seconds
 
 
 def admit(bucket: Bucket, state: int | None, units: int, now_ms: int) -> tuple[bool, int | None]:

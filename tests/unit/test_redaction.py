@@ -16,16 +16,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulwark.observability import (
+from bulwark.observability.logs import (
     RedactingFilter,
-    count,
     log_body,
     make_logger,
-    make_metrics,
     redact,
     redact_value,
     register_secret,
 )
+from bulwark.observability.metrics import count, make_metrics
 from bulwark.policy import LoggingPolicy
 
 # (what it is, the secret as sent, text around it)
@@ -285,7 +284,7 @@ def test_dimensioned_metric_emits_service_and_breakdown(
 
 def test_a_value_seen_before_its_secret_was_registered_is_redacted_afterwards() -> None:
     # Short values are memoised (log lines repeat them); registering a secret must not leave a stale clean answer.
-    from bulwark.observability import redact, register_secret
+    from bulwark.observability.logs import redact, register_secret
 
     value = "moonlit-harbor-Zq81"  # no credential shape: only its registration makes it secret
     line = f"calling with {value}"

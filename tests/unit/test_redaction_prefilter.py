@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulwark.observability import _redact_shapes, redact
+from bulwark.observability.logs import _redact_shapes, redact
 
 FRAGMENTS = [
     "4111 1111 1111 1111",

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bulwark.runtime import GEN0_THRESHOLD
+from bulwark.api.runtime import GEN0_THRESHOLD
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 
@@ -13,7 +13,7 @@ FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 def test_settling_freezes_what_init_made_and_raises_the_young_threshold() -> None:
     # In a child process: the test run's own collector is left alone.
     code = (
-        "import gc\nfrom bulwark.runtime import settle_after_init\nsettle_after_init()\n"
+        "import gc\nfrom bulwark.api.runtime import settle_after_init\nsettle_after_init()\n"
         "print(gc.get_freeze_count() > 1000, *gc.get_threshold())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout

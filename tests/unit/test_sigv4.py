@@ -9,7 +9,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
-from bulwark.sigv4 import Credentials, CredentialSource, CredentialsUnavailable, Signer, credentials_from_env
+from bulwark.aws.sigv4 import Credentials, CredentialSource, CredentialsUnavailable, Signer, credentials_from_env
 
 NOW = dt.datetime(2026, 11, 25, 13, 37, 5, tzinfo=dt.UTC)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bulwark.local.template_model import TemplateError, load_template
+from bulwark_dev.local.template_model import TemplateError, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 

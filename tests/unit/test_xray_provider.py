@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from aws_lambda_powertools import Tracer
 
-from bulwark.tracing import trace_with
-from bulwark.xray import LambdaXRayProvider
+from bulwark.aws.xray import LambdaXRayProvider
+from bulwark.observability.tracing import trace_with
 
 ROOT = "1-6745e1a2-5f1d3c0e8a7b9c2d4e6f8a0b"
 PARENT = "53995c3f42cd8ad8"

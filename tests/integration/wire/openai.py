@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-from bulwark.local.demo_model import echo_answer
+from bulwark_dev.local.demo_model import echo_answer
 from wire.server import Reply, Request, WireServer
 
 

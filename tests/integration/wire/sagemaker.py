@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bulwark.local.demo_model import echo_answer
+from bulwark_dev.local.demo_model import echo_answer
 from wire.openai import completion
 from wire.server import Reply, Request, WireServer, has_sigv4
 

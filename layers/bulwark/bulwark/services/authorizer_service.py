@@ -9,12 +9,12 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
-from bulwark import aws
-from bulwark.authorizer import Authorizer, JwtVerifierLike, Unauthorized
+from bulwark.api.events import AuthorizerRequestEvent
+from bulwark.auth.decision import Authorizer, JwtVerifierLike, Unauthorized
+from bulwark.auth.pepper import Pepper
+from bulwark.aws import clients as aws
 from bulwark.errors import BulwarkError
-from bulwark.events import AuthorizerRequestEvent
-from bulwark.observability import count
-from bulwark.pepper import Pepper
+from bulwark.observability.metrics import count
 from bulwark.policy import current_policy
 from bulwark.settings import Settings, settings
 from bulwark.store.counters_table import CountersTable
@@ -87,7 +87,7 @@ class AuthorizerService:
             extra={"decision": "deny", "reason": reason, "source_ip": ip, "ip_blocked": blocked},
         )
         count(self._metrics, "AuthFailures", reason=reason)
-        from bulwark.audit import emit_audit  # only refusals are audited here: not imported at cold start
+        from bulwark.observability.audit import emit_audit  # only refusals are audited here: not imported at cold start
 
         audit = {"status": 401, "code": "invalid_credentials", "source_ip": ip or "", "verdicts": {"auth": reason}}
         emit_audit(self._log, audit)  # a 401 never reaches the validator: its audit record is written here

@@ -9,7 +9,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bulwark.aws_wire import AwsError
+from bulwark.aws.wire import AwsError
 from bulwark.errors import ERROR_CLASSES, BulwarkError, UpstreamError
 
 

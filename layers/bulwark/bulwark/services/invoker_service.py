@@ -17,10 +17,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from bulwark.errors import BulwarkError, ContentPolicyViolation, InvalidRequest, PermissionDenied, UpstreamError
-from bulwark.idempotency import Idempotency
 from bulwark.policy import ModelConfig, Policy, current_policy
 from bulwark.services.invoker_client import InvokerRequest, InvokerResponse, InvokerUsage
 from bulwark.settings import Settings, settings
+from bulwark.store.idempotency import Idempotency
 
 
 class InvokerService:
@@ -292,13 +292,13 @@ def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> Invo
 
     idempotency = None
     if cfg.idempotency_table:
-        from bulwark import aws
+        from bulwark.aws import clients as aws
 
         idempotency = Idempotency(cfg.idempotency_table, aws.dynamodb)  # the lean client, made at first use
     guardrails: dict[tuple[str, str], Any] = {}
 
     def guardrail_for(guardrail_id: str, version: str) -> Any:
-        from bulwark import aws
+        from bulwark.aws import clients as aws
         from bulwark.guardrails.bedrock_guardrail import BedrockGuardrail
 
         key = (guardrail_id, version)

@@ -17,8 +17,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
-from bulwark import aws
-from bulwark.audit import emit_audit
+from bulwark.api.proxy_event import CallerContext, ProxyEvent
+from bulwark.api.responses import error_response, response
+from bulwark.api.routes import route_of
+from bulwark.aws import clients as aws
 from bulwark.errors import (
     BulwarkError,
     ExpiredCredentials,
@@ -35,12 +37,11 @@ from bulwark.errors import (
 )
 from bulwark.guardrails.apply import apply_input_guardrails
 from bulwark.guardrails.pii_memo import PiiMemo
-from bulwark.http import error_response, response
-from bulwark.observability import count, log_body
+from bulwark.limits.gcra import rate_limit_headers
+from bulwark.observability.audit import emit_audit
+from bulwark.observability.logs import log_body
+from bulwark.observability.metrics import count
 from bulwark.policy import Policy, PolicyError, RoleConfig, current_policy
-from bulwark.proxy_event import CallerContext, ProxyEvent
-from bulwark.ratelimit import rate_limit_headers
-from bulwark.routes import route_of
 from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse
 from bulwark.settings import Settings, settings
 from bulwark.store.counters_table import Admission, Allowance, CountersTable

@@ -7,7 +7,7 @@ Items (all expire by TTL on `expires_at`):
 - ``lim#model#<name>``: the per-model requests/min ceiling (a second write only when the model has one).
 - ``fail#<ip>``: failed credential attempts per source IP, and the cool-down end once over the threshold.
 
-See bulwark.ratelimit for the arithmetic and why each bucket has a "stale" and a "busy" case.
+See bulwark.limits.gcra for the arithmetic and why each bucket has a "stale" and a "busy" case.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bulwark.errors import RateLimited, RevokedCredentials, StoreUnavailable
-from bulwark.ratelimit import (
+from bulwark.limits.gcra import (
     ERROR_CODES,
     MESSAGES,
     Bucket,

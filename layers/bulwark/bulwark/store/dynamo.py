@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
-from bulwark.aws_wire import AwsError, AwsServiceError
+from bulwark.aws.wire import AwsError, AwsServiceError
 from bulwark.errors import StoreUnavailable
 
 
@@ -70,7 +70,7 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
 def store_call() -> Iterator[None]:
     """Map client/transport failures to StoreUnavailable (fail closed); conditional failures to ConditionFailed.
 
-    The functions use the lean client (bulwark.aws_wire); the CLI may hand in a boto3 client, whose errors are
+    The functions use the lean client (bulwark.aws.wire); the CLI may hand in a boto3 client, whose errors are
     recognised without importing botocore where it is not already loaded.
     """
     try:

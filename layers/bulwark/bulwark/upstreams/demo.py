@@ -1,4 +1,4 @@
-"""The demo model `bulwark local` starts (bulwark.local.demo_model): an OpenAI-compatible echo server on loopback.
+"""The demo model `bulwark local` starts (bulwark_dev.local.demo_model): an OpenAI-compatible echo server on loopback.
 
 It is the OpenAI-compatible adapter with no API key, named separately so a policy never mistakes it for a real model.
 """

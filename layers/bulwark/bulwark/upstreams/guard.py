@@ -17,8 +17,8 @@ from email.utils import parsedate_to_datetime
 from typing import Literal, TypeVar
 
 from bulwark.errors import BulwarkError, UpstreamCircuitOpen, UpstreamError, UpstreamTimeout
+from bulwark.observability.tracing import subsegment
 from bulwark.policy import UpstreamConfig
-from bulwark.tracing import subsegment
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bulwark.errors import UpstreamError
-from bulwark.observability import register_secret
+from bulwark.observability.logs import register_secret
 from bulwark.policy import UpstreamConfig
 
 logger = logging.getLogger(__name__)

@@ -20,12 +20,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from bulwark.local._http import FastHandler, QuietServer, serve_in_thread
-from bulwark.local._proc import free_port
-from bulwark.local.dynamodb_local import DUMMY_CREDENTIALS, LOCAL_REGION, DynamoDBLocal, create_tables
-from bulwark.local.gateway import ApiGatewayEmulator
-from bulwark.local.lambda_worker import INVOKE_PREFIX, InvokeResult, WorkerProcess
-from bulwark.local.template_model import ApiSpec, TemplateModel, load_template
+from bulwark_dev.local._http import FastHandler, QuietServer, serve_in_thread
+from bulwark_dev.local._proc import free_port
+from bulwark_dev.local.dynamodb_local import DUMMY_CREDENTIALS, LOCAL_REGION, DynamoDBLocal, create_tables
+from bulwark_dev.local.gateway import ApiGatewayEmulator
+from bulwark_dev.local.lambda_worker import INVOKE_PREFIX, InvokeResult, WorkerProcess
+from bulwark_dev.local.template_model import ApiSpec, TemplateModel, load_template
 
 STATE_FILE = "local.json"
 HMAC_KEY_FILE = "hmac.key"
@@ -423,7 +423,7 @@ class LocalStack:
         self.dynamodb = DynamoDBLocal(progress=self._progress)
         self.dynamodb.launch()  # the JVM boots while the workers import their handlers
 
-        from bulwark.local.demo_model import serve_demo_model
+        from bulwark_dev.local.demo_model import serve_demo_model
 
         self._demo, _ = serve_demo_model("127.0.0.1", 0)
         self.demo_model_url = f"http://127.0.0.1:{self._demo.server_address[1]}/v1"

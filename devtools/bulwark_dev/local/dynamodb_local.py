@@ -22,8 +22,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from bulwark.local._proc import free_port, preexec_for_child, stop_process
-from bulwark.local.template_model import TableSpec
+from bulwark_dev.local._proc import free_port, preexec_for_child, stop_process
+from bulwark_dev.local.template_model import TableSpec
 
 # Pinned so every machine runs the same engine; bump deliberately.
 NPM_PACKAGE = "amplify-dynamodb-simulator"
@@ -231,9 +231,9 @@ class DynamoDBLocal:
 
 
 def local_wire_client(endpoint_url: str) -> Any:
-    """The lean client the functions use (bulwark.aws_wire), pointed at DynamoDB Local with the dummy credentials."""
-    from bulwark.aws import dynamodb_at
-    from bulwark.sigv4 import Credentials, CredentialSource
+    """The lean client the functions use (bulwark.aws.wire), pointed at DynamoDB Local with the dummy credentials."""
+    from bulwark.aws.clients import dynamodb_at
+    from bulwark.aws.sigv4 import Credentials, CredentialSource
 
     dummy = Credentials(DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
     return dynamodb_at(endpoint_url, region=LOCAL_REGION, credentials=CredentialSource(lambda: dummy))

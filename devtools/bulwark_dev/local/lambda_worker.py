@@ -1,6 +1,6 @@
 """One Lambda function in its own process, speaking the Lambda Invoke wire API.
 
-Run as ``python -m bulwark.local.lambda_worker --name ... --code-dir ... --handler app.lambda_handler``. The worker
+Run as ``python -m bulwark_dev.local.lambda_worker --name ... --code-dir ... --handler app.lambda_handler``. The worker
 imports the handler once (the cold start), then serves ``POST /2015-03-31/functions/{name}/invocations`` on 127.0.0.1
 with keep-alive, answering exactly as the Lambda service does (``X-Amz-Function-Error: Unhandled`` and the runtime's
 error JSON for a raising handler), so boto3 in another function sees what it would see on AWS. ``GET /__bulwark/stats``
@@ -30,8 +30,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
 
-from bulwark.local._http import ConnectionPool, FastHandler, QuietServer, Response
-from bulwark.local._proc import preexec_for_child, stop_process
+from bulwark_dev.local._http import ConnectionPool, FastHandler, QuietServer, Response
+from bulwark_dev.local._proc import preexec_for_child, stop_process
 
 INVOKE_PREFIX = "/2015-03-31/functions/"
 STATS_PATH = "/__bulwark/stats"
@@ -354,7 +354,7 @@ class WorkerProcess:
         self._argv = [
             sys.executable,
             "-m",
-            "bulwark.local.lambda_worker",
+            "bulwark_dev.local.lambda_worker",
             f"--name={name}",
             f"--logical-id={logical_id}",
             f"--arn={arn}",

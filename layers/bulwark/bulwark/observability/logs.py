@@ -1,4 +1,4 @@
-"""Powertools Logger, Metrics and Tracer for every function, with redaction before anything is written.
+"""The Powertools Logger of every function, with redaction before anything is written.
 
 Redaction happens at the one place every log line passes through: the formatter's `serialize`, which receives the
 finished structured record (message, extra keys, exception text and stack trace, context keys) as a dict and turns it
@@ -25,9 +25,8 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import IO, Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
-from aws_lambda_powertools.metrics import MetricUnit
 
 # Dict keys whose value is a credential, whatever it looks like (compared lower-cased, '-' and '_' alike).
 _SENSITIVE_KEYS = frozenset(
@@ -317,56 +316,6 @@ def make_logger(service: str | None = None, *, stream: IO[str] | None = None) ->
             formatter.append_keys(**previous.log_format)
         handler.setFormatter(formatter)
     return log
-
-
-def make_metrics() -> Metrics:
-    return Metrics()
-
-
-def make_tracer() -> Tracer:
-    """Powertools Tracer with bulwark.xray's lean provider: the X-Ray SDK's import alone is 35-40 ms of a cold start,
-    and Lambda already owns the segment and the sampling decision.
-
-    Nothing is patched. The calls Bulwark makes record their own subsegments (bulwark.tracing): AWS calls in
-    bulwark.aws_wire, each upstream attempt in the guard (Bedrock and SageMaker included). Patching botocore at cold
-    start alone imported it (~90 ms) in functions that never use it."""
-    from bulwark.xray import LambdaXRayProvider
-
-    tracer = Tracer(auto_patch=False, provider=LambdaXRayProvider())
-    if not tracer.disabled:
-        from bulwark.tracing import trace_with
-
-        trace_with(tracer.provider)
-    return tracer
-
-
-# ------------------------------------------------------------------------------------------------ dimensioned metrics
-_DIM_VALUE = re.compile(r"[a-z0-9_:.-]{1,48}")
-
-
-def _bounded(value: str) -> str:
-    value = str(value).strip().lower()
-    return value if _DIM_VALUE.fullmatch(value) and redact(value) == value else "other"
-
-
-def count(metrics: Metrics, name: str, value: float = 1, unit: MetricUnit = MetricUnit.Count, **dims: str) -> None:
-    """Emit `name` for the service (what the alarms watch) and, with `dims`, also broken down by them.
-
-    One EMF document carries both dimension sets, `[service]` and `[service, <dims>]`, so the value is counted once
-    in each series. Dimension values are bounded codes (reason, limit, kind); never a key id or anything per caller.
-    """
-    namespace = getattr(metrics, "namespace", None)
-    service = getattr(metrics, "service", None)
-    if not dims or not namespace or not service:
-        metrics.add_metric(name=name, unit=unit, value=value)
-        return
-    from aws_lambda_powertools.metrics import EphemeralMetrics
-
-    blob = EphemeralMetrics(namespace=namespace, service=service)
-    blob.add_metric(name=name, unit=unit, value=value)
-    blob.add_dimension(name="service", value=str(service))
-    blob.add_dimensions(service=str(service), **{k: _bounded(v) for k, v in dims.items()})
-    blob.flush_metrics()
 
 
 # ------------------------------------------------------------------------------------------------------ body logging

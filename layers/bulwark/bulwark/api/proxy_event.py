@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from bulwark.events import ApiGatewayModel, RequestContext, lower_keys
+from bulwark.api.events import ApiGatewayModel, RequestContext, lower_keys
 
 
 class ProxyEvent(ApiGatewayModel):

@@ -1,6 +1,6 @@
 """Keep-alive HTTP/1.1 connections to one server, shared by the threads of a process.
 
-Used by the lean AWS clients (bulwark.aws_wire) and by the local stack's own hops. Connections are reused LIFO (the
+Used by the lean AWS clients (bulwark.aws.wire) and by the local stack's own hops. Connections are reused LIFO (the
 warmest first), Nagle is off (a request is one write), and a connection the server closed while idle is never sent
 on: it is seen readable before reuse and replaced.
 

@@ -3,9 +3,9 @@ Invoke. Same request and response shapes as boto3's low-level clients, a fractio
 at cold start.
 
 Each client keeps pooled keep-alive connections (a warm Lambda container reuses its TLS session), signs with SigV4
-(bulwark.sigv4), honours the same endpoint variables as the SDK (``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOINT_URL``,
-``AWS_USE_FIPS_ENDPOINT``), checks DynamoDB's CRC32, and retries only what is safe to retry, fast: this sits on the
-request path and must fail closed quickly, never hang.
+(bulwark.aws.sigv4), honours the same endpoint variables as the SDK (``AWS_ENDPOINT_URL_<SERVICE>``,
+``AWS_ENDPOINT_URL``, ``AWS_USE_FIPS_ENDPOINT``), checks DynamoDB's CRC32, and retries only what is safe to retry,
+fast: this sits on the request path and must fail closed quickly, never hang.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bulwark.keepalive import Headers, KeepAlivePool, Proxy
-from bulwark.sigv4 import CredentialSource, CredentialsUnavailable, Signer
-from bulwark.tracing import subsegment
+from bulwark.aws.keepalive import Headers, KeepAlivePool, Proxy
+from bulwark.aws.sigv4 import CredentialSource, CredentialsUnavailable, Signer
+from bulwark.observability.tracing import subsegment
 
 _T = TypeVar("_T")
 USER_AGENT = "bulwark-aws-wire/1"

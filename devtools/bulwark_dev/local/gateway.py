@@ -24,9 +24,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bulwark.local._http import BodyTooLarge, FastHandler, QuietServer, serve_in_thread
-from bulwark.local.lambda_worker import InvokeResult
-from bulwark.local.template_model import LOCAL_ACCOUNT, LOCAL_REGION, ApiSpec, AuthorizerSpec, RouteSpec
+from bulwark_dev.local._http import BodyTooLarge, FastHandler, QuietServer, serve_in_thread
+from bulwark_dev.local.lambda_worker import InvokeResult
+from bulwark_dev.local.template_model import LOCAL_ACCOUNT, LOCAL_REGION, ApiSpec, AuthorizerSpec, RouteSpec
 
 MAX_PAYLOAD: Final = 10 * 1024 * 1024  # API Gateway's request payload quota
 INTEGRATION_TIMEOUT: Final = 29.0  # API Gateway's default (and, for REST APIs, usual maximum) integration timeout

@@ -91,11 +91,11 @@ def _stack_env(stack: str, region: str | None) -> dict[str, str]:
 
 
 def _admin(args: argparse.Namespace) -> Any:
-    from bulwark.key_admin import KeyAdmin
-    from bulwark.pepper import Pepper
+    from bulwark.auth.pepper import Pepper
     from bulwark.settings import Settings
     from bulwark.store.counters_table import CountersTable
     from bulwark.store.keys_table import KeysTable
+    from bulwark_dev.key_admin import KeyAdmin
 
     env = _target_env(args)
     cfg = Settings.from_env(env)
@@ -147,8 +147,8 @@ def _describe(rec: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- commands
 def cmd_keys_create(args: argparse.Namespace, out: TextIO) -> int:
-    from bulwark.key_admin import parse_duration
     from bulwark.store.keys_table import LimitOverrides
+    from bulwark_dev.key_admin import parse_duration
 
     _check_role(args.role)
     expires = parse_duration(args.expires_in) if args.expires_in else None
@@ -185,7 +185,7 @@ def _usage_plan_register(args: argparse.Namespace, principal: str, name: str, *,
         return
     import boto3
 
-    from bulwark.usage_plan import disable_key, register_key
+    from bulwark.auth.usage_plan import disable_key, register_key
 
     client = boto3.client("apigateway", region_name=env.get("AWS_REGION"))
     if disable:
@@ -220,7 +220,7 @@ def cmd_keys_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _get(admin: Any, key_id: str) -> Any:
-    from bulwark import keys as keyfmt
+    from bulwark.auth import keys as keyfmt
 
     if not keyfmt.is_key_id(key_id):
         raise CliError("A key id is 12 letters and digits (see `bulwark keys list`); never pass the key itself.")
@@ -237,8 +237,8 @@ def cmd_keys_show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace, out: TextIO) -> int:
-    from bulwark.key_admin import parse_duration
     from bulwark.store.keys_table import KeyNotFound
+    from bulwark_dev.key_admin import parse_duration
 
     admin = _admin(args)
     _get(admin, args.key_id)
@@ -308,7 +308,7 @@ def cmd_policy_schema(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_local(args: argparse.Namespace, out: TextIO) -> int:
-    from bulwark.local.stack import LocalStack, run_until_interrupted
+    from bulwark_dev.local.stack import LocalStack, run_until_interrupted
 
     root = _project_root()
     policy = Path(args.policy).resolve() if args.policy else None
@@ -358,11 +358,11 @@ print(r.choices[0].message.content)"
 def _demo_key(stack: Any) -> str:
     import boto3
 
-    from bulwark.key_admin import KeyAdmin
-    from bulwark.pepper import Pepper
+    from bulwark.auth.pepper import Pepper
     from bulwark.settings import Settings
     from bulwark.store.counters_table import CountersTable
     from bulwark.store.keys_table import KeysTable
+    from bulwark_dev.key_admin import KeyAdmin
 
     env = stack.cli_environment()
     cfg = Settings.from_env(env)
@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_optional_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """Commands contributed by other modules (audit, report, janitor) register themselves here."""
     try:
-        from bulwark.audit_cli import register
+        from bulwark_dev.audit_cli import register
     except ImportError:
         return
     register(sub, common)

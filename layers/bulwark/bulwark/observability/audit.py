@@ -29,7 +29,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from bulwark.observability import Redacted, redact_value
+from bulwark.observability.logs import Redacted, redact_value
 
 GENESIS = "0" * 64
 CHAIN_FIELDS = ("chain", "seq", "prev", "hash")

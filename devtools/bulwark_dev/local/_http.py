@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from bulwark.keepalive import KeepAlivePool
+from bulwark.aws.keepalive import KeepAlivePool
 
 MAX_CHUNKED_BODY = 64 * 1024 * 1024
 

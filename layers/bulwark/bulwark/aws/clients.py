@@ -1,7 +1,7 @@
 """AWS clients: created once per container, with short timeouts, and injected into the domain code.
 
 The calls on the request path (DynamoDB, Lambda Invoke, Secrets Manager) use the lean signed clients of
-bulwark.aws_wire; boto3 is imported only for what is rare (Bedrock, SageMaker, the CLI), lazily.
+bulwark.aws.wire; boto3 is imported only for what is rare (Bedrock, SageMaker, the CLI), lazily.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import threading
 from functools import cache, lru_cache
 from typing import Any
 
-from bulwark.aws_wire import DynamoDBClient, Endpoint, LambdaClient, SecretsManagerClient, resolve_endpoint
-from bulwark.sigv4 import CredentialSource
+from bulwark.aws.sigv4 import CredentialSource
+from bulwark.aws.wire import DynamoDBClient, Endpoint, LambdaClient, SecretsManagerClient, resolve_endpoint
 
 _lock = threading.Lock()
 

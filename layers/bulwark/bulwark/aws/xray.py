@@ -31,7 +31,7 @@ _current: contextvars.ContextVar[Subsegment | None] = contextvars.ContextVar("bu
 
 
 def _clean(value: Any) -> Any:
-    from bulwark.observability import redact_value
+    from bulwark.observability.logs import redact_value
 
     return redact_value(json.loads(json.dumps(value, default=str)))
 
@@ -76,7 +76,7 @@ class Subsegment(BaseSegment):
 
     def add_exception(self, exception: BaseException, stack: Any = None, remote: bool = False) -> None:
         self.fault = True
-        from bulwark.observability import redact
+        from bulwark.observability.logs import redact
 
         self.cause = {
             "exceptions": [
@@ -84,7 +84,7 @@ class Subsegment(BaseSegment):
             ]
         }
 
-    # what the SDK's subsegments also offer, used by bulwark.aws_wire
+    # what the SDK's subsegments also offer, used by bulwark.aws.wire
     def set_aws(self, aws: dict[str, Any]) -> None:
         self.aws.update(aws)
 

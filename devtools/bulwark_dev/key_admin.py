@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bulwark import keys as keyfmt
-from bulwark.pepper import Pepper
+from bulwark.auth import keys as keyfmt
+from bulwark.auth.pepper import Pepper
 from bulwark.store.counters_table import CountersTable
 from bulwark.store.keys_table import KeyExists, KeyRecord, KeysTable, LimitOverrides, SecretHash
 

@@ -1,4 +1,4 @@
-"""AWS Signature Version 4 for Bulwark's own hot-path AWS calls (see bulwark.aws_wire).
+"""AWS Signature Version 4 for Bulwark's own hot-path AWS calls (see bulwark.aws.wire).
 
 Why not botocore here: on every request botocore spends 1.5-2 ms of CPU per call (event hooks, model-driven
 serialisation, parsing, retry handlers), and importing it is most of a function's cold start. Signing itself is four

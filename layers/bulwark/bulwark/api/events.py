@@ -1,5 +1,6 @@
 """pydantic models of the API Gateway events the functions receive (REST API, v1 payloads): the authorizer's
-REQUEST event here, the validator's proxy event in bulwark.proxy_event (each function builds only its own models)."""
+REQUEST event here, the validator's proxy event in bulwark.api.proxy_event (each function builds only its own
+models)."""
 
 from typing import Any
 

@@ -1,7 +1,8 @@
 """`bulwark audit verify` and `bulwark report`: check the audit chain, and summarize what a session's records show.
 
-Both read the audit records the functions write (see `bulwark.audit`): from a local log (`.bulwark/logs/*.jsonl`,
-written by `bulwark local`) or, for `audit verify --log-group`, from CloudWatch Logs with the caller's own credentials.
+Both read the audit records the functions write (see `bulwark.observability.audit`): from a local log
+(`.bulwark/logs/*.jsonl`, written by `bulwark local`) or, for `audit verify --log-group`, from CloudWatch Logs with
+the caller's own credentials.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from bulwark.audit import VerifyResult, audit_of, audit_records, verify
+from bulwark.observability.audit import VerifyResult, audit_of, audit_records, verify
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -63,7 +64,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def _since_ms(text: str | None) -> int | None:
     if not text:
         return None
-    from bulwark.key_admin import parse_duration
+    from bulwark_dev.key_admin import parse_duration
 
     try:
         seconds = parse_duration(text)

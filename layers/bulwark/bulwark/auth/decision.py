@@ -22,8 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bulwark import keys as keyfmt
+from bulwark.api.events import AuthorizerRequestEvent
+from bulwark.api.routes import ROUTE_METHODS, route_of
+from bulwark.auth import keys as keyfmt
+from bulwark.auth.pepper import Pepper, PepperUnavailable
 from bulwark.auth.risk import RiskDecision, RiskSignals, assess
+from bulwark.auth.risk_memory import RiskMemory, network_of
+from bulwark.auth.usage_plan import usage_identifier
 from bulwark.errors import (
     AuthenticationError,
     BulwarkError,
@@ -32,14 +37,9 @@ from bulwark.errors import (
     ServiceUnavailable,
     StoreUnavailable,
 )
-from bulwark.events import AuthorizerRequestEvent
-from bulwark.pepper import Pepper, PepperUnavailable
 from bulwark.policy import Policy, RoleConfig
-from bulwark.risk_memory import RiskMemory, network_of
-from bulwark.routes import ROUTE_METHODS, route_of
 from bulwark.store.counters_table import CountersTable
 from bulwark.store.keys_table import KeyRecord, KeysTable
-from bulwark.usage_plan import usage_identifier
 
 CACHE_SECONDS = 10.0  # in-memory decision cache; with API Gateway's cache (<= 50 s) revocation lands within 60 s
 _CREDENTIAL_QUERY_NAMES = {
@@ -106,7 +106,7 @@ class Decision:
     def to_response(self) -> dict[str, Any]:
         return {
             "principalId": self.principal_id,
-            # Meters the caller against an API Gateway usage plan, when the stack has one (see bulwark.usage_plan).
+            # Meters the caller against an API Gateway usage plan, when the stack has one (see bulwark.auth.usage_plan).
             "usageIdentifierKey": usage_identifier(self.principal_id),
             "policyDocument": {
                 "Version": "2012-10-17",

@@ -1,0 +1,1 @@
+"""The Lambda-facing edge: API Gateway events, proxy responses in the contract's shape, routes, runtime tuning."""

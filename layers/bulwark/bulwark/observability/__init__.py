@@ -1,0 +1,1 @@
+"""What Bulwark tells operators: structured logs with redaction, EMF metrics, tracing, and the hash-chained audit."""
