@@ -117,7 +117,8 @@ def run(endpoint: str, table_names: dict[str, str], n: int) -> str:
     from bulwark.services.authorizer_service import AuthorizerService
 
     with open(os.devnull, "w") as devnull:
-        service = AuthorizerService(authorizer, make_logger(stream=devnull), make_metrics())
+        logger = make_logger(stream=devnull)
+        service = AuthorizerService(authorizer, logger, make_metrics(logger))
         raw = authorizer_event(api_key)
         for _ in range(50):
             service.handle(raw)
