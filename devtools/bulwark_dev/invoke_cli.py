@@ -39,6 +39,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-e", "--event", help="a JSON event file (default: {})")
     p.add_argument("--timeout", type=float, default=None, help="seconds to wait (default: the function's Timeout + 5)")
+    p.add_argument("--state-dir", help="the local stack's state folder (default: .bulwark in the project folder)")
     p.set_defaults(func=cmd_invoke)
 
 
@@ -139,14 +140,15 @@ def cmd_invoke(args: argparse.Namespace, out: TextIO) -> int:
     payload = _read_event(args.event)
     timeout = args.timeout or function.timeout + 5.0
 
-    state = read_local_state(root / ".bulwark")
+    state_dir = Path(args.state_dir) if args.state_dir else root / ".bulwark"
+    state = read_local_state(state_dir)
     if state is not None and state.get("lambda_endpoint"):
         outcome = _invoke_endpoint(str(state["lambda_endpoint"]), function.name, payload, timeout)
         log_file = Path(state["log_file"]) if state.get("log_file") else None
         logs = _invocation_logs(log_file, outcome.request_id)
     else:
         sys.stderr.write("No local stack is running: starting one for this invocation ...\n")
-        stack = LocalStack(project_root=root, port=0, progress=sys.stderr, log_stream=None)
+        stack = LocalStack(project_root=root, port=0, progress=sys.stderr, log_stream=None, state_dir=state_dir)
         try:
             stack.start()
             outcome = _invoke_endpoint(stack.lambda_endpoint, function.name, payload, timeout)

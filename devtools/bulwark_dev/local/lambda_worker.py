@@ -77,6 +77,15 @@ def _decimal_default(value: object) -> object:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def _handler_frames(exc: BaseException) -> list[str]:
+    """The traceback as the Lambda runtime reports it: the handler's frames, not this emulator's own."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = (__file__, f"concurrent{os.sep}futures")
+    return traceback.format_list(
+        [frame for frame in frames if not frame.filename.endswith(own[0]) and own[1] not in frame.filename]
+    )
+
+
 def _load_handler(code_dir: Path, handler: str, module_name: str) -> Callable[[Any, Any], Any]:
     module_path, _, attribute = handler.rpartition(".")
     if not module_path:
@@ -163,7 +172,7 @@ class _Worker:
                     "errorMessage": str(exc),
                     "errorType": type(exc).__name__,
                     "requestId": request_id,
-                    "stackTrace": traceback.format_list(traceback.extract_tb(exc.__traceback__)),
+                    "stackTrace": _handler_frames(exc),
                 }
                 # What the Python runtime prints for an unhandled exception, in the invocation's log stream.
                 self.platform_line(
