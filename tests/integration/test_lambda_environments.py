@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import re
+import signal
 import textwrap
 import threading
 import time
@@ -22,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from bulwark.observability.audit import audit_of
+from bulwark.observability.audit import audit_of, verify
+from bulwark_dev.audit_cli import check_streams
 from bulwark_dev.local.environments import FunctionPool
 from bulwark_dev.local.stack import FunctionFleet, LogSink
 from bulwark_dev.local.template_model import load_template
@@ -44,7 +47,7 @@ Resources:
     Properties: {CodeUri: slow/, Handler: app.handler, Timeout: 1, ReservedConcurrentExecutions: 3}
   PtFn:
     Type: AWS::Serverless::Function
-    Properties: {CodeUri: pt/, Handler: app.handler, ReservedConcurrentExecutions: 8}
+    Properties: {CodeUri: pt/, Handler: app.handler, Timeout: 2, ReservedConcurrentExecutions: 8}
 """
 
 SLOW = """
@@ -77,7 +80,7 @@ def handler(event, context):
     time.sleep(float(event.get("before", 0)))  # a timeout here is a timeout before the record
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
     time.sleep(0.05)  # what a model call does: leaves time for another invocation to run in between
-    emit_audit(logger, {"request_id": request_id, "status": 200})
+    emit_audit(logger, {"request_id": request_id, "status": 200}, every_invocation=True)
     time.sleep(float(event.get("after", 0)))  # a timeout here is a timeout after the record
     return {"request_id": request_id}
 """
@@ -223,3 +226,52 @@ def test_powertools_state_is_per_environment_no_crossed_ids_no_flush_errors(harn
     assert len(audit_lines) == 8
     for line in audit_lines:
         assert line["correlation_id"] == line["audit"]["request_id"]
+
+
+def _pt_records(harness: Harness) -> list[dict[str, Any]]:
+    return [r for r in harness.records() if r.get("function_name") == "bulwark-local-PtFn"]
+
+
+def test_the_audit_chain_survives_what_lambda_does(harness: Harness) -> None:
+    """Two environments starting at once, one frozen and thawed between invocations, a timeout before the record
+    and one after it: every chain verifies, and each chain's stream says how it ended."""
+    pool = harness.pool("PtFn")
+    _burst(harness, "PtFn", [{"requestContext": {"requestId": f"two-{n}"}} for n in range(2)])
+    pids = [pid for environment in pool.environments() if (pid := environment.process.pid) is not None]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)  # what Lambda does to an idle environment between invocations
+    time.sleep(0.3)
+    for pid in pids:
+        os.kill(pid, signal.SIGCONT)
+    for n in range(3):
+        status, _, _ = harness.invoke("PtFn", {"requestContext": {"requestId": f"thawed-{n}"}})
+        assert status == 200
+    before = harness.invoke("PtFn", {"requestContext": {"requestId": "timeout-before"}, "before": 3})
+    after = harness.invoke("PtFn", {"requestContext": {"requestId": "timeout-after"}, "after": 3})
+    assert before[1]["errorType"] == after[1]["errorType"] == "Sandbox.Timedout"
+
+    entries = _pt_records(harness)
+    records = [r for e in entries if (r := audit_of(e)) is not None]
+    result = verify(records)
+    issues, endings = check_streams(entries)
+    assert result.ok and not issues, (result.as_dict(), issues)
+    assert {r["request_id"] for r in records} >= {"two-0", "two-1", "thawed-0", "thawed-1", "thawed-2", "timeout-after"}
+    assert "timeout-before" not in {r["request_id"] for r in records}  # it timed out before writing: no record
+    assert len(result.chains) == len({e["log_stream"] for e in entries if audit_of(e) is not None})
+    assert sum(1 for end in endings.values() if end["ended"].startswith("timed out")) == 2
+
+
+def test_verify_tells_a_deleted_last_record_from_a_chain_that_ended(harness: Harness) -> None:
+    for n in range(3):
+        harness.invoke("PtFn", {"requestContext": {"requestId": f"tail-{n}"}})
+    entries = _pt_records(harness)
+    assert not check_streams(entries)[0]
+    # Remove the last record of the chain that holds "tail-1": "tail-2" ran after it in the same environment, so its
+    # removal shows, though the chain's seq numbers alone have no gap.
+    last = next(e for e in reversed(entries) if (audit_of(e) or {}).get("request_id") == "tail-2")
+    tampered = [e for e in entries if e is not last]
+    records = [r for e in tampered if (r := audit_of(e)) is not None]
+    assert verify(records).ok  # the chain alone cannot see a record cut from its end
+    issues, _ = check_streams(tampered)
+    assert [issue.kind for issue in issues] == ["deleted"]
+    assert last["function_request_id"] in issues[0].detail
