@@ -15,7 +15,7 @@ from bulwark.guardrails.injection import detect_injection
 from bulwark.guardrails.pii import find_pii, redact_pii, redact_pii_many
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.policy import GuardrailPolicy
-from bulwark.validation.chat import ChatCompletionRequest, iter_texts, map_texts, tool_texts
+from bulwark.validation.chat import ChatCompletionRequest, map_texts, model_texts
 
 
 @dataclass
@@ -45,7 +45,7 @@ _HEAD_SEPARATOR = ".\n"  # a sentence end, so a head that opens with "system:" s
 
 def _injection_texts(req: ChatCompletionRequest) -> list[str]:
     """The texts detect_injection is run on, one call each."""
-    texts = [*tool_texts(req), *(text for _role, text in iter_texts(req))]  # tools come before the conversation
+    texts = model_texts(req)  # tools come before the conversation
     separate: list[str] = []
     budget = INJECTION_BUDGET
     while texts and len(separate) < SEPARATE_TEXTS:
@@ -93,7 +93,7 @@ def _pii(
 ) -> ChatCompletionRequest:
     if mode == "off":
         return req
-    texts = list(dict.fromkeys([*(text for _role, text in iter_texts(req)), *tool_texts(req)]))  # each one once
+    texts = list(dict.fromkeys(model_texts(req)))  # each one once
     results = memo.redact_many(scope, texts) if memo is not None else redact_pii_many(texts)
     found = dict(zip(texts, results, strict=True))
     kinds: set[str] = set()
@@ -132,7 +132,7 @@ def apply_input_guardrails(
     _injection(req, policy.prompt_injection, hits)
     req = _pii(req, policy.pii_input, hits, pii_memo, caller)
     if bedrock is not None:
-        blocked, reasons = bedrock.check([*tool_texts(req), *(text for _role, text in iter_texts(req))], source="INPUT")
+        blocked, reasons = bedrock.check(model_texts(req), source="INPUT")
         if blocked:
             raise ContentPolicyViolation(
                 f"The request was refused by the content policy (rule: bedrock_guardrail:{','.join(reasons)})."
