@@ -15,7 +15,8 @@ import time
 from typing import Any
 
 import pytest
-from audit_session import create_key, post_chat
+
+from tests.e2e.audit_session import create_key, post_chat
 
 pytestmark = pytest.mark.e2e
 
