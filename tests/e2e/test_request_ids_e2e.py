@@ -68,8 +68,9 @@ def test_every_line_of_a_request_carries_its_request_id(local_stack: Any) -> Non
     _wait_for_gateway_lines(local_stack, request_ids)
 
     # Then every line a function's code wrote meanwhile names its invocation and one of the requests. The runtime's
-    # own lines (START/END/REPORT, the error record of a handler that raised) name the invocation, as on Lambda, and
-    # join through it; INIT_START belongs to an environment, not a request.
+    # own lines (START/END/REPORT, the emulator's platform records, the error record of a handler that raised: the
+    # authorizer raises Unauthorized to have API Gateway answer 401) name the invocation, as on Lambda, and join
+    # through it; INIT_START belongs to an environment, not a request.
     own: list[tuple[str, dict[str, Any]]] = []
     runtime: list[tuple[str, str]] = []
     for function, line in _function_lines(local_stack.log_lines[start:]):
@@ -80,8 +81,8 @@ def test_every_line_of_a_request_carries_its_request_id(local_stack: Any) -> Non
             runtime.append((function, platform.group(1)))
             continue
         record = json.loads(line)  # a non-JSON line (a warning, a print) could never carry an id
-        if set(record) >= {"errorType", "errorMessage", "requestId"} and "function_request_id" not in record:
-            runtime.append((function, record["requestId"]))
+        if record.get("type") == "platform" or {"errorType", "requestId"} <= record.keys():
+            runtime.append((function, record.get("requestId", "")))
         else:
             own.append((function, record))
     by_request: dict[str, list[dict[str, Any]]] = {rid: [] for rid in request_ids}
