@@ -1,4 +1,4 @@
-"""Key lifecycle used by the CLI and the scheduled janitor: create, rotate, revoke, and the expiry sweep."""
+"""Key lifecycle for the CLI: create, rotate, revoke, and the expiry sweep on demand (the janitor runs it itself)."""
 
 from __future__ import annotations
 
