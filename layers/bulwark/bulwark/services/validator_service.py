@@ -158,7 +158,7 @@ class ValidatorService:
             result = error_response(exc2, request_id=audit.request_id, headers=headers)
         audit.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         self._flush_refunds()
-        emit_audit(self._log, audit.__dict__)
+        emit_audit(self._log, audit.__dict__, every_invocation=True)
         self._metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
         return result
 
