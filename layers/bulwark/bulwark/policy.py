@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from bulwark.policy_twin import read_twin
+from bulwark.settings import Settings
 
 GuardMode = Literal["off", "flag", "block"]
 PiiMode = Literal["off", "flag", "redact", "block"]
@@ -44,7 +45,7 @@ def _local_mode(info: ValidationInfo) -> bool:
     context = info.context
     if isinstance(context, dict) and "local" in context:
         return bool(context["local"])
-    return os.environ.get("BULWARK_LOCAL") == "1"
+    return Settings.from_env().local  # not the cached settings(): the policy is validated once per change anyway
 
 
 def _loopback(host: str) -> bool:
