@@ -449,6 +449,9 @@ def _add_optional_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     from bulwark_dev.invoke_cli import register as register_invoke
 
     register_invoke(sub, common)
+    from bulwark_dev.verify import register as register_verify
+
+    register_verify(sub, common)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
