@@ -28,13 +28,16 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from jwt import PyJWK
 
 from bulwark.auth.jwks import SUPPORTED_ALGORITHMS, JwksCache, TokenRejectedError, b64url_decode, loads_strict
 from bulwark.policy import IssuerConfig
+
+if TYPE_CHECKING:
+    from jwt.types import Options
 
 __all__ = ["JwtVerifier", "TokenRejectedError", "VerifiedToken"]
 
@@ -45,7 +48,7 @@ _UNTRUSTED_KEY_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c"})
 _UNSUPPORTED_HEADERS = frozenset({"b64", "zip", "enc", "cty"})
 _TYPES = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 # PyJWT checks the signature and the algorithm pin only; the claims are checked after it by `_claims` (stricter types).
-_SIGNATURE_ONLY: Any = {
+_SIGNATURE_ONLY: Options = {
     "verify_signature": True,
     "verify_exp": False,
     "verify_nbf": False,
