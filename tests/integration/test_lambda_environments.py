@@ -275,3 +275,47 @@ def test_verify_tells_a_deleted_last_record_from_a_chain_that_ended(harness: Har
     issues, _ = check_streams(tampered)
     assert [issue.kind for issue in issues] == ["deleted"]
     assert last["function_request_id"] in issues[0].detail
+
+
+def test_the_validator_answers_a_throttled_invoker_with_429_concurrency_exceeded(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The product's side of a throttle, on the real wire: the lean Lambda client the validator uses sees the Invoke
+    API's 429 TooManyRequestsException and InvokerClient raises the contract's 429, not a 502."""
+    from bulwark.aws import clients
+    from bulwark.errors import RateLimited
+    from bulwark.services.invoker_client import InvokerClient, InvokerRequest
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", harness.fleet.lambda_endpoint)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    invoker = InvokerClient(clients.lambda_client(), harness.pool("SlowFn").name)
+    request = InvokerRequest(
+        request_id="r-throttled",
+        principal="key:x",
+        role="developer",
+        model="demo-echo",
+        route="chat",
+        payload="{}",
+        deadline_epoch_ms=4102444800000,
+    )
+    busy = threading.Barrier(4)
+
+    def occupy() -> None:
+        busy.wait()
+        harness.invoke("SlowFn", {"sleep": 0.8})
+
+    threads = [threading.Thread(target=occupy) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    busy.wait()
+    time.sleep(0.3)  # the three environments are running their sleeps
+    try:
+        with pytest.raises(RateLimited) as refused:
+            invoker.invoke(request)
+    finally:
+        for thread in threads:
+            thread.join()
+    assert (refused.value.status, refused.value.code) == (429, "concurrency_exceeded")
+    assert refused.value.headers["Retry-After"] == "1"
