@@ -199,6 +199,8 @@ class FunctionFleet:
                 "AWS_CONFIG_FILE": os.devnull,
                 "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
                 "AWS_ENDPOINT_URL_LAMBDA": self.lambda_endpoint,
+                # The policy accepts plain-http loopback upstreams and JWKS only here (bulwark.policy.require_https).
+                "BULWARK_LOCAL": "1",
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "PYTHONUNBUFFERED": "1",  # log lines reach the terminal as they are written
                 "PYTHONDONTWRITEBYTECODE": "1",
@@ -439,6 +441,7 @@ class LocalStack:
                 "AWS_DEFAULT_REGION": LOCAL_REGION,
                 **DUMMY_CREDENTIALS,
                 "BULWARK_HMAC_SECRET_FILE": str(self.hmac_key_file),
+                "BULWARK_LOCAL": "1",
             }
         )
         if self.policy_file:
