@@ -319,3 +319,29 @@ def test_the_validator_answers_a_throttled_invoker_with_429_concurrency_exceeded
             thread.join()
     assert (refused.value.status, refused.value.code) == (429, "concurrency_exceeded")
     assert refused.value.headers["Retry-After"] == "1"
+
+
+def test_an_asynchronous_invoke_is_accepted_then_run_in_an_environment(harness: Harness) -> None:
+    """InvocationType Event: the Invoke API answers 202 at once and an environment runs the event afterwards."""
+    import urllib.request
+
+    def slow_runs() -> set[str]:
+        return {
+            r["requestId"]
+            for r in harness.records()
+            if r.get("platform") == "REPORT" and r.get("function_name") == "bulwark-local-SlowFn"
+        }
+
+    before = slow_runs()
+    url = f"{harness.fleet.lambda_endpoint}/2015-03-31/functions/{harness.pool('SlowFn').name}/invocations"
+    request = urllib.request.Request(
+        url, data=json.dumps({"sleep": 0.5}).encode(), method="POST", headers={"X-Amz-Invocation-Type": "Event"}
+    )
+    started = time.monotonic()
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202 and response.read() == b""
+    assert time.monotonic() - started < 0.5  # accepted without waiting for the handler's 0.5 s
+    deadline = time.monotonic() + 10
+    while not slow_runs() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(slow_runs() - before) == 1  # run once, by an environment, after the 202
