@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from bulwark.auth.key_expiry import sweep_expiry
+from bulwark.auth.key_admin import KeyAdmin
+from bulwark.auth.pepper import Pepper
 from bulwark.aws import clients as aws
 from bulwark.settings import Settings, settings
+from bulwark.store.counters_table import CountersTable
 from bulwark.store.keys_table import KeysTable
 
 
 class JanitorService:
-    def __init__(self, keys: KeysTable, logger: Logger, metrics: Metrics) -> None:
-        self._keys = keys
+    def __init__(self, admin: KeyAdmin, logger: Logger, metrics: Metrics) -> None:
+        self._admin = admin
         self._log = logger
         self._metrics = metrics
 
     def handle(self, _event: dict[str, Any]) -> dict[str, Any]:
-        report = sweep_expiry(self._keys, int(time.time()))
+        report = self._admin.sweep_expiry()
         for key_id in report["disabled"]:
             self._log.warning("expired key disabled", extra={"key_id": key_id})
         for item in report["expiring_soon"]:
@@ -34,4 +35,6 @@ class JanitorService:
 
 def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> JanitorService:
     cfg = cfg or settings()
-    return JanitorService(KeysTable(aws.dynamodb(), cfg.keys_table), logger, metrics)
+    ddb = aws.dynamodb()
+    admin = KeyAdmin(KeysTable(ddb, cfg.keys_table), CountersTable(ddb, cfg.counters_table), Pepper(cfg))
+    return JanitorService(admin, logger, metrics)

@@ -1,4 +1,4 @@
-"""Key lifecycle for the CLI: create, rotate, revoke, and the expiry sweep on demand (the janitor runs it itself)."""
+"""Key lifecycle used by the CLI and the scheduled janitor: create, rotate, revoke, and the expiry sweep."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from bulwark.auth import keys as keyfmt
-from bulwark.auth.key_expiry import sweep_expiry
 from bulwark.auth.pepper import Pepper
 from bulwark.store.counters_table import CountersTable
 from bulwark.store.keys_table import KeyExists, KeyRecord, KeysTable, LimitOverrides, SecretHash
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+EXPIRY_WARNING_SECONDS = 7 * 86_400
 
 
 def parse_duration(text: str) -> int:
@@ -85,5 +85,26 @@ class KeyAdmin:
         return record
 
     def sweep_expiry(self, now: int | None = None) -> dict[str, Any]:
-        """What the janitor does each run (bulwark.auth.key_expiry), on demand."""
-        return sweep_expiry(self.keys, now if now is not None else int(time.time()))
+        """Disable keys past their expiry; report keys that expire within 7 days (the janitor logs and counts them)."""
+        now = now if now is not None else int(time.time())
+        disabled: list[str] = []
+        expiring: list[dict[str, Any]] = []
+        for record in self.keys.list():
+            if record.status != "active" or record.expires_at is None:
+                continue
+            if record.expires_at <= now:
+                self.keys.disable_expired(record.key_id, now)
+                disabled.append(record.key_id)
+            elif record.expires_at - now <= EXPIRY_WARNING_SECONDS and (
+                record.expiry_warned_at is None or now - record.expiry_warned_at >= 86_400
+            ):
+                # Once a day per key, not on every hourly run: a warning that repeats hourly gets ignored.
+                expiring.append(
+                    {
+                        "key_id": record.key_id,
+                        "name": record.name,
+                        "expires_in_hours": round((record.expires_at - now) / 3600, 1),
+                    }
+                )
+                self.keys.mark_expiry_warned(record.key_id, now)
+        return {"disabled": disabled, "expiring_soon": expiring}
