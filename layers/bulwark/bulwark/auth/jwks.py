@@ -40,7 +40,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from bulwark.errors import AuthenticationError, ServiceUnavailable
+from bulwark.errors import AuthenticationError, JwksUnavailable
 from bulwark.policy import IssuerConfig
 
 logger = logging.getLogger(__name__)
@@ -289,11 +289,7 @@ class JwksCache:
                 if found is not None:
                     return found
                 raise TokenRejectedError("unknown_kid")
-            raise ServiceUnavailable(
-                "The token issuer's signing keys cannot be fetched right now. Retry later.",
-                code="jwks_unavailable",
-                retry_after=self._retry_after(state, issuer, now),
-            )
+            raise JwksUnavailable(retry_after=self._retry_after(state, issuer, now))
 
     def _interval(self, issuer: IssuerConfig) -> float:
         return float(min(issuer.jwks_min_refresh_seconds, issuer.jwks_cache_seconds))
