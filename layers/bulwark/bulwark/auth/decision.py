@@ -481,10 +481,6 @@ class Authorizer:
                 key_flagged = False
         return FailureOutcome(ip_blocked, key_flagged)
 
-    def invalidate(self) -> None:
-        with self._lock:
-            self._cache.clear()
-
 
 def _caller_from_record(record: KeyRecord) -> Caller:
     overrides = {k: v for k, v in record.limits.model_dump().items() if v is not None}
