@@ -210,3 +210,43 @@ def test_a_container_with_the_old_pepper_picks_up_a_new_version(env: Env, monkey
     new_key, rec = env.admin.create(name="after", role="developer")
     monkeypatch.setattr(pepper_module, "_RELOAD_ON_UNKNOWN_SECONDS", 0.0)  # not wait 5 s of wall time
     assert authz.authorize(event(new_key)).context.key_id == rec.key_id
+
+
+def test_an_unreachable_jwks_endpoint_makes_the_authorizer_raise(env: Env) -> None:
+    import socket
+    import time
+
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from bulwark.auth.jwks import JwksCache
+    from bulwark.auth.jwt_verify import JwtVerifier
+    from bulwark.errors import JwksUnavailable
+    from bulwark.policy import IssuerConfig
+
+    with socket.socket() as s:  # a free loopback port with nothing listening: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    issuer = IssuerConfig(
+        name="idp",
+        issuer="https://issuer.example.com",
+        audience=("bulwark-api",),
+        jwks_url=f"http://127.0.0.1:{port}/jwks.json",
+        default_role="developer",
+    )
+    env.policy = env.policy.model_copy(update={"issuers": (issuer,)})
+    verifier = JwtVerifier([issuer], JwksCache())
+    authz = Authorizer(
+        policy=lambda: env.policy,
+        keys=env.keys,
+        counters=env.counters,
+        pepper=Pepper(env.cfg),
+        jwt=lambda: verifier,
+        clock=env.clock,
+    )
+    now = int(time.time())
+    claims = {"iss": issuer.issuer, "aud": "bulwark-api", "sub": "u1", "iat": now, "exp": now + 300, "scope": ""}
+    signing = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = pyjwt.encode(claims, signing, algorithm="RS256", headers={"kid": "k1"})
+    with pytest.raises(JwksUnavailable):
+        authz.authorize(event(token))
