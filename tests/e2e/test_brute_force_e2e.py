@@ -10,6 +10,7 @@ has a low threshold, a denied address and a trusted one. Requests come from thei
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,9 @@ def test_a_denied_address_gets_api_gateways_403_in_the_contract_shape(
         }
     }
     assert resp.headers["x-request-id"]
+    # API Gateway answered it, so the authorizer wrote its audit record (the validator never ran).
+    local, lines = stack
+    deadline = time.monotonic() + 10
+    while not any(resp.headers["x-request-id"] in line and '"ip_not_allowed"' in line for line in lines.lines):
+        assert time.monotonic() < deadline, "no audit record for the denied request"
+        time.sleep(0.1)

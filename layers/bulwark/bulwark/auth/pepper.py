@@ -20,13 +20,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from bulwark.settings import Settings
 
 _CACHE_SECONDS = 300.0
 _RELOAD_ON_UNKNOWN_SECONDS = 5.0  # a version another container just added is picked up this fast
 _MIN_LENGTH = 32
+
+
+class SecretsClient(Protocol):
+    """The Secrets Manager read made here (boto3's client or the lean one in bulwark.aws)."""
+
+    def get_secret_value(self, *, SecretId: str) -> Any: ...  # noqa: N803 - the AWS parameter name
 
 
 class PepperUnavailable(Exception):
@@ -71,11 +77,12 @@ def parse_pepper(raw: str) -> PepperVersions:
 
 
 class Pepper:
-    def __init__(self, settings: Settings, secrets_client: Callable[[], Any] | None = None) -> None:
+    def __init__(self, settings: Settings, secrets_client: Callable[[], SecretsClient] | None = None) -> None:
         self._settings = settings
         self._secrets_client = secrets_client
         self._value: PepperVersions | None = None
         self._loaded_at = 0.0
+        self._forced_at = -_RELOAD_ON_UNKNOWN_SECONDS
         self._lock = threading.Lock()
 
     def current(self) -> tuple[int, bytes]:
@@ -89,7 +96,10 @@ class Pepper:
     def version(self, version: int) -> bytes | None:
         """The secret of `version`, or None if the secret no longer (or not yet, after a reload) holds it."""
         value = self._versions().values.get(version)
-        if value is None and time.monotonic() - self._loaded_at >= _RELOAD_ON_UNKNOWN_SECONDS:
+        # A version this container has not seen (just rotated in) is fetched at once; a retired one at most every
+        # few seconds. The version comes from the stored hash, never from the caller's credential.
+        if value is None and time.monotonic() - self._forced_at >= _RELOAD_ON_UNKNOWN_SECONDS:
+            self._forced_at = time.monotonic()
             value = self._versions(force=True).values.get(version)
         return value
 
@@ -124,7 +134,11 @@ class Pepper:
         if s.hmac_secret_file:
             Path(s.hmac_secret_file).write_text(updated.to_text(), encoding="utf-8")
         elif s.hmac_secret_id and self._secrets_client is not None:
-            self._secrets_client().put_secret_value(SecretId=s.hmac_secret_id, SecretString=updated.to_text())
+            # Only the operator's client (boto3, from the CLI) writes; the functions' lean client cannot.
+            put = getattr(self._secrets_client(), "put_secret_value", None)
+            if put is None:
+                raise PepperUnavailable("this client cannot write the hashing secret")
+            put(SecretId=s.hmac_secret_id, SecretString=updated.to_text())
         else:
             raise PepperUnavailable("no hashing secret is configured")
         with self._lock:

@@ -42,6 +42,7 @@ class AuthorizerService:
             # then answers 503 through the AUTHORIZER_FAILURE gateway response (Retry-After, contract shape).
             self._log.error("authorizer dependency unavailable", extra={"reason": exc.code, "source_ip": ip})
             count(self._metrics, "AuthorizerDependencyFailure", dependency=exc.code)  # the alarm watches [service]
+            self._audit(503, exc.code, ip, exc.code)  # the request never reaches the validator: audited here
             raise RuntimeError("authorizer dependency unavailable") from None
         context = decision.context
         if context.refusal:
@@ -55,6 +56,8 @@ class AuthorizerService:
                 },
             )
             count(self._metrics, "AuthRefusals", reason=decision.reason)
+            if decision.effect == "Deny":  # answered by API Gateway (403), never by the validator: audited here
+                self._audit(403, context.refusal, ip, decision.reason)
         else:
             self._log.info(  # one line per event in every function, with the request id as correlation id
                 "allowed",
@@ -88,11 +91,15 @@ class AuthorizerService:
             extra={"decision": "deny", "reason": reason, "source_ip": ip, "ip_blocked": outcome.ip_blocked},
         )
         count(self._metrics, "AuthFailures", reason=reason)
+        self._audit(401, "invalid_credentials", ip, reason)  # a 401 never reaches the validator: audited here
+        raise Unauthorized(reason)
+
+    def _audit(self, status: int, code: str, ip: str | None, reason: str) -> None:
+        """The audit record of a request the authorizer answers itself (API Gateway's 401, 403 or 503)."""
         from bulwark.observability.audit import emit_audit  # only refusals are audited here: not imported at cold start
 
-        audit = {"status": 401, "code": "invalid_credentials", "source_ip": ip or "", "verdicts": {"auth": reason}}
-        emit_audit(self._log, audit)  # a 401 never reaches the validator: its audit record is written here
-        raise Unauthorized(reason)
+        record = {"status": status, "code": code, "source_ip": ip or "", "verdicts": {"auth": reason}}
+        emit_audit(self._log, record)
 
 
 _jwt_lock = threading.Lock()
