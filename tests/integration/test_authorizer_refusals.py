@@ -224,12 +224,15 @@ def test_an_unreachable_jwks_endpoint_makes_the_authorizer_raise(env: Env) -> No
     with socket.socket() as s:  # a free loopback port with nothing listening: connection refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    issuer = IssuerConfig(
-        name="idp",
-        issuer="https://issuer.example.com",
-        audience=("bulwark-api",),
-        jwks_url=f"http://127.0.0.1:{port}/jwks.json",
-        default_role="developer",
+    issuer = IssuerConfig.model_validate(  # a loopback JWKS over plain http: accepted only as `bulwark local` runs it
+        {
+            "name": "idp",
+            "issuer": "https://issuer.example.com",
+            "audience": ["bulwark-api"],
+            "jwks_url": f"http://127.0.0.1:{port}/jwks.json",
+            "default_role": "developer",
+        },
+        context={"local": True},
     )
     env.policy = env.policy.model_copy(update={"issuers": (issuer,)})
     verifier = JwtVerifier([issuer], JwksCache())
