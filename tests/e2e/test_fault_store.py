@@ -84,19 +84,19 @@ def assert_store_unavailable(resp: requests.Response, elapsed: float) -> None:
 
 
 def test_store_down_fails_closed_then_recovers(stack: tuple[Any, LineCapture]) -> None:
-    stack, lines = stack
-    env = stack.cli_environment()
+    local, lines = stack
+    env = local.cli_environment()
     cached_key = create_key(env, name="cached")
     unseen_key = create_key(env, name="unseen")
-    resp, _ = chat(stack.base_url, cached_key)
+    resp, _ = chat(local.base_url, cached_key)
     assert resp.status_code == 200, resp.text  # the authorizer now holds this key's decision in memory
 
-    port = stack.dynamodb.port
-    stack.dynamodb.stop()
+    port = local.dynamodb.port
+    local.dynamodb.stop()
 
     # The authorizer's cached decision is not a way around the limiter: admission needs the store.
     for key in (cached_key, unseen_key, cached_key):
-        resp, elapsed = chat(stack.base_url, key)
+        resp, elapsed = chat(local.base_url, key)
         assert_store_unavailable(resp, elapsed)
 
     # The unseen key met the outage in the authorizer: it failed (never an Allow), and counted it for the alarm.
@@ -108,14 +108,14 @@ def test_store_down_fails_closed_then_recovers(stack: tuple[Any, LineCapture]) -
 
     # The same port again, as a restarted store would come back; in-memory, so the tables are made afresh.
     restarted = DynamoDBLocal(port=port, progress=None)
-    stack.dynamodb = restarted  # the stack stops it at the end
+    local.dynamodb = restarted  # the stack stops it at the end
     restarted.start()
-    create_tables(restarted.client(), stack.template.tables, stack.table_names)
+    create_tables(restarted.client(), local.template.tables, local.table_names)
 
     fresh_key = create_key(env, name="after-restart")
     deadline = time.monotonic() + 30
     while True:  # the workers' pooled connections to the old process may need one failed attempt to notice
-        resp, elapsed = chat(stack.base_url, fresh_key)
+        resp, elapsed = chat(local.base_url, fresh_key)
         assert elapsed < HANG_GUARD
         if resp.status_code == 200 or time.monotonic() > deadline:
             break
@@ -124,5 +124,5 @@ def test_store_down_fails_closed_then_recovers(stack: tuple[Any, LineCapture]) -
     assert resp.status_code == 200, resp.text
     assert resp.json()["choices"][0]["message"]["content"]
     # The key that existed before the restart is gone with the in-memory store: refused, not let through.
-    resp, _ = chat(stack.base_url, unseen_key)
+    resp, _ = chat(local.base_url, unseen_key)
     assert resp.status_code == 401, resp.text
