@@ -64,7 +64,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def _since_ms(text: str | None) -> int | None:
     if not text:
         return None
-    from bulwark_dev.key_admin import parse_duration
+    from bulwark.auth.key_admin import parse_duration
 
     try:
         seconds = parse_duration(text)
