@@ -17,6 +17,7 @@ import pytest
 
 from bulwark.auth.context import CallerContext
 from bulwark.auth.decision import Authorizer, Unauthorized
+from bulwark.auth.key_admin import KeyAdmin
 from bulwark.auth.keys import new_api_key
 from bulwark.auth.pepper import Pepper, create_local_pepper_file
 from bulwark.errors import StoreUnavailable, TooManyFailedAttempts
@@ -24,7 +25,6 @@ from bulwark.policy import FailedAuthPolicy, NetworkPolicy, Policy, default_poli
 from bulwark.settings import Settings
 from bulwark.store.counters_table import CountersTable
 from bulwark.store.keys_table import KeysTable
-from bulwark_dev.key_admin import KeyAdmin
 from tests.integration.test_key_lifecycle import ARN, Clock, event
 
 pytestmark = pytest.mark.integration
