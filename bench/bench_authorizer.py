@@ -75,7 +75,7 @@ def _measure(authorizer: Authorizer, event: AuthorizerRequestEvent, n: int, *, m
         t0 = time.perf_counter_ns()
         decision = authorizer.authorize(event)
         samples.append((time.perf_counter_ns() - t0) / 1e6)
-        assert not decision.context.get("refusal"), decision.context
+        assert not decision.context.refusal, decision.context
     return samples, (authorizer.store_reads - reads_before) / n
 
 
