@@ -41,7 +41,7 @@ def server() -> Iterator[WireServer]:
 def _service(server: WireServer) -> InvokerService:
     data = yaml.safe_load(default_policy_path().read_text(encoding="utf-8"))
     data["models"]["leaky"] = {"upstream": {"kind": "openai", "url": server.url + "/v1", "max_retries": 0}}
-    policy = Policy.model_validate(data)
+    policy = Policy.model_validate(data, context={"local": True})  # the wire server is plain http on loopback
     clients, _ = new_clients()
     return InvokerService(
         policy=lambda: policy,
