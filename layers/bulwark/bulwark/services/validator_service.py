@@ -40,6 +40,7 @@ from bulwark.guardrails.canary import HIT as CANARY_HIT
 from bulwark.guardrails.canary import add_canary, new_canary
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.limits.gcra import rate_limit_headers
+from bulwark.limits.spend import soft_crossed
 from bulwark.observability.audit import emit_audit
 from bulwark.observability.logs import log_body
 from bulwark.observability.metrics import count
@@ -71,6 +72,8 @@ class Audit:
     code: str = ""
     verdicts: dict[str, str] = field(default_factory=dict)
     tokens_reserved: int = 0
+    cost_reserved_micro_usd: int = 0
+    cost_micro_usd: int = 0  # the settled cost of this request (integer micro-dollars)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_estimated: bool = False
@@ -123,7 +126,7 @@ class ValidatorService:
             result = self._handle(event, audit, headers)
         except BulwarkError as exc:
             audit.status, audit.code = exc.status, exc.code
-            self._count_refusal(exc)
+            self._count_refusal(exc, audit)
             result = error_response(exc, request_id=audit.request_id, headers=headers)
         except Exception:
             self._log.exception("unhandled error")
@@ -133,7 +136,7 @@ class ValidatorService:
         audit.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         self._flush_refunds()
         emit_audit(self._log, audit.__dict__, every_invocation=True)
-        self._metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+        count(self._metrics, "Requests", tenant=_tenant(audit))
         return result
 
     # ------------------------------------------------------------------ routing
@@ -212,8 +215,9 @@ class ValidatorService:
         canary = new_canary() if role.guardrails.system_prompt_canary else None
         if canary is not None:
             req = add_canary(req, canary)
-        max_out = req.max_completion_tokens or req.max_tokens or role.request.max_tokens
-        tokens = estimate_prompt_tokens(req) + max_out * (req.n or 1)
+        max_out = (req.max_completion_tokens or req.max_tokens or role.request.max_tokens) * (req.n or 1)
+        prompt = estimate_prompt_tokens(req)
+        tokens = prompt + max_out
         payload = canonical_json(req).decode("utf-8")
         stream = bool(req.stream)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -223,6 +227,7 @@ class ValidatorService:
             route="chat",
             payload=payload,
             tokens=tokens,
+            cost=policy.price_of(req.model).cost_micros(prompt, max_out),
             stream=stream,
             include_usage=include_usage,
             canary=canary,
@@ -254,6 +259,7 @@ class ValidatorService:
             route="invoke",
             payload=payload,
             tokens=tokens,
+            cost=policy.price_of(model).cost_micros(len(payload) // 3, role.request.max_tokens),
             stream=False,
             include_usage=False,
         )
@@ -267,6 +273,7 @@ class ValidatorService:
         route: str,
         payload: str,
         tokens: int,
+        cost: int,
         stream: bool,
         include_usage: bool,
         canary: str | None = None,
@@ -280,11 +287,16 @@ class ValidatorService:
             call.headers,
         )
         allowance = _allowance(role, caller)
-        audit.tokens_reserved = tokens
+        audit.tokens_reserved, audit.cost_reserved_micro_usd = tokens, cost
         admission: Admission | None = None
         try:
             admission = self._counters.admit(
-                caller.principal, allowance, tokens, model=model, model_rpm=policy.models[model].requests_per_minute
+                caller.principal,
+                allowance,
+                tokens,
+                model=model,
+                model_rpm=policy.models[model].requests_per_minute,
+                cost=cost,
             )
         except RateLimited as exc:
             audit.verdicts["limits"] = exc.code
@@ -301,6 +313,7 @@ class ValidatorService:
         if admission is not None:
             audit.store_writes += admission.writes
             headers.update(rate_limit_headers(admission.states))
+            self._budget_alerts(admission, allowance, policy, audit)
         result: InvokerResponse | None = None
         try:
             result = self._invoker.invoke(
@@ -320,13 +333,7 @@ class ValidatorService:
                 )
             )
         finally:
-            if admission is not None:
-                # A failed call gives its reservation back; a replayed result did not call the model at all.
-                used = result.usage.total if (result is not None and result.ok and not result.replayed) else 0
-                try:
-                    audit.store_writes += self._counters.settle(admission, used, defer_refund=True)
-                except StoreUnavailable:
-                    self._log.warning("settlement failed; the reservation stands until the window passes")
+            self._settle(admission, result, policy, model, audit)
         audit.upstream_ms = result.upstream_ms
         audit.prompt_tokens, audit.completion_tokens = result.usage.prompt_tokens, result.usage.completion_tokens
         audit.usage_estimated = result.usage.estimated
@@ -336,13 +343,47 @@ class ValidatorService:
             self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
         result.raise_for_error()
         log_body(self._log, "response", result.body, policy)
-        self._metrics.add_metric(name="TokensUsed", unit=MetricUnit.Count, value=result.usage.total)
+        count(self._metrics, "TokensUsed", result.usage.total, tenant=_tenant(audit), model=model)
         audit.status = 200
         if result.replayed:
             headers["Idempotent-Replayed"] = "true"
         return response(
             200, result.body, request_id=audit.request_id, headers=headers, content_type=result.content_type
         )
+
+    def _settle(
+        self, admission: Admission | None, result: InvokerResponse | None, policy: Policy, model: str, audit: Audit
+    ) -> None:
+        """The one place a request's usage and cost are settled (every path, streamed or not, ends here): the real
+        usage replaces the reservation; a failed call gives everything back; a replayed result called no model."""
+        called = result is not None and result.ok and not result.replayed
+        used = result.usage.total if called and result is not None else 0
+        cost = (
+            policy.price_of(model).cost_micros(result.usage.prompt_tokens, result.usage.completion_tokens)
+            if called and result is not None
+            else 0
+        )
+        audit.cost_micro_usd = cost
+        if cost:
+            count(self._metrics, "SpendMicroUSD", cost, tenant=_tenant(audit), model=model)
+        if admission is None:
+            return
+        try:
+            audit.store_writes += self._counters.settle(admission, used, defer_refund=True, actual_cost=cost)
+        except StoreUnavailable:
+            self._log.warning("settlement failed; the reservation stands until the window passes")
+
+    def _budget_alerts(self, admission: Admission, allowance: Allowance, policy: Policy, audit: Audit) -> None:
+        """Spend (reservations included) that crossed the soft threshold of a budget with this admission: a metric
+        the alarm watches and a mark in this request's audit record."""
+        pct = policy.spend.soft_threshold_percent
+        for period, budget, after in (
+            ("day", allowance.budget_day, admission.spend_day),
+            ("month", allowance.budget_month, admission.spend_month),
+        ):
+            if budget is not None and soft_crossed(after - admission.reserved_cost, after, budget, pct):
+                audit.verdicts[f"budget:{period}"] = f"soft_threshold_{pct}"
+                count(self._metrics, "BudgetSoftThreshold", tenant=_tenant(audit), period=period)
 
     def shutdown(self) -> None:
         """The environment is going away: write every deferred refund now, or the caller's counters would keep
@@ -359,7 +400,9 @@ class ValidatorService:
         except BulwarkError:
             return
 
-    def _count_refusal(self, exc: BulwarkError) -> None:
+    def _count_refusal(self, exc: BulwarkError, audit: Audit) -> None:
+        if exc.status < 500:
+            count(self._metrics, "Refusals", tenant=_tenant(audit), code=exc.code)
         if exc.code == "content_policy_violation":
             count(self._metrics, "GuardrailHits", kind="blocked")
         if exc.status in (400, 413, 415):
@@ -384,6 +427,11 @@ def _idempotency_key(event: ProxyEvent) -> str | None:
     return key
 
 
+def _tenant(audit: Audit) -> str:
+    """Metrics break down by tenant (a bounded, operator-chosen set), never by key (high cardinality)."""
+    return audit.tenant or "none"
+
+
 def _allowance(role: RoleConfig, caller: CallerContext) -> Allowance:
     limits = role.limits.model_dump()
     limits.update({k: v for k, v in caller.limit_overrides.items() if k in limits})
@@ -393,6 +441,8 @@ def _allowance(role: RoleConfig, caller: CallerContext) -> Allowance:
         tokens_per_minute=max(1, int(limits["tokens_per_minute"] * factor)),
         daily_tokens=int(limits["daily_tokens"]),
         max_concurrent=limits.get("max_concurrent"),
+        budget_day=caller.limit_overrides.get("budget_day_micro_usd"),
+        budget_month=caller.limit_overrides.get("budget_month_micro_usd"),
     )
 
 

@@ -28,6 +28,7 @@ from bulwark.limits.gcra import (
     rate_limit_headers,
     retry_after_seconds,
 )
+from bulwark.limits.spend import day_end_ms, month_end_ms
 from bulwark.store.dynamo import ConditionFailed, from_item, store_call
 
 _TTL_SECONDS = 2 * 86_400
@@ -46,6 +47,8 @@ class Allowance:
     tokens_per_minute: int
     daily_tokens: int
     max_concurrent: int | None = None
+    budget_day: int | None = None  # micro-dollars per UTC day
+    budget_month: int | None = None  # micro-dollars per UTC calendar month
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,13 @@ class Admission:
     concurrency: bool
     states: list[LimitState] = field(default_factory=list)
     writes: int = 0
+    reserved_cost: int = 0  # micro-dollars
+    spend_day: int = 0  # the day's and the month's spend after this admission (reservations included)
+    spend_month: int = 0
+
+    @property
+    def month(self) -> str:
+        return self.day[:7]
 
 
 @dataclass
@@ -67,6 +77,7 @@ class _PendingRefund:
     day: str
     tokens_capacity: int
     since_ms: int
+    cost: int = 0  # micro-dollars, against `day` and its month
 
 
 def utc_day(now_ms: int) -> str:
@@ -80,6 +91,41 @@ def _day_credit(pending: _PendingRefund | None, day: str) -> int:
 
 def _day_reset_ms(now_ms: int) -> int:
     return 86_400_000 - now_ms % 86_400_000
+
+
+def _cost_credits(pending: _PendingRefund | None, day: str) -> tuple[int, int]:
+    """The deferred money refund that counts against `day`'s and its month's spend."""
+    if pending is None or not pending.cost:
+        return 0, 0
+    return (pending.cost if pending.day == day else 0), (pending.cost if pending.day[:7] == day[:7] else 0)
+
+
+def _spend(
+    e: _Expr, item: dict[str, Any] | None, allowance: Allowance, cost: int, day: str, credits: tuple[int, int]
+) -> None:
+    """The day's and the month's spend (micro-dollars) in the admission write: a budget is one more condition of the
+    write the limiter makes anyway, never one more call. Spend is counted with or without a budget, so a budget set
+    later starts from the truth; the same hint-then-correct cases as the day's token count."""
+    credit_d, credit_m = credits
+    sd = e.name("spend_d")
+    if item is not None and item.get("day") == day:  # the day quota's condition already pins the day
+        if allowance.budget_day is not None:
+            smax = e.val("sdmax", allowance.budget_day - cost + credit_d)
+            e.conds.append(f"(attribute_not_exists({sd}) OR {sd} <= {smax})")
+        e.sets.append(f"{sd} = if_not_exists({sd}, {e.val('zero_sd', 0)}) + {e.val('sdc', cost - credit_d)}")
+    else:
+        e.sets.append(f"{sd} = {e.val('sdc', cost)}")
+    mo, sm = e.name("month"), e.name("spend_m")
+    month = e.val("month", day[:7])
+    if item is not None and item.get("month") == day[:7]:
+        cond = f"{mo} = {month}"
+        if allowance.budget_month is not None:
+            cond += f" AND {sm} <= {e.val('smmax', allowance.budget_month - cost + credit_m)}"
+        e.conds.append(f"({cond})")
+        e.sets.append(f"{sm} = {sm} + {e.val('smc', cost - credit_m)}")
+    else:
+        e.conds.append(f"(attribute_not_exists({mo}) OR {mo} <> {month})")
+        e.sets.append(f"{mo} = {month}, {sm} = {e.val('smc', cost)}")
 
 
 class _Expr:
@@ -153,8 +199,10 @@ class CountersTable:
         *,
         model: str | None = None,
         model_rpm: int | None = None,
+        cost: int = 0,
     ) -> Admission:
-        """Charge one request and `tokens` reserved tokens to `principal`, atomically, or raise RateLimited."""
+        """Charge one request, `tokens` reserved tokens and `cost` reserved micro-dollars to `principal`, atomically,
+        or raise RateLimited. Budgets are conditions of the same write: no extra call."""
         live_clock = now_ms is None
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         if tokens > allowance.tokens_per_minute:
@@ -167,13 +215,18 @@ class CountersTable:
             self._refuse(
                 "daily_tokens", _day_reset_ms(now_ms), "This request asks for more tokens than the daily quota."
             )
+        for budget, period_end in ((allowance.budget_day, day_end_ms), (allowance.budget_month, month_end_ms)):
+            if budget is not None and cost > budget:
+                self._refuse(
+                    "budget", period_end(now_ms) - now_ms, "This request's maximum cost is more than the budget."
+                )
         # Claim this caller's deferred refund: only this admission may spend it (two concurrent admissions using
         # the same credit would give it back twice). Put back unless the admission write landed.
         with self._lock:
             claim: list[_PendingRefund | None] = [self._pending.pop(principal, None)]
         try:
             return self._admit_loop(
-                principal, allowance, tokens, now_ms, live_clock, claim, model=model, model_rpm=model_rpm
+                principal, allowance, tokens, now_ms, live_clock, claim, model=model, model_rpm=model_rpm, cost=cost
             )
         except BaseException:
             if claim[0] is not None:
@@ -187,6 +240,7 @@ class CountersTable:
                 self._pending[principal] = pending
             elif current.day == pending.day and current.tokens_capacity == pending.tokens_capacity:
                 current.tokens += pending.tokens
+                current.cost += pending.cost
                 current.since_ms = min(current.since_ms, pending.since_ms)
             # else: limits changed meanwhile; the older refund is dropped (it can only over-charge)
 
@@ -201,6 +255,7 @@ class CountersTable:
         *,
         model: str | None,
         model_rpm: int | None,
+        cost: int = 0,
     ) -> Admission:
         rpm, tpm = Bucket(allowance.requests_per_minute), Bucket(allowance.tokens_per_minute)
         day = utc_day(now_ms)
@@ -211,6 +266,7 @@ class CountersTable:
         for attempt in range(_MAX_ATTEMPTS):
             tpm_credit = pending.tokens if pending and pending.tokens_capacity == tpm.capacity else 0
             day_credit = _day_credit(pending, day)
+            cost_credits = _cost_credits(pending, day)
             e = _Expr()
             e.conds.append(f"attribute_not_exists({e.name('revoked')})")
             e.bucket(
@@ -238,12 +294,15 @@ class CountersTable:
             else:
                 e.conds.append(f"(attribute_not_exists({d}) OR {d} <> {e.val('day', day)})")
                 e.sets.append(f"{d} = :day, {du} = {e.val('tok', tokens)}")
+            _spend(e, item, allowance, cost, day, cost_credits)
             if allowance.max_concurrent is not None:
                 inf = e.name("inflight")
                 e.conds.append(f"(attribute_not_exists({inf}) OR {inf} < {e.val('kmax', allowance.max_concurrent)})")
                 e.adds.append(f"{inf} {e.val('one', 1)}")
                 e.sets.append(f"{e.name('inflight_at')} = {e.val('inf_now', now_ms)}")
-            e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', now_ms // 1000 + _TTL_SECONDS)}")
+            # The month's spend must outlive a quiet caller until the month is over.
+            ttl = max(now_ms // 1000 + _TTL_SECONDS, month_end_ms(now_ms) // 1000 + 86_400)
+            e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', ttl)}")
             try:
                 writes += 1
                 new = self._update(pk, e)
@@ -256,14 +315,19 @@ class CountersTable:
                 # each round). Only before refusing is the present consulted: another container's clock may be a
                 # few ms ahead, and a refusal must hold (and its Retry-After be true) now, not at arrival.
                 try:
-                    self._explain_refusal(item, allowance, tokens, now_ms, day, tpm_credit, day_credit)
+                    self._explain_refusal(
+                        item, allowance, tokens, now_ms, day, tpm_credit, day_credit, cost, cost_credits
+                    )
                 except RateLimited:
                     present = int(time.time() * 1000)
                     if not live_clock or present <= now_ms:
                         raise
                     now_ms, day = present, utc_day(present)
                     day_credit = _day_credit(pending, day)  # the day may have turned; the minute bucket's credit not
-                    self._explain_refusal(item, allowance, tokens, now_ms, day, tpm_credit, day_credit)
+                    cost_credits = _cost_credits(pending, day)
+                    self._explain_refusal(
+                        item, allowance, tokens, now_ms, day, tpm_credit, day_credit, cost, cost_credits
+                    )
                 if attempt:
                     # A hot caller: several containers raced for the same item. A short jittered pause lets the
                     # winners land, so retries do not collide again in lockstep.
@@ -277,13 +341,31 @@ class CountersTable:
                     writes += self._admit_model(model, model_rpm, now_ms)
                 except RateLimited:
                     self.settle(
-                        Admission(principal, tokens, day, tpm.capacity, allowance.max_concurrent is not None),
+                        Admission(
+                            principal,
+                            tokens,
+                            day,
+                            tpm.capacity,
+                            allowance.max_concurrent is not None,
+                            reserved_cost=cost,
+                        ),
                         actual_tokens=0,
                         refund_request=True,
                         requests_capacity=rpm.capacity,
                     )
                     raise
-            return Admission(principal, tokens, day, tpm.capacity, allowance.max_concurrent is not None, states, writes)
+            return Admission(
+                principal,
+                tokens,
+                day,
+                tpm.capacity,
+                allowance.max_concurrent is not None,
+                states,
+                writes,
+                reserved_cost=cost,
+                spend_day=_int(new, "spend_d") or 0,
+                spend_month=_int(new, "spend_m") or 0,
+            )
         # Persistent contention: refuse rather than loop; the client retries shortly.
         self._refuse("requests", 1000, "The request could not be admitted under contention. Retry shortly.")
         raise AssertionError("unreachable")
@@ -343,6 +425,8 @@ class CountersTable:
         day: str,
         tpm_credit: int = 0,
         day_credit: int = 0,
+        cost: int = 0,
+        cost_credits: tuple[int, int] = (0, 0),
     ) -> None:
         """Raise for the dimension that refused (the longest wait wins); return if every dimension would admit."""
         if item is None:
@@ -362,6 +446,12 @@ class CountersTable:
             waits.append((_day_reset_ms(now_ms), "daily_tokens"))
         if allowance.max_concurrent is not None and (_int(item, "inflight") or 0) >= allowance.max_concurrent:
             waits.append((1000, "concurrency"))
+        spent_d = (_int(item, "spend_d") or 0) if item.get("day") == day else 0
+        if allowance.budget_day is not None and spent_d - cost_credits[0] + cost > allowance.budget_day:
+            waits.append((day_end_ms(now_ms) - now_ms, "budget"))
+        spent_m = (_int(item, "spend_m") or 0) if item.get("month") == day[:7] else 0
+        if allowance.budget_month is not None and spent_m - cost_credits[1] + cost > allowance.budget_month:
+            waits.append((month_end_ms(now_ms) - now_ms, "budget"))
         if waits:
             wait, dim = max(waits)
             # The 429 carries the same rate-limit state headers as a success (the contract), from this very item.
@@ -385,24 +475,33 @@ class CountersTable:
         refund_request: bool = False,
         requests_capacity: int | None = None,
         defer_refund: bool = False,
+        actual_cost: int = 0,
     ) -> int:
         """Replace the reservation by the real usage (a failed call passes 0: everything reserved comes back).
 
         With `defer_refund`, unused tokens of a successful call are not written now but given back inside this
         caller's next admission write (or by `flush_pending` within seconds). Refunds only ever lower a charge, so
         deferring one can refuse early, never admit too much. Extra usage (actual above the reservation), in-flight
-        slots and failed calls are always settled at once. Returns the number of writes."""
+        slots and failed calls are always settled at once. Money settles the same way as tokens: `actual_cost`
+        replaces `admission.reserved_cost` (a failed call passes 0). Returns the number of writes."""
         delta = actual_tokens - admission.reserved_tokens
-        if delta == 0 and not admission.concurrency and not refund_request:
+        dcost = actual_cost - admission.reserved_cost
+        plain = not admission.concurrency and not refund_request
+        if delta == 0 and dcost == 0 and plain:
             return 0
-        if defer_refund and delta < 0 and actual_tokens > 0 and not admission.concurrency and not refund_request:
-            return self._defer(admission, -delta)
+        if defer_refund and delta <= 0 and dcost <= 0 and actual_tokens > 0 and plain:
+            return self._defer(admission, -delta, -dcost)
         e = _Expr()
         conds: list[str] = []
-        if delta:
+        if delta or dcost:
             ts, tc, d, du = e.name("tpm_s"), e.name("tpm_cap"), e.name("day"), e.name("day_used")
-            e.sets.append(f"{ts} = {ts} + {e.val('dts', delta * 60_000)}")
-            e.sets.append(f"{du} = {du} + {e.val('dd', delta)}")
+            if delta:
+                e.sets.append(f"{ts} = {ts} + {e.val('dts', delta * 60_000)}")
+                e.sets.append(f"{du} = {du} + {e.val('dd', delta)}")
+            if dcost:
+                sd, sm, mo = e.name("spend_d"), e.name("spend_m"), e.name("month")
+                e.sets.append(f"{sd} = {sd} + {e.val('dc', dcost)}, {sm} = {sm} + :dc")
+                conds.append(f"{mo} = {e.val('mon', admission.month)}")
             conds.append(f"{tc} = {e.val('tc', admission.tokens_capacity)} AND {d} = {e.val('day', admission.day)}")
         if refund_request and requests_capacity is not None:
             rs, rc = e.name("rpm_s"), e.name("rpm_cap")
@@ -419,27 +518,47 @@ class CountersTable:
         try:
             new = self._update(pk, e)
         except ConditionFailed as failed:
-            # The limits changed, the day rolled over, or the in-flight count was reset since admission: settle the
-            # parts that still apply, one at a time.
-            writes = 1
-            item = failed.item or {}
-            if delta and item.get("tpm_cap") == admission.tokens_capacity and item.get("day") == admission.day:
-                writes += self._settle_part(admission, delta, concurrency=False)
-            elif delta and item.get("day") == admission.day:
-                # The minute limit changed (a risk tightening, a policy push): its bucket refills on its own, but
-                # the day's count is the caller's quota and is compared with the audit; it is settled all the same.
-                writes += self._settle_day(admission, delta)
-            if admission.concurrency and (_int(item, "inflight") or 0) > 0:
-                writes += self._settle_part(admission, 0, concurrency=True)
-            return writes
+            return 1 + self._settle_apart(admission, failed.item or {}, delta, dcost)
         self._remember(pk, new)
         return 1
 
-    def _settle_day(self, admission: Admission, delta: int) -> int:
-        """Settle `delta` tokens on the day's count alone (the minute bucket's capacity changed since admission)."""
+    def _settle_apart(self, admission: Admission, item: dict[str, Any], delta: int, dcost: int) -> int:
+        """The limits changed, the day rolled over, or the in-flight count was reset since admission: settle the parts
+        that still apply, one at a time. Returns the number of writes."""
+        writes = 0
+        same_day = item.get("day") == admission.day
+        if (delta or dcost) and same_day and item.get("tpm_cap") == admission.tokens_capacity:
+            writes += self._settle_part(admission, delta, dcost, concurrency=False)
+        elif (delta or dcost) and same_day:
+            # The minute limit changed (a risk tightening, a policy push): its bucket refills on its own, but the
+            # day's count is the caller's quota and is compared with the audit; it is settled all the same.
+            writes += self._settle_day(admission, delta, dcost)
+        elif dcost and item.get("month") == admission.month:
+            writes += self._settle_month(admission, dcost)  # the day turned: the month's spend still counts
+        if admission.concurrency and (_int(item, "inflight") or 0) > 0:
+            writes += self._settle_part(admission, 0, 0, concurrency=True)
+        return writes
+
+    def _settle_month(self, admission: Admission, dcost: int) -> int:
+        e = _Expr()
+        sm = e.name("spend_m")
+        e.sets.append(f"{sm} = {sm} + {e.val('dc', dcost)}")
+        e.conds.append(f"{e.name('month')} = {e.val('mon', admission.month)}")
+        try:
+            self._remember("lim#" + admission.principal, self._update("lim#" + admission.principal, e))
+        except (ConditionFailed, StoreUnavailable):
+            return 0  # the month turned: last month's spend no longer limits anything
+        return 1
+
+    def _settle_day(self, admission: Admission, delta: int, dcost: int = 0) -> int:
+        """Settle `delta` tokens (and `dcost` micro-dollars) on the day's and month's counts alone (the minute
+        bucket's capacity changed since admission)."""
         e = _Expr()
         d, du = e.name("day"), e.name("day_used")
         e.sets.append(f"{du} = {du} + {e.val('dd', delta)}")
+        if dcost:
+            sd, sm = e.name("spend_d"), e.name("spend_m")
+            e.sets.append(f"{sd} = {sd} + {e.val('dc', dcost)}, {sm} = {sm} + :dc")
         e.conds.append(f"{d} = {e.val('day', admission.day)}")
         try:
             self._remember("lim#" + admission.principal, self._update("lim#" + admission.principal, e))
@@ -447,28 +566,36 @@ class CountersTable:
             return 0  # the day turned meanwhile: yesterday's count no longer limits anything
         return 1
 
-    def _settle_part(self, admission: Admission, delta: int, *, concurrency: bool) -> int:
-        """Settle only the tokens (`delta`) or only the in-flight slot of an admission."""
+    def _settle_part(self, admission: Admission, delta: int, dcost: int = 0, *, concurrency: bool) -> int:
+        """Settle only the tokens and money (`delta`, `dcost`) or only the in-flight slot of an admission."""
         part = Admission(
-            admission.principal, admission.reserved_tokens, admission.day, admission.tokens_capacity, concurrency
+            admission.principal,
+            admission.reserved_tokens,
+            admission.day,
+            admission.tokens_capacity,
+            concurrency,
+            reserved_cost=admission.reserved_cost,
         )
         try:
-            self.settle(part, actual_tokens=admission.reserved_tokens + delta)
+            self.settle(
+                part, actual_tokens=admission.reserved_tokens + delta, actual_cost=admission.reserved_cost + dcost
+            )
         except (ConditionFailed, StoreUnavailable):
             return 0
         return 1
 
-    def _defer(self, admission: Admission, refund: int) -> int:
+    def _defer(self, admission: Admission, refund: int, cost_refund: int = 0) -> int:
         now_ms = int(time.time() * 1000)
         flush: _PendingRefund | None = None
         with self._lock:
             old = self._pending.get(admission.principal)
             if old and old.day == admission.day and old.tokens_capacity == admission.tokens_capacity:
                 old.tokens += refund
+                old.cost += cost_refund
                 return 0
             flush = old
             self._pending[admission.principal] = _PendingRefund(
-                refund, admission.day, admission.tokens_capacity, now_ms
+                refund, admission.day, admission.tokens_capacity, now_ms, cost_refund
             )
         if flush is None:
             return 0
@@ -485,7 +612,12 @@ class CountersTable:
 
     def _write_refund(self, principal: str, refund: _PendingRefund) -> int:
         try:
-            return self.settle(Admission(principal, refund.tokens, refund.day, refund.tokens_capacity, False), 0)
+            return self.settle(
+                Admission(
+                    principal, refund.tokens, refund.day, refund.tokens_capacity, False, reserved_cost=refund.cost
+                ),
+                0,
+            )
         except StoreUnavailable:
             return 0  # a lost refund only ever over-charges; the window refills it
 

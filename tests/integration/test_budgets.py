@@ -1,0 +1,174 @@
+"""Money budgets on DynamoDB Local: exact under concurrency, in the limiter's own write, settled to the real cost.
+
+Given a caller with a budget in micro-dollars, when many threads admit at once, then exactly the requests whose
+maximum cost fits are admitted — every run — and a refusal names `budget_exceeded` with a Retry-After to the end of
+the UTC day or month.
+"""
+
+from __future__ import annotations
+
+import calendar
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from bulwark.errors import RateLimited
+from bulwark.store.counters_table import Allowance, CountersTable
+
+pytestmark = pytest.mark.integration
+# As in test_rate_limits: a fake clock in 2032, so TTLs lie ahead of DynamoDB Local's sweeper.
+T0 = 1_700_000_000_000 + 3_000 * 86_400_000
+
+
+def _race(n: int, fn: Any) -> tuple[list[Any], list[RateLimited]]:
+    barrier = threading.Barrier(n)
+    ok: list[Any] = []
+    refused: list[RateLimited] = []
+    lock = threading.Lock()
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            result = fn(i)
+        except RateLimited as exc:
+            with lock:
+                refused.append(exc)
+        else:
+            with lock:
+                ok.append(result)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return ok, refused
+
+
+ROOMY = {"requests_per_minute": 10**6, "tokens_per_minute": 10**9, "daily_tokens": 10**12}
+
+
+def _counting(client: Any) -> tuple[Any, list[str]]:
+    """The real client, with a record of each DynamoDB operation it sends (to count calls, not to fake any)."""
+    calls: list[str] = []
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(client, name)
+            if not callable(attr):
+                return attr
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                calls.append(name)
+                return attr(*args, **kwargs)
+
+            return call
+
+    return Counting(), calls
+
+
+@pytest.fixture
+def counters(dynamodb_local: Any, fresh_tables: dict[str, str]) -> CountersTable:
+    return CountersTable(dynamodb_local.wire_client(), fresh_tables["CountersTable"])
+
+
+@pytest.mark.parametrize("period", ["day", "month"])
+@pytest.mark.parametrize("run", range(3))
+def test_100_concurrent_requests_against_a_budget_that_fits_5_admit_exactly_5(
+    dynamodb_local: Any, fresh_tables: dict[str, str], run: int, period: str
+) -> None:
+    tables = [CountersTable(dynamodb_local.wire_client(), fresh_tables["CountersTable"]) for _ in range(4)]
+    allowance = Allowance(**ROOMY, **{f"budget_{period}": 5_000})
+    ok, refused = _race(100, lambda i: tables[i % 4].admit(f"key:budget{run}{period}", allowance, 10, cost=1_000))
+    assert len(ok) == 5
+    assert len(refused) == 95
+    assert {e.code for e in refused} == {"budget_exceeded"}
+
+
+def test_a_refusal_waits_until_the_period_ends(counters: CountersTable) -> None:
+    now = T0 - T0 % 86_400_000 + 3_600_000  # 01:00 UTC
+    allowance = Allowance(**ROOMY, budget_day=1_000)
+    counters.admit("key:wait", allowance, 10, now, cost=1_000)
+    with pytest.raises(RateLimited) as refused:
+        counters.admit("key:wait", allowance, 10, now, cost=1)
+    assert refused.value.code == "budget_exceeded"
+    assert refused.value.retry_after == 23 * 3600  # to midnight UTC
+    t = time.gmtime(now // 1000)
+    month_end = calendar.timegm((t.tm_year + (t.tm_mon == 12), t.tm_mon % 12 + 1, 1, 0, 0, 0)) * 1000
+    monthly = Allowance(**ROOMY, budget_month=1_000)
+    counters.admit("key:wait-m", monthly, 10, now, cost=1_000)
+    with pytest.raises(RateLimited) as refused_m:
+        counters.admit("key:wait-m", monthly, 10, now, cost=1)
+    assert refused_m.value.retry_after == (month_end - now) // 1000
+
+
+def test_the_next_day_has_a_new_daily_budget_but_the_month_remembers(counters: CountersTable) -> None:
+    allowance = Allowance(**ROOMY, budget_day=1_000, budget_month=1_500)
+    today = T0 - T0 % 86_400_000 - 10 * 86_400_000  # mid-month: tomorrow is in the same month
+    counters.admit("key:roll", allowance, 10, today, cost=1_000)
+    with pytest.raises(RateLimited):
+        counters.admit("key:roll", allowance, 10, today + 1, cost=1)
+    tomorrow = today + 86_400_000 + 5
+    assert time.gmtime(tomorrow // 1000).tm_mday != 1
+    counters.admit("key:roll", allowance, 10, tomorrow, cost=500)  # a new day, 1000 + 500 in the month
+    with pytest.raises(RateLimited) as refused:
+        counters.admit("key:roll", allowance, 10, tomorrow + 1, cost=1)
+    assert refused.value.code == "budget_exceeded"
+
+
+def test_a_request_costlier_than_the_budget_is_refused_without_a_write(dynamodb_local: Any, fresh_tables: Any) -> None:
+    client, calls = _counting(dynamodb_local.wire_client())
+    counters = CountersTable(client, fresh_tables["CountersTable"])
+    with pytest.raises(RateLimited) as refused:
+        counters.admit("key:big", Allowance(**ROOMY, budget_month=100), 10, T0, cost=101)
+    assert refused.value.code == "budget_exceeded"
+    assert calls == []
+
+
+def test_a_refused_request_costs_nothing(counters: CountersTable) -> None:
+    allowance = Allowance(**ROOMY, budget_day=1_000)
+    counters.admit("key:free", allowance, 10, T0, cost=600)
+    for _ in range(3):
+        with pytest.raises(RateLimited):
+            counters.admit("key:free", allowance, 10, T0, cost=500)
+    counters.admit("key:free", allowance, 10, T0, cost=400)  # 600 + 400: the refusals took nothing
+
+
+def test_settlement_charges_the_real_cost_and_a_failed_call_nothing(counters: CountersTable) -> None:
+    allowance = Allowance(**ROOMY, budget_day=1_000)
+    a = counters.admit("key:settle", allowance, 100, T0, cost=900)
+    counters.settle(a, 40, actual_cost=300)  # written at once: 300 spent
+    b = counters.admit("key:settle", allowance, 100, T0, cost=700)
+    counters.settle(b, 0)  # the upstream failed: all 700 back
+    counters.admit("key:settle", allowance, 100, T0, cost=700)  # 300 + 700 = the budget exactly
+    with pytest.raises(RateLimited):
+        counters.admit("key:settle", allowance, 100, T0, cost=1)
+
+
+def test_a_deferred_money_refund_rides_the_next_admission_write(dynamodb_local: Any, fresh_tables: Any) -> None:
+    client, calls = _counting(dynamodb_local.wire_client())
+    counters = CountersTable(client, fresh_tables["CountersTable"])
+    allowance = Allowance(**ROOMY, budget_month=1_000)
+    a = counters.admit("key:defer", allowance, 100, T0, cost=1_000)
+    assert counters.settle(a, 50, defer_refund=True, actual_cost=400) == 0  # no write: deferred
+    b = counters.admit("key:defer", allowance, 100, T0, cost=600)  # fits only with the 600 given back
+    assert calls == ["update_item", "update_item"]
+    assert b.spend_month == 1_000
+    with pytest.raises(RateLimited):
+        counters.admit("key:defer", allowance, 100, T0, cost=1)
+
+
+def test_budgets_add_no_call_to_admission(dynamodb_local: Any, fresh_tables: Any) -> None:
+    with_budget = Allowance(**ROOMY, budget_day=10**9, budget_month=10**10)
+    counts = []
+    for allowance in (Allowance(**ROOMY), with_budget):
+        client, calls = _counting(dynamodb_local.wire_client())
+        counters = CountersTable(client, fresh_tables["CountersTable"])
+        principal = f"key:calls{allowance.budget_day}"
+        for i in range(20):
+            a = counters.admit(principal, allowance, 100, T0 + i, cost=1_000)
+            counters.settle(a, 60, defer_refund=True, actual_cost=500)
+        counts.append(len(calls))
+    assert counts[0] == counts[1] == 20
