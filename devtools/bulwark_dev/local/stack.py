@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import errno
 import json
+import math
 import os
 import secrets
 import signal
@@ -268,6 +269,11 @@ class FunctionFleet:
     def pool_for(self, name_or_arn: str) -> FunctionPool | None:
         function = self.template.function_by_name(name_or_arn)
         return self.pools.get(function.logical_id) if function else None
+
+    def recycle_idle(self) -> int:
+        """Shut down every idle environment now, as Lambda does after their idle time (SIGTERM first, so a function's
+        shutdown hook runs). Returns how many."""
+        return sum(pool.reap(now=math.inf) for pool in self.pools.values())
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per function: environments running and started, throttles, peak concurrency, log streams, and sums over

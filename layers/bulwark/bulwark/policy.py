@@ -145,6 +145,9 @@ class GuardrailPolicy(_Strict):
     pii_output: OutputPiiMode = "redact"
     bedrock_guardrail_id: str | None = None
     bedrock_guardrail_version: str = "DRAFT"
+    system_prompt_canary: bool = Field(
+        default=False, description="Put a random marker in each system prompt; withhold answers that repeat it."
+    )
 
 
 class RiskPolicy(_Strict):
