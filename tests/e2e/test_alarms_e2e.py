@@ -290,14 +290,18 @@ def evidence(s: Scenario, namespace: str, metric: str, dims: dict[str, Any]) -> 
     target = referenced(next(iter(dims.values())))
     assert (namespace, metric, target) not in NOT_LOCAL, "listed as not local"
     if (namespace, metric) == ("AWS/Lambda", "Errors"):
+        # The runtime's line for an unhandled error. The authorizer's Unauthorized (a 401) is one too, and its alarm
+        # subtracts those (AuthFailures): only other errors show this alarm's condition.
         name = s.stack._template().functions[target].name
         errors = [
             r
             for r in records
-            if r.get("function_name") in (name, target) and '"errorType"' in str(r.get("message", ""))
+            if r.get("function_name") in (name, target)
+            and r.get("errorType", "Unauthorized") != "Unauthorized"
+            and "stackTrace" in r
         ]
         assert errors, f"no unhandled-error line from {target}"
-        return f"{len(errors)} unhandled-error line(s) from {target}"
+        return f"{len(errors)} unhandled-error line(s) from {target}: {sorted({r['errorType'] for r in errors})}"
     if (namespace, metric) == ("AWS/Lambda", "Throttles"):
         via_api = [
             r for r in records if r.get("type") == "access" and r.get("integrationError") == "TooManyRequestsException"
