@@ -18,7 +18,9 @@ evidence here fails. The few conditions the local stack cannot produce are liste
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import socket
 import threading
 import time
@@ -34,12 +36,7 @@ import requests
 from botocore.config import Config
 from cfnlint.decode import decode
 
-from bulwark.auth.pepper import Pepper
-from bulwark.settings import Settings
-from bulwark.store.counters_table import CountersTable
-from bulwark.store.keys_table import KeysTable, LimitOverrides
-from bulwark_dev.key_admin import KeyAdmin
-from bulwark_dev.local.dynamodb_local import local_dynamodb_client
+from bulwark_dev import cli
 from bulwark_dev.local.stack import LocalStack
 from bulwark_dev.verify import emf_documents, emf_matches
 from tests.e2e.conftest import LineCapture
@@ -144,6 +141,19 @@ def chat(base: str, key: str | None, model: str, text: str = "Hello there.") -> 
     return requests.post(base + CHAT, json=body, headers=headers, timeout=60)
 
 
+def create_key(env: dict[str, str], name: str, *options: str) -> str:
+    """A key made with `bulwark keys create --json` on this stack (the CLI's environment), in process."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        out = io.StringIO()
+        assert cli.main(["keys", "create", "--name", name, "--json", *options], out=out) == 0
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return str(json.loads(out.getvalue())["api_key"])
+
+
 def lambda_client(stack: LocalStack) -> Any:
     return boto3.client(
         "lambda",
@@ -199,14 +209,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
 def run_scenario(s: Scenario) -> Scenario:
     stack, base = s.stack, s.stack.base_url
     env = stack.cli_environment()
-    cfg = Settings.from_env(env)
-    ddb = local_dynamodb_client(env["AWS_ENDPOINT_URL_DYNAMODB"])
-    admin = KeyAdmin(KeysTable(ddb, cfg.keys_table), CountersTable(ddb, cfg.counters_table), Pepper(cfg))
-    key, _ = admin.create(name="alarms", role="developer")
-    limited, _ = admin.create(name="limited", role="developer", limits=LimitOverrides(requests_per_minute=1))
-    canary, _ = admin.create(name="canary", role="developer", canary=True)
-    fail_open, _ = admin.create(name="fail-open", role="failopen")
-    unseen, _ = admin.create(name="unseen", role="developer")
+    key = create_key(env, "alarms", "--role", "developer")
+    limited = create_key(env, "limited", "--role", "developer", "--rpm", "1")
+    canary = create_key(env, "canary", "--role", "developer", "--canary")
+    fail_open = create_key(env, "fail-open", "--role", "failopen")
+    unseen = create_key(env, "unseen", "--role", "developer")
     lam = lambda_client(stack)
     names = {logical: fn.name for logical, fn in stack._template().functions.items()}
 
