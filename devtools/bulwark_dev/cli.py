@@ -91,11 +91,11 @@ def _stack_env(stack: str, region: str | None) -> dict[str, str]:
 
 
 def _admin(args: argparse.Namespace) -> Any:
+    from bulwark.auth.key_admin import KeyAdmin
     from bulwark.auth.pepper import Pepper
     from bulwark.settings import Settings
     from bulwark.store.counters_table import CountersTable
     from bulwark.store.keys_table import KeysTable
-    from bulwark_dev.key_admin import KeyAdmin
 
     env = _target_env(args)
     cfg = Settings.from_env(env)
@@ -147,8 +147,8 @@ def _describe(rec: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- commands
 def cmd_keys_create(args: argparse.Namespace, out: TextIO) -> int:
+    from bulwark.auth.key_admin import parse_duration
     from bulwark.store.keys_table import LimitOverrides
-    from bulwark_dev.key_admin import parse_duration
 
     _check_role(args.role)
     expires = parse_duration(args.expires_in) if args.expires_in else None
@@ -237,8 +237,8 @@ def cmd_keys_show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace, out: TextIO) -> int:
+    from bulwark.auth.key_admin import parse_duration
     from bulwark.store.keys_table import KeyNotFound
-    from bulwark_dev.key_admin import parse_duration
 
     admin = _admin(args)
     _get(admin, args.key_id)
@@ -358,11 +358,11 @@ print(r.choices[0].message.content)"
 def _demo_key(stack: Any) -> str:
     import boto3
 
+    from bulwark.auth.key_admin import KeyAdmin
     from bulwark.auth.pepper import Pepper
     from bulwark.settings import Settings
     from bulwark.store.counters_table import CountersTable
     from bulwark.store.keys_table import KeysTable
-    from bulwark_dev.key_admin import KeyAdmin
 
     env = stack.cli_environment()
     cfg = Settings.from_env(env)
