@@ -1,8 +1,9 @@
 """Every alarm in template.yaml watches a metric that the local stack is shown to produce.
 
-Given a private stack (reserved concurrency 1 for the validator and invoker, so one slow call holds each), a slow
+Given a private stack (reserved concurrency 1 for the authorizer, validator and invoker; the janitor has 1), a slow
 model, a model whose upstream is down and a fail-open role, when the scenario below runs (wrong key, canary key, a key
-past its limit, a prompt injection, a failed model call, a burst while the model is slow, then DynamoDB stopped), then:
+past its limit, a prompt injection, a failed model call, a second call while the model is slow, a second authorizer
+call and janitor run while DynamoDB Local is paused, then DynamoDB stopped), then:
 
 - for each alarm on a Bulwark metric, an EMF document in the functions' logs puts exactly the alarm's metric name
   into exactly the alarm's namespace and dimension set (name and values), which is what CloudWatch turns into the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -53,16 +55,8 @@ NOT_LOCAL = {
     "timeout (29 s) or running out of memory raises, which the same worker line would show",
     ("AWS/Lambda", "Errors", "InvokerFunction"): "the invoker maps every failure to an answer; only a crash, a timeout "
     "(28 s) or running out of memory raises",
-    (
-        "AWS/Lambda",
-        "Throttles",
-        "AuthorizerFunction",
-    ): "holding the authorizer busy needs a slow key store or JWKS; the "
-    "Lambda service's 429 is the same code path shown for the validator and invoker",
     ("AWS/Lambda", "Errors", "JanitorFunction"): "the janitor maps a store outage to a logged, failed sweep; only a "
     "crash or its 60 s timeout raises",
-    ("AWS/Lambda", "Throttles", "JanitorFunction"): "a sweep of an empty table ends in milliseconds, so two runs never "
-    "overlap here; the Lambda service's 429 is the same code path shown for the validator and invoker",
     ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "JanitorDeadLetterQueue"): "the local stack runs no schedule and "
     "no SQS (asynchronous invocations and their dead-letter queue are AWS's)",
 }
@@ -194,7 +188,11 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         state_dir=tmp / "state",
         progress=None,
         log_stream=LineCapture(),
-        parameter_overrides={"ValidatorReservedConcurrency": "1", "InvokerReservedConcurrency": "1"},
+        parameter_overrides={
+            "AuthorizerReservedConcurrency": "1",
+            "ValidatorReservedConcurrency": "1",
+            "InvokerReservedConcurrency": "1",
+        },
     )
     stack.start()
     try:
@@ -214,6 +212,7 @@ def run_scenario(s: Scenario) -> Scenario:
     canary = create_key(env, "canary", "--role", "developer", "--canary")
     fail_open = create_key(env, "fail-open", "--role", "failopen")
     unseen = create_key(env, "unseen", "--role", "developer")
+    stalled = create_key(env, "stalled", "--role", "developer")
     lam = lambda_client(stack)
     names = {logical: fn.name for logical, fn in stack._template().functions.items()}
 
@@ -237,6 +236,26 @@ def run_scenario(s: Scenario) -> Scenario:
             s.throttled_invokes[logical] = s.throttled_invokes.get(logical, 0) + 1
     holder.join()
     s.answers["slow model"] = held[0]
+
+    # The store stalls (DynamoDB Local paused: connections open, no answers): one authorizer call and one janitor
+    # sweep wait on it, holding each function's only environment, so the next invocation of each is throttled.
+    assert stack.dynamodb is not None and stack.dynamodb.pid is not None
+    os.kill(stack.dynamodb.pid, signal.SIGSTOP)
+    try:
+        waiting = [
+            threading.Thread(target=lambda: chat(base, stalled, "demo-echo")),
+            threading.Thread(target=lambda: invoke_status(lam, names["JanitorFunction"], b"{}")),
+        ]
+        for thread in waiting:
+            thread.start()
+        time.sleep(0.5)
+        for logical in ("AuthorizerFunction", "JanitorFunction"):
+            if invoke_status(lam, names[logical], b"{}") == 429:
+                s.throttled_invokes[logical] = s.throttled_invokes.get(logical, 0) + 1
+    finally:
+        os.kill(stack.dynamodb.pid, signal.SIGCONT)
+    for thread in waiting:
+        thread.join()
 
     # The store goes away: a cached fail-open key is admitted without limits; an unseen key fails the authorizer.
     s.answers["fail-open warm"] = chat(base, fail_open, "demo-echo").status_code
@@ -344,8 +363,7 @@ def test_every_alarm_in_the_template_has_its_evidence(scenario: Scenario) -> Non
     assert missing == {}, missing
     # Every Bulwark metric an alarm watches, the API's two metrics, and the validator's and invoker's throttles.
     assert {k for k in shown if "Throttles" in k and "AWS/Lambda" in k} == {
-        "ValidatorThrottlesAlarm: AWS/Lambda/Throttles",
-        "InvokerThrottlesAlarm: AWS/Lambda/Throttles",
+        f"{fn}ThrottlesAlarm: AWS/Lambda/Throttles" for fn in ("Authorizer", "Validator", "Invoker", "Janitor")
     }
 
 
