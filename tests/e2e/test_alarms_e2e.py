@@ -248,7 +248,7 @@ def run_scenario(s: Scenario) -> Scenario:
         ]
         for thread in waiting:
             thread.start()
-        time.sleep(0.5)
+        time.sleep(1.0)  # both are waiting on the paused store (each waits at least its 2 s read timeout)
         for logical in ("AuthorizerFunction", "JanitorFunction"):
             if invoke_status(lam, names[logical], b"{}") == 429:
                 s.throttled_invokes[logical] = s.throttled_invokes.get(logical, 0) + 1
