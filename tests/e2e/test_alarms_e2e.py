@@ -60,14 +60,6 @@ NOT_LOCAL = {
     ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "JanitorDeadLetterQueue"): "the local stack runs no schedule and "
     "no SQS (asynchronous invocations and their dead-letter queue are AWS's)",
 }
-# Conditions that wait for the authorizer's fail-closed change (issue 16 item 3, the authz branch): today a store
-# outage at the authorizer is an Allow-with-refusal (AuthRefusals, reason store_unavailable) that the validator turns
-# into the 503, so the authorizer neither raises nor counts AuthorizerDependencyFailure. Remove this set once it lands:
-# test_every_alarm_in_the_template_has_its_evidence then covers both.
-PENDING_AUTHZ = {
-    ("Bulwark", "AuthorizerDependencyFailure", '"bulwark-authorizer"'),
-    ("AWS/Lambda", "Errors", "AuthorizerFunction"),
-}
 
 
 class SlowModel(ThreadingHTTPServer):
@@ -354,7 +346,7 @@ def test_every_alarm_in_the_template_has_its_evidence(scenario: Scenario) -> Non
     for alarm, props in template_alarms().items():
         for namespace, metric, dims in watched(props):
             key = (namespace, metric, referenced(next(iter(dims.values()))) if dims else "")
-            if key in NOT_LOCAL or key in PENDING_AUTHZ:
+            if key in NOT_LOCAL:
                 continue
             try:
                 shown[f"{alarm}: {namespace}/{metric}"] = evidence(scenario, namespace, metric, dims)
@@ -362,19 +354,12 @@ def test_every_alarm_in_the_template_has_its_evidence(scenario: Scenario) -> Non
                 missing[f"{alarm}: {namespace}/{metric}"] = str(exc)
     assert missing == {}, missing
     # Every Bulwark metric an alarm watches, the API's two metrics, and the validator's and invoker's throttles.
+    # A store outage at the authorizer: it fails closed, raises, and counts the metric its alarm watches.
+    assert "AuthorizerDependencyFailureAlarm: Bulwark/AuthorizerDependencyFailure" in shown
+    assert "RuntimeError" in shown["AuthorizerErrorsAlarm: AWS/Lambda/Errors"]
     assert {k for k in shown if "Throttles" in k and "AWS/Lambda" in k} == {
         f"{fn}ThrottlesAlarm: AWS/Lambda/Throttles" for fn in ("Authorizer", "Validator", "Invoker", "Janitor")
     }
-
-
-@pytest.mark.xfail(
-    reason="waits for the authorizer's fail-closed change (authz branch); see PENDING_AUTHZ", strict=False
-)
-def test_a_store_outage_at_the_authorizer_drives_its_alarms(scenario: Scenario) -> None:
-    for alarm, props in template_alarms().items():
-        for namespace, metric, dims in watched(props):
-            if (namespace, metric, referenced(next(iter(dims.values())))) in PENDING_AUTHZ:
-                assert evidence(scenario, namespace, metric, dims), alarm
 
 
 def test_the_not_local_list_names_only_what_the_template_has() -> None:
@@ -385,4 +370,3 @@ def test_the_not_local_list_names_only_what_the_template_has() -> None:
         if dims
     }
     assert set(NOT_LOCAL) <= present, set(NOT_LOCAL) - present
-    assert present >= PENDING_AUTHZ, PENDING_AUTHZ - present
