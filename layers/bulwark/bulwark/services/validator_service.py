@@ -313,7 +313,6 @@ class ValidatorService:
         if admission is not None:
             audit.store_writes += admission.writes
             headers.update(rate_limit_headers(admission.states))
-            self._budget_alerts(admission, allowance, policy, audit)
         result: InvokerResponse | None = None
         try:
             result = self._invoker.invoke(
@@ -334,6 +333,8 @@ class ValidatorService:
             )
         finally:
             self._settle(admission, result, policy, model, audit)
+            if admission is not None:
+                self._budget_alerts(admission, allowance, policy, audit)
         audit.upstream_ms = result.upstream_ms
         audit.prompt_tokens, audit.completion_tokens = result.usage.prompt_tokens, result.usage.completion_tokens
         audit.usage_estimated = result.usage.estimated
@@ -374,14 +375,17 @@ class ValidatorService:
             self._log.warning("settlement failed; the reservation stands until the window passes")
 
     def _budget_alerts(self, admission: Admission, allowance: Allowance, policy: Policy, audit: Audit) -> None:
-        """Spend (reservations included) that crossed the soft threshold of a budget with this admission: a metric
-        the alarm watches and a mark in this request's audit record."""
+        """This request's settled cost took the period's spend across the soft threshold: a metric the alarm watches
+        and a mark in this request's audit record. Judged on settled spend (the stored spend less this request's
+        reservation, plus its real cost), so a reservation that is later given back raises no alert, and a caller
+        is told once per period, not on every request above the threshold."""
         pct = policy.spend.soft_threshold_percent
-        for period, budget, after in (
+        for period, budget, stored in (
             ("day", allowance.budget_day, admission.spend_day),
             ("month", allowance.budget_month, admission.spend_month),
         ):
-            if budget is not None and soft_crossed(after - admission.reserved_cost, after, budget, pct):
+            before = stored - admission.reserved_cost
+            if budget is not None and soft_crossed(before, before + audit.cost_micro_usd, budget, pct):
                 audit.verdicts[f"budget:{period}"] = f"soft_threshold_{pct}"
                 count(self._metrics, "BudgetSoftThreshold", tenant=_tenant(audit), period=period)
 
