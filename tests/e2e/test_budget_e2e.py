@@ -3,20 +3,24 @@ once its day's spend is used, with a Retry-After to UTC midnight, and every audi
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.e2e.audit_session import create_key, post_chat, wait_for_audit
+from tests.e2e.audit_session import cli, create_key, post_chat, wait_for_audit
 
 pytestmark = pytest.mark.e2e
 
 
-def test_a_key_with_a_tiny_budget_gets_budget_exceeded_and_the_audit_has_the_cost(local_stack: Any) -> None:
+def test_a_key_with_a_tiny_budget_gets_budget_exceeded_and_the_audit_has_the_cost(
+    local_stack: Any, tmp_path: Path
+) -> None:
     # Given a key whose daily budget is 1000 micro-dollars (demo-echo: $1 in, $2 out per million tokens)
-    key = create_key(local_stack.env, "budget-e2e", "developer", "--budget", "0.001/day")
+    key = create_key(local_stack.env, "budget-e2e", "developer", "--budget", "0.001/day", "--tenant", "acme-e2e")
     assert key["limits"]["budget_day_micro_usd"] == 1000
     headers = {"Authorization": f"Bearer {key['api_key']}"}
     # When it sends requests that reserve about 70 micro-dollars each (32 output tokens at $2 per million), until
@@ -46,3 +50,11 @@ def test_a_key_with_a_tiny_budget_gets_budget_exceeded_and_the_audit_has_the_cos
     # And the one request whose settled cost took the day's spend past 80% is marked in its audit record
     marks = [rec["verdicts"].get("budget:day") for rec in admitted]
     assert marks.count("soft_threshold_80") == 1, [(rec["cost_micro_usd"], rec["verdicts"]) for rec in admitted]
+    # And `bulwark report` breaks the tenant's requests, refusals, tokens and spend down
+    done = cli(local_stack.env, "report", "--json", str(local_stack.log_file), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    tenant = next(t for t in json.loads(done.stdout)["tenants"] if t["tenant"] == "acme-e2e")
+    assert tenant["requests"] == len(answers)
+    assert tenant["refused"] == statuses.count(429)
+    assert tenant["spend_micro_usd"] == sum(rec["cost_micro_usd"] for rec in admitted)
+    assert tenant["tokens"] == sum(rec["prompt_tokens"] + rec["completion_tokens"] for rec in admitted)
