@@ -47,7 +47,7 @@ from bulwark.observability.metrics import count
 from bulwark.policy import Policy, PolicyError, RoleConfig, current_policy
 from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse
 from bulwark.settings import Settings, settings
-from bulwark.store.counters_table import Admission, Allowance, CountersTable
+from bulwark.store.counters_table import Admission, Allowance, CountersTable, TenantBudget
 from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, validate_chat_request
 from bulwark.validation.invoke_schema import validate_invoke_body
 from bulwark.validation.jsonparse import parse_json_body
@@ -286,7 +286,7 @@ class ValidatorService:
             call.audit,
             call.headers,
         )
-        allowance = _allowance(role, caller)
+        allowance = _allowance(role, caller, policy)
         audit.tokens_reserved, audit.cost_reserved_micro_usd = tokens, cost
         admission: Admission | None = None
         try:
@@ -436,7 +436,7 @@ def _tenant(audit: Audit) -> str:
     return audit.tenant or "none"
 
 
-def _allowance(role: RoleConfig, caller: CallerContext) -> Allowance:
+def _allowance(role: RoleConfig, caller: CallerContext, policy: Policy) -> Allowance:
     limits = role.limits.model_dump()
     limits.update({k: v for k, v in caller.limit_overrides.items() if k in limits})
     factor = role.risk.tighten_factor if caller.risk_action == "tighten" else 1.0
@@ -447,7 +447,17 @@ def _allowance(role: RoleConfig, caller: CallerContext) -> Allowance:
         max_concurrent=limits.get("max_concurrent"),
         budget_day=caller.limit_overrides.get("budget_day_micro_usd"),
         budget_month=caller.limit_overrides.get("budget_month_micro_usd"),
+        tenant=_tenant_budget(caller.tenant, policy),
     )
+
+
+def _tenant_budget(tenant: str, policy: Policy) -> TenantBudget | None:
+    """The caller's tenant's own budgets, when the policy gives it any (keys of other tenants pay no extra write)."""
+    cfg = policy.tenants.get(tenant) if tenant else None
+    if cfg is None:
+        return None
+    day, month = cfg.budget.micros()
+    return TenantBudget(tenant, day, month) if day is not None or month is not None else None
 
 
 def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> ValidatorService:

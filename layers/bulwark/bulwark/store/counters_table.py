@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bulwark.errors import RateLimited, RevokedCredentials, StoreUnavailable
@@ -49,6 +49,16 @@ class Allowance:
     max_concurrent: int | None = None
     budget_day: int | None = None  # micro-dollars per UTC day
     budget_month: int | None = None  # micro-dollars per UTC calendar month
+    tenant: TenantBudget | None = None  # the caller's tenant, when the policy gives it budgets of its own
+
+
+@dataclass(frozen=True)
+class TenantBudget:
+    """A tenant's own budgets (micro-dollars), on top of each key's: one item per tenant, shared by its keys."""
+
+    name: str
+    day: int | None = None
+    month: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class Admission:
     reserved_cost: int = 0  # micro-dollars
     spend_day: int = 0  # the day's and the month's spend after this admission (reservations included)
     spend_month: int = 0
+    tenant: str | None = None  # set when the tenant's spend was charged too (settled with the key's)
 
     @property
     def month(self) -> str:
@@ -101,16 +112,22 @@ def _cost_credits(pending: _PendingRefund | None, day: str) -> tuple[int, int]:
 
 
 def _spend(
-    e: _Expr, item: dict[str, Any] | None, allowance: Allowance, cost: int, day: str, credits: tuple[int, int]
+    e: _Expr,
+    item: dict[str, Any] | None,
+    budgets: tuple[int | None, int | None],
+    cost: int,
+    day: str,
+    credits: tuple[int, int] = (0, 0),
 ) -> None:
     """The day's and the month's spend (micro-dollars) in the admission write: a budget is one more condition of the
     write the limiter makes anyway, never one more call. Spend is counted with or without a budget, so a budget set
     later starts from the truth; the same hint-then-correct cases as the day's token count."""
     credit_d, credit_m = credits
+    budget_day, budget_month = budgets
     sd = e.name("spend_d")
     if item is not None and item.get("day") == day:  # the day quota's condition already pins the day
-        if allowance.budget_day is not None:
-            smax = e.val("sdmax", allowance.budget_day - cost + credit_d)
+        if budget_day is not None:
+            smax = e.val("sdmax", budget_day - cost + credit_d)
             e.conds.append(f"(attribute_not_exists({sd}) OR {sd} <= {smax})")
         e.sets.append(f"{sd} = if_not_exists({sd}, {e.val('zero_sd', 0)}) + {e.val('sdc', cost - credit_d)}")
     else:
@@ -119,13 +136,37 @@ def _spend(
     month = e.val("month", day[:7])
     if item is not None and item.get("month") == day[:7]:
         cond = f"{mo} = {month}"
-        if allowance.budget_month is not None:
-            cond += f" AND {sm} <= {e.val('smmax', allowance.budget_month - cost + credit_m)}"
+        if budget_month is not None:
+            cond += f" AND {sm} <= {e.val('smmax', budget_month - cost + credit_m)}"
         e.conds.append(f"({cond})")
         e.sets.append(f"{sm} = {sm} + {e.val('smc', cost - credit_m)}")
     else:
         e.conds.append(f"(attribute_not_exists({mo}) OR {mo} <> {month})")
         e.sets.append(f"{mo} = {month}, {sm} = {e.val('smc', cost)}")
+
+
+def _budget_waits(
+    item: dict[str, Any],
+    budgets: tuple[int | None, int | None],
+    cost: int,
+    now_ms: int,
+    day: str,
+    credits: tuple[int, int] = (0, 0),
+) -> list[int]:
+    """Milliseconds to each period's end for every budget this cost does not fit (empty: it fits)."""
+    waits = []
+    spent_d = (_int(item, "spend_d") or 0) if item.get("day") == day else 0
+    if budgets[0] is not None and spent_d - credits[0] + cost > budgets[0]:
+        waits.append(day_end_ms(now_ms) - now_ms)
+    spent_m = (_int(item, "spend_m") or 0) if item.get("month") == day[:7] else 0
+    if budgets[1] is not None and spent_m - credits[1] + cost > budgets[1]:
+        waits.append(month_end_ms(now_ms) - now_ms)
+    return waits
+
+
+def _spend_ttl(now_ms: int) -> int:
+    # The month's spend must outlive a quiet caller until the month is over.
+    return max(now_ms // 1000 + _TTL_SECONDS, month_end_ms(now_ms) // 1000 + 86_400)
 
 
 class _Expr:
@@ -215,7 +256,13 @@ class CountersTable:
             self._refuse(
                 "daily_tokens", _day_reset_ms(now_ms), "This request asks for more tokens than the daily quota."
             )
-        for budget, period_end in ((allowance.budget_day, day_end_ms), (allowance.budget_month, month_end_ms)):
+        tenant = allowance.tenant
+        for budget, period_end in (
+            (allowance.budget_day, day_end_ms),
+            (allowance.budget_month, month_end_ms),
+            (tenant.day if tenant else None, day_end_ms),
+            (tenant.month if tenant else None, month_end_ms),
+        ):
             if budget is not None and cost > budget:
                 self._refuse(
                     "budget", period_end(now_ms) - now_ms, "This request's maximum cost is more than the budget."
@@ -294,15 +341,13 @@ class CountersTable:
             else:
                 e.conds.append(f"(attribute_not_exists({d}) OR {d} <> {e.val('day', day)})")
                 e.sets.append(f"{d} = :day, {du} = {e.val('tok', tokens)}")
-            _spend(e, item, allowance, cost, day, cost_credits)
+            _spend(e, item, (allowance.budget_day, allowance.budget_month), cost, day, cost_credits)
             if allowance.max_concurrent is not None:
                 inf = e.name("inflight")
                 e.conds.append(f"(attribute_not_exists({inf}) OR {inf} < {e.val('kmax', allowance.max_concurrent)})")
                 e.adds.append(f"{inf} {e.val('one', 1)}")
                 e.sets.append(f"{e.name('inflight_at')} = {e.val('inf_now', now_ms)}")
-            # The month's spend must outlive a quiet caller until the month is over.
-            ttl = max(now_ms // 1000 + _TTL_SECONDS, month_end_ms(now_ms) // 1000 + 86_400)
-            e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', ttl)}")
+            e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', _spend_ttl(now_ms))}")
             try:
                 writes += 1
                 new = self._update(pk, e)
@@ -336,24 +381,21 @@ class CountersTable:
             self._remember(pk, new)
             claim[0] = None  # the refund landed with this write
             states = self._states(new, allowance, now_ms, day)
-            if model is not None and model_rpm is not None:
-                try:
+            charged = Admission(
+                principal, tokens, day, tpm.capacity, allowance.max_concurrent is not None, reserved_cost=cost
+            )
+            tenant = allowance.tenant
+            try:
+                # The tenant's budgets and the model's ceiling are other items: a second write each, only when
+                # configured. A refusal there gives back everything this request was charged.
+                if tenant is not None:
+                    writes += self._admit_tenant(tenant, cost, now_ms)
+                    charged = replace(charged, tenant=tenant.name)
+                if model is not None and model_rpm is not None:
                     writes += self._admit_model(model, model_rpm, now_ms)
-                except RateLimited:
-                    self.settle(
-                        Admission(
-                            principal,
-                            tokens,
-                            day,
-                            tpm.capacity,
-                            allowance.max_concurrent is not None,
-                            reserved_cost=cost,
-                        ),
-                        actual_tokens=0,
-                        refund_request=True,
-                        requests_capacity=rpm.capacity,
-                    )
-                    raise
+            except RateLimited:
+                self.settle(charged, actual_tokens=0, refund_request=True, requests_capacity=rpm.capacity)
+                raise
             return Admission(
                 principal,
                 tokens,
@@ -365,10 +407,57 @@ class CountersTable:
                 reserved_cost=cost,
                 spend_day=_int(new, "spend_d") or 0,
                 spend_month=_int(new, "spend_m") or 0,
+                tenant=charged.tenant,
             )
         # Persistent contention: refuse rather than loop; the client retries shortly.
         self._refuse("requests", 1000, "The request could not be admitted under contention. Retry shortly.")
         raise AssertionError("unreachable")
+
+    def _admit_tenant(self, tenant: TenantBudget, cost: int, now_ms: int) -> int:
+        """Charge `cost` to the tenant's day and month spend, within its budgets, or raise RateLimited."""
+        pk = "lim#tenant#" + tenant.name
+        budgets = (tenant.day, tenant.month)
+        day = utc_day(now_ms)
+        item = self._hint(pk)
+        for attempt in range(1, _MAX_ATTEMPTS + 1):
+            e = _Expr()
+            d = e.name("day")
+            if item is not None and item.get("day") == day:
+                e.conds.append(f"{d} = {e.val('day', day)}")
+            else:
+                e.conds.append(f"(attribute_not_exists({d}) OR {d} <> {e.val('day', day)})")
+                e.sets.append(f"{d} = :day")
+            _spend(e, item, budgets, cost, day)
+            e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', _spend_ttl(now_ms))}")
+            try:
+                new = self._update(pk, e)
+            except ConditionFailed as failed:
+                item = failed.item if failed.item is not None else self._read(pk)
+                waits = _budget_waits(item or {}, budgets, cost, now_ms, day)
+                if waits:
+                    self._refuse("budget", max(waits), "Budget reached: spend for this tenant until the period ends.")
+                continue
+            self._remember(pk, new)
+            return attempt
+        self._refuse("requests", 1000, "The request could not be admitted under contention. Retry shortly.")
+        raise AssertionError("unreachable")
+
+    def _settle_tenant(self, admission: Admission, dcost: int) -> int:
+        """The tenant's share of a settlement: its day's and month's spend (written at once, never deferred)."""
+        if admission.tenant is None or not dcost:
+            return 0
+        e = _Expr()
+        sd, sm, d, mo = e.name("spend_d"), e.name("spend_m"), e.name("day"), e.name("month")
+        e.sets.append(f"{sm} = {sm} + {e.val('dc', dcost)}")
+        e.conds.append(f"{mo} = {e.val('mon', admission.month)}")
+        e.sets.append(f"{sd} = if_not_exists({sd}, {e.val('zero', 0)}) + :dc")
+        e.conds.append(f"{d} = {e.val('day', admission.day)}")
+        pk = "lim#tenant#" + admission.tenant
+        try:
+            self._remember(pk, self._update(pk, e))
+        except ConditionFailed:
+            return 1 + self._settle_month(admission, dcost, pk)  # the day turned: the month still counts
+        return 1
 
     def _admit_model(self, model: str, rpm_limit: int, now_ms: int) -> int:
         pk = "lim#model#" + model
@@ -446,12 +535,8 @@ class CountersTable:
             waits.append((_day_reset_ms(now_ms), "daily_tokens"))
         if allowance.max_concurrent is not None and (_int(item, "inflight") or 0) >= allowance.max_concurrent:
             waits.append((1000, "concurrency"))
-        spent_d = (_int(item, "spend_d") or 0) if item.get("day") == day else 0
-        if allowance.budget_day is not None and spent_d - cost_credits[0] + cost > allowance.budget_day:
-            waits.append((day_end_ms(now_ms) - now_ms, "budget"))
-        spent_m = (_int(item, "spend_m") or 0) if item.get("month") == day[:7] else 0
-        if allowance.budget_month is not None and spent_m - cost_credits[1] + cost > allowance.budget_month:
-            waits.append((month_end_ms(now_ms) - now_ms, "budget"))
+        budgets = (allowance.budget_day, allowance.budget_month)
+        waits.extend((w, "budget") for w in _budget_waits(item, budgets, cost, now_ms, day, cost_credits))
         if waits:
             wait, dim = max(waits)
             # The 429 carries the same rate-limit state headers as a success (the contract), from this very item.
@@ -486,6 +571,17 @@ class CountersTable:
         replaces `admission.reserved_cost` (a failed call passes 0). Returns the number of writes."""
         delta = actual_tokens - admission.reserved_tokens
         dcost = actual_cost - admission.reserved_cost
+        if admission.tenant is not None:
+            tenant_writes = self._settle_tenant(admission, dcost)
+            rest = replace(admission, tenant=None)
+            return tenant_writes + self.settle(
+                rest,
+                actual_tokens,
+                refund_request=refund_request,
+                requests_capacity=requests_capacity,
+                defer_refund=defer_refund,
+                actual_cost=actual_cost,
+            )
         plain = not admission.concurrency and not refund_request
         if delta == 0 and dcost == 0 and plain:
             return 0
@@ -539,13 +635,14 @@ class CountersTable:
             writes += self._settle_part(admission, 0, 0, concurrency=True)
         return writes
 
-    def _settle_month(self, admission: Admission, dcost: int) -> int:
+    def _settle_month(self, admission: Admission, dcost: int, pk: str | None = None) -> int:
+        pk = pk or "lim#" + admission.principal
         e = _Expr()
         sm = e.name("spend_m")
         e.sets.append(f"{sm} = {sm} + {e.val('dc', dcost)}")
         e.conds.append(f"{e.name('month')} = {e.val('mon', admission.month)}")
         try:
-            self._remember("lim#" + admission.principal, self._update("lim#" + admission.principal, e))
+            self._remember(pk, self._update(pk, e))
         except (ConditionFailed, StoreUnavailable):
             return 0  # the month turned: last month's spend no longer limits anything
         return 1
