@@ -107,3 +107,13 @@ def test_bad_prices_are_refused_with_the_field_named(bad: str, field: str) -> No
     text = POLICY.replace('price: {input_per_million_usd: 0.15, output_per_million_usd: "0.6"}', bad)
     with pytest.raises(PolicyError, match=field):
         parse_policy(text, local=True)
+
+
+def test_keys_create_refuses_a_malformed_budget_before_touching_any_store(capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from bulwark_dev.cli import EXIT_ERROR, main
+
+    code = main(["keys", "create", "--name", "n", "--role", "developer", "--budget", "5/week"], out=io.StringIO())
+    assert code == EXIT_ERROR
+    assert "--budget 5/week: a budget is AMOUNT/day or AMOUNT/month" in capsys.readouterr().err
