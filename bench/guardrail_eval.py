@@ -414,12 +414,12 @@ HARD_NEGATIVE = re.compile(
 
 MIN_ATTACKS = 20  # a source with fewer attacks is pooled but not ranked (one miss would be 5 points)
 
-# Ablations: which rules take part (None: all) and how the model takes part. "weak" rules are vocabulary that benign
-# text about AI uses too; ADDED_RULES are this session's additions (issue 17).
-WEAK_RULES = frozenset({"ai_target", "roleplay", "harm_vocab", "openai_policy", "leetspeak_request", "mode_enabled"})
+# Ablations: which rules take part and how the model takes part (injection.WEAK_RULES do not corroborate it in the
+# shipped decision). ADDED_RULES are this session's additions (issue 17).
 ADDED_RULES = frozenset(
-    {"claimed_authority", "completion_extraction", "agent_addressed", "tool_call_order", "override_ml",
-     "unrestricted_ml", "system_prompt_ml", "reveal_ml", "persona_ml", "chat_marker", "adversarial_suffix"}
+    {"claimed_authority", "confirm_by", "completion_extraction", "agent_addressed", "ignore_the_above",
+     "task_cancelled", "override_ml", "unrestricted_ml", "system_prompt_ml", "reveal_ml", "persona_ml",
+     "never_refuse_ml", "chat_marker", "role_line", "tool_call_order", "adversarial_suffix"}
 )  # fmt: skip
 
 
@@ -432,10 +432,24 @@ def _decide(hits: dict[str, float], p: float | None, thr: float | None, variant:
         return p is not None and thr is not None and p >= thr
     if variant == "without this session's rules":
         hits = {k: v for k, v in hits.items() if k not in ADDED_RULES}
+    if variant == "weak rules corroborate the model (before)":
+        return injection.verdict(hits, p, thr, weak=frozenset()).detected
+    if variant == "model alone at 4x its threshold":
+        return injection.verdict(hits, p, thr, model_alone=4.0).detected
+    if variant == "model never alone":
+        return injection.verdict(hits, p, thr, model_alone=1e9).detected
     return injection.verdict(hits, p, thr).detected
 
 
-VARIANTS = ("shipped", "rules only", "model only", "without this session's rules")
+VARIANTS = (
+    "shipped",
+    "rules only",
+    "model only",
+    "without this session's rules",
+    "weak rules corroborate the model (before)",
+    "model alone at 4x its threshold",
+    "model never alone",
+)
 
 
 def loso(sets: list[EvalSet]) -> None:
