@@ -370,6 +370,14 @@ class ValidatorService:
             200, result.body, request_id=audit.request_id, headers=headers, content_type=result.content_type
         )
 
+    def shutdown(self) -> None:
+        """The environment is going away: write every deferred refund now, or the caller's counters would keep
+        tokens it did not use (over-charged until the day turns), away from the audit's totals."""
+        try:
+            self._counters.flush_pending(older_than_ms=0, max_writes=1_000_000)
+        except BulwarkError:
+            return
+
     def _flush_refunds(self) -> None:
         """Refunds deferred for callers that did not come back to this container go out within seconds."""
         try:
