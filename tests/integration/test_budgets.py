@@ -225,3 +225,24 @@ def test_a_tenant_refusal_gives_back_the_keys_charge(counters: CountersTable) ->
     with pytest.raises(RateLimited):
         counters.admit("key:gb2", _allow(day=1_000, tenant=tenant), 10, T0, cost=1_000)
     counters.admit("key:gb2", _allow(day=1_000), 10, T0, cost=1_000)  # the key's own budget is untouched
+
+
+def test_tenant_rate_limits_cap_all_its_keys_together(dynamodb_local: Any, fresh_tables: dict[str, str]) -> None:
+    tables = [CountersTable(dynamodb_local.wire_client(), fresh_tables["CountersTable"]) for _ in range(4)]
+    allowance = _allow(tenant=TenantBudget("rpm-tenant", requests_per_minute=5))
+    ok, refused = _race(60, lambda i: tables[i % 4].admit(f"key:rt-{i % 6}", allowance, 10))
+    assert len(ok) == 5
+    assert {e.code for e in refused} == {"requests_per_minute_exceeded"}
+    assert "tenant" in refused[0].message
+
+
+def test_tenant_tokens_per_minute_settle_to_the_real_usage(counters: CountersTable) -> None:
+    allowance = _allow(tenant=TenantBudget("tpm-tenant", tokens_per_minute=1_000))
+    a = counters.admit("key:tt1", allowance, 900, T0)
+    counters.settle(a, 100, defer_refund=True)  # 800 back to the tenant at once
+    b = counters.admit("key:tt2", allowance, 900, T0)  # 100 + 900: fits only with the tenant's refund
+    counters.settle(b, 0)  # failed: all back
+    counters.admit("key:tt3", allowance, 900, T0)
+    with pytest.raises(RateLimited) as refused:
+        counters.admit("key:tt1", allowance, 1, T0)
+    assert refused.value.code == "tokens_per_minute_exceeded"

@@ -142,9 +142,17 @@ class BudgetConfig(_Strict):
         )
 
 
-class TenantConfig(_Strict):
-    """A tenant's own budgets, on top of each of its keys' budgets."""
+class TenantLimits(_Strict):
+    """Per-minute ceilings over all of a tenant's keys together."""
 
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+
+
+class TenantConfig(_Strict):
+    """A tenant's own limits and budgets, on top of each of its keys' (a key's tenant is stored with the key)."""
+
+    limits: TenantLimits = TenantLimits()
     budget: BudgetConfig = BudgetConfig()
 
 

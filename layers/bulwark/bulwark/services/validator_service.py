@@ -452,12 +452,16 @@ def _allowance(role: RoleConfig, caller: CallerContext, policy: Policy) -> Allow
 
 
 def _tenant_budget(tenant: str, policy: Policy) -> TenantBudget | None:
-    """The caller's tenant's own budgets, when the policy gives it any (keys of other tenants pay no extra write)."""
+    """The caller's tenant's own limits and budgets, when the policy gives it any (keys of other tenants pay no
+    extra write)."""
     cfg = policy.tenants.get(tenant) if tenant else None
     if cfg is None:
         return None
     day, month = cfg.budget.micros()
-    return TenantBudget(tenant, day, month) if day is not None or month is not None else None
+    rpm, tpm = cfg.limits.requests_per_minute, cfg.limits.tokens_per_minute
+    if day is None and month is None and rpm is None and tpm is None:
+        return None
+    return TenantBudget(tenant, day, month, rpm, tpm)
 
 
 def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> ValidatorService:

@@ -54,11 +54,14 @@ class Allowance:
 
 @dataclass(frozen=True)
 class TenantBudget:
-    """A tenant's own budgets (micro-dollars), on top of each key's: one item per tenant, shared by its keys."""
+    """A tenant's own budgets (micro-dollars) and rate limits, on top of each key's: one item per tenant, shared by
+    its keys."""
 
     name: str
     day: int | None = None
     month: int | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class Admission:
     spend_day: int = 0  # the day's and the month's spend after this admission (reservations included)
     spend_month: int = 0
     tenant: str | None = None  # set when the tenant's spend was charged too (settled with the key's)
+    tenant_caps: tuple[int | None, int | None] = (None, None)  # the tenant's requests and tokens per minute
 
     @property
     def month(self) -> str:
@@ -389,8 +393,12 @@ class CountersTable:
                 # The tenant's budgets and the model's ceiling are other items: a second write each, only when
                 # configured. A refusal there gives back everything this request was charged.
                 if tenant is not None:
-                    writes += self._admit_tenant(tenant, cost, now_ms)
-                    charged = replace(charged, tenant=tenant.name)
+                    writes += self._admit_tenant(tenant, tokens, cost, now_ms)
+                    charged = replace(
+                        charged,
+                        tenant=tenant.name,
+                        tenant_caps=(tenant.requests_per_minute, tenant.tokens_per_minute),
+                    )
                 if model is not None and model_rpm is not None:
                     writes += self._admit_model(model, model_rpm, now_ms)
             except RateLimited:
@@ -408,19 +416,30 @@ class CountersTable:
                 spend_day=_int(new, "spend_d") or 0,
                 spend_month=_int(new, "spend_m") or 0,
                 tenant=charged.tenant,
+                tenant_caps=charged.tenant_caps,
             )
         # Persistent contention: refuse rather than loop; the client retries shortly.
         self._refuse("requests", 1000, "The request could not be admitted under contention. Retry shortly.")
         raise AssertionError("unreachable")
 
-    def _admit_tenant(self, tenant: TenantBudget, cost: int, now_ms: int) -> int:
-        """Charge `cost` to the tenant's day and month spend, within its budgets, or raise RateLimited."""
+    def _admit_tenant(self, tenant: TenantBudget, tokens: int, cost: int, now_ms: int) -> int:
+        """Charge one request, `tokens` and `cost` to the tenant, within its limits and budgets, or raise
+        RateLimited."""
         pk = "lim#tenant#" + tenant.name
         budgets = (tenant.day, tenant.month)
+        rpm = Bucket(tenant.requests_per_minute) if tenant.requests_per_minute else None
+        tpm = Bucket(tenant.tokens_per_minute) if tenant.tokens_per_minute else None
+        if tpm is not None and tokens > tpm.capacity:
+            self._refuse("tokens", tpm.window_ms, "This request asks for more tokens than the tenant's limit allows.")
         day = utc_day(now_ms)
         item = self._hint(pk)
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             e = _Expr()
+            for prefix, bucket, units in (("rpm", rpm, 1), ("tpm", tpm, tokens)):
+                if bucket is not None:
+                    state, cap = _int(item, prefix + "_s"), _int(item, prefix + "_cap")
+                    stale = bucket.is_stale(state, now_ms) or cap != bucket.capacity
+                    e.bucket(prefix, bucket, units, stale, now_ms)
             d = e.name("day")
             if item is not None and item.get("day") == day:
                 e.conds.append(f"{d} = {e.val('day', day)}")
@@ -433,30 +452,64 @@ class CountersTable:
                 new = self._update(pk, e)
             except ConditionFailed as failed:
                 item = failed.item if failed.item is not None else self._read(pk)
-                waits = _budget_waits(item or {}, budgets, cost, now_ms, day)
-                if waits:
-                    self._refuse("budget", max(waits), "Budget reached: spend for this tenant until the period ends.")
+                self._explain_tenant_refusal(item or {}, tenant, tokens, cost, now_ms, day)
                 continue
             self._remember(pk, new)
             return attempt
         self._refuse("requests", 1000, "The request could not be admitted under contention. Retry shortly.")
         raise AssertionError("unreachable")
 
-    def _settle_tenant(self, admission: Admission, dcost: int) -> int:
-        """The tenant's share of a settlement: its day's and month's spend (written at once, never deferred)."""
-        if admission.tenant is None or not dcost:
+    def _explain_tenant_refusal(
+        self, item: dict[str, Any], tenant: TenantBudget, tokens: int, cost: int, now_ms: int, day: str
+    ) -> None:
+        """Raise for the tenant's limit or budget that refused (the longest wait wins); return if all would admit."""
+        waits: list[tuple[int, Dimension, str]] = [
+            (w, "budget", "Budget reached: spend for this tenant until the period ends.")
+            for w in _budget_waits(item, (tenant.day, tenant.month), cost, now_ms, day)
+        ]
+        for prefix, cap, units, dim in (
+            ("rpm", tenant.requests_per_minute, 1, "requests"),
+            ("tpm", tenant.tokens_per_minute, tokens, "tokens"),
+        ):
+            if cap:
+                bucket = Bucket(cap)
+                state = _int(item, prefix + "_s") if _int(item, prefix + "_cap") == cap else None
+                if not bucket.admits(state, units, now_ms):
+                    what = "requests" if prefix == "rpm" else "tokens"
+                    message = f"Rate limit reached: {what} per minute for this tenant."
+                    waits.append((bucket.wait_ms(state, units, now_ms), dim, message))  # type: ignore[arg-type]
+        if waits:
+            wait, dim, message = max(waits)
+            self._refuse(dim, wait, message)
+
+    def _settle_tenant(self, admission: Admission, delta: int, dcost: int, refund_request: bool) -> int:
+        """The tenant's share of a settlement: its spend, its tokens per minute, and on a rollback its request
+        (written at once, never deferred)."""
+        rpm_cap, tpm_cap = admission.tenant_caps
+        parts = bool(dcost) or bool(delta and tpm_cap) or bool(refund_request and rpm_cap)
+        if admission.tenant is None or not parts:
             return 0
         e = _Expr()
-        sd, sm, d, mo = e.name("spend_d"), e.name("spend_m"), e.name("day"), e.name("month")
-        e.sets.append(f"{sm} = {sm} + {e.val('dc', dcost)}")
-        e.conds.append(f"{mo} = {e.val('mon', admission.month)}")
-        e.sets.append(f"{sd} = if_not_exists({sd}, {e.val('zero', 0)}) + :dc")
-        e.conds.append(f"{d} = {e.val('day', admission.day)}")
+        if dcost:
+            sd, sm, d, mo = e.name("spend_d"), e.name("spend_m"), e.name("day"), e.name("month")
+            e.sets.append(f"{sm} = {sm} + {e.val('dc', dcost)}")
+            e.conds.append(f"{mo} = {e.val('mon', admission.month)}")
+            e.sets.append(f"{sd} = if_not_exists({sd}, {e.val('zero', 0)}) + :dc")
+            e.conds.append(f"{d} = {e.val('day', admission.day)}")
+        if delta and tpm_cap:
+            ts = e.name("tpm_s")
+            e.sets.append(f"{ts} = {ts} + {e.val('dts', delta * 60_000)}")
+            e.conds.append(f"{e.name('tpm_cap')} = {e.val('tc', tpm_cap)}")
+        if refund_request and rpm_cap:
+            rs = e.name("rpm_s")
+            e.sets.append(f"{rs} = {rs} - {e.val('rcost', 60_000)}")
+            e.conds.append(f"{e.name('rpm_cap')} = {e.val('rc', rpm_cap)}")
         pk = "lim#tenant#" + admission.tenant
         try:
             self._remember(pk, self._update(pk, e))
         except ConditionFailed:
-            return 1 + self._settle_month(admission, dcost, pk)  # the day turned: the month still counts
+            # The day turned or a limit changed: the buckets refill on their own; the month's spend still counts.
+            return 1 + (self._settle_month(admission, dcost, pk) if dcost else 0)
         return 1
 
     def _admit_model(self, model: str, rpm_limit: int, now_ms: int) -> int:
@@ -572,7 +625,7 @@ class CountersTable:
         delta = actual_tokens - admission.reserved_tokens
         dcost = actual_cost - admission.reserved_cost
         if admission.tenant is not None:
-            tenant_writes = self._settle_tenant(admission, dcost)
+            tenant_writes = self._settle_tenant(admission, delta, dcost, refund_request)
             rest = replace(admission, tenant=None)
             return tenant_writes + self.settle(
                 rest,
