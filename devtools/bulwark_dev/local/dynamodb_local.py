@@ -230,13 +230,16 @@ class DynamoDBLocal:
         return local_dynamodb_client(self.endpoint_url)
 
 
-def local_wire_client(endpoint_url: str) -> Any:
-    """The lean client the functions use (bulwark.aws.wire), pointed at DynamoDB Local with the dummy credentials."""
+def local_wire_client(endpoint_url: str, *, read_timeout: float = 2.0) -> Any:
+    """The lean client the functions use (bulwark.aws.wire), pointed at DynamoDB Local with the dummy credentials.
+    `read_timeout` is each call's whole deadline (the functions' own is 2 s)."""
     from bulwark.aws.clients import dynamodb_at
     from bulwark.aws.sigv4 import Credentials, CredentialSource
 
     dummy = Credentials(DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
-    return dynamodb_at(endpoint_url, region=LOCAL_REGION, credentials=CredentialSource(lambda: dummy))
+    return dynamodb_at(
+        endpoint_url, region=LOCAL_REGION, credentials=CredentialSource(lambda: dummy), read_timeout=read_timeout
+    )
 
 
 def local_dynamodb_client(endpoint_url: str) -> Any:

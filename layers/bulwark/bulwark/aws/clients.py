@@ -94,9 +94,14 @@ def dynamodb() -> DynamoDBClient:
 
 
 def dynamodb_at(
-    endpoint_url: str, *, region: str = "us-east-1", credentials: CredentialSource | None = None
+    endpoint_url: str,
+    *,
+    region: str = "us-east-1",
+    credentials: CredentialSource | None = None,
+    read_timeout: float = 2.0,
 ) -> DynamoDBClient:
-    """The same client for an explicit endpoint (DynamoDB Local in tests and benchmarks)."""
+    """The same client for an explicit endpoint (DynamoDB Local in tests and benchmarks). `read_timeout` is the
+    whole call's deadline."""
     return _dynamodb(
         {
             "service": "dynamodb",
@@ -104,7 +109,7 @@ def dynamodb_at(
             "region": region,
             "credentials": credentials or _credentials(),
             "connect_timeout": 1.0,
-            "read_timeout": 2.0,
+            "read_timeout": read_timeout,
             "max_attempts": 2,
         }
     )
