@@ -254,6 +254,7 @@ def main() -> None:
     parser.add_argument("--test-args", default="", help="arguments for pytest inside `./dev test` (a subset)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed for each step")
     parser.add_argument("--keep", action="store_true", help="keep the temporary clones (their paths are printed)")
+    parser.add_argument("--no-title", action="store_true", help="table only (run_all.py prints the heading)")
     args = parser.parse_args()
     test_args = shlex.split(args.test_args)
 
@@ -280,11 +281,12 @@ def main() -> None:
             else:
                 shutil.rmtree(work, ignore_errors=True)
     say(f"front door timed in {time.monotonic() - started:.0f} s")
-    print(
-        "### Front door: fresh clone to first completion"
-        + ("" if args.skip_test else ", and the test command")
-        + " (bench/front_door.py)\n"
-    )
+    if not args.no_title:
+        print(
+            "### Front door: fresh clone to first completion"
+            + ("" if args.skip_test else ", and the test command")
+            + " (bench/front_door.py)\n"
+        )
     print(report(runs, not args.skip_test, test_args))
 
 
