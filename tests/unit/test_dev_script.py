@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BASICS = ("bash", "env", "dirname", "sed", "cat", "head", "sha256sum", "cut", "date", "mktemp", "rm", "mkdir")
+BASICS = ("bash", "env", "dirname", "sed", "cat", "head", "cut", "mktemp", "rm", "mkdir")
 
 
 def _bin(tmp_path: Path, *, python: bool, java: str | None, npm: bool) -> Path:
