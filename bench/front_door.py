@@ -189,11 +189,13 @@ def time_test(run: Run, work: Path, test_args: list[str], timeout: float) -> Non
         for (name, begin), (_, end) in zip(points, [*points[1:], ("end", total)], strict=True):
             run.marks[f"test {attempt}: {name}"] = end - begin
         run.marks[f"test {attempt}: whole command"] = total
-        say(f"{run.label}: ./dev test ({attempt}) took {total:.0f} s (exit {rc})")
+        parts = ", ".join(f"{name} {run.marks[f'test {attempt}: {name}']:.0f} s" for name, _ in points)
+        say(f"{run.label}: ./dev test ({attempt}) took {total:.0f} s (exit {rc}): {parts}")
 
 
+# Local rows are times since `git clone` started (the clone row: how long the clone took); test rows are durations.
 ROWS = [
-    ("clone", "cloned", ""),
+    ("clone (its own duration)", "cloned", ""),
     ("`./dev local`: uv ready, Python install started", "uv installed", ""),
     ("`./dev local`: Python packages installed", "Python packages installed", ""),
     ("`./dev local`: DynamoDB Local fetched (in parallel)", "DynamoDB Local fetched", ""),
@@ -223,7 +225,10 @@ def fmt(seconds: float | None) -> str:
 
 def report(runs: list[Run], with_tests: bool, test_args: list[str]) -> str:
     rows_spec = ROWS + (TEST_ROWS if with_tests else [])
-    headers = ["from a fresh clone, empty home and caches", *[f"{r.label} ({r.rev})" for r in runs]]
+    headers = [
+        "fresh clone, empty home and caches: time since the clone began",
+        *[f"{r.label} ({r.rev})" for r in runs],
+    ]
     if len(runs) == 2:
         headers.append("ratio")
     headers.append("target")
@@ -235,10 +240,14 @@ def report(runs: list[Run], with_tests: bool, test_args: list[str]) -> str:
         row = [title, *[fmt(v) for v in values]]
         if len(runs) == 2:
             new, old = values
-            row.append(f"{old / new:.1f}x faster" if new and old else "-")
+            row.append(f"{old / new:.1f}x faster" if new and old and mark != "cloned" else "-")
         row.append(target)
         rows.append(row)
-    out = [table(headers, rows)]
+    out = [
+        table(headers, rows),
+        "\n`./dev local` rows: time since `git clone` began (the clone row: its own duration)."
+        + (" `./dev test` rows: the duration of each phase, as its `== ` lines divide it." if with_tests else ""),
+    ]
     if with_tests and test_args:
         out.append(f"\n`./dev test` ran pytest on `{' '.join(test_args)}` only (not the whole suite).")
     for r in runs:

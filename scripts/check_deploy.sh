@@ -158,8 +158,9 @@ find_py313() {
 if PY313_DIR="$(find_py313)"; then
   BUILD_DIR="$LOG_DIR/build"
   if PATH="$PY313_DIR:$PATH" PYENV_VERSION="$(basename "$(dirname "$PY313_DIR")")" \
-       sam build --template-file template.yaml --build-dir "$BUILD_DIR" --cache-dir "$LOG_DIR/cache" \
-       >"$LOG_DIR/build.txt" 2>&1; then
+       sam build --template-file template.yaml --build-dir "$BUILD_DIR" \
+         --cached --cache-dir "$ROOT/.aws-sam/check-cache" >"$LOG_DIR/build.txt" 2>&1; then
+    # (--cached: a layer or function whose source folder is unchanged since the last check is reused, not rebuilt)
     "$PY" - "$BUILD_DIR" <<'EOF' || fail "sam build (sizes)"
 import io, os, sys, zipfile
 build = sys.argv[1]
