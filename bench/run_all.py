@@ -42,6 +42,22 @@ def _script(name: str, *args: str, heading: str, timeout: float = 300) -> str:
     return f"{heading}\n\n{proc.stdout.strip()}"
 
 
+def _optional_sections(only: set[str], section: Callable[[str, Callable[[], str]], None]) -> None:
+    """The sections outside the default set, each only when named in --only."""
+    if "frontdoor" in only:
+        # The test command's timing (minutes, twice) is left to `python bench/front_door.py` run on its own.
+        section(
+            "frontdoor",
+            lambda: _script(
+                "front_door.py",
+                "--skip-test",
+                "--no-title",
+                heading="### Front door (bench/front_door.py --skip-test)",
+                timeout=1200,
+            ),
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
@@ -131,18 +147,7 @@ def main() -> None:
                 heading="### Prompt-injection detector on public attack and benign sets (bench/guardrail_eval.py)",
             ),
         )
-    if "frontdoor" in only:
-        # The test command's timing (minutes, twice) is left to `python bench/front_door.py` run on its own.
-        section(
-            "frontdoor",
-            lambda: _script(
-                "front_door.py",
-                "--skip-test",
-                "--no-title",
-                heading="### Front door (bench/front_door.py --skip-test)",
-                timeout=1200,
-            ),
-        )
+    _optional_sections(only, section)
     say(f"all benchmarks done in {time.monotonic() - started:.0f} s")
 
 

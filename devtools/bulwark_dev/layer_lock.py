@@ -89,6 +89,12 @@ def check(requirements_text: str, lock_text: str) -> list[str]:
     except InvalidRequirement as exc:
         return [f"requirements.txt: {exc}"]
     pins, problems = read_lock(lock_text)
+    return problems + _unmet(wanted, pins) + _unhashed_or_stale(wanted, pins)
+
+
+def _unmet(wanted: dict[str, Requirement], pins: dict[str, Pin]) -> list[str]:
+    """Requirements without a pin, with a pin outside their range, or locked only as someone's dependency."""
+    problems: list[str] = []
     for name, requirement in sorted(wanted.items()):
         pin = pins.get(name)
         if pin is None:
@@ -103,12 +109,18 @@ def check(requirements_text: str, lock_text: str) -> list[str]:
             problems.append(f"{name}=={pin.version} does not satisfy {requirement}")
         if "-r" not in pin.via:
             problems.append(f"{name} is required directly but the lock has it only as a dependency of others")
+    return problems
+
+
+def _unhashed_or_stale(wanted: dict[str, Requirement], pins: dict[str, Pin]) -> list[str]:
+    """Pins without a hash, direct pins requirements.txt dropped, and pins nothing pulls in any more."""
+    problems: list[str] = []
     for name, pin in sorted(pins.items()):
         if pin.hashes == 0:
             problems.append(f"{name}=={pin.version} has no --hash")
         if "-r" in pin.via and name not in wanted:
             problems.append(f"{name}=={pin.version} is locked as a requirement but requirements.txt does not list it")
-    # What nothing pulls in any more: walk down from the requirements through the `via` links.
+    # Walk down from the requirements through the `via` links; what is not reached is stale.
     reached = {name for name in wanted if name in pins}
     grew = True
     while grew:

@@ -425,10 +425,26 @@ class CountersTable:
             item = failed.item or {}
             if delta and item.get("tpm_cap") == admission.tokens_capacity and item.get("day") == admission.day:
                 writes += self._settle_part(admission, delta, concurrency=False)
+            elif delta and item.get("day") == admission.day:
+                # The minute limit changed (a risk tightening, a policy push): its bucket refills on its own, but
+                # the day's count is the caller's quota and is compared with the audit; it is settled all the same.
+                writes += self._settle_day(admission, delta)
             if admission.concurrency and (_int(item, "inflight") or 0) > 0:
                 writes += self._settle_part(admission, 0, concurrency=True)
             return writes
         self._remember(pk, new)
+        return 1
+
+    def _settle_day(self, admission: Admission, delta: int) -> int:
+        """Settle `delta` tokens on the day's count alone (the minute bucket's capacity changed since admission)."""
+        e = _Expr()
+        d, du = e.name("day"), e.name("day_used")
+        e.sets.append(f"{du} = {du} + {e.val('dd', delta)}")
+        e.conds.append(f"{d} = {e.val('day', admission.day)}")
+        try:
+            self._remember("lim#" + admission.principal, self._update("lim#" + admission.principal, e))
+        except (ConditionFailed, StoreUnavailable):
+            return 0  # the day turned meanwhile: yesterday's count no longer limits anything
         return 1
 
     def _settle_part(self, admission: Admission, delta: int, *, concurrency: bool) -> int:
@@ -495,8 +511,17 @@ class CountersTable:
 
     def record_failure(self, ip: str, threshold: int, window_s: int, cooldown_s: int, now_ms: int | None = None) -> int:
         """Count one failed attempt; returns the cool-down end (epoch ms) if the IP is now blocked, else 0."""
+        return self._count_failure("fail#" + ip, threshold, window_s, cooldown_s, now_ms)
+
+    def record_key_failure(
+        self, key_id: str, threshold: int, window_s: int, cooldown_s: int, now_ms: int | None = None
+    ) -> int:
+        """Count one wrong secret for a key id (from any address); returns the end of its flagged period (epoch ms)
+        once the threshold is crossed, else 0. Under the same `fail#` prefix as the addresses ("key#" is no IP)."""
+        return self._count_failure("fail#key#" + key_id, threshold, window_s, cooldown_s, now_ms)
+
+    def _count_failure(self, pk: str, threshold: int, window_s: int, cooldown_s: int, now_ms: int | None) -> int:
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-        pk = "fail#" + ip
         bucket = Bucket(threshold, window_s * 1000)
         item = self._hint(pk)
         for _ in range(_MAX_ATTEMPTS):
