@@ -225,7 +225,7 @@ def fmt(seconds: float | None) -> str:
 def report(runs: list[Run], with_tests: bool, test_args: list[str]) -> str:
     rows_spec = ROWS + (TEST_ROWS if with_tests else [])
     headers = [
-        "fresh clone, empty home and caches: time since the clone began",
+        "fresh clone, empty home and caches",
         *[f"{r.label} ({r.rev})" for r in runs],
     ]
     if len(runs) == 2:
