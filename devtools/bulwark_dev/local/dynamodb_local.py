@@ -20,10 +20,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bulwark_dev.local._proc import free_port, preexec_for_child, stop_process
-from bulwark_dev.local.template_model import TableSpec
+
+if TYPE_CHECKING:
+    # Typing only: `./dev` runs this module's fetch with a bare interpreter (no PyYAML, no pydantic yet).
+    from bulwark_dev.local.template_model import TableSpec
 
 # Pinned so every machine runs the same engine; bump deliberately.
 NPM_PACKAGE = "amplify-dynamodb-simulator"
@@ -316,3 +319,20 @@ def running_dynamodb_local(progress: TextIO | None = None) -> Iterator[DynamoDBL
         yield ddb
     finally:
         ddb.stop()
+
+
+def main() -> int:
+    """`python -m bulwark_dev.local.dynamodb_local`: fetch into the cache only (stdlib only, so `./dev` can run it with
+    a bare interpreter while the Python packages install)."""
+    import sys
+
+    try:
+        print(ensure_dynamodb_local(progress=sys.stderr))
+    except DynamoDBLocalError as exc:
+        print(f"dynamodb-local: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
