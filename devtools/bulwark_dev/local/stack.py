@@ -22,8 +22,10 @@ from typing import Any, TextIO
 
 from bulwark_dev.local._http import FastHandler, QuietServer, serve_in_thread
 from bulwark_dev.local._proc import free_port
+from bulwark_dev.local.aws_endpoint import AwsEndpoint, Denial
 from bulwark_dev.local.dynamodb_local import DUMMY_CREDENTIALS, LOCAL_REGION, DynamoDBLocal, create_tables
 from bulwark_dev.local.gateway import ApiGatewayEmulator
+from bulwark_dev.local.iam_roles import RoleBook
 from bulwark_dev.local.lambda_worker import INVOKE_PREFIX, InvokeResult, WorkerProcess
 from bulwark_dev.local.template_model import ApiSpec, TemplateModel, load_template
 
@@ -123,9 +125,11 @@ class FunctionFleet:
         *,
         overrides: Mapping[str, str] | None = None,
         on_line: Callable[[str, str, str], None] | None = None,
+        per_function: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
         self.template = template
         self._overrides = dict(overrides or {})
+        self._per_function = per_function  # e.g. the IAM endpoint's credentials for each function's role
         self._on_line = on_line
         self.workers: dict[str, WorkerProcess] = {}
         # Ports chosen up front, so a function's environment can name another function's worker before it starts.
@@ -182,6 +186,8 @@ class FunctionFleet:
             }
         )
         env.update(self._overrides)
+        if self._per_function is not None:
+            env.update(self._per_function(logical_id))
         return env
 
     def start(self, timeout: float = 30.0) -> None:
@@ -298,8 +304,12 @@ class LocalStack:
         progress: TextIO | None = sys.stderr,
         log_stream: TextIO | None = sys.stdout,
         show_platform_logs: bool = False,
+        enforce_iam: bool = True,
     ) -> None:
         self.project_root = project_root.resolve()
+        # Every AWS call of a function is authorized against its role in the template (local/aws_endpoint.py).
+        self.enforce_iam = enforce_iam
+        self.aws: AwsEndpoint | None = None
         self.port = port
         self.policy_file = policy_file.resolve() if policy_file else None
         self.template_path = (template or self.project_root / "template.yaml").resolve()
@@ -436,11 +446,18 @@ class LocalStack:
         }
         if self.policy_file is not None:
             overrides["BULWARK_POLICY_FILE"] = str(self.policy_file)
-        fleet = FunctionFleet(template, overrides=overrides, on_line=self.logs.line)
+        per_function = None
+        if self.enforce_iam:
+            self.aws = self._start_aws_endpoint()
+            per_function = self.aws.credentials_for
+        fleet = FunctionFleet(template, overrides=overrides, on_line=self.logs.line, per_function=per_function)
         self.fleet = fleet
         fleet.start_router()
         self._say(f"Starting {len(template.functions)} Lambda workers: {', '.join(template.functions)} ...")
         fleet.spawn()
+        if self.aws is not None:
+            for logical_id in template.functions:
+                self.aws.platform_check(logical_id)
 
         self.dynamodb.wait_ready()
         create_tables(self.dynamodb.client(), template.tables, template.table_names)
@@ -450,6 +467,40 @@ class LocalStack:
         routes = ", ".join(f"{r.method} {r.path}" for r in api.routes)
         self._say(f"API Gateway emulator for {api.logical_id} (stage {api.stage_name}): {routes}")
         self._write_state()
+
+    def _start_aws_endpoint(self) -> AwsEndpoint:
+        assert self.dynamodb is not None and self.logs is not None
+        logs = self.logs
+
+        def forward(name: str, body: bytes, headers: dict[str, str]) -> Any:
+            worker = self.fleet.worker_for(name) if self.fleet else None
+            if worker is None:
+                from bulwark_dev.local._http import Response
+
+                message = json.dumps({"Type": "User", "Message": f"Function not found: {name}"}).encode()
+                error = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ResourceNotFoundException")]
+                return Response(404, error, message)
+            headers["Content-Type"] = "application/json"
+            return worker.forward("POST", f"{INVOKE_PREFIX}{worker.name}/invocations", body, headers)
+
+        def denied(denial: Denial) -> None:
+            record = {
+                "level": "ERROR",
+                "message": f"AccessDenied: {denial.action} on {denial.resource} ({denial.reason})",
+                "function": denial.function,
+            }
+            logs.line("aws-iam", "stderr", json.dumps(record))
+
+        endpoint = AwsEndpoint(
+            RoleBook(self.template_path, parameter_overrides=self.parameter_overrides),
+            dynamodb_url=self.dynamodb.endpoint_url,
+            lambda_forward=forward,
+            state_dir=self.state_dir,
+            on_denied=denied,
+        )
+        endpoint.start()
+        self._say(f"IAM enforced for every AWS call of the functions (roles from {self.template_path.name})")
+        return endpoint
 
     def _write_state(self) -> None:
         state = {
@@ -475,6 +526,9 @@ class LocalStack:
         if self.fleet is not None:
             self.fleet.stop()
             self.fleet = None
+        if self.aws is not None:
+            self.aws.stop()
+            self.aws = None
         if self._demo is not None:
             self._demo.shutdown()
             self._demo.server_close()
