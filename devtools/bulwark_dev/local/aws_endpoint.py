@@ -45,7 +45,6 @@ _AUTH = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request,"
     r"\s*SignedHeaders=(?P<headers>[^,]+),\s*Signature=(?P<signature>[0-9a-f]{64})"
 )
-LambdaForward = Callable[[str, bytes, dict[str, str]], Response]
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,16 +323,17 @@ class AwsEndpoint:
         roles: RoleBook,
         *,
         dynamodb_url: str,
-        lambda_forward: LambdaForward,
+        lambda_url: str,
         state_dir: Path | None = None,
         on_denied: Callable[[Denial], None] | None = None,
     ) -> None:
         self.roles = roles
         self.journal = Journal(on_denied)
         self.kms = KmsStandIn(state_dir / "kms" if state_dir else None)
-        self._lambda_forward = lambda_forward
         parts = urllib.parse.urlsplit(dynamodb_url)
         self._dynamodb = ConnectionPool(parts.hostname or "127.0.0.1", parts.port or 80)
+        parts = urllib.parse.urlsplit(lambda_url)  # the local Lambda service (the stack's Invoke router)
+        self._lambda = ConnectionPool(parts.hostname or "127.0.0.1", parts.port or 80)
         # Local credentials per function: the access key says which role signs; the secret proves it.
         self._credentials: dict[str, tuple[str, str]] = {}
         self._server = QuietServer(("127.0.0.1", 0), _make_handler(self))
@@ -372,6 +372,7 @@ class AwsEndpoint:
             self._thread = None
         self._server.server_close()
         self._dynamodb.close()
+        self._lambda.close()
 
     # ----------------------------------------------------------------------------------------------- authorization
     def authorize(self, logical_id: str, checks: Iterable[Check], model: RoleModel | None = None) -> Denial | None:
@@ -534,10 +535,8 @@ class AwsEndpoint:
             for k, v in headers.items()
             if k.lower().startswith("x-amz-") and k.lower() not in ("x-amz-date", "x-amz-security-token")
         }
-        # The callee learns who called (Lambda's own audit trail would): the role session, never the credentials.
-        if identity is not None:
-            forwarded["X-Bulwark-Local-Caller"] = identity.principal_arn
-        return self._lambda_forward(short, body, forwarded)
+        forwarded["Content-Type"] = "application/json"
+        return self._lambda.request("POST", path, body, forwarded, 900.0)  # the router applies the function's timeout
 
     def _kms_call(
         self,

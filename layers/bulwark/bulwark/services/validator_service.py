@@ -35,7 +35,7 @@ from bulwark.errors import (
     StoreUnavailable,
     UnsupportedMediaType,
 )
-from bulwark.guardrails.apply import apply_input_guardrails
+from bulwark.guardrails.apply import apply_input_guardrails, apply_json_guardrails
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.limits.gcra import rate_limit_headers
 from bulwark.observability.audit import emit_audit
@@ -158,7 +158,7 @@ class ValidatorService:
             result = error_response(exc2, request_id=audit.request_id, headers=headers)
         audit.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         self._flush_refunds()
-        emit_audit(self._log, audit.__dict__)
+        emit_audit(self._log, audit.__dict__, every_invocation=True)
         self._metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
         return result
 
@@ -259,6 +259,13 @@ class ValidatorService:
         doc = self._parse(event, policy, audit)
         validate_invoke_body(doc, model_cfg.input_schema)
         audit.verdicts["schema"] = "ok"
+        outcome = apply_json_guardrails(doc, role.guardrails)  # every string the schema let through, as chat texts
+        for kind, action in outcome.hits:
+            audit.verdicts[f"guardrail:{kind}"] = action
+            count(self._metrics, "GuardrailHits", kind=kind)
+        if outcome.doc is not doc:  # redacted: the placeholders must still satisfy the model's schema
+            doc = outcome.doc
+            validate_invoke_body(doc, model_cfg.input_schema)
         payload = json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
         tokens = len(payload) // 3 + role.request.max_tokens
         return self._admit_and_call(
