@@ -70,9 +70,13 @@ def statements(role: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def all_role_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Inline role policies, and AWS::IAM::RolePolicy resources attached to a role (named after the role)."""
     for name, role in resources(template, "AWS::IAM::Role").items():
         for statement in statements(role):
             yield name, statement
+    for policy in resources(template, "AWS::IAM::RolePolicy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            yield policy["Properties"]["RoleName"]["Ref"], statement
 
 
 def refers_to(value: Any, logical_id: str) -> bool:
@@ -199,6 +203,24 @@ def test_the_authorizer_updates_only_the_usage_fields_of_a_key(template: dict[st
         and "dynamodb:UpdateItem" in _as_list(s["Action"])
     )
     assert update["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"] == ["pk", "last_used_at", "networks"]
+
+
+def test_only_the_validator_signs_and_only_the_invoker_verifies_invoker_requests(template: dict[str, Any]) -> None:
+    key = template["Resources"]["InvokerMacKey"]["Properties"]
+    assert (key["KeySpec"], key["KeyUsage"]) == ("HMAC_256", "GENERATE_VERIFY_MAC")
+    users: dict[str, set[str]] = {}
+    for statement in key["KeyPolicy"]["Statement"]:
+        for action in _as_list(statement["Action"]):
+            users.setdefault(json.dumps(statement["Principal"]["AWS"]), set()).add(action)
+    assert users[json.dumps({"Fn::GetAtt": ["ValidatorRole", "Arn"]})] == {"kms:GenerateMac"}
+    assert users[json.dumps({"Fn::GetAtt": ["InvokerRole", "Arn"]})] == {"kms:VerifyMac"}
+    root = users[json.dumps({"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"})]
+    assert not any(a in ("kms:*", "kms:GenerateMac", "kms:VerifyMac") or a.endswith("Mac") for a in root)
+    for function in ("ValidatorFunction", "InvokerFunction"):
+        variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert variables["BULWARK_INVOKER_MAC_KEY"] == {"Fn::GetAtt": ["InvokerMacKey", "Arn"]}
+    alarm = template["Resources"]["ForgedInvokerRequestAlarm"]["Properties"]
+    assert (alarm["MetricName"], alarm["Threshold"]) == ("ForgedInvocations", 1)
 
 
 def test_kms_use_is_scoped_to_the_stack_key(template: dict[str, Any]) -> None:

@@ -326,8 +326,12 @@ class AwsEndpoint:
         lambda_url: str,
         state_dir: Path | None = None,
         on_denied: Callable[[Denial], None] | None = None,
+        enforce: bool = True,
+        secret_values: Mapping[str, Callable[[], str]] | None = None,
     ) -> None:
+        self._secret_values = dict(secret_values or {})  # secret ARN -> its current value (a local file)
         self.roles = roles
+        self.enforce = enforce  # off: every signed call is served (the KMS stand-in still needs this endpoint)
         self.journal = Journal(on_denied)
         self.kms = KmsStandIn(state_dir / "kms" if state_dir else None)
         parts = urllib.parse.urlsplit(dynamodb_url)
@@ -355,6 +359,7 @@ class AwsEndpoint:
             "AWS_ENDPOINT_URL_DYNAMODB": self.url,
             "AWS_ENDPOINT_URL_LAMBDA": self.url,
             "AWS_ENDPOINT_URL_KMS": self.url,
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.url,
         }
 
     def function_for(self, access_key: str) -> tuple[str, str] | None:
@@ -377,6 +382,8 @@ class AwsEndpoint:
     # ----------------------------------------------------------------------------------------------- authorization
     def authorize(self, logical_id: str, checks: Iterable[Check], model: RoleModel | None = None) -> Denial | None:
         """The first refusal AWS would make (recorded in the journal), or None when every check is allowed."""
+        if not self.enforce:
+            return None
         model = model or self.roles.current()
         identity = model.functions.get(logical_id)
         for check in checks:
@@ -441,10 +448,11 @@ class AwsEndpoint:
             checks += [Check("xray:PutTraceSegments", "*", {}), Check("xray:PutTelemetryRecords", "*", {})]
         if identity.dead_letter_arn:
             checks.append(Check("sqs:SendMessage", identity.dead_letter_arn, {}))
-            queue_key = next(iter(model.keys), None)  # see below: the queue's key is the stack key when encrypted
-            if queue_key is not None:
-                via = {"kms:ViaService": f"sqs.{LOCAL_REGION}.amazonaws.com"}
-                checks += [Check("kms:GenerateDataKey", queue_key, via), Check("kms:Decrypt", queue_key, via)]
+            if identity.dead_letter_key_arn:
+                # An encrypted queue: SQS makes and opens the data key with the sender's permissions.
+                via = {"kms:ViaService": f"sqs.{LOCAL_REGION}.amazonaws.com", "kms:CallerAccount": LOCAL_ACCOUNT}
+                key = identity.dead_letter_key_arn
+                checks += [Check("kms:GenerateDataKey", key, via), Check("kms:Decrypt", key, via)]
         denials: list[Denial] = []
         for check in checks:
             refused = self._refusal(model, identity, logical_id, check)
@@ -482,6 +490,8 @@ class AwsEndpoint:
             return self._lambda_call(model, logical_id, identity, raw_path, headers, body)
         if service == "kms":
             return self._kms_call(model, logical_id, identity, lowered, body)
+        if service == "secretsmanager":
+            return self._secret_call(model, logical_id, identity, lowered, body)
         return _error(service, 400, "UnknownOperationException", f"{service} is not served by the local stack")
 
     def _dynamodb_call(
@@ -563,6 +573,46 @@ class AwsEndpoint:
         status, answer = self.kms.call(operation, params, key)
         return _json("kms", status, answer)
 
+    def _secret_call(
+        self,
+        model: RoleModel,
+        logical_id: str,
+        identity: FunctionIdentity | None,
+        lowered: Mapping[str, str],
+        body: bytes,
+    ) -> Response:
+        operation = lowered.get("x-amz-target", "").rpartition(".")[2]
+        if operation != "GetSecretValue":
+            return _error("secretsmanager", 400, "UnsupportedOperationException", f"{operation} is not served locally")
+        try:
+            params = json.loads(body or b"{}")
+        except ValueError:
+            return _error("secretsmanager", 400, "SerializationException", "body is not JSON")
+        secret_id = str(params.get("SecretId", ""))
+        secret = model.secret(secret_id)
+        arn = secret.arn if secret else secret_id
+        checks = [Check("secretsmanager:GetSecretValue", arn, {"secretsmanager:SecretId": arn})]
+        if secret is not None and secret.kms_key_arn:
+            # A customer-managed key: Secrets Manager decrypts the value with the caller's permissions.
+            via = {"kms:ViaService": f"secretsmanager.{LOCAL_REGION}.amazonaws.com", "kms:CallerAccount": LOCAL_ACCOUNT}
+            checks.append(Check("kms:Decrypt", secret.kms_key_arn, via))
+        refused = self.authorize(logical_id, checks, model)
+        if refused is not None:
+            return _denied("secretsmanager", identity, refused)
+        value = self._secret_values.get(arn)
+        if secret is None or value is None:
+            return _error(
+                "secretsmanager", 400, "ResourceNotFoundException", "Secrets Manager can't find the specified secret."
+            )
+        answer = {
+            "ARN": secret.arn,
+            "Name": secret.name,
+            "SecretString": value(),
+            "VersionId": "00000000-0000-0000-0000-000000000001",
+            "VersionStages": ["AWSCURRENT"],
+        }
+        return _json("secretsmanager", 200, answer)
+
 
 def _names_principal(statement: Statement, arn: str) -> bool:
     return arn in statement.principals or "*" in statement.principals
@@ -574,7 +624,11 @@ def _guess_service(raw_path: str, lowered: Mapping[str, str]) -> str:
     return "kms" if lowered.get("x-amz-target", "").startswith("TrentService") else "dynamodb"
 
 
-_CONTENT_TYPES = {"dynamodb": "application/x-amz-json-1.0", "kms": "application/x-amz-json-1.1"}
+_CONTENT_TYPES = {
+    "dynamodb": "application/x-amz-json-1.0",
+    "kms": "application/x-amz-json-1.1",
+    "secretsmanager": "application/x-amz-json-1.1",
+}
 
 
 def _json(service: str, status: int, body: Mapping[str, Any]) -> Response:

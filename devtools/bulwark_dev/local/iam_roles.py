@@ -51,6 +51,7 @@ class FunctionIdentity:
     env_kms_key_arn: str | None  # KmsKeyArn: the platform decrypts the environment with it at init
     tracing: bool  # Tracing: Active: the platform sends trace segments
     dead_letter_arn: str | None  # an SQS DLQ: Lambda checks sqs:SendMessage when the function is deployed
+    dead_letter_key_arn: str | None = None  # the DLQ's customer-managed key, if it is encrypted with one
 
     @property
     def principal_arn(self) -> str:
@@ -79,11 +80,27 @@ class KmsKey:
 
 
 @dataclass(frozen=True, slots=True)
+class SecretSpec:
+    logical_id: str
+    arn: str
+    name: str
+    kms_key_arn: str | None  # a customer-managed key: Secrets Manager decrypts with it on the caller's behalf
+
+
+@dataclass(frozen=True, slots=True)
 class RoleModel:
     functions: dict[str, FunctionIdentity]
     tables: dict[str, TableKeys]  # by table name
     keys: dict[str, KmsKey]  # by key ARN
     function_arns: dict[str, str] = field(default_factory=dict)  # name -> ARN
+    secrets: dict[str, SecretSpec] = field(default_factory=dict)  # by ARN
+
+    def secret(self, secret_id: str) -> SecretSpec | None:
+        """A secret by ARN or name, as Secrets Manager accepts ``SecretId``."""
+        for secret in self.secrets.values():
+            if secret_id in (secret.arn, secret.name):
+                return secret
+        return None
 
     def function(self, logical_id: str) -> FunctionIdentity:
         return self.functions[logical_id]
@@ -189,6 +206,12 @@ def load_roles(
         group = logging.get("LogGroup") or f"/aws/lambda/{name}"
         dlq = resolver.resolve(props.get("DeadLetterQueue") or {})
         kms = props.get("KmsKeyArn")
+        dlq_arn = str(dlq["TargetArn"]) if dlq.get("Type") == "SQS" and "TargetArn" in dlq else None
+        dlq_key = None
+        for queue_id, queue in resources.items():
+            if present(queue) and queue.get("Type") == "AWS::SQS::Queue" and resolver.arn(queue_id) == dlq_arn:
+                master = (queue.get("Properties") or {}).get("KmsMasterKeyId")
+                dlq_key = _key_arn(str(resolver.resolve(master)), resolver) if master else None
         functions[logical_id] = FunctionIdentity(
             logical_id=logical_id,
             name=name,
@@ -198,10 +221,12 @@ def load_roles(
             log_group_arn=f"arn:aws:logs:{LOCAL_REGION}:{LOCAL_ACCOUNT}:log-group:{group}:*",
             env_kms_key_arn=str(resolver.resolve(kms)) if kms is not None else None,
             tracing=resolver.resolve(props.get("Tracing")) == "Active",
-            dead_letter_arn=str(dlq["TargetArn"]) if dlq.get("Type") == "SQS" and "TargetArn" in dlq else None,
+            dead_letter_arn=dlq_arn,
+            dead_letter_key_arn=dlq_key,
         )
 
     tables: dict[str, TableKeys] = {}
+    secrets: dict[str, SecretSpec] = {}
     keys: dict[str, KmsKey] = {}
     aliases: dict[str, list[str]] = {}
     for logical_id, resource in resources.items():
@@ -220,6 +245,16 @@ def load_roles(
                 range_key=schema.get("RANGE"),
                 sse_key_arn=str(sse["KMSMasterKeyId"]) if sse.get("SSEEnabled") and sse.get("KMSMasterKeyId") else None,
             )
+        elif kind == "AWS::SecretsManager::Secret":
+            props = resolver.resolve(resource.get("Properties") or {})
+            arn = resolver.arn(logical_id)
+            key = props.get("KmsKeyId")
+            secrets[arn] = SecretSpec(
+                logical_id=logical_id,
+                arn=arn,
+                name=str(props.get("Name") or resolver.physical_name(logical_id)),
+                kms_key_arn=_key_arn(str(key), resolver) if key else None,
+            )
         elif kind == "AWS::KMS::Alias":
             props = resolver.resolve(resource.get("Properties") or {})
             aliases.setdefault(str(props.get("TargetKeyId")), []).append(str(props.get("AliasName")))
@@ -237,7 +272,14 @@ def load_roles(
                 policy=Policy.parse(resolver.resolve(props.get("KeyPolicy") or {}), source=f"{logical_id}/KeyPolicy"),
                 aliases=tuple(aliases.get(key_id, []) + aliases.get(arn, [])),
             )
-    return RoleModel(functions=functions, tables=tables, keys=keys, function_arns=function_arns)
+    return RoleModel(functions=functions, tables=tables, keys=keys, function_arns=function_arns, secrets=secrets)
+
+
+def _key_arn(key: str, resolver: _Resolver) -> str:
+    # KmsKeyId may be a key id (a key's Ref) or an ARN.
+    if key.startswith("arn:"):
+        return key
+    return f"arn:aws:kms:{LOCAL_REGION}:{LOCAL_ACCOUNT}:key/{key}"
 
 
 def _referenced(value: Any) -> str:

@@ -526,12 +526,12 @@ class LocalStack:
             overrides=overrides,
             on_line=self.logs.line,
             idle_timeout=self.idle_timeout,
-            per_function=self._aws_credentials if self.enforce_iam else None,
+            per_function=self._aws_credentials,
         )
         self.fleet = fleet
         fleet.start_router()
+        self.aws = self._start_aws_endpoint(fleet.lambda_endpoint)
         if self.enforce_iam:
-            self.aws = self._start_aws_endpoint(fleet.lambda_endpoint)
             for logical_id in template.functions:
                 self.aws.platform_check(logical_id)
         caps = ", ".join(
@@ -553,7 +553,15 @@ class LocalStack:
     def _aws_credentials(self, logical_id: str) -> Mapping[str, str]:
         if self.aws is None:
             raise LocalStackError("the AWS endpoint is not started")
-        return self.aws.credentials_for(logical_id)
+        # The key-hash pepper comes from the Secrets Manager stand-in (the template's KeyHashSecret, whose value is
+        # the stack's hmac.key), as deployed: through the role's GetSecretValue, not by reading the file.
+        return {**self.aws.credentials_for(logical_id), "BULWARK_HMAC_SECRET_FILE": ""}
+
+    def _local_secret_values(self) -> dict[str, Callable[[], str]]:
+        """The key-hash secret the functions name (BULWARK_HMAC_SECRET_ID) holds this stack's hmac.key."""
+        key_file = self.hmac_key_file
+        names = {f.environment.get("BULWARK_HMAC_SECRET_ID") for f in self._template().functions.values()}
+        return {name: (lambda: key_file.read_text(encoding="ascii").strip()) for name in names if name}
 
     def _start_aws_endpoint(self, lambda_url: str) -> AwsEndpoint:
         if self.dynamodb is None or self.logs is None:
@@ -574,9 +582,12 @@ class LocalStack:
             lambda_url=lambda_url,
             state_dir=self.state_dir,
             on_denied=denied,
+            enforce=self.enforce_iam,
+            secret_values=self._local_secret_values(),
         )
         endpoint.start()
-        self._say(f"IAM enforced on every AWS call of the functions (roles from {self.template_path.name})")
+        if self.enforce_iam:
+            self._say(f"IAM enforced on every AWS call of the functions (roles from {self.template_path.name})")
         return endpoint
 
     def _write_state(self) -> None:
