@@ -44,10 +44,12 @@ from tests.e2e.keys import create_key
 
 ROOT = Path(__file__).resolve().parents[2]
 # Statements whose calls the local stack cannot make, each with the reason. Anything not listed here must be proven.
-NOT_EXERCISED_LOCALLY = {
-    "InvokerRole/bulwark-invoker/InvokeSageMakerEndpointsByPrefix": "no SageMaker model in the shipped policy",
-    "InvokerRole/bulwark-invoker/ReadUpstreamSecrets": "the shipped policy's upstreams need no secret",
-}
+# (The Bedrock statements exist only when BedrockModelArns / BedrockGuardrailArns are set, so not in this template.)
+NOT_EXERCISED_LOCALLY: dict[str, str] = {}
+# Models beside the shipped ones, so the invoker's SageMaker and upstream-secret statements are exercised too: an
+# endpoint under the template's SageMakerEndpointPrefix (the local SageMaker stand-in answers with the demo model), and
+# an OpenAI-compatible upstream whose API key is a secret under UpstreamSecretPrefix (from the local secrets folder).
+SAGEMAKER_MODEL, KEYED_MODEL, UPSTREAM_SECRET = "demo-sagemaker", "demo-keyed", "bulwark/upstream/iam-demo"
 
 
 @dataclass
@@ -67,11 +69,16 @@ class IamStack:
         return self.stack.aws.journal.denials()
 
 
-def _policy(state_dir: Path) -> Path:
+def _policy(state_dir: Path, demo_model_url: str | None = None) -> Path:
     from bulwark.policy import default_policy_path
 
     data = yaml.safe_load(default_policy_path().read_text(encoding="utf-8"))
     data.setdefault("network", {}).setdefault("failed_auth", {})["threshold"] = 100_000  # failures on purpose
+    if demo_model_url:  # known once the stack runs; the functions re-read the policy file when it changes
+        data["models"][SAGEMAKER_MODEL] = {"upstream": {"kind": "sagemaker", "endpoint_name": "bulwark-iam-demo"}}
+        data["models"][KEYED_MODEL] = {
+            "upstream": {"kind": "openai", "url": demo_model_url, "api_key_secret": UPSTREAM_SECRET},
+        }
     path = state_dir / "policy.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
@@ -96,6 +103,11 @@ def iam_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamStack]:
         log_stream=LineCapture(),
     )
     stack.start()
+    secret = state_dir / "secrets" / UPSTREAM_SECRET
+    secret.parent.mkdir(parents=True)
+    secret.write_text("sk-local-iam-demo\n", encoding="utf-8")
+    _policy(state_dir, stack.demo_model_url)
+    time.sleep(1.1)  # the functions look at the policy file's mtime at most once a second
     try:
         yield IamStack(stack, template, template.read_text(encoding="utf-8"))
     finally:
@@ -114,23 +126,41 @@ def _post(url: str, body: dict[str, Any] | None, headers: dict[str, str]) -> int
         return int(refused.code)
 
 
-def run_scenario(iam: IamStack) -> list[int]:
-    """Everything the functions do in AWS, once; returns the HTTP statuses (for the error message only)."""
+REQUEST_PATH = ("AuthorizerFunction", "ValidatorFunction", "InvokerFunction")
+EVERY_FUNCTION = (*REQUEST_PATH, "JanitorFunction")
+
+
+def run_scenario(iam: IamStack, functions: tuple[str, ...] = EVERY_FUNCTION) -> list[int]:
+    """Everything the given functions do in AWS, once; returns the HTTP statuses (for the error message only).
+    The requests reach the authorizer, validator and invoker together; the janitor runs on its own schedule."""
     stack = iam.stack
     assert stack.aws is not None and stack.fleet is not None
-    for logical_id in stack._template().functions:  # the platform starting each function
+    for logical_id in functions:  # the platform starting each function
         stack.aws.platform_check(logical_id)
-    # A cold authorizer, as after any idle period in AWS: it reads the key-hash secret at its first check.
-    stack.fleet.pools["AuthorizerFunction"].reap(now=time.monotonic() + 24 * 3600)
+    # A cold authorizer and invoker, as after any idle period in AWS: they read the key-hash secret and the upstream
+    # API key at their first request (both are cached per environment).
+    for logical_id in set(functions) & {"AuthorizerFunction", "InvokerFunction"}:
+        stack.fleet.pools[logical_id].reap(now=time.monotonic() + 24 * 3600)
+    statuses: list[int] = []
+    if set(functions) & set(REQUEST_PATH):
+        statuses += _requests(stack)
+    if "JanitorFunction" in functions:
+        janitor = stack._template().functions["JanitorFunction"].name
+        schedule = json.loads((ROOT / "events" / "janitor_schedule.json").read_text())
+        statuses.append(_post(f"{stack.fleet.lambda_endpoint}{INVOKE_PREFIX}{janitor}/invocations", schedule, {}))
+    return statuses
+
+
+def _requests(stack: LocalStack) -> list[int]:
     key, _ = create_key(stack.cli_environment(), "developer")  # a fresh key: no authorizer cache, first use
     chat = {"model": "demo-echo", "messages": [{"role": "user", "content": "hello"}]}
     auth = {"Authorization": f"Bearer {key}", "Idempotency-Key": str(uuid.uuid4())}
     statuses = [_post(f"{stack.base_url}/v1/chat/completions", chat, auth)]
+    for model in (SAGEMAKER_MODEL, KEYED_MODEL):
+        other = {**chat, "model": model}
+        statuses.append(_post(f"{stack.base_url}/v1/chat/completions", other, {"Authorization": f"Bearer {key}"}))
     unknown, _ = new_api_key()  # well formed, never stored: a failed attempt is counted
     statuses.append(_post(f"{stack.base_url}/v1/chat/completions", chat, {"Authorization": f"Bearer {unknown}"}))
-    janitor = stack._template().functions["JanitorFunction"].name
-    schedule = json.loads((ROOT / "events" / "janitor_schedule.json").read_text())
-    statuses.append(_post(f"{stack.fleet.lambda_endpoint}{INVOKE_PREFIX}{janitor}/invocations", schedule, {}))
     return statuses
 
 
@@ -188,7 +218,7 @@ def test_the_template_as_it_is_allows_everything_the_code_does(iam_stack: IamSta
     iam_stack.stack.aws.journal.clear()  # type: ignore[union-attr]
     statuses = run_scenario(iam_stack)
     assert iam_stack.denials() == [], "a statement is missing"
-    assert statuses[0] == 200 and statuses[1] == 401 and statuses[2] == 200, statuses
+    assert statuses == [200, 200, 200, 401, 200], statuses
 
 
 @pytest.mark.parametrize(
@@ -201,7 +231,7 @@ def test_without_the_statement_the_code_gets_access_denied(
     iam_stack.write(_without(iam_stack.original, statement))
     try:
         iam_stack.stack.aws.journal.clear()  # type: ignore[union-attr]
-        statuses = run_scenario(iam_stack)
+        statuses = run_scenario(iam_stack, (function,))
         denied = [
             d
             for d in iam_stack.denials()

@@ -36,7 +36,7 @@ from typing import Any
 from bulwark_dev.local._http import ConnectionPool, FastHandler, QuietServer, Response, serve_in_thread
 from bulwark_dev.local.dynamodb_local import DUMMY_CREDENTIALS
 from bulwark_dev.local.iam_policy import ContextValue, Statement, evaluate
-from bulwark_dev.local.iam_roles import FunctionIdentity, KmsKey, RoleBook, RoleModel
+from bulwark_dev.local.iam_roles import FunctionIdentity, KmsKey, RoleBook, RoleModel, SecretSpec
 from bulwark_dev.local.template_model import LOCAL_ACCOUNT, LOCAL_REGION
 
 _MAX_BODY = 16 * 1024 * 1024
@@ -328,7 +328,18 @@ class AwsEndpoint:
         on_denied: Callable[[Denial], None] | None = None,
         enforce: bool = True,
         secret_values: Mapping[str, Callable[[], str]] | None = None,
+        secrets_dir: Path | None = None,
+        sagemaker_model_url: str | None = None,
     ) -> None:
+        # Secrets the template does not create (upstream API keys): one file per secret name, e.g.
+        # <secrets_dir>/bulwark/upstream/openai holds the value of the secret "bulwark/upstream/openai".
+        self._secrets_dir = secrets_dir
+        # The SageMaker runtime stand-in: every endpoint is a model that speaks the OpenAI messages API (TGI/LMI
+        # style), served by this URL (the demo model's /v1).
+        self._sagemaker_model = None
+        if sagemaker_model_url:
+            parts = urllib.parse.urlsplit(sagemaker_model_url)
+            self._sagemaker_model = (ConnectionPool(parts.hostname or "127.0.0.1", parts.port or 80), parts.path)
         self._secret_values = dict(secret_values or {})  # secret ARN -> its current value (a local file)
         self.roles = roles
         self.enforce = enforce  # off: every signed call is served (the KMS stand-in still needs this endpoint)
@@ -360,6 +371,8 @@ class AwsEndpoint:
             "AWS_ENDPOINT_URL_LAMBDA": self.url,
             "AWS_ENDPOINT_URL_KMS": self.url,
             "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.url,
+            "BULWARK_SECRETS_ENDPOINT_URL": self.url,  # the upstream key reader's own variable
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.url,
         }
 
     def function_for(self, access_key: str) -> tuple[str, str] | None:
@@ -378,6 +391,8 @@ class AwsEndpoint:
         self._server.server_close()
         self._dynamodb.close()
         self._lambda.close()
+        if self._sagemaker_model is not None:
+            self._sagemaker_model[0].close()
 
     # ----------------------------------------------------------------------------------------------- authorization
     def authorize(self, logical_id: str, checks: Iterable[Check], model: RoleModel | None = None) -> Denial | None:
@@ -492,6 +507,8 @@ class AwsEndpoint:
             return self._kms_call(model, logical_id, identity, lowered, body)
         if service == "secretsmanager":
             return self._secret_call(model, logical_id, identity, lowered, body)
+        if service == "sagemaker":
+            return self._sagemaker_call(logical_id, identity, raw_path, body)
         return _error(service, 400, "UnknownOperationException", f"{service} is not served by the local stack")
 
     def _dynamodb_call(
@@ -589,7 +606,7 @@ class AwsEndpoint:
         except ValueError:
             return _error("secretsmanager", 400, "SerializationException", "body is not JSON")
         secret_id = str(params.get("SecretId", ""))
-        secret = model.secret(secret_id)
+        secret = model.secret(secret_id) or self._local_secret(secret_id)
         arn = secret.arn if secret else secret_id
         checks = [Check("secretsmanager:GetSecretValue", arn, {"secretsmanager:SecretId": arn})]
         if secret is not None and secret.kms_key_arn:
@@ -600,6 +617,9 @@ class AwsEndpoint:
         if refused is not None:
             return _denied("secretsmanager", identity, refused)
         value = self._secret_values.get(arn)
+        if value is None and secret is not None and self._secrets_dir is not None:
+            path = self._secrets_dir / secret.name
+            value = (lambda: path.read_text(encoding="utf-8").strip()) if path.is_file() else None
         if secret is None or value is None:
             return _error(
                 "secretsmanager", 400, "ResourceNotFoundException", "Secrets Manager can't find the specified secret."
@@ -613,6 +633,38 @@ class AwsEndpoint:
         }
         return _json("secretsmanager", 200, answer)
 
+    def _local_secret(self, secret_id: str) -> SecretSpec | None:
+        """A secret by name or ARN from the local secrets folder (the upstream keys an operator creates by hand)."""
+        if self._secrets_dir is None:
+            return None
+        name = secret_id.split(":secret:", 1)[1] if ":secret:" in secret_id else secret_id
+        if ".." in name.split("/") or not (self._secrets_dir / name).is_file():
+            return None
+        arn = f"arn:aws:secretsmanager:{LOCAL_REGION}:{LOCAL_ACCOUNT}:secret:{name}"
+        return SecretSpec(logical_id="", arn=arn, name=name, kms_key_arn=None)
+
+    def _sagemaker_call(
+        self, logical_id: str, identity: FunctionIdentity | None, raw_path: str, body: bytes
+    ) -> Response:
+        match = re.fullmatch(r"/endpoints/([^/]+)/invocations", raw_path.partition("?")[0])
+        if match is None:
+            return _error("sagemaker", 404, "UnknownOperationException", "only InvokeEndpoint is served locally")
+        name = urllib.parse.unquote(match[1])
+        # SageMaker ARNs are lower case, whatever the endpoint name's case.
+        arn = f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:endpoint/{name.lower()}"
+        refused = self.authorize(logical_id, [Check("sagemaker:InvokeEndpoint", arn, {})])
+        if refused is not None:
+            return _denied("sagemaker", identity, refused)
+        if self._sagemaker_model is None:
+            return _error("sagemaker", 400, "ValidationError", f"Endpoint {name} not found.")
+        pool, base = self._sagemaker_model
+        answer = pool.request("POST", f"{base}/chat/completions", body, {"Content-Type": "application/json"}, 60.0)
+        if answer.status >= 300:
+            # InvokeEndpoint reports a model's own error as ModelError (424) with its status in the message.
+            return _error("sagemaker", 424, "ModelError", f"Received client error ({answer.status}) from primary")
+        kept = [("Content-Type", "application/json"), ("x-Amzn-Invoked-Production-Variant", "AllTraffic")]
+        return Response(200, kept, answer.body)
+
 
 def _names_principal(statement: Statement, arn: str) -> bool:
     return arn in statement.principals or "*" in statement.principals
@@ -621,6 +673,8 @@ def _names_principal(statement: Statement, arn: str) -> bool:
 def _guess_service(raw_path: str, lowered: Mapping[str, str]) -> str:
     if raw_path.startswith("/2015-03-31/"):
         return "lambda"
+    if raw_path.startswith("/endpoints/"):
+        return "sagemaker"
     return "kms" if lowered.get("x-amz-target", "").startswith("TrentService") else "dynamodb"
 
 
@@ -641,8 +695,9 @@ def _json(service: str, status: int, body: Mapping[str, Any]) -> Response:
 
 
 def _error(service: str, status: int, code: str, message: str) -> Response:
-    if service == "lambda":
-        data = json.dumps({"Type": "User", "Message": message}).encode()
+    if service in ("lambda", "sagemaker"):  # REST-JSON: the code in a header, the message in the body
+        text = {"message": message} if service == "sagemaker" else {"Type": "User", "Message": message}
+        data = json.dumps(text).encode()
         headers = [
             ("Content-Type", "application/json"),
             ("x-amzn-ErrorType", code),

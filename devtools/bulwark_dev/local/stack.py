@@ -584,6 +584,8 @@ class LocalStack:
             on_denied=denied,
             enforce=self.enforce_iam,
             secret_values=self._local_secret_values(),
+            secrets_dir=self.state_dir / "secrets",
+            sagemaker_model_url=self.demo_model_url,
         )
         endpoint.start()
         if self.enforce_iam:
