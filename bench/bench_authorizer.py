@@ -80,7 +80,7 @@ def _measure(authorizer: Authorizer, event: AuthorizerRequestEvent, n: int, *, m
 
 
 def run(endpoint: str, table_names: dict[str, str], n: int) -> str:
-    from bulwark_dev.key_admin import KeyAdmin
+    from bulwark.auth.key_admin import KeyAdmin
     from bulwark_dev.local.dynamodb_local import local_dynamodb_client
 
     tmp = Path(tempfile.mkdtemp(prefix="bulwark-bench-"))

@@ -91,11 +91,11 @@ def _stack_env(stack: str, region: str | None) -> dict[str, str]:
 
 
 def _admin(args: argparse.Namespace) -> Any:
+    from bulwark.auth.key_admin import KeyAdmin
     from bulwark.auth.pepper import Pepper
     from bulwark.settings import Settings
     from bulwark.store.counters_table import CountersTable
     from bulwark.store.keys_table import KeysTable
-    from bulwark_dev.key_admin import KeyAdmin
 
     env = _target_env(args)
     cfg = Settings.from_env(env)
@@ -147,8 +147,8 @@ def _describe(rec: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- commands
 def cmd_keys_create(args: argparse.Namespace, out: TextIO) -> int:
+    from bulwark.auth.key_admin import parse_duration
     from bulwark.store.keys_table import LimitOverrides
-    from bulwark_dev.key_admin import parse_duration
 
     _check_role(args.role)
     expires = parse_duration(args.expires_in) if args.expires_in else None
@@ -237,8 +237,8 @@ def cmd_keys_show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace, out: TextIO) -> int:
+    from bulwark.auth.key_admin import parse_duration
     from bulwark.store.keys_table import KeyNotFound
-    from bulwark_dev.key_admin import parse_duration
 
     admin = _admin(args)
     _get(admin, args.key_id)
@@ -278,7 +278,7 @@ def cmd_policy_check(args: argparse.Namespace, out: TextIO) -> int:
         else (Path("policy.yaml") if Path("policy.yaml").exists() else default_policy_path())
     )
     try:
-        policy = load_policy_file(path)
+        policy = load_policy_file(path, local=True if args.local else None)
     except PolicyError as exc:
         if args.json:
             out.write(json.dumps({"ok": False, "file": str(path), "errors": str(exc).splitlines()}, indent=2) + "\n")
@@ -316,7 +316,7 @@ def cmd_local(args: argparse.Namespace, out: TextIO) -> int:
         from bulwark.policy import load_policy_file
 
         try:
-            load_policy_file(policy)
+            load_policy_file(policy, local=True)
         except PolicyError as exc:
             raise CliError(str(exc)) from None
     stack = LocalStack(project_root=root, port=args.port, policy_file=policy)
@@ -358,11 +358,11 @@ print(r.choices[0].message.content)"
 def _demo_key(stack: Any) -> str:
     import boto3
 
+    from bulwark.auth.key_admin import KeyAdmin
     from bulwark.auth.pepper import Pepper
     from bulwark.settings import Settings
     from bulwark.store.counters_table import CountersTable
     from bulwark.store.keys_table import KeysTable
-    from bulwark_dev.key_admin import KeyAdmin
 
     env = stack.cli_environment()
     cfg = Settings.from_env(env)
@@ -428,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     pol = sub.add_parser("policy", help="policy file tools").add_subparsers(dest="policy_command", required=True)
     pc = pol.add_parser("check", parents=[common], help="validate a policy file")
     pc.add_argument("file", nargs="?")
+    pc.add_argument(
+        "--local", action="store_true", help="check as `bulwark local` loads it (plain http to loopback allowed)"
+    )
     pc.set_defaults(func=cmd_policy_check)
     ps = pol.add_parser("schema", help="print the policy's JSON Schema")
     ps.set_defaults(func=cmd_policy_schema)
@@ -446,6 +449,9 @@ def _add_optional_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     from bulwark_dev.invoke_cli import register as register_invoke
 
     register_invoke(sub, common)
+    from bulwark_dev.verify import register as register_verify
+
+    register_verify(sub, common)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

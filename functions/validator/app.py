@@ -8,7 +8,7 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bulwark.api.runtime import settle_after_init
+from bulwark.api.runtime import flush_on_shutdown, settle_after_init
 from bulwark.observability.logs import make_logger
 from bulwark.observability.metrics import make_metrics
 from bulwark.observability.tracing import make_tracer
@@ -18,6 +18,7 @@ logger = make_logger()
 metrics = make_metrics(logger)  # every EMF document carries the request ids the logger holds
 tracer = make_tracer()
 service = validator_service.build(logger, metrics)  # clients and caches live as long as the container
+flush_on_shutdown(service.shutdown)  # deferred refunds are written before the environment goes away
 settle_after_init()  # init is done: set what it made aside from the cycle collector
 
 

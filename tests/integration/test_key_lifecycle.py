@@ -14,13 +14,13 @@ import pytest
 
 from bulwark.api.events import AuthorizerRequestEvent
 from bulwark.auth.decision import CACHE_SECONDS, Authorizer, Unauthorized
+from bulwark.auth.key_admin import KeyAdmin
 from bulwark.auth.pepper import Pepper, create_local_pepper_file
 from bulwark.errors import RevokedCredentials
 from bulwark.policy import Policy, default_policy_path, load_policy_file
 from bulwark.settings import Settings
 from bulwark.store.counters_table import Allowance, CountersTable
 from bulwark.store.keys_table import KeysTable
-from bulwark_dev.key_admin import KeyAdmin
 
 pytestmark = pytest.mark.integration
 ARN = "arn:aws:execute-api:us-east-1:000000000000:abc123/v1api/POST/v1/chat/completions"

@@ -21,6 +21,7 @@ class Settings(BaseModel):
     demo_model_url: str | None = Field(default=None, description="BULWARK_DEMO_MODEL_URL (local demo upstream)")
     invoker_mac_key: str | None = Field(default=None, description="BULWARK_INVOKER_MAC_KEY (KMS HMAC key ARN)")
     region: str = "us-east-1"
+    local: bool = Field(default=False, description="BULWARK_LOCAL=1 under `bulwark local` (plain http to loopback)")
     pii_memo_chars: int = Field(default=PII_MEMO_CHARS, ge=0, description="BULWARK_PII_MEMO_CHARS (0: off)")
 
     @classmethod
@@ -36,6 +37,7 @@ class Settings(BaseModel):
             demo_model_url=e.get("BULWARK_DEMO_MODEL_URL") or None,
             invoker_mac_key=e.get("BULWARK_INVOKER_MAC_KEY") or None,
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
+            local=e.get("BULWARK_LOCAL", "") == "1",
             pii_memo_chars=e.get("BULWARK_PII_MEMO_CHARS") or PII_MEMO_CHARS,
         )
 

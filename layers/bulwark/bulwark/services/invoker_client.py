@@ -28,7 +28,10 @@ class InvokerRequest(BaseModel):
     output_pii: Literal["off", "flag", "redact"] = "redact"
     deadline_epoch_ms: int
     idempotency_key: str | None = None
-    # KMS HMAC over every field above (bulwark.auth.invoker_trust): proves the validator sent this exact request.
+    canary: str | None = (
+        None  # the system-prompt canary of this request (bulwark.guardrails.canary), if the role has it
+    )
+    # KMS HMAC over every other field (bulwark.auth.invoker_trust): proves the validator sent this exact request.
     mac: str | None = None
 
 

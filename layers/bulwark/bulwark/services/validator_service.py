@@ -36,6 +36,8 @@ from bulwark.errors import (
     UnsupportedMediaType,
 )
 from bulwark.guardrails.apply import apply_input_guardrails, apply_json_guardrails
+from bulwark.guardrails.canary import HIT as CANARY_HIT
+from bulwark.guardrails.canary import add_canary, new_canary
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.limits.gcra import rate_limit_headers
 from bulwark.observability.audit import emit_audit
@@ -233,6 +235,9 @@ class ValidatorService:
             audit.verdicts[f"guardrail:{kind}"] = action
             count(self._metrics, "GuardrailHits", kind=kind)
         req = outcome.request
+        canary = new_canary() if role.guardrails.system_prompt_canary else None
+        if canary is not None:
+            req = add_canary(req, canary)
         max_out = req.max_completion_tokens or req.max_tokens or role.request.max_tokens
         tokens = estimate_prompt_tokens(req) + max_out * (req.n or 1)
         payload = canonical_json(req).decode("utf-8")
@@ -246,6 +251,7 @@ class ValidatorService:
             tokens=tokens,
             stream=stream,
             include_usage=include_usage,
+            canary=canary,
         )
 
     # ------------------------------------------------------------------ generic invoke
@@ -289,6 +295,7 @@ class ValidatorService:
         tokens: int,
         stream: bool,
         include_usage: bool,
+        canary: str | None = None,
     ) -> dict[str, Any]:
         event, policy, role, caller, audit, headers = (
             call.event,
@@ -335,6 +342,7 @@ class ValidatorService:
                     output_pii=role.guardrails.pii_output,
                     deadline_epoch_ms=int((self._clock() + DEADLINE_SECONDS) * 1000),
                     idempotency_key=_idempotency_key(event),
+                    canary=canary,
                 )
             )
         finally:
@@ -349,7 +357,7 @@ class ValidatorService:
         audit.prompt_tokens, audit.completion_tokens = result.usage.prompt_tokens, result.usage.completion_tokens
         audit.usage_estimated = result.usage.estimated
         for hit in result.output_hits:
-            audit.verdicts[f"output:{hit}"] = role.guardrails.pii_output
+            audit.verdicts[f"output:{hit}"] = "block" if hit == CANARY_HIT else role.guardrails.pii_output
         if not result.ok:
             self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
         result.raise_for_error()
@@ -361,6 +369,14 @@ class ValidatorService:
         return response(
             200, result.body, request_id=audit.request_id, headers=headers, content_type=result.content_type
         )
+
+    def shutdown(self) -> None:
+        """The environment is going away: write every deferred refund now, or the caller's counters would keep
+        tokens it did not use (over-charged until the day turns), away from the audit's totals."""
+        try:
+            self._counters.flush_pending(older_than_ms=0, max_writes=1_000_000)
+        except BulwarkError:
+            return
 
     def _flush_refunds(self) -> None:
         """Refunds deferred for callers that did not come back to this container go out within seconds."""
