@@ -49,7 +49,10 @@ NOT_EXERCISED_LOCALLY: dict[str, str] = {}
 # Models beside the shipped ones, so the invoker's SageMaker and upstream-secret statements are exercised too: an
 # endpoint under the template's SageMakerEndpointPrefix (the local SageMaker stand-in answers with the demo model), and
 # an OpenAI-compatible upstream whose API key is a secret under UpstreamSecretPrefix (from the local secrets folder).
-SAGEMAKER_MODEL, KEYED_MODEL, UPSTREAM_SECRET = "demo-sagemaker", "demo-keyed", "bulwark/upstream/iam-demo"
+# Both prefixes are per stack (the template's parameters, then the stack name), as the invoker's role requires.
+SAGEMAKER_MODEL, KEYED_MODEL = "demo-sagemaker", "demo-keyed"
+SAGEMAKER_ENDPOINT = "bulwark-bulwark-local-iam-demo"
+UPSTREAM_SECRET = "bulwark/upstream/bulwark-local/iam-demo"
 
 
 @dataclass
@@ -75,7 +78,7 @@ def _policy(state_dir: Path, demo_model_url: str | None = None) -> Path:
     data = yaml.safe_load(default_policy_path().read_text(encoding="utf-8"))
     data.setdefault("network", {}).setdefault("failed_auth", {})["threshold"] = 100_000  # failures on purpose
     if demo_model_url:  # known once the stack runs; the functions re-read the policy file when it changes
-        data["models"][SAGEMAKER_MODEL] = {"upstream": {"kind": "sagemaker", "endpoint_name": "bulwark-iam-demo"}}
+        data["models"][SAGEMAKER_MODEL] = {"upstream": {"kind": "sagemaker", "endpoint_name": SAGEMAKER_ENDPOINT}}
         data["models"][KEYED_MODEL] = {
             "upstream": {"kind": "openai", "url": demo_model_url, "api_key_secret": UPSTREAM_SECRET},
         }
