@@ -255,6 +255,27 @@ def cmd_keys_rotate(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_keys_rotate_pepper(args: argparse.Namespace, out: TextIO) -> int:
+    admin = _admin(args)
+    if args.status:
+        versions = admin.pepper_versions_in_use()
+        current, _ = admin.pepper.current()
+        rows = [f"current pepper version: {current}"]
+        rows += [f"version {v}: {len(ids)} key(s): {' '.join(ids)}" for v, ids in versions.items()]
+        data = {"current": current, "in_use": {str(v): ids for v, ids in versions.items()}}
+        _emit(args, data, "\n".join(rows), out)
+        return EXIT_OK
+    updated = admin.pepper.rotate()
+    human = (
+        f"The key-hashing secret now has version {updated.current} (current); versions kept: "
+        f"{', '.join(str(v) for v in sorted(updated.values))}.\n"
+        "Issued keys keep working under the version they were hashed with. New and rotated keys use the new one.\n"
+        "Move keys with `bulwark keys rotate ID`; `bulwark keys rotate-pepper --status` shows the versions in use."
+    )
+    _emit(args, {"current": updated.current, "versions": sorted(updated.values)}, human, out)
+    return EXIT_OK
+
+
 def cmd_keys_revoke(args: argparse.Namespace, out: TextIO) -> int:
     admin = _admin(args)
     _get(admin, args.key_id)
@@ -424,6 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("key_id")
     r.add_argument("--grace", default="24h")
     r.set_defaults(func=cmd_keys_rotate)
+    rp = keys.add_parser(
+        "rotate-pepper",
+        parents=[common, target],
+        help="add a new version of the key-hashing secret (issued keys keep working); --status: versions in use",
+    )
+    rp.add_argument("--status", action="store_true", help="only show the current version and the keys per version")
+    rp.set_defaults(func=cmd_keys_rotate_pepper)
 
     pol = sub.add_parser("policy", help="policy file tools").add_subparsers(dest="policy_command", required=True)
     pc = pol.add_parser("check", parents=[common], help="validate a policy file")

@@ -85,7 +85,8 @@ def _log(stack: LocalStack) -> list[dict[str, Any]]:
 
 
 def test_a_burst_of_50_gets_its_own_answers_and_the_environments_it_needed(burst_stack: LocalStack) -> None:
-    key, _ = create_key(burst_stack.cli_environment(), "developer")
+    # The role's max_concurrent (policy) is below the burst on purpose; this key may take the whole burst.
+    key, _ = create_key(burst_stack.cli_environment(), "developer", "--max-concurrent", str(BURST))
     results = _fire(burst_stack, key, BURST)
 
     assert sorted({r.status_code for _, r in results}) == [200]

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from wire import cloudwatchlogs
-from wire.fixtures import use_aws_env
-from wire.server import WireServer
 
 from bulwark.observability.audit import AuditChain, emit_audit
 from bulwark.observability.logs import make_logger
 from bulwark_dev.cli import main
+from tests.integration.wire import cloudwatchlogs
+from tests.integration.wire.fixtures import use_aws_env
+from tests.integration.wire.server import WireServer
 
 VALIDATOR = "/aws/lambda/bulwark-validator"
 AUTHORIZER = "/aws/lambda/bulwark-authorizer"

@@ -6,12 +6,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from wire import sagemaker
-from wire.fixtures import RecordingSleep, config, deadline, new_clients, use_aws_env
-from wire.server import Reply, WireServer
 
 from bulwark.errors import UpstreamError, UpstreamTimeout
 from bulwark.upstreams import Upstream, build_upstream
+from tests.integration.wire import sagemaker
+from tests.integration.wire.fixtures import RecordingSleep, config, deadline, new_clients, use_aws_env
+from tests.integration.wire.server import Reply, WireServer
 
 CHAT = {"model": "sm", "messages": [{"role": "user", "content": "classify this text"}], "max_tokens": 16}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from bulwark_dev.local.demo_model import echo_answer
-from wire.openai import completion
-from wire.server import Reply, Request, WireServer, has_sigv4
+from tests.integration.wire.openai import completion
+from tests.integration.wire.server import Reply, Request, WireServer, has_sigv4
 
 
 def error(code: str, status: int, extra: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Reply:
