@@ -37,14 +37,6 @@ from bulwark_dev.local.dynamodb_local import local_wire_client
 from bulwark_dev.local.stack import LocalStack
 
 
-class _Discard(io.TextIOBase):
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def writable(self) -> bool:
-        return True
-
-
 def _creds(stack: LocalStack, function: str) -> CredentialSource:
     assert stack.aws is not None
     env = stack.aws.credentials_for(function)
@@ -90,7 +82,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     n = parser.parse_args().n
     with tempfile.TemporaryDirectory() as state:
-        stack = LocalStack(project_root=ROOT, port=0, state_dir=Path(state), progress=None, log_stream=_Discard())
+        stack = LocalStack(project_root=ROOT, port=0, state_dir=Path(state), progress=None, log_stream=io.StringIO())
         stack.start()
         try:
             assert stack.aws is not None and stack.template is not None
@@ -115,7 +107,10 @@ def main() -> None:
 
             samples: dict[str, list[float]] = {"get_direct": [], "get_endpoint": [], "generate": [], "verify": []}
             for _ in range(20):  # warm every connection pool
-                generate(), verify_and_claim(), via_endpoint.get_item(**get), direct.get_item(**get)
+                generate()
+                verify_and_claim()
+                via_endpoint.get_item(**get)
+                direct.get_item(**get)
             for _ in range(n):
                 samples["get_direct"].append(_timed(lambda: direct.get_item(**get)))
                 samples["get_endpoint"].append(_timed(lambda: via_endpoint.get_item(**get)))

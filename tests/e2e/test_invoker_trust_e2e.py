@@ -41,7 +41,7 @@ def _kms_as(local_stack: Any, function: str) -> KmsClient:
 
 
 def _key(local_stack: Any) -> str:
-    return local_stack.stack.template.functions["InvokerFunction"].environment["BULWARK_INVOKER_MAC_KEY"]
+    return str(local_stack.stack.template.functions["InvokerFunction"].environment["BULWARK_INVOKER_MAC_KEY"])
 
 
 def _request(role: str = "developer", model: str = "demo-echo", deadline_s: float = 20.0) -> InvokerRequest:

@@ -186,58 +186,71 @@ def _key_value(attribute: Mapping[str, Any] | None) -> str | None:
     return str(value)
 
 
+def _table_checks(
+    action: str,
+    params: Mapping[str, Any],
+    model: RoleModel,
+    table_name: str,
+    items: Iterable[Mapping[str, Any]],
+    attributes: set[str] | None,
+) -> list[Check]:
+    """The check on one table (with its condition keys), and the KMS one its customer-managed key needs."""
+    table = model.tables.get(table_name)
+    arn = table.arn if table else f"arn:aws:dynamodb:{LOCAL_REGION}:{LOCAL_ACCOUNT}:table/{table_name}"
+    context: dict[str, ContextValue] = {
+        "aws:PrincipalAccount": LOCAL_ACCOUNT,
+        "dynamodb:ReturnValues": str(params.get("ReturnValues", "NONE")),
+    }
+    if "Select" in params:
+        context["dynamodb:Select"] = str(params["Select"])
+    if table is None:
+        return [Check(action, arn, context)]
+    leading = sorted({v for item in items if (v := _key_value(item.get(table.hash_key))) is not None})
+    if leading:
+        context["dynamodb:LeadingKeys"] = leading
+    if attributes is not None:
+        keys = {table.hash_key} | ({table.range_key} if table.range_key else set())
+        context["dynamodb:Attributes"] = sorted(attributes | keys)
+    checks = [Check(action, arn, context)]
+    if table.sse_key_arn:
+        # A customer-managed table key: DynamoDB decrypts it with KMS on the caller's behalf.
+        via = {"kms:ViaService": f"dynamodb.{LOCAL_REGION}.amazonaws.com", "kms:CallerAccount": LOCAL_ACCOUNT}
+        checks.append(Check("kms:Decrypt", table.sse_key_arn, via))
+    return checks
+
+
+def _batch_checks(operation: str, params: Mapping[str, Any], model: RoleModel) -> list[Check]:
+    """BatchGetItem / BatchWriteItem: AWS authorizes the batch action on each table it names."""
+    checks: list[Check] = []
+    for table_name, request in (params.get("RequestItems") or {}).items():
+        if operation == "BatchGetItem":
+            names = request.get("ExpressionAttributeNames")
+            touched = expression_attributes(request.get("ProjectionExpression"), names) or None
+            items = request.get("Keys") or []
+        else:
+            touched = None
+            items = [
+                (w.get("PutRequest") or {}).get("Item") or (w.get("DeleteRequest") or {}).get("Key") or {}
+                for w in request
+            ]
+        checks += _table_checks(f"dynamodb:{operation}", params, model, table_name, items, touched)
+    return checks
+
+
+_TRANSACT_ACTIONS = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "Get": "GetItem"}
+
+
 def dynamodb_checks(operation: str, params: Mapping[str, Any], model: RoleModel) -> list[Check]:
     """The authorizations DynamoDB makes for one call: the action on each table, with the condition keys."""
-    action = f"dynamodb:{operation}"
-    names = params.get("ExpressionAttributeNames")
-    checks: list[Check] = []
-
-    def table_check(table_name: str, items: Iterable[Mapping[str, Any]], attributes: set[str] | None) -> None:
-        table = model.tables.get(table_name)
-        arn = table.arn if table else f"arn:aws:dynamodb:{LOCAL_REGION}:{LOCAL_ACCOUNT}:table/{table_name}"
-        context: dict[str, ContextValue] = {
-            "aws:PrincipalAccount": LOCAL_ACCOUNT,
-            "dynamodb:ReturnValues": str(params.get("ReturnValues", "NONE")),
-        }
-        if "Select" in params:
-            context["dynamodb:Select"] = str(params["Select"])
-        if table is not None:
-            leading = sorted({v for item in items if (v := _key_value(item.get(table.hash_key))) is not None})
-            if leading:
-                context["dynamodb:LeadingKeys"] = leading
-            if attributes is not None:
-                keys = {table.hash_key} | ({table.range_key} if table.range_key else set())
-                context["dynamodb:Attributes"] = sorted(attributes | keys)
-        checks.append(Check(action, arn, context))
-        if table is not None and table.sse_key_arn:
-            # A customer-managed table key: DynamoDB decrypts it with KMS on the caller's behalf.
-            via = {"kms:ViaService": f"dynamodb.{LOCAL_REGION}.amazonaws.com", "kms:CallerAccount": LOCAL_ACCOUNT}
-            checks.append(Check("kms:Decrypt", table.sse_key_arn, via))
-
-    projected = expression_attributes(params.get("ProjectionExpression"), names) or None
     if operation in ("BatchGetItem", "BatchWriteItem"):
-        for table_name, request in (params.get("RequestItems") or {}).items():
-            if operation == "BatchGetItem":
-                keys = request.get("Keys") or []
-                touched = expression_attributes(
-                    request.get("ProjectionExpression"), request.get("ExpressionAttributeNames")
-                )
-                table_check(table_name, keys, touched or None)
-            else:
-                items = [
-                    (w.get("PutRequest") or {}).get("Item") or (w.get("DeleteRequest") or {}).get("Key") or {}
-                    for w in request
-                ]
-                table_check(table_name, items, None)
-        return checks
+        return _batch_checks(operation, params, model)
     if operation in ("TransactWriteItems", "TransactGetItems"):
+        checks: list[Check] = []
         for entry in params.get("TransactItems") or []:
             ((kind, inner),) = entry.items()
-            sub = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "Get": "GetItem"}.get(kind, kind)
-            checks.extend(dynamodb_checks(sub, inner, model))
+            checks += dynamodb_checks(_TRANSACT_ACTIONS.get(kind, kind), inner, model)
         return checks
-    table_name = str(params.get("TableName", ""))
-    items = [params[k] for k in ("Key", "Item") if isinstance(params.get(k), Mapping)]
+    names = params.get("ExpressionAttributeNames")
     attributes: set[str] | None = None
     if operation == "UpdateItem":
         attributes = expression_attributes(params.get("UpdateExpression"), names)
@@ -245,9 +258,10 @@ def dynamodb_checks(operation: str, params: Mapping[str, Any], model: RoleModel)
     elif operation == "PutItem":
         attributes = set((params.get("Item") or {}).keys())
     elif operation in ("GetItem", "Query", "Scan"):
-        attributes = projected
-    table_check(table_name, items, attributes)
-    return checks
+        attributes = expression_attributes(params.get("ProjectionExpression"), names) or None
+    items = [params[k] for k in ("Key", "Item") if isinstance(params.get(k), Mapping)]
+    table_name = str(params.get("TableName", ""))
+    return _table_checks(f"dynamodb:{operation}", params, model, table_name, items, attributes)
 
 
 # ---------------------------------------------------------------------------------------------------- KMS stand-in

@@ -157,62 +157,79 @@ def load_roles(
     path: Path, *, parameter_overrides: Mapping[str, str] | None = None, stack_name: str = DEFAULT_STACK_NAME
 ) -> RoleModel:
     raw = load_yaml(path)
-    resolver = _Resolver(raw, _parameters(raw, parameter_overrides or {}), stack_name)
-    resources: dict[str, Any] = resolver.resources
-    globals_function = (raw.get("Globals") or {}).get("Function") or {}
+    reader = _Reader(raw, _Resolver(raw, _parameters(raw, parameter_overrides or {}), stack_name), stack_name)
+    roles = reader.role_statements()
+    functions, function_arns = reader.functions(roles)
+    tables, secrets, aliases = reader.tables_and_secrets()
+    return RoleModel(
+        functions=functions, tables=tables, keys=reader.keys(aliases), function_arns=function_arns, secrets=secrets
+    )
 
-    def present(resource: Any) -> bool:
-        return isinstance(resource, dict) and ("Condition" not in resource or resolver.condition(resource["Condition"]))
 
-    # Identity policies of each role: inline ones, then attached AWS::IAM::Policy / RolePolicy resources.
-    role_statements: dict[str, list[Statement]] = {}
-    for logical_id, resource in resources.items():
-        if present(resource) and resource.get("Type") == "AWS::IAM::Role":
+class _Reader:
+    """One pass over a template's resources, one kind at a time."""
+
+    def __init__(self, raw: dict[str, Any], resolver: _Resolver, stack_name: str) -> None:
+        self.resolver = resolver
+        self.stack_name = stack_name
+        self.globals_function = (raw.get("Globals") or {}).get("Function") or {}
+
+    def present(self, kinds: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
+        """The resources of these types that the template's conditions keep."""
+        out = []
+        for logical_id, resource in self.resolver.resources.items():
+            if not isinstance(resource, dict) or resource.get("Type") not in kinds:
+                continue
+            if "Condition" in resource and not self.resolver.condition(resource["Condition"]):
+                continue
+            out.append((logical_id, resource))
+        return out
+
+    def role_statements(self) -> dict[str, list[Statement]]:
+        """Identity policies of each role: inline ones, then attached AWS::IAM::Policy / RolePolicy resources."""
+        resolver = self.resolver
+        roles: dict[str, list[Statement]] = {}
+        for logical_id, resource in self.present(("AWS::IAM::Role",)):
             statements: list[Statement] = []
             for policy in (resource.get("Properties") or {}).get("Policies") or []:
                 name = resolver.resolve(policy.get("PolicyName"))
                 statements += _statements(resolver, policy.get("PolicyDocument"), f"{logical_id}/{name}")
-            role_statements[logical_id] = statements
-    for logical_id, resource in resources.items():
-        if not present(resource) or resource.get("Type") not in ("AWS::IAM::Policy", "AWS::IAM::RolePolicy"):
-            continue
-        props = resource.get("Properties") or {}
-        roles = props.get("Roles") or ([props["RoleName"]] if "RoleName" in props else [])
-        for role in roles:
-            role_id = role.get("Ref") if isinstance(role, Mapping) else None
-            if role_id in role_statements:
-                role_statements[role_id] += _statements(resolver, props.get("PolicyDocument"), logical_id)
+            roles[logical_id] = statements
+        for logical_id, resource in self.present(("AWS::IAM::Policy", "AWS::IAM::RolePolicy")):
+            props = resource.get("Properties") or {}
+            for role in props.get("Roles") or ([props["RoleName"]] if "RoleName" in props else []):
+                role_id = role.get("Ref") if isinstance(role, Mapping) else None
+                if role_id in roles:
+                    roles[role_id] += _statements(resolver, props.get("PolicyDocument"), logical_id)
+        return roles
 
-    functions: dict[str, FunctionIdentity] = {}
-    function_arns: dict[str, str] = {}
-    for logical_id, resource in resources.items():
-        if not present(resource) or resource.get("Type") not in _FUNCTION_TYPES:
-            continue
-        props = resource.get("Properties") or {}
-        if resource["Type"] == "AWS::Serverless::Function":
-            props = _sam_merge(globals_function, props)
+    def functions(self, roles: dict[str, list[Statement]]) -> tuple[dict[str, FunctionIdentity], dict[str, str]]:
+        functions: dict[str, FunctionIdentity] = {}
+        arns: dict[str, str] = {}
+        for logical_id, resource in self.present(_FUNCTION_TYPES):
+            props = resource.get("Properties") or {}
+            if resource["Type"] == "AWS::Serverless::Function":
+                props = _sam_merge(self.globals_function, props)
+            functions[logical_id] = self._identity(logical_id, props, roles)
+            arns[functions[logical_id].name] = self.resolver.arn(logical_id)
+        return functions, arns
+
+    def _identity(self, logical_id: str, props: dict[str, Any], roles: dict[str, list[Statement]]) -> FunctionIdentity:
+        resolver = self.resolver
         name = resolver.physical_name(logical_id)
-        function_arns[name] = resolver.arn(logical_id)
-        role = props.get("Role")
-        if role is not None:
-            role_id = _referenced(role)
-            if role_id not in role_statements:
+        if props.get("Role") is not None:
+            role_id = _referenced(props["Role"])
+            if role_id not in roles:
                 raise TemplateError(f"{logical_id}: Role must name an AWS::IAM::Role of this template")
-            role_name, statements = resolver.physical_name(role_id), role_statements[role_id]
+            role_name, statements = resolver.physical_name(role_id), roles[role_id]
         else:
-            role_name = f"{stack_name}-{logical_id}Role"
+            role_name = f"{self.stack_name}-{logical_id}Role"
             statements = _sam_policies(resolver, logical_id, props.get("Policies") or [])
-        logging = resolver.resolve(props.get("LoggingConfig") or {})
-        group = logging.get("LogGroup") or f"/aws/lambda/{name}"
+        group = resolver.resolve(props.get("LoggingConfig") or {}).get("LogGroup") or f"/aws/lambda/{name}"
         dlq = resolver.resolve(props.get("DeadLetterQueue") or {})
-        kms = props.get("KmsKeyArn")
         dlq_arn = str(dlq["TargetArn"]) if dlq.get("Type") == "SQS" and "TargetArn" in dlq else None
-        dlq_key = None
-        for queue_id, queue in resources.items():
-            if present(queue) and queue.get("Type") == "AWS::SQS::Queue" and resolver.arn(queue_id) == dlq_arn:
-                master = (queue.get("Properties") or {}).get("KmsMasterKeyId")
-                dlq_key = _key_arn(str(resolver.resolve(master)), resolver) if master else None
-        functions[logical_id] = FunctionIdentity(
+        kms = props.get("KmsKeyArn")
+        return FunctionIdentity(
             logical_id=logical_id,
             name=name,
             role_name=role_name,
@@ -222,18 +239,20 @@ def load_roles(
             env_kms_key_arn=str(resolver.resolve(kms)) if kms is not None else None,
             tracing=resolver.resolve(props.get("Tracing")) == "Active",
             dead_letter_arn=dlq_arn,
-            dead_letter_key_arn=dlq_key,
+            dead_letter_key_arn=self._queue_key(dlq_arn),
         )
 
-    tables: dict[str, TableKeys] = {}
-    secrets: dict[str, SecretSpec] = {}
-    keys: dict[str, KmsKey] = {}
-    aliases: dict[str, list[str]] = {}
-    for logical_id, resource in resources.items():
-        if not present(resource):
-            continue
-        kind = resource.get("Type")
-        if kind == "AWS::DynamoDB::Table":
+    def _queue_key(self, queue_arn: str | None) -> str | None:
+        for queue_id, queue in self.present(("AWS::SQS::Queue",)):
+            if self.resolver.arn(queue_id) == queue_arn:
+                master = (queue.get("Properties") or {}).get("KmsMasterKeyId")
+                return _key_arn(str(self.resolver.resolve(master)), self.resolver) if master else None
+        return None
+
+    def tables_and_secrets(self) -> tuple[dict[str, TableKeys], dict[str, SecretSpec], dict[str, list[str]]]:
+        resolver = self.resolver
+        tables: dict[str, TableKeys] = {}
+        for logical_id, resource in self.present(("AWS::DynamoDB::Table",)):
             props = resolver.resolve(resource.get("Properties") or {})
             schema = {k["KeyType"]: k["AttributeName"] for k in props.get("KeySchema") or []}
             sse = props.get("SSESpecification") or {}
@@ -245,21 +264,26 @@ def load_roles(
                 range_key=schema.get("RANGE"),
                 sse_key_arn=str(sse["KMSMasterKeyId"]) if sse.get("SSEEnabled") and sse.get("KMSMasterKeyId") else None,
             )
-        elif kind == "AWS::SecretsManager::Secret":
+        secrets: dict[str, SecretSpec] = {}
+        for logical_id, resource in self.present(("AWS::SecretsManager::Secret",)):
             props = resolver.resolve(resource.get("Properties") or {})
-            arn = resolver.arn(logical_id)
-            key = props.get("KmsKeyId")
+            arn, key = resolver.arn(logical_id), props.get("KmsKeyId")
             secrets[arn] = SecretSpec(
                 logical_id=logical_id,
                 arn=arn,
                 name=str(props.get("Name") or resolver.physical_name(logical_id)),
                 kms_key_arn=_key_arn(str(key), resolver) if key else None,
             )
-        elif kind == "AWS::KMS::Alias":
+        aliases: dict[str, list[str]] = {}
+        for _, resource in self.present(("AWS::KMS::Alias",)):
             props = resolver.resolve(resource.get("Properties") or {})
             aliases.setdefault(str(props.get("TargetKeyId")), []).append(str(props.get("AliasName")))
-    for logical_id, resource in resources.items():
-        if present(resource) and resource.get("Type") == "AWS::KMS::Key":
+        return tables, secrets, aliases
+
+    def keys(self, aliases: dict[str, list[str]]) -> dict[str, KmsKey]:
+        resolver = self.resolver
+        keys: dict[str, KmsKey] = {}
+        for logical_id, resource in self.present(("AWS::KMS::Key",)):
             props = resource.get("Properties") or {}
             arn = resolver.arn(logical_id)
             key_id = arn.rsplit("/", 1)[1]
@@ -272,7 +296,7 @@ def load_roles(
                 policy=Policy.parse(resolver.resolve(props.get("KeyPolicy") or {}), source=f"{logical_id}/KeyPolicy"),
                 aliases=tuple(aliases.get(key_id, []) + aliases.get(arn, [])),
             )
-    return RoleModel(functions=functions, tables=tables, keys=keys, function_arns=function_arns, secrets=secrets)
+        return keys
 
 
 def _key_arn(key: str, resolver: _Resolver) -> str:
