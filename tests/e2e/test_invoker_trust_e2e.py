@@ -91,10 +91,13 @@ def _refusal_audit(local_stack: Any, request_id: str) -> dict[str, Any]:
 
 
 def _forged_metric_seen(local_stack: Any, request_id: str) -> bool:
-    for line in local_stack.log_lines:
-        if request_id in line and '"ForgedInvocations"' in line and '"_aws"' in line:
-            document = json.loads(line.split("] ", 1)[1])
-            return bool(document["service"] == "bulwark-invoker" and document["ForgedInvocations"])
+    deadline = time.monotonic() + 5  # the EMF document is flushed after the invocation's last log line
+    while time.monotonic() < deadline:
+        for line in local_stack.log_lines:
+            if request_id in line and '"ForgedInvocations"' in line and '"_aws"' in line:
+                document = json.loads(line.split("] ", 1)[1])
+                return bool(document["service"] == "bulwark-invoker" and document["ForgedInvocations"])
+        time.sleep(0.05)
     return False
 
 

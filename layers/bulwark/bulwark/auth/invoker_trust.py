@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,6 +29,7 @@ _DOMAIN = b"bulwark/validator->invoker/v1\n"  # the MAC means this and nothing e
 # A validator request lives until its deadline (DEADLINE_SECONDS after it was made); one that claims to live longer
 # than this was not made by the validator.
 MAX_LIFETIME_MS = 60_000
+_REMEMBERED = 50_000  # request ids this container remembers (each lives at most MAX_LIFETIME_MS)
 
 
 class TrustRefused(Exception):
@@ -84,6 +87,11 @@ class MacVerifier:
         # The replay claim runs beside VerifyMac (one round trip instead of two). It is keyed on the MAC too, so a
         # forger's claim can never take a real request's place; a forged one claims a token nobody else will use.
         self._claims = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mac-claim")
+        # Every token this container has served, until its deadline: a replay to the same container is refused even
+        # while the store is down. The store's claim is what covers the other containers.
+        self._seen: OrderedDict[str, int] = OrderedDict()
+        self._seen_lock = threading.Lock()
+        self.degraded = 0  # requests served while the store could not record the claim (see verify)
 
     def verify(self, request: InvokerRequest) -> None:
         if not request.mac:
@@ -93,9 +101,8 @@ class MacVerifier:
             raise TrustRefused("expired")
         if request.deadline_epoch_ms - now_ms > MAX_LIFETIME_MS:
             raise TrustRefused("deadline_too_far")
-        claim = self._claims.submit(
-            self._claim_once, f"mac:{request.request_id}:{request.mac}", request.deadline_epoch_ms // 1000 + 60
-        )
+        token = f"mac:{request.request_id}:{request.mac}"
+        claim = self._claims.submit(self._claim_once, token, request.deadline_epoch_ms // 1000 + 60)
         try:
             answer = self._kms().verify_mac(
                 KeyId=self._key_id,
@@ -111,9 +118,24 @@ class MacVerifier:
             raise TrustUnavailable() from exc
         if answer.get("MacValid") is not True:
             raise TrustRefused("bad_mac")
+        if not self._remember(token, request.deadline_epoch_ms, now_ms):
+            raise TrustRefused("replayed")
         try:
             first = claim.result()
-        except ServiceUnavailable as exc:  # the replay store is down: fail closed
-            raise TrustUnavailable() from exc
+        except ServiceUnavailable:
+            # The store is down. Only a request the validator admitted without the store reaches here (a role the
+            # operator made fail_open): its MAC is verified and this container has not seen it, which is what can
+            # be checked; the caller logs the degraded check.
+            self.degraded += 1
+            return
         if not first:
             raise TrustRefused("replayed")
+
+    def _remember(self, token: str, deadline_ms: int, now_ms: int) -> bool:
+        with self._seen_lock:
+            while self._seen and (len(self._seen) >= _REMEMBERED or next(iter(self._seen.values())) < now_ms):
+                self._seen.popitem(last=False)  # oldest first; every entry expires within MAX_LIFETIME_MS
+            if token in self._seen:
+                return False
+            self._seen[token] = deadline_ms
+            return True

@@ -17,7 +17,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
 from bulwark.auth.invoker_trust import MacVerifier, TrustRefused, TrustUnavailable
-from bulwark.errors import BulwarkError, ContentPolicyViolation, InvalidRequest, PermissionDenied, UpstreamError
+from bulwark.errors import (
+    BulwarkError,
+    ContentPolicyViolation,
+    InvalidRequest,
+    PermissionDenied,
+    ServiceUnavailable,
+    UpstreamError,
+)
 from bulwark.observability.audit import emit_audit
 from bulwark.policy import ModelConfig, Policy, current_policy
 from bulwark.services.invoker_client import InvokerRequest, InvokerResponse, InvokerUsage
@@ -74,6 +81,7 @@ class InvokerService:
     def _refuse_untrusted(self, req: InvokerRequest) -> InvokerResponse | None:
         """Only the validator's signed, unexpired, first-seen request is served; the role must still allow the
         model. A refusal is audited and counted (ForgedInvocations, alarmed in template.yaml)."""
+        degraded = self._trust.degraded
         try:
             self._trust.verify(req)
             role = self._policy().roles.get(req.role)
@@ -96,7 +104,11 @@ class InvokerService:
             return InvokerResponse.from_error(PermissionDenied())
         except TrustUnavailable as exc:
             self._log.warning("invoker trust could not be checked", extra={"code": exc.code})
-            return InvokerResponse.from_error(exc)
+            return InvokerResponse.from_error(ServiceUnavailable(exc.message, code=exc.code, retry_after=1))
+        if self._trust.degraded != degraded:
+            self._log.warning(
+                "replay check without the store: this container's memory only", extra={"model": req.model}
+            )
         return None
 
     def _call(self, req: InvokerRequest) -> InvokerResponse:
