@@ -194,7 +194,7 @@ def test_a_tenant_budget_caps_all_its_keys_together_exactly(
     # When 100 requests of all of them arrive at once
     ok, refused = _race(100, lambda i: tables[i % 4].admit(f"key:t{run}-{i % 10}", allowance, 10, cost=1_000))
     # Then exactly 5 are admitted, and the refused ones were charged to no key
-    assert len(ok) == 5
+    assert len(ok) == 5, sorted((e.code, e.message) for e in refused)[:3]
     assert {e.code for e in refused} == {"budget_exceeded"}
     assert all(a.tenant == tenant.name for a in ok)
     for i in range(10):

@@ -12,7 +12,7 @@ from functools import cache, lru_cache
 from typing import Any
 
 from bulwark.aws.sigv4 import CredentialSource
-from bulwark.aws.wire import DynamoDBClient, Endpoint, LambdaClient, SecretsManagerClient, resolve_endpoint
+from bulwark.aws.wire import DynamoDBClient, Endpoint, KmsClient, LambdaClient, SecretsManagerClient, resolve_endpoint
 
 _lock = threading.Lock()
 
@@ -94,9 +94,14 @@ def dynamodb() -> DynamoDBClient:
 
 
 def dynamodb_at(
-    endpoint_url: str, *, region: str = "us-east-1", credentials: CredentialSource | None = None
+    endpoint_url: str,
+    *,
+    region: str = "us-east-1",
+    credentials: CredentialSource | None = None,
+    read_timeout: float = 2.0,
 ) -> DynamoDBClient:
-    """The same client for an explicit endpoint (DynamoDB Local in tests and benchmarks)."""
+    """The same client for an explicit endpoint (DynamoDB Local in tests and benchmarks). `read_timeout` is the
+    whole call's deadline."""
     return _dynamodb(
         {
             "service": "dynamodb",
@@ -104,7 +109,7 @@ def dynamodb_at(
             "region": region,
             "credentials": credentials or _credentials(),
             "connect_timeout": 1.0,
-            "read_timeout": 2.0,
+            "read_timeout": read_timeout,
             "max_attempts": 2,
         }
     )
@@ -118,6 +123,13 @@ def _dynamodb(kwargs: dict[str, Any]) -> DynamoDBClient:
 def lambda_client() -> LambdaClient:
     # The invoker may take up to the API Gateway integration limit; never retried (the invoker is not idempotent).
     return LambdaClient(**_wire_kwargs("lambda", "LAMBDA", read_timeout=29.0, max_attempts=1))
+
+
+@lru_cache(maxsize=1)
+def kms() -> KmsClient:
+    """GenerateMac / VerifyMac on the request path: fail fast (1 s to answer, one retry), then fail closed."""
+    kwargs = _wire_kwargs("kms", "KMS", read_timeout=1.0, max_attempts=2)
+    return KmsClient(target_prefix="TrentService", json_version="1.1", **kwargs)
 
 
 @lru_cache(maxsize=1)

@@ -5,6 +5,7 @@ The invoker answers with data, never by raising, so the validator can re-raise t
 """
 
 import json
+from collections.abc import Callable
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -30,6 +31,8 @@ class InvokerRequest(BaseModel):
     canary: str | None = (
         None  # the system-prompt canary of this request (bulwark.guardrails.canary), if the role has it
     )
+    # KMS HMAC over every other field (bulwark.auth.invoker_trust): proves the validator sent this exact request.
+    mac: str | None = None
 
 
 class InvokerError(BaseModel):
@@ -89,11 +92,19 @@ class InvokerResponse(BaseModel):
 
 
 class InvokerClient:
-    def __init__(self, lambda_client: Any, function_name: str) -> None:
+    def __init__(
+        self,
+        lambda_client: Any,
+        function_name: str,
+        sign: Callable[[InvokerRequest], InvokerRequest] | None = None,
+    ) -> None:
         self._lambda = lambda_client
         self._function = function_name
+        self._sign = sign  # bulwark.auth.invoker_trust.MacSigner.sign: the invoker refuses unsigned requests
 
     def invoke(self, request: InvokerRequest) -> InvokerResponse:
+        if self._sign is not None:
+            request = self._sign(request)
         try:
             resp = self._lambda.invoke(
                 FunctionName=self._function,

@@ -464,12 +464,20 @@ def _tenant_budget(tenant: str, policy: Policy) -> TenantBudget | None:
     return TenantBudget(tenant, day, month, rpm, tpm)
 
 
+def _mac_signer(cfg: Settings) -> Callable[[InvokerRequest], InvokerRequest]:
+    from bulwark.auth.invoker_trust import MacSigner
+
+    if not cfg.invoker_mac_key:
+        raise RuntimeError("BULWARK_INVOKER_MAC_KEY is not set: the invoker refuses unsigned requests")
+    return MacSigner(aws.kms, cfg.invoker_mac_key).sign
+
+
 def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> ValidatorService:
     cfg = cfg or settings()
     return ValidatorService(
         policy=current_policy,
         counters=CountersTable(aws.dynamodb(), cfg.counters_table),
-        invoker=InvokerClient(aws.lambda_client(), cfg.invoker_function or ""),
+        invoker=InvokerClient(aws.lambda_client(), cfg.invoker_function or "", sign=_mac_signer(cfg)),
         logger=logger,
         metrics=metrics,
         pii_memo=PiiMemo(cfg.pii_memo_chars),

@@ -453,6 +453,8 @@ class CountersTable:
             except ConditionFailed as failed:
                 item = failed.item if failed.item is not None else self._read(pk)
                 self._explain_tenant_refusal(item or {}, tenant, tokens, cost, now_ms, day)
+                # One item for all of a tenant's keys is hot by design: let the winners land (as for a hot key).
+                time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 - jitter, not security
                 continue
             self._remember(pk, new)
             return attempt
