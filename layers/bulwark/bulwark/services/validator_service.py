@@ -40,12 +40,12 @@ from bulwark.guardrails.canary import HIT as CANARY_HIT
 from bulwark.guardrails.canary import add_canary, new_canary
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.limits.gcra import rate_limit_headers
-from bulwark.limits.spend import soft_crossed
+from bulwark.limits.spend import Price, soft_crossed
 from bulwark.observability.audit import emit_audit
 from bulwark.observability.logs import log_body
 from bulwark.observability.metrics import count
 from bulwark.policy import Policy, PolicyError, RoleConfig, current_policy
-from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse
+from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse, InvokerUsage
 from bulwark.settings import Settings, settings
 from bulwark.store.counters_table import Admission, Allowance, CountersTable, TenantBudget
 from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, validate_chat_request
@@ -80,6 +80,15 @@ class Audit:
     store_writes: int = 0
     latency_ms: float = 0.0
     upstream_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class _SpendTerms:
+    """What settling a request's money needs: its model's price, the caller's budgets, the alert threshold."""
+
+    price: Price
+    allowance: Allowance
+    soft_percent: int
 
 
 @dataclass
@@ -287,6 +296,7 @@ class ValidatorService:
             call.headers,
         )
         allowance = _allowance(role, caller, policy)
+        spend = _SpendTerms(policy.price_of(model), allowance, policy.spend.soft_threshold_percent)
         audit.tokens_reserved, audit.cost_reserved_micro_usd = tokens, cost
         admission: Admission | None = None
         try:
@@ -332,9 +342,8 @@ class ValidatorService:
                 )
             )
         finally:
-            self._settle(admission, result, policy, model, audit)
-            if admission is not None:
-                self._budget_alerts(admission, allowance, policy, audit)
+            called = result is not None and result.ok and not result.replayed  # a replay called no model
+            self._settle(admission, result.usage if called and result is not None else None, audit, spend)
         audit.upstream_ms = result.upstream_ms
         audit.prompt_tokens, audit.completion_tokens = result.usage.prompt_tokens, result.usage.completion_tokens
         audit.usage_estimated = result.usage.estimated
@@ -353,36 +362,32 @@ class ValidatorService:
         )
 
     def _settle(
-        self, admission: Admission | None, result: InvokerResponse | None, policy: Policy, model: str, audit: Audit
+        self, admission: Admission | None, usage: InvokerUsage | None, audit: Audit, spend: _SpendTerms
     ) -> None:
-        """The one place a request's usage and cost are settled (every path, streamed or not, ends here): the real
-        usage replaces the reservation; a failed call gives everything back; a replayed result called no model."""
-        called = result is not None and result.ok and not result.replayed
-        used = result.usage.total if called and result is not None else 0
-        cost = (
-            policy.price_of(model).cost_micros(result.usage.prompt_tokens, result.usage.completion_tokens)
-            if called and result is not None
-            else 0
-        )
+        """The one place a request's tokens and money are settled (every path ends here, once): `usage` is what the
+        model really did, None when no model was called (a failed or replayed call), which gives everything back."""
+        used = usage.total if usage is not None else 0
+        cost = spend.price.cost_micros(usage.prompt_tokens, usage.completion_tokens) if usage is not None else 0
         audit.cost_micro_usd = cost
         if cost:
-            count(self._metrics, "SpendMicroUSD", cost, tenant=_tenant(audit), model=model)
+            count(self._metrics, "SpendMicroUSD", cost, tenant=_tenant(audit), model=audit.model)
         if admission is None:
             return
         try:
             audit.store_writes += self._counters.settle(admission, used, defer_refund=True, actual_cost=cost)
         except StoreUnavailable:
             self._log.warning("settlement failed; the reservation stands until the window passes")
+        self._budget_alerts(admission, spend, audit)
 
-    def _budget_alerts(self, admission: Admission, allowance: Allowance, policy: Policy, audit: Audit) -> None:
+    def _budget_alerts(self, admission: Admission, spend: _SpendTerms, audit: Audit) -> None:
         """This request's settled cost took the period's spend across the soft threshold: a metric the alarm watches
         and a mark in this request's audit record. Judged on settled spend (the stored spend less this request's
         reservation, plus its real cost), so a reservation that is later given back raises no alert, and a caller
         is told once per period, not on every request above the threshold."""
-        pct = policy.spend.soft_threshold_percent
+        pct = spend.soft_percent
         for period, budget, stored in (
-            ("day", allowance.budget_day, admission.spend_day),
-            ("month", allowance.budget_month, admission.spend_month),
+            ("day", spend.allowance.budget_day, admission.spend_day),
+            ("month", spend.allowance.budget_month, admission.spend_month),
         ):
             before = stored - admission.reserved_cost
             if budget is not None and soft_crossed(before, before + audit.cost_micro_usd, budget, pct):
