@@ -246,3 +246,14 @@ def test_tenant_tokens_per_minute_settle_to_the_real_usage(counters: CountersTab
     with pytest.raises(RateLimited) as refused:
         counters.admit("key:tt1", allowance, 1, T0)
     assert refused.value.code == "tokens_per_minute_exceeded"
+
+
+def test_a_money_refund_of_a_caller_who_does_not_come_back_is_flushed(counters: CountersTable) -> None:
+    allowance = _allow(day=1_000)
+    a = counters.admit("key:flush", allowance, 100, T0, cost=1_000)
+    assert counters.settle(a, 50, defer_refund=True, actual_cost=250) == 0
+    assert counters.flush_pending(older_than_ms=0) == 1  # written on its own: 750 back
+    other = CountersTable(counters._ddb, counters._table)  # another container: no pending refund of its own
+    other.admit("key:flush", allowance, 100, T0, cost=750)
+    with pytest.raises(RateLimited):
+        other.admit("key:flush", allowance, 100, T0, cost=1)

@@ -4,6 +4,10 @@ Items (all expire by TTL on `expires_at`):
 - ``lim#<principal>``: one item per caller holding every per-caller dimension (requests/min, tokens/min, daily tokens,
   in-flight count) and the revocation mark, so admission is ONE conditional UpdateItem for all of them: either every
   dimension admits and all are charged, or nothing is written (a refused request consumes nothing).
+  The caller's spend (micro-dollars) for the UTC day and month lives there too, so a key's budgets are conditions of
+  that same write; the item lives until its month is over (the month's spend must outlive a quiet caller).
+- ``lim#tenant#<name>``: a tenant's own limits and spend, shared by its keys (a second write only when the policy
+  gives the tenant limits or budgets).
 - ``lim#model#<name>``: the per-model requests/min ceiling (a second write only when the model has one).
 - ``fail#<ip>``: failed credential attempts per source IP, and the cool-down end once over the threshold.
 
