@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from bulwark.errors import RateLimited, RevokedCredentials
 from bulwark.limits.gcra import (
@@ -91,6 +91,11 @@ def int_attr(item: dict[str, Any] | None, attr: str) -> int | None:
         return None
     v = item.get(attr)
     return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def minute_token_credit(pending: PendingRefund | None, tokens_capacity: int) -> int:
+    """The deferred refund that goes back into the tokens-per-minute bucket (none once its capacity changed)."""
+    return pending.tokens if pending and pending.tokens_capacity == tokens_capacity else 0
 
 
 def day_token_credit(pending: PendingRefund | None, day: str) -> int:
@@ -237,6 +242,21 @@ def limit_states(item: dict[str, Any], allowance: Allowance, now_ms: int, day: s
         LimitState("tpm", tpm.capacity, tpm.remaining(ts, now_ms), tpm.reset_ms(ts, now_ms), 60),
         LimitState("tpd", allowance.daily_tokens, max(0, allowance.daily_tokens - used), day_reset_ms(now_ms), 86_400),
     ]
+
+
+def settlement(
+    admission: Admission, actual_tokens: int, delta: int, dcost: int, *, refund_request: bool, defer: bool
+) -> Literal["nothing", "defer", "write"]:
+    """How a caller's settlement is made: nothing to write, a refund deferred to the caller's next admission write
+    (only unused tokens and money of a successful call, when the caller asked for deferral), or a write now (extra
+    usage, in-flight slots and failed calls are always settled at once). `delta` and `dcost` are actual minus
+    reserved tokens and micro-dollars."""
+    plain = not admission.concurrency and not refund_request
+    if delta == 0 and dcost == 0 and plain:
+        return "nothing"
+    if defer and delta <= 0 and dcost <= 0 and actual_tokens > 0 and plain:
+        return "defer"
+    return "write"
 
 
 class PendingRefunds:

@@ -37,8 +37,10 @@ from bulwark.limits.admission import (
     explain_tenant_refusal,
     int_attr,
     limit_states,
+    minute_token_credit,
     refuse,
     refuse_unfit,
+    settlement,
     spend_credits,
 )
 from bulwark.limits.gcra import Bucket
@@ -194,7 +196,7 @@ class CountersTable:
         writes = 0
         pending = claim[0]
         for attempt in range(_MAX_ATTEMPTS):
-            tpm_credit = pending.tokens if pending and pending.tokens_capacity == tpm.capacity else 0
+            tpm_credit = minute_token_credit(pending, tpm.capacity)
             day_credit = day_token_credit(pending, day)
             cost_credits = spend_credits(pending, day)
             e = _Expr()
@@ -439,10 +441,10 @@ class CountersTable:
                 defer_refund=defer_refund,
                 actual_cost=actual_cost,
             )
-        plain = not admission.concurrency and not refund_request
-        if delta == 0 and dcost == 0 and plain:
+        how = settlement(admission, actual_tokens, delta, dcost, refund_request=refund_request, defer=defer_refund)
+        if how == "nothing":
             return 0
-        if defer_refund and delta <= 0 and dcost <= 0 and actual_tokens > 0 and plain:
+        if how == "defer":
             return self._defer(admission, -delta, -dcost)
         e = _Expr()
         conds: list[str] = []
