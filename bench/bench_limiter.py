@@ -24,7 +24,8 @@ from typing import Any
 from _common import ROOT, pct, say, table, verdict
 
 from bulwark.errors import RateLimited
-from bulwark.store.counters_table import Allowance, CountersTable
+from bulwark.limits.admission import Allowance
+from bulwark.store.counters_table import CountersTable
 
 HIGH = Allowance(requests_per_minute=10_000_000, tokens_per_minute=10_000_000_000, daily_tokens=10**15)
 BUDGETED = Allowance(

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from bulwark.errors import RateLimited
-from bulwark.store.counters_table import Allowance, CountersTable, TenantBudget
+from bulwark.limits.admission import Allowance, TenantBudget
+from bulwark.store.counters_table import CountersTable
 
 pytestmark = pytest.mark.integration
 # As in test_rate_limits: a fake clock in 2032, so TTLs lie ahead of DynamoDB Local's sweeper.

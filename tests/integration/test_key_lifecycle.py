@@ -17,9 +17,10 @@ from bulwark.auth.decision import CACHE_SECONDS, Authorizer, Unauthorized
 from bulwark.auth.key_admin import KeyAdmin
 from bulwark.auth.pepper import Pepper, create_local_pepper_file
 from bulwark.errors import RevokedCredentials
+from bulwark.limits.admission import Allowance
 from bulwark.policy import Policy, default_policy_path, load_policy_file
 from bulwark.settings import Settings
-from bulwark.store.counters_table import Allowance, CountersTable
+from bulwark.store.counters_table import CountersTable
 from bulwark.store.keys_table import KeysTable
 
 pytestmark = pytest.mark.integration

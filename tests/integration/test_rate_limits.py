@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from bulwark.errors import RateLimited, RevokedCredentials, StoreUnavailable
-from bulwark.store.counters_table import Allowance, CountersTable
+from bulwark.limits.admission import Allowance
+from bulwark.store.counters_table import CountersTable
 
 pytestmark = pytest.mark.integration
 # Fake clocks run in 2032 (a whole number of days after 2023-11-14, so times of day are unchanged): an item's TTL
@@ -236,7 +237,7 @@ def test_a_deferred_refund_is_spent_once_under_concurrency(dynamodb_local: Any, 
 
 
 def test_in_flight_slots_of_requests_that_died_are_reclaimed_after_the_lease(counters: CountersTable) -> None:
-    from bulwark.store.counters_table import INFLIGHT_LEASE_MS
+    from bulwark.limits.admission import INFLIGHT_LEASE_MS
 
     allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10**9, daily_tokens=10**12, max_concurrent=2)
     now = T0 + 700_000
@@ -255,7 +256,7 @@ def test_in_flight_slots_of_requests_that_died_are_reclaimed_after_the_lease(cou
 
 
 def test_settling_after_a_reset_never_drives_the_count_negative(counters: CountersTable) -> None:
-    from bulwark.store.counters_table import INFLIGHT_LEASE_MS
+    from bulwark.limits.admission import INFLIGHT_LEASE_MS
 
     allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10**9, daily_tokens=10**12, max_concurrent=1)
     now = T0 + 800_000

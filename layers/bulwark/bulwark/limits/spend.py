@@ -69,8 +69,17 @@ def parse_budget(text: str) -> tuple[int, Period]:
     return micros, period  # type: ignore[return-value]  # checked against the two literals above
 
 
+def utc_day(now_ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(now_ms // 1000))
+
+
 def utc_month(now_ms: int) -> str:
     return time.strftime("%Y-%m", time.gmtime(now_ms // 1000))
+
+
+def day_reset_ms(now_ms: int) -> int:
+    """Milliseconds until the UTC day ends (when a daily quota resets)."""
+    return 86_400_000 - now_ms % 86_400_000
 
 
 def day_end_ms(now_ms: int) -> int:
@@ -81,6 +90,12 @@ def month_end_ms(now_ms: int) -> int:
     t = time.gmtime(now_ms // 1000)
     year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
     return calendar.timegm((year, month, 1, 0, 0, 0, 0, 0, 0)) * 1000
+
+
+def spend_expiry_s(now_ms: int, idle_ttl_s: int) -> int:
+    """When (epoch seconds) an item holding spend may expire: `idle_ttl_s` after its last write, and never before its
+    month is over (the month's spend must outlive a quiet caller)."""
+    return max(now_ms // 1000 + idle_ttl_s, month_end_ms(now_ms) // 1000 + 86_400)
 
 
 def soft_crossed(before: int, after: int, budget: int, percent: int) -> bool:

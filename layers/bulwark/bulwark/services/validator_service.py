@@ -39,6 +39,7 @@ from bulwark.guardrails.apply import apply_input_guardrails, apply_json_guardrai
 from bulwark.guardrails.canary import HIT as CANARY_HIT
 from bulwark.guardrails.canary import add_canary, new_canary
 from bulwark.guardrails.pii_memo import PiiMemo
+from bulwark.limits.admission import Admission, Allowance, TenantBudget
 from bulwark.limits.gcra import rate_limit_headers
 from bulwark.limits.spend import Price, soft_crossed
 from bulwark.observability.audit import emit_audit
@@ -47,7 +48,7 @@ from bulwark.observability.metrics import count
 from bulwark.policy import Policy, PolicyError, RoleConfig, current_policy
 from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse, InvokerUsage
 from bulwark.settings import Settings, settings
-from bulwark.store.counters_table import Admission, Allowance, CountersTable, TenantBudget
+from bulwark.store.counters_table import CountersTable
 from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, validate_chat_request
 from bulwark.validation.invoke_schema import validate_invoke_body
 from bulwark.validation.jsonparse import parse_json_body

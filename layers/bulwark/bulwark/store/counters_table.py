@@ -11,7 +11,9 @@ Items (all expire by TTL on `expires_at`):
 - ``lim#model#<name>``: the per-model requests/min ceiling (a second write only when the model has one).
 - ``fail#<ip>``: failed credential attempts per source IP, and the cool-down end once over the threshold.
 
-See bulwark.limits.gcra for the arithmetic and why each bucket has a "stale" and a "busy" case.
+This module builds and sends the DynamoDB requests and reads the items back; what they mean is decided above it:
+bulwark.limits.admission (the value types, refusal explanations, deferred refunds), bulwark.limits.spend (the calendar
+arithmetic) and bulwark.limits.gcra (the bucket arithmetic, and why each bucket has a "stale" and a "busy" case).
 """
 
 from __future__ import annotations
@@ -19,104 +21,34 @@ from __future__ import annotations
 import random
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-from bulwark.errors import RateLimited, RevokedCredentials, StoreUnavailable
-from bulwark.limits.gcra import (
-    ERROR_CODES,
-    MESSAGES,
-    Bucket,
-    Dimension,
-    LimitState,
-    rate_limit_headers,
-    retry_after_seconds,
+from bulwark.errors import RateLimited, StoreUnavailable
+from bulwark.limits.admission import (
+    Admission,
+    Allowance,
+    PendingRefund,
+    PendingRefunds,
+    TenantBudget,
+    day_token_credit,
+    dead_slots_touched,
+    explain_refusal,
+    explain_tenant_refusal,
+    int_attr,
+    limit_states,
+    minute_token_credit,
+    refuse,
+    refuse_unfit,
+    settlement,
+    spend_credits,
 )
-from bulwark.limits.spend import day_end_ms, month_end_ms
+from bulwark.limits.gcra import Bucket
+from bulwark.limits.spend import spend_expiry_s, utc_day
 from bulwark.store.dynamo import ConditionFailed, from_item, store_call
 
 _TTL_SECONDS = 2 * 86_400
 _MAX_ATTEMPTS = 8
-# No request lives longer than API Gateway's 29 s: if no admission or settlement touched a caller's in-flight count for
-# this long, every slot it still counts belongs to a request that died without settling (a crashed or timed-out
-# function), and the count is reset.
-INFLIGHT_LEASE_MS = 60_000
-
-
-@dataclass(frozen=True)
-class Allowance:
-    """The effective limits for one caller (role limits, per-key overrides and risk tightening applied)."""
-
-    requests_per_minute: int
-    tokens_per_minute: int
-    daily_tokens: int
-    max_concurrent: int | None = None
-    budget_day: int | None = None  # micro-dollars per UTC day
-    budget_month: int | None = None  # micro-dollars per UTC calendar month
-    tenant: TenantBudget | None = None  # the caller's tenant, when the policy gives it budgets of its own
-
-
-@dataclass(frozen=True)
-class TenantBudget:
-    """A tenant's own budgets (micro-dollars) and rate limits, on top of each key's: one item per tenant, shared by
-    its keys."""
-
-    name: str
-    day: int | None = None
-    month: int | None = None
-    requests_per_minute: int | None = None
-    tokens_per_minute: int | None = None
-
-
-@dataclass(frozen=True)
-class Admission:
-    principal: str
-    reserved_tokens: int
-    day: str
-    tokens_capacity: int
-    concurrency: bool
-    states: list[LimitState] = field(default_factory=list)
-    writes: int = 0
-    reserved_cost: int = 0  # micro-dollars
-    spend_day: int = 0  # the day's and the month's spend after this admission (reservations included)
-    spend_month: int = 0
-    tenant: str | None = None  # set when the tenant's spend was charged too (settled with the key's)
-    tenant_caps: tuple[int | None, int | None] = (None, None)  # the tenant's requests and tokens per minute
-
-    @property
-    def month(self) -> str:
-        return self.day[:7]
-
-
-@dataclass
-class _PendingRefund:
-    """Unused reserved tokens of successful calls, given back in this caller's next admission write."""
-
-    tokens: int
-    day: str
-    tokens_capacity: int
-    since_ms: int
-    cost: int = 0  # micro-dollars, against `day` and its month
-
-
-def utc_day(now_ms: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(now_ms // 1000))
-
-
-def _day_credit(pending: _PendingRefund | None, day: str) -> int:
-    """The deferred refund that counts against `day`'s quota (none once the day has turned)."""
-    return pending.tokens if pending and pending.day == day else 0
-
-
-def _day_reset_ms(now_ms: int) -> int:
-    return 86_400_000 - now_ms % 86_400_000
-
-
-def _cost_credits(pending: _PendingRefund | None, day: str) -> tuple[int, int]:
-    """The deferred money refund that counts against `day`'s and its month's spend."""
-    if pending is None or not pending.cost:
-        return 0, 0
-    return (pending.cost if pending.day == day else 0), (pending.cost if pending.day[:7] == day[:7] else 0)
 
 
 def _spend(
@@ -151,30 +83,6 @@ def _spend(
     else:
         e.conds.append(f"(attribute_not_exists({mo}) OR {mo} <> {month})")
         e.sets.append(f"{mo} = {month}, {sm} = {e.val('smc', cost)}")
-
-
-def _budget_waits(
-    item: dict[str, Any],
-    budgets: tuple[int | None, int | None],
-    cost: int,
-    now_ms: int,
-    day: str,
-    credits: tuple[int, int] = (0, 0),
-) -> list[int]:
-    """Milliseconds to each period's end for every budget this cost does not fit (empty: it fits)."""
-    waits = []
-    spent_d = (_int(item, "spend_d") or 0) if item.get("day") == day else 0
-    if budgets[0] is not None and spent_d - credits[0] + cost > budgets[0]:
-        waits.append(day_end_ms(now_ms) - now_ms)
-    spent_m = (_int(item, "spend_m") or 0) if item.get("month") == day[:7] else 0
-    if budgets[1] is not None and spent_m - credits[1] + cost > budgets[1]:
-        waits.append(month_end_ms(now_ms) - now_ms)
-    return waits
-
-
-def _spend_ttl(now_ms: int) -> int:
-    # The month's spend must outlive a quiet caller until the month is over.
-    return max(now_ms // 1000 + _TTL_SECONDS, month_end_ms(now_ms) // 1000 + 86_400)
 
 
 class _Expr:
@@ -233,9 +141,10 @@ class CountersTable:
     def __init__(self, client: Any, table_name: str) -> None:
         self._ddb = client
         self._table = table_name
-        # Last item seen per key: a hint for which bucket case to try first, so most admissions are one write.
+        # Last item seen per key (guarded by _lock): a hint for which bucket case to try first, so most admissions are
+        # one write.
         self._hints: dict[str, dict[str, Any]] = {}
-        self._pending: dict[str, _PendingRefund] = {}
+        self._pending = PendingRefunds()
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ admission
@@ -254,50 +163,18 @@ class CountersTable:
         or raise RateLimited. Budgets are conditions of the same write: no extra call."""
         live_clock = now_ms is None
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-        if tokens > allowance.tokens_per_minute:
-            self._refuse(
-                "tokens",
-                Bucket(allowance.tokens_per_minute).window_ms,
-                "This request asks for more tokens than the per-minute limit allows.",
-            )
-        if tokens > allowance.daily_tokens:
-            self._refuse(
-                "daily_tokens", _day_reset_ms(now_ms), "This request asks for more tokens than the daily quota."
-            )
-        tenant = allowance.tenant
-        for budget, period_end in (
-            (allowance.budget_day, day_end_ms),
-            (allowance.budget_month, month_end_ms),
-            (tenant.day if tenant else None, day_end_ms),
-            (tenant.month if tenant else None, month_end_ms),
-        ):
-            if budget is not None and cost > budget:
-                self._refuse(
-                    "budget", period_end(now_ms) - now_ms, "This request's maximum cost is more than the budget."
-                )
+        refuse_unfit(allowance, tokens, cost, now_ms)
         # Claim this caller's deferred refund: only this admission may spend it (two concurrent admissions using
         # the same credit would give it back twice). Put back unless the admission write landed.
-        with self._lock:
-            claim: list[_PendingRefund | None] = [self._pending.pop(principal, None)]
+        claim: list[PendingRefund | None] = [self._pending.claim(principal)]
         try:
             return self._admit_loop(
                 principal, allowance, tokens, now_ms, live_clock, claim, model=model, model_rpm=model_rpm, cost=cost
             )
         except BaseException:
             if claim[0] is not None:
-                self._restore(principal, claim[0])
+                self._pending.restore(principal, claim[0])
             raise
-
-    def _restore(self, principal: str, pending: _PendingRefund) -> None:
-        with self._lock:
-            current = self._pending.get(principal)
-            if current is None:
-                self._pending[principal] = pending
-            elif current.day == pending.day and current.tokens_capacity == pending.tokens_capacity:
-                current.tokens += pending.tokens
-                current.cost += pending.cost
-                current.since_ms = min(current.since_ms, pending.since_ms)
-            # else: limits changed meanwhile; the older refund is dropped (it can only over-charge)
 
     def _admit_loop(
         self,
@@ -306,7 +183,7 @@ class CountersTable:
         tokens: int,
         now_ms: int,
         live_clock: bool,
-        claim: list[_PendingRefund | None],
+        claim: list[PendingRefund | None],
         *,
         model: str | None,
         model_rpm: int | None,
@@ -319,25 +196,25 @@ class CountersTable:
         writes = 0
         pending = claim[0]
         for attempt in range(_MAX_ATTEMPTS):
-            tpm_credit = pending.tokens if pending and pending.tokens_capacity == tpm.capacity else 0
-            day_credit = _day_credit(pending, day)
-            cost_credits = _cost_credits(pending, day)
+            tpm_credit = minute_token_credit(pending, tpm.capacity)
+            day_credit = day_token_credit(pending, day)
+            cost_credits = spend_credits(pending, day)
             e = _Expr()
             e.conds.append(f"attribute_not_exists({e.name('revoked')})")
             e.bucket(
                 "rpm",
                 rpm,
                 1,
-                rpm.is_stale(_int(item, "rpm_s"), now_ms) or _int(item, "rpm_cap") != rpm.capacity,
+                rpm.is_stale(int_attr(item, "rpm_s"), now_ms) or int_attr(item, "rpm_cap") != rpm.capacity,
                 now_ms,
             )
-            tpm_state = _int(item, "tpm_s")
+            tpm_state = int_attr(item, "tpm_s")
             e.bucket(
                 "tpm",
                 tpm,
                 tokens,
                 tpm.is_stale(None if tpm_state is None else tpm_state - tpm.cost(tpm_credit), now_ms)
-                or _int(item, "tpm_cap") != tpm.capacity,
+                or int_attr(item, "tpm_cap") != tpm.capacity,
                 now_ms,
                 tpm_credit,
             )
@@ -355,7 +232,7 @@ class CountersTable:
                 e.conds.append(f"(attribute_not_exists({inf}) OR {inf} < {e.val('kmax', allowance.max_concurrent)})")
                 e.adds.append(f"{inf} {e.val('one', 1)}")
                 e.sets.append(f"{e.name('inflight_at')} = {e.val('inf_now', now_ms)}")
-            e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', _spend_ttl(now_ms))}")
+            e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', spend_expiry_s(now_ms, _TTL_SECONDS))}")
             try:
                 writes += 1
                 new = self._update(pk, e)
@@ -368,19 +245,15 @@ class CountersTable:
                 # each round). Only before refusing is the present consulted: another container's clock may be a
                 # few ms ahead, and a refusal must hold (and its Retry-After be true) now, not at arrival.
                 try:
-                    self._explain_refusal(
-                        item, allowance, tokens, now_ms, day, tpm_credit, day_credit, cost, cost_credits
-                    )
+                    explain_refusal(item, allowance, tokens, now_ms, day, tpm_credit, day_credit, cost, cost_credits)
                 except RateLimited:
                     present = int(time.time() * 1000)
                     if not live_clock or present <= now_ms:
                         raise
                     now_ms, day = present, utc_day(present)
-                    day_credit = _day_credit(pending, day)  # the day may have turned; the minute bucket's credit not
-                    cost_credits = _cost_credits(pending, day)
-                    self._explain_refusal(
-                        item, allowance, tokens, now_ms, day, tpm_credit, day_credit, cost, cost_credits
-                    )
+                    day_credit = day_token_credit(pending, day)  # the day may have turned; the minute bucket's not
+                    cost_credits = spend_credits(pending, day)
+                    explain_refusal(item, allowance, tokens, now_ms, day, tpm_credit, day_credit, cost, cost_credits)
                 if attempt:
                     # A hot caller: several containers raced for the same item. A short jittered pause lets the
                     # winners land, so retries do not collide again in lockstep.
@@ -388,7 +261,7 @@ class CountersTable:
                 continue  # every dimension would admit: the hint was wrong or the item moved; try the right cases
             self._remember(pk, new)
             claim[0] = None  # the refund landed with this write
-            states = self._states(new, allowance, now_ms, day)
+            states = limit_states(new, allowance, now_ms, day)
             charged = Admission(
                 principal, tokens, day, tpm.capacity, allowance.max_concurrent is not None, reserved_cost=cost
             )
@@ -417,13 +290,13 @@ class CountersTable:
                 states,
                 writes,
                 reserved_cost=cost,
-                spend_day=_int(new, "spend_d") or 0,
-                spend_month=_int(new, "spend_m") or 0,
+                spend_day=int_attr(new, "spend_d") or 0,
+                spend_month=int_attr(new, "spend_m") or 0,
                 tenant=charged.tenant,
                 tenant_caps=charged.tenant_caps,
             )
         # Persistent contention: refuse rather than loop; the client retries shortly.
-        self._refuse("requests", 1000, "The request could not be admitted under contention. Retry shortly.")
+        refuse("requests", 1000, "The request could not be admitted under contention. Retry shortly.")
         raise AssertionError("unreachable")
 
     def _admit_tenant(self, tenant: TenantBudget, tokens: int, cost: int, now_ms: int) -> int:
@@ -434,14 +307,14 @@ class CountersTable:
         rpm = Bucket(tenant.requests_per_minute) if tenant.requests_per_minute else None
         tpm = Bucket(tenant.tokens_per_minute) if tenant.tokens_per_minute else None
         if tpm is not None and tokens > tpm.capacity:
-            self._refuse("tokens", tpm.window_ms, "This request asks for more tokens than the tenant's limit allows.")
+            refuse("tokens", tpm.window_ms, "This request asks for more tokens than the tenant's limit allows.")
         day = utc_day(now_ms)
         item = self._hint(pk)
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             e = _Expr()
             for prefix, bucket, units in (("rpm", rpm, 1), ("tpm", tpm, tokens)):
                 if bucket is not None:
-                    state, cap = _int(item, prefix + "_s"), _int(item, prefix + "_cap")
+                    state, cap = int_attr(item, prefix + "_s"), int_attr(item, prefix + "_cap")
                     stale = bucket.is_stale(state, now_ms) or cap != bucket.capacity
                     e.bucket(prefix, bucket, units, stale, now_ms)
             d = e.name("day")
@@ -451,42 +324,19 @@ class CountersTable:
                 e.conds.append(f"(attribute_not_exists({d}) OR {d} <> {e.val('day', day)})")
                 e.sets.append(f"{d} = :day")
             _spend(e, item, budgets, cost, day)
-            e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', _spend_ttl(now_ms))}")
+            e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', spend_expiry_s(now_ms, _TTL_SECONDS))}")
             try:
                 new = self._update(pk, e)
             except ConditionFailed as failed:
                 item = failed.item if failed.item is not None else self._read(pk)
-                self._explain_tenant_refusal(item or {}, tenant, tokens, cost, now_ms, day)
+                explain_tenant_refusal(item or {}, tenant, tokens, cost, now_ms, day)
                 # One item for all of a tenant's keys is hot by design: let the winners land (as for a hot key).
                 time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 - jitter, not security
                 continue
             self._remember(pk, new)
             return attempt
-        self._refuse("requests", 1000, "The request could not be admitted under contention. Retry shortly.")
+        refuse("requests", 1000, "The request could not be admitted under contention. Retry shortly.")
         raise AssertionError("unreachable")
-
-    def _explain_tenant_refusal(
-        self, item: dict[str, Any], tenant: TenantBudget, tokens: int, cost: int, now_ms: int, day: str
-    ) -> None:
-        """Raise for the tenant's limit or budget that refused (the longest wait wins); return if all would admit."""
-        waits: list[tuple[int, Dimension, str]] = [
-            (w, "budget", "Budget reached: spend for this tenant until the period ends.")
-            for w in _budget_waits(item, (tenant.day, tenant.month), cost, now_ms, day)
-        ]
-        for prefix, cap, units, dim in (
-            ("rpm", tenant.requests_per_minute, 1, "requests"),
-            ("tpm", tenant.tokens_per_minute, tokens, "tokens"),
-        ):
-            if cap:
-                bucket = Bucket(cap)
-                state = _int(item, prefix + "_s") if _int(item, prefix + "_cap") == cap else None
-                if not bucket.admits(state, units, now_ms):
-                    what = "requests" if prefix == "rpm" else "tokens"
-                    message = f"Rate limit reached: {what} per minute for this tenant."
-                    waits.append((bucket.wait_ms(state, units, now_ms), dim, message))  # type: ignore[arg-type]
-        if waits:
-            wait, dim, message = max(waits)
-            self._refuse(dim, wait, message)
 
     def _settle_tenant(self, admission: Admission, delta: int, dcost: int, refund_request: bool) -> int:
         """The tenant's share of a settlement: its spend, its tokens per minute, and on a rollback its request
@@ -528,7 +378,7 @@ class CountersTable:
                 "rpm",
                 bucket,
                 1,
-                bucket.is_stale(_int(item, "rpm_s"), now_ms) or _int(item, "rpm_cap") != rpm_limit,
+                bucket.is_stale(int_attr(item, "rpm_s"), now_ms) or int_attr(item, "rpm_cap") != rpm_limit,
                 now_ms,
             )
             e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', now_ms // 1000 + _TTL_SECONDS)}")
@@ -536,23 +386,19 @@ class CountersTable:
                 new = self._update(pk, e)
             except ConditionFailed as failed:
                 item = failed.item if failed.item is not None else self._read(pk)
-                state = _int(item, "rpm_s") if _int(item, "rpm_cap") == rpm_limit else None
+                state = int_attr(item, "rpm_s") if int_attr(item, "rpm_cap") == rpm_limit else None
                 if not bucket.admits(state, 1, now_ms):
-                    self._refuse("model_requests", bucket.wait_ms(state, 1, now_ms))
+                    refuse("model_requests", bucket.wait_ms(state, 1, now_ms))
                 continue
             self._remember(pk, new)
             return attempt
-        self._refuse("model_requests", 1000)
+        refuse("model_requests", 1000)
         raise AssertionError("unreachable")
 
     def _reset_dead_slots(self, pk: str, item: dict[str, Any] | None, allowance: Allowance, now_ms: int) -> bool:
-        """Reset an in-flight count that nothing touched for INFLIGHT_LEASE_MS (see there). True if it was reset."""
-        if allowance.max_concurrent is None or item is None:
-            return False
-        touched = _int(item, "inflight_at")
-        if (_int(item, "inflight") or 0) < allowance.max_concurrent or touched is None:
-            return False
-        if touched >= now_ms - INFLIGHT_LEASE_MS:
+        """Reset an in-flight count whose slots outlived INFLIGHT_LEASE_MS (bulwark.limits.admission). True if reset."""
+        touched = dead_slots_touched(item, allowance, now_ms)
+        if touched is None:
             return False
         e = _Expr()
         e.sets.append(f"{e.name('inflight')} = {e.val('zero', 0)}")
@@ -563,52 +409,6 @@ class CountersTable:
         except ConditionFailed:
             pass  # another container reset it or admitted meanwhile: re-judge with the fresh item
         return True
-
-    def _explain_refusal(
-        self,
-        item: dict[str, Any] | None,
-        allowance: Allowance,
-        tokens: int,
-        now_ms: int,
-        day: str,
-        tpm_credit: int = 0,
-        day_credit: int = 0,
-        cost: int = 0,
-        cost_credits: tuple[int, int] = (0, 0),
-    ) -> None:
-        """Raise for the dimension that refused (the longest wait wins); return if every dimension would admit."""
-        if item is None:
-            return
-        if item.get("revoked"):
-            raise RevokedCredentials()
-        waits: list[tuple[int, Dimension]] = []
-        rpm, tpm = Bucket(allowance.requests_per_minute), Bucket(allowance.tokens_per_minute)
-        rs = _int(item, "rpm_s") if _int(item, "rpm_cap") == rpm.capacity else None
-        if not rpm.admits(rs, 1, now_ms):
-            waits.append((rpm.wait_ms(rs, 1, now_ms), "requests"))
-        ts = _int(item, "tpm_s") if _int(item, "tpm_cap") == tpm.capacity else None
-        ts = None if ts is None else ts - tpm.cost(tpm_credit)
-        if not tpm.admits(ts, tokens, now_ms):
-            waits.append((tpm.wait_ms(ts, tokens, now_ms), "tokens"))
-        if item.get("day") == day and (_int(item, "day_used") or 0) - day_credit + tokens > allowance.daily_tokens:
-            waits.append((_day_reset_ms(now_ms), "daily_tokens"))
-        if allowance.max_concurrent is not None and (_int(item, "inflight") or 0) >= allowance.max_concurrent:
-            waits.append((1000, "concurrency"))
-        budgets = (allowance.budget_day, allowance.budget_month)
-        waits.extend((w, "budget") for w in _budget_waits(item, budgets, cost, now_ms, day, cost_credits))
-        if waits:
-            wait, dim = max(waits)
-            # The 429 carries the same rate-limit state headers as a success (the contract), from this very item.
-            self._refuse(dim, wait, states=self._states(item, allowance, now_ms, day))
-
-    @staticmethod
-    def _refuse(
-        dim: Dimension, wait_ms: int, message: str | None = None, states: list[LimitState] | None = None
-    ) -> None:
-        headers = rate_limit_headers(states) if states else None
-        raise RateLimited(
-            message or MESSAGES[dim], code=ERROR_CODES[dim], retry_after=retry_after_seconds(wait_ms), headers=headers
-        )
 
     # ------------------------------------------------------------------ settlement
     def settle(
@@ -641,10 +441,10 @@ class CountersTable:
                 defer_refund=defer_refund,
                 actual_cost=actual_cost,
             )
-        plain = not admission.concurrency and not refund_request
-        if delta == 0 and dcost == 0 and plain:
+        how = settlement(admission, actual_tokens, delta, dcost, refund_request=refund_request, defer=defer_refund)
+        if how == "nothing":
             return 0
-        if defer_refund and delta <= 0 and dcost <= 0 and actual_tokens > 0 and plain:
+        if how == "defer":
             return self._defer(admission, -delta, -dcost)
         e = _Expr()
         conds: list[str] = []
@@ -690,7 +490,7 @@ class CountersTable:
             writes += self._settle_day(admission, delta, dcost)
         elif dcost and item.get("month") == admission.month:
             writes += self._settle_month(admission, dcost)  # the day turned: the month's spend still counts
-        if admission.concurrency and (_int(item, "inflight") or 0) > 0:
+        if admission.concurrency and (int_attr(item, "inflight") or 0) > 0:
             writes += self._settle_part(admission, 0, 0, concurrency=True)
         return writes
 
@@ -741,32 +541,17 @@ class CountersTable:
         return 1
 
     def _defer(self, admission: Admission, refund: int, cost_refund: int = 0) -> int:
-        now_ms = int(time.time() * 1000)
-        flush: _PendingRefund | None = None
-        with self._lock:
-            old = self._pending.get(admission.principal)
-            if old and old.day == admission.day and old.tokens_capacity == admission.tokens_capacity:
-                old.tokens += refund
-                old.cost += cost_refund
-                return 0
-            flush = old
-            self._pending[admission.principal] = _PendingRefund(
-                refund, admission.day, admission.tokens_capacity, now_ms, cost_refund
-            )
+        flush = self._pending.add(admission, refund, cost_refund, int(time.time() * 1000))
         if flush is None:
             return 0
         return self._write_refund(admission.principal, flush)  # limits or day changed: settle the old one now
 
     def flush_pending(self, older_than_ms: int = 2_000, max_writes: int = 2) -> int:
         """Write refunds that waited longer than `older_than_ms` (callers that did not come back). Returns writes."""
-        cutoff = int(time.time() * 1000) - older_than_ms
-        with self._lock:
-            due = [(p, r) for p, r in self._pending.items() if r.since_ms <= cutoff][:max_writes]
-            for principal, _ in due:
-                del self._pending[principal]
+        due = self._pending.take_due(int(time.time() * 1000) - older_than_ms, max_writes)
         return sum(self._write_refund(principal, refund) for principal, refund in due)
 
-    def _write_refund(self, principal: str, refund: _PendingRefund) -> int:
+    def _write_refund(self, principal: str, refund: PendingRefund) -> int:
         try:
             return self.settle(
                 Admission(
@@ -795,7 +580,7 @@ class CountersTable:
 
     @staticmethod
     def blocked_until_ms(item: dict[str, Any] | None) -> int:
-        return _int(item, "blocked_until") or 0
+        return int_attr(item, "blocked_until") or 0
 
     def record_failure(self, ip: str, threshold: int, window_s: int, cooldown_s: int, now_ms: int | None = None) -> int:
         """Count one failed attempt; returns the cool-down end (epoch ms) if the IP is now blocked, else 0."""
@@ -815,14 +600,18 @@ class CountersTable:
         for _ in range(_MAX_ATTEMPTS):
             e = _Expr()
             e.bucket(
-                "f", bucket, 1, bucket.is_stale(_int(item, "f_s"), now_ms) or _int(item, "f_cap") != threshold, now_ms
+                "f",
+                bucket,
+                1,
+                bucket.is_stale(int_attr(item, "f_s"), now_ms) or int_attr(item, "f_cap") != threshold,
+                now_ms,
             )
             e.sets.append(f"{e.name('expires_at')} = {e.val('ttl', now_ms // 1000 + window_s + cooldown_s + 60)}")
             try:
                 new = self._update(pk, e)
             except ConditionFailed as failed:
                 item = failed.item if failed.item is not None else self._read(pk)
-                state = _int(item, "f_s") if _int(item, "f_cap") == threshold else None
+                state = int_attr(item, "f_s") if int_attr(item, "f_cap") == threshold else None
                 if bucket.admits(state, 1, now_ms):
                     continue
                 until = now_ms + cooldown_s * 1000
@@ -832,7 +621,7 @@ class CountersTable:
                 self._remember(pk, self._update(pk, b))
                 return until
             self._remember(pk, new)
-            blocked = _int(new, "blocked_until") or 0
+            blocked = int_attr(new, "blocked_until") or 0
             return blocked if blocked > now_ms else 0
         return 0
 
@@ -857,22 +646,3 @@ class CountersTable:
             if len(self._hints) > 10_000:
                 self._hints.clear()
             self._hints[pk] = item
-
-    def _states(self, item: dict[str, Any], allowance: Allowance, now_ms: int, day: str) -> list[LimitState]:
-        rpm, tpm = Bucket(allowance.requests_per_minute), Bucket(allowance.tokens_per_minute)
-        rs, ts = _int(item, "rpm_s"), _int(item, "tpm_s")
-        used = (_int(item, "day_used") or 0) if item.get("day") == day else 0
-        return [
-            LimitState("rpm", rpm.capacity, rpm.remaining(rs, now_ms), rpm.reset_ms(rs, now_ms), 60),
-            LimitState("tpm", tpm.capacity, tpm.remaining(ts, now_ms), tpm.reset_ms(ts, now_ms), 60),
-            LimitState(
-                "tpd", allowance.daily_tokens, max(0, allowance.daily_tokens - used), _day_reset_ms(now_ms), 86_400
-            ),
-        ]
-
-
-def _int(item: dict[str, Any] | None, attr: str) -> int | None:
-    if item is None:
-        return None
-    v = item.get(attr)
-    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
