@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -21,6 +21,8 @@ from bulwark.policy import ModelConfig, Policy, current_policy
 from bulwark.services.invoker_client import InvokerRequest, InvokerResponse, InvokerUsage
 from bulwark.settings import Settings, settings
 from bulwark.store.idempotency import Idempotency
+from bulwark.streaming.output_filter import filter_completion, filter_json, guard_completion
+from bulwark.streaming.relay import StreamOutcome, relay_chat
 
 
 class InvokerService:
@@ -79,7 +81,7 @@ class InvokerService:
             if req.route == "invoke":
                 body, usage = upstream.invoke(payload, deadline=deadline)
                 hits: list[str] = []
-                body = _filter_json(body, req.output_pii, hits)
+                body = filter_json(body, req.output_pii, hits)
                 out = InvokerResponse(
                     ok=True,
                     body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
@@ -87,12 +89,12 @@ class InvokerService:
                     output_hits=hits,
                 )
             elif req.stream:
-                out = self._stream(upstream.chat_stream(payload, deadline=deadline), req)
+                out = self._stream(upstream.chat_stream(payload, deadline=deadline), req, guardrail)
             else:
                 result = upstream.chat(payload, deadline=deadline)
-                hits = _filter_completion(result.body, req.output_pii)
+                hits = filter_completion(result.body, req.output_pii)
                 if guardrail is not None:
-                    hits.extend(_guard_completion(guardrail, result.body))
+                    hits.extend(guard_completion(guardrail, result.body))
                 out = InvokerResponse(
                     ok=True,
                     body=json.dumps(result.body, separators=(",", ":"), ensure_ascii=False),
@@ -149,127 +151,47 @@ class InvokerService:
                 f"The request was refused by the content policy (rule: bedrock_guardrail:{','.join(reasons)})."
             )
 
-    def _stream(self, chunks: Iterator[dict[str, Any]], req: InvokerRequest) -> InvokerResponse:
-        """Collect the stream, filter the whole text (PII can straddle chunks), and re-emit it as OpenAI SSE."""
-        collected = list(chunks)
-        usage = InvokerUsage(estimated=True)
-        texts: dict[int, list[str]] = {}
-        for chunk in collected:
-            if chunk.get("usage"):
-                u = chunk["usage"]
-                usage = InvokerUsage(
-                    prompt_tokens=int(u.get("prompt_tokens", 0)), completion_tokens=int(u.get("completion_tokens", 0))
-                )
-            for choice in chunk.get("choices") or []:
-                delta = choice.get("delta") or {}
-                if isinstance(delta.get("content"), str):
-                    texts.setdefault(int(choice.get("index", 0)), []).append(delta["content"])
-        hits: list[str] = []
-        filtered: dict[int, str] = {}
-        for idx, parts in texts.items():
-            text, kinds = _filter_text("".join(parts), req.output_pii)
-            filtered[idx] = text
-            hits.extend(kinds)
-        events: list[str] = []
-        emitted: set[int] = set()
-        for chunk in collected:
-            if chunk.get("usage") and not chunk.get("choices"):
-                continue
-            out_choices = []
-            for choice in chunk.get("choices") or []:
-                idx = int(choice.get("index", 0))
-                delta = dict(choice.get("delta") or {})
-                if "content" in delta and isinstance(delta["content"], str):
-                    # The filtered text goes out once, in the first content chunk; later content chunks carry none.
-                    if idx in emitted:
-                        del delta["content"]
-                    else:
-                        delta["content"] = filtered.get(idx, "")
-                        emitted.add(idx)
-                if not delta and choice.get("finish_reason") is None:
-                    continue  # nothing left to say in this chunk
-                out_choices.append({**choice, "delta": delta})
-            if not out_choices:
-                continue
-            c = {k: v for k, v in chunk.items() if k != "usage"}
-            c["choices"] = out_choices
-            if req.include_usage:
-                c["usage"] = None
-            events.append("data: " + json.dumps(c, separators=(",", ":"), ensure_ascii=False) + "\n\n")
-        if req.include_usage and collected:
-            last = collected[-1]
-            events.append(
-                "data: "
-                + json.dumps(
-                    {
-                        "id": last.get("id", ""),
-                        "object": "chat.completion.chunk",
-                        "created": last.get("created", 0),
-                        "model": req.model,
-                        "choices": [],
-                        "usage": {
-                            "prompt_tokens": usage.prompt_tokens,
-                            "completion_tokens": usage.completion_tokens,
-                            "total_tokens": usage.total,
-                        },
-                    },
-                    separators=(",", ":"),
-                )
-                + "\n\n"
-            )
-        events.append("data: [DONE]\n\n")
+    def _stream(self, chunks: Any, req: InvokerRequest, guardrail: Any | None) -> InvokerResponse:
+        """The whole stream, relayed through the output guardrails into one SSE body (the buffered invoke path)."""
+        outcome = StreamOutcome()
+        events = list(self._relay(chunks, req, guardrail, outcome))
+        if outcome.error is not None and len(events) == 1:
+            raise outcome.error  # failed before anything was produced: an ordinary error response
         return InvokerResponse(
-            ok=True, body="".join(events), content_type="text/event-stream", usage=usage, output_hits=hits
+            ok=True,
+            body=b"".join(events).decode("utf-8"),
+            content_type="text/event-stream",
+            usage=InvokerUsage(
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
+                estimated=outcome.estimated,
+            ),
+            output_hits=outcome.hits,
+        )
+
+    def _relay(self, chunks: Any, req: InvokerRequest, guardrail: Any | None, outcome: StreamOutcome) -> Any:
+        return relay_chat(
+            chunks,
+            model=req.model,
+            pii_mode=req.output_pii,
+            include_usage=req.include_usage,
+            prompt_estimate=_prompt_estimate(req.payload),
+            outcome=outcome,
+            guardrail=guardrail,
+            log=self._log,
         )
 
 
-def _filter_json(value: Any, mode: str, hits: list[str]) -> Any:
-    """A legacy model's JSON answer, with every string filtered like chat output (PII and secrets)."""
-    if isinstance(value, str):
-        text, kinds = _filter_text(value, mode)
-        hits.extend(kinds)
-        return text
-    if isinstance(value, list):
-        return [_filter_json(v, mode, hits) for v in value]
-    if isinstance(value, dict):
-        return {k: _filter_json(v, mode, hits) for k, v in value.items()}
-    return value
+def _prompt_estimate(payload: str) -> int:
+    """Prompt tokens when a stream ends before the upstream reports usage (same estimate as the adapters')."""
+    from bulwark.upstreams.base import estimate_tokens, message_text
 
-
-def _guard_completion(guardrail: Any, body: dict[str, Any]) -> list[str]:
-    """Model output the guardrail blocks is withheld, as OpenAI does: empty content, finish_reason content_filter."""
-    hits: list[str] = []
-    for choice in body.get("choices") or []:
-        msg = choice.get("message") or {}
-        if isinstance(msg.get("content"), str) and msg["content"]:
-            blocked, _ = guardrail.check([msg["content"]], source="OUTPUT")
-            if blocked:
-                msg["content"] = ""
-                choice["finish_reason"] = "content_filter"
-                hits.append("bedrock_guardrail")
-    return hits
+    messages = json.loads(payload).get("messages") or []
+    return sum(estimate_tokens(message_text(m)) for m in messages if isinstance(m, dict))
 
 
 def _usage(u: Any) -> InvokerUsage:
     return InvokerUsage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, estimated=u.estimated)
-
-
-def _filter_text(text: str, mode: str) -> tuple[str, tuple[str, ...]]:
-    if mode == "off":
-        return text, ()
-    from bulwark.guardrails.apply import filter_output_text
-
-    return filter_output_text(text, mode)
-
-
-def _filter_completion(body: dict[str, Any], mode: str) -> list[str]:
-    hits: list[str] = []
-    for choice in body.get("choices") or []:
-        msg = choice.get("message") or {}
-        if isinstance(msg.get("content"), str):
-            msg["content"], kinds = _filter_text(msg["content"], mode)
-            hits.extend(kinds)
-    return hits
 
 
 def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> InvokerService:

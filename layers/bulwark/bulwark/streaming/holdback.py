@@ -1,0 +1,81 @@
+"""PII and secret redaction on a stream of text pieces, with a bounded hold-back window.
+
+A value can arrive split over many pieces ("4111 ", "1111 ", ...), so nothing is released until it is at least
+WINDOW characters behind the newest character: any value up to WINDOW characters long is then either complete (and
+found) or still held. A release point never falls inside a finding, so a value is replaced whole. The last CONTEXT
+characters already released are scanned again with the held text (never re-sent), so a label the detectors need
+("aws_secret_access_key = ") still counts when its value arrives later; a finding that starts inside that context
+has its held part replaced. Each piece costs one scan of at most CONTEXT + WINDOW + the piece.
+
+Cost of the window: the client sees text at most WINDOW characters (at ~4 characters a token, 16 tokens) after the
+model wrote it, and everything at once when the model finishes. Values longer than WINDOW (a very long e-mail
+address, a bearer token) are still replaced once seen whole, but their first characters may have gone out.
+"""
+
+from __future__ import annotations
+
+from bulwark.guardrails.pii import find_pii, placeholder
+
+# 64 characters hold a card number with separators (at most 37), an IBAN (at most 42), an AWS access key id (20),
+# an AWS secret access key (40; its label is in the context), a phone number, an SSN and ordinary e-mail addresses.
+WINDOW = 64
+CONTEXT = 64
+
+
+class StreamRedactor:
+    """Feed text pieces of one choice, get what may be released now; `finish()` releases the rest.
+
+    Modes as for whole answers: `redact` replaces findings with typed placeholders (held back by WINDOW);
+    `flag` releases at once and only reports kinds; `off` passes through.
+    """
+
+    def __init__(self, mode: str, *, window: int = WINDOW, context: int = CONTEXT) -> None:
+        self.mode = mode
+        self.kinds: set[str] = set()
+        self._window = window if mode == "redact" else 0
+        self._context_size = context
+        self._context = ""  # released raw text, kept for the detectors' lookbehind
+        self._held = ""
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def feed(self, piece: str) -> str:
+        if self.mode == "off" or not piece:
+            return piece
+        self._held += piece
+        return self._release(final=False)
+
+    def finish(self) -> str:
+        if self.mode == "off":
+            return ""
+        return self._release(final=True)
+
+    def _release(self, *, final: bool) -> str:
+        ctx = len(self._context)
+        buf = self._context + self._held
+        findings = find_pii(buf)
+        self.kinds.update(f.kind for f in findings if f.end > ctx)
+        cut = len(buf) if final else len(buf) - self._window
+        for f in findings:
+            if f.start < cut < f.end:
+                cut = f.start  # never release part of a finding
+        if cut <= ctx:
+            return ""
+        if self.mode == "redact":
+            out: list[str] = []
+            pos = ctx
+            for f in findings:
+                if f.end <= ctx or f.start >= cut:
+                    continue
+                out.append(buf[pos : max(f.start, ctx)])
+                out.append(placeholder(f.kind))
+                pos = f.end
+            out.append(buf[pos:cut])
+            released = "".join(out)
+        else:
+            released = buf[ctx:cut]
+        self._context = buf[max(0, cut - self._context_size) : cut]
+        self._held = buf[cut:]
+        return released
