@@ -124,8 +124,12 @@ def test_only_the_validator_may_invoke_the_invoker(template: dict[str, Any]) -> 
     }
     assert invokers == {"ValidatorRole"}
     (statement,) = (
-        s for r, s in all_role_statements(template) if r == "ValidatorRole" and s["Action"] == "lambda:InvokeFunction"
+        s
+        for r, s in all_role_statements(template)
+        if r == "ValidatorRole" and "lambda:InvokeFunction" in _as_list(s["Action"])
     )
+    # Invoke, and InvokeWithResponseStream for streamed answers; of the invoker alone.
+    assert sorted(_as_list(statement["Action"])) == ["lambda:InvokeFunction", "lambda:InvokeWithResponseStream"]
     assert statement["Resource"] == {"Fn::GetAtt": ["InvokerFunction", "Arn"]}
 
 

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 from bulwark_dev.local._http import ConnectionPool, FastHandler, QuietServer, Response
 from bulwark_dev.local._proc import preexec_for_child, stop_process
+from bulwark_dev.local.stream_transport import STREAM_PREFIX, STREAM_SUFFIX, serve_stream_invocation
 
 INVOKE_PREFIX = "/2015-03-31/functions/"
 STATS_PATH = "/__bulwark/stats"
@@ -184,6 +185,15 @@ class _Worker:
             return json.dumps(error).encode(), True
         return body, False
 
+    def call_raw(self, event: Any, request_id: str) -> Any:
+        """The handler's own return value (a streaming handler's iterator included), for stream_transport."""
+        if self.import_error is not None:
+            raise RuntimeError(self.import_error["errorMessage"])
+        context = LambdaContext(
+            request_id=request_id, function_name=self.name, memory_mb=self.memory, timeout_s=self.timeout
+        )
+        return self._timed_handler(event, context)
+
     def _timed_handler(self, event: Any, context: Any) -> Any:
         assert self.handler is not None
         started = time.thread_time()
@@ -237,6 +247,9 @@ def _make_handler(worker: _Worker, names: tuple[str, ...]) -> type[FastHandler]:
 
         def do_POST(self) -> None:  # noqa: N802 - http.server dispatches on this name
             path = urllib.parse.urlsplit(self.path).path
+            if path.startswith(STREAM_PREFIX) and path.endswith(STREAM_SUFFIX):
+                self._stream(urllib.parse.unquote(path[len(STREAM_PREFIX) : -len(STREAM_SUFFIX)]))
+                return
             if not (path.startswith(INVOKE_PREFIX) and path.endswith("/invocations")):
                 _aws_error(self, 404, "UnknownOperationException", "Unknown operation")
                 return
@@ -271,6 +284,34 @@ def _make_handler(worker: _Worker, names: tuple[str, ...]) -> type[FastHandler]:
             if failed:
                 headers.append(("X-Amz-Function-Error", "Unhandled"))
             self.send_bytes(200, headers, body)
+
+        def _stream(self, target: str) -> None:
+            """InvokeWithResponseStream (stream_transport): pieces go out as the handler yields them."""
+            if not any(target == name or target.endswith(f"function:{worker.name}") for name in names):
+                self.read_body(MAX_PAYLOAD * 2)
+                _aws_error(self, 404, "ResourceNotFoundException", f"Function not found: {target}")
+                return
+            try:
+                event = json.loads(self.read_body(MAX_PAYLOAD) or b"{}")
+            except ValueError:
+                _aws_error(self, 400, "InvalidRequestContentException", "Could not parse request body into json")
+                return
+            request_id = str(uuid.uuid4())
+            started = time.perf_counter()
+
+            def failed(exc: BaseException) -> None:
+                worker.platform_log("ERROR", "handler raised", requestId=request_id, errorType=type(exc).__name__)
+
+            serve_stream_invocation(
+                self,
+                lambda: worker.call_raw(event, request_id),
+                request_id=request_id,
+                timeout=worker.timeout,
+                on_error=failed,
+            )
+            worker.platform_log(
+                "INFO", "REPORT", requestId=request_id, durationMs=round((time.perf_counter() - started) * 1000, 3)
+            )
 
     return InvokeHandler
 

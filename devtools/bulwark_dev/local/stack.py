@@ -25,6 +25,7 @@ from bulwark_dev.local._proc import free_port
 from bulwark_dev.local.dynamodb_local import DUMMY_CREDENTIALS, LOCAL_REGION, DynamoDBLocal, create_tables
 from bulwark_dev.local.gateway import ApiGatewayEmulator
 from bulwark_dev.local.lambda_worker import INVOKE_PREFIX, InvokeResult, WorkerProcess
+from bulwark_dev.local.stream_transport import EventStreamResponse, open_event_stream
 from bulwark_dev.local.template_model import ApiSpec, TemplateModel, load_template
 
 STATE_FILE = "local.json"
@@ -217,6 +218,10 @@ class FunctionFleet:
     def invoke(self, logical_id: str, payload: bytes, timeout: float) -> InvokeResult:
         return self.workers[logical_id].invoke(payload, timeout)
 
+    def invoke_stream(self, logical_id: str, payload: bytes, idle_timeout: float) -> EventStreamResponse:
+        worker = self.workers[logical_id]
+        return open_event_stream(worker.port, worker.name, payload, idle_timeout=idle_timeout)
+
     def worker_for(self, name_or_arn: str) -> WorkerProcess | None:
         function = self.template.function_by_name(name_or_arn)
         return self.workers.get(function.logical_id) if function else None
@@ -370,6 +375,16 @@ class LocalStack:
             raise ConnectionRefusedError("the Lambda workers are stopped")
         return self.fleet.invoke(logical_id, payload, timeout)
 
+    def _invoke_stream(self, logical_id: str, payload: bytes, idle_timeout: float) -> EventStreamResponse:
+        if self.fleet is None:
+            raise ConnectionRefusedError("the Lambda workers are stopped")
+        return self.fleet.invoke_stream(logical_id, payload, idle_timeout)
+
+    @property
+    def demo_server(self) -> Any:
+        """The demo model server (its stream pace and length can be set: token_delay, repeat)."""
+        return self._demo
+
     def worker_stats(self) -> dict[str, dict[str, Any]]:
         """Per function: pid, peak_rss_kb (VmHWM), rss_kb, invocations, init_duration_ms."""
         if self.fleet is None:
@@ -413,6 +428,7 @@ class LocalStack:
                 function_timeouts={k: float(f.timeout) for k, f in template.functions.items()},
                 port=self.port,
                 access_log=self.logs.access,
+                invoke_stream=self._invoke_stream,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:

@@ -23,6 +23,8 @@ class InvokerRequest(BaseModel):
     route: Literal["chat", "invoke"]
     payload: str  # the validator's canonical JSON of the validated request, never the raw body
     stream: bool = False
+    # "stream": answered over InvokeWithResponseStream as hop records (bulwark.streaming.hop), as the model writes.
+    transport: Literal["buffered", "stream"] = "buffered"
     include_usage: bool = False
     output_pii: Literal["off", "flag", "redact"] = "redact"
     deadline_epoch_ms: int
@@ -86,9 +88,25 @@ class InvokerResponse(BaseModel):
 
 
 class InvokerClient:
-    def __init__(self, lambda_client: Any, function_name: str) -> None:
+    def __init__(self, lambda_client: Any, function_name: str, stream_client: Any | None = None) -> None:
         self._lambda = lambda_client
         self._function = function_name
+        self._stream_client = stream_client
+
+    @property
+    def streams(self) -> bool:
+        return self._stream_client is not None
+
+    def invoke_stream(self, request: InvokerRequest) -> Any:
+        """The invoker's response stream (an iterable of bytes with close()); UpstreamError if it cannot start."""
+        if self._stream_client is None:
+            raise UpstreamError()
+        try:
+            return self._stream_client.invoke_with_response_stream(
+                self._function, request.model_dump_json().encode("utf-8")
+            )
+        except AwsError as exc:
+            raise UpstreamError() from exc
 
     def invoke(self, request: InvokerRequest) -> InvokerResponse:
         try:

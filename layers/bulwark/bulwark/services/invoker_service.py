@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -21,6 +21,7 @@ from bulwark.policy import ModelConfig, Policy, current_policy
 from bulwark.services.invoker_client import InvokerRequest, InvokerResponse, InvokerUsage
 from bulwark.settings import Settings, settings
 from bulwark.store.idempotency import Idempotency
+from bulwark.streaming.hop import end_record, sse_record
 from bulwark.streaming.output_filter import filter_completion, filter_json, guard_completion
 from bulwark.streaming.relay import StreamOutcome, relay_chat
 
@@ -43,13 +44,16 @@ class InvokerService:
         self._metrics = metrics
         self._idempotency = idempotency
 
-    def handle(self, raw_event: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, raw_event: dict[str, Any]) -> dict[str, Any] | Iterator[bytes]:
+        """A dict for Invoke; for a streamed chat request (transport "stream"), the hop records as they are made."""
         try:
             req = InvokerRequest.model_validate(raw_event)
         except ValidationError:
             # Only the validator may invoke this function; anything else is a bug or an intrusion.
             self._log.error("malformed invoker request refused")
             return InvokerResponse.from_error(InvalidRequest()).model_dump()
+        if req.transport == "stream" and req.stream and req.route == "chat":
+            return self._stream_records(req)  # never replayed: a stream is not stored for Idempotency-Key
         if req.idempotency_key and self._idempotency is not None:
             try:
                 result = self._idempotency.run(
@@ -66,18 +70,73 @@ class InvokerService:
             return result
         return self._call(req).model_dump()
 
+    def _prepare(self, req: InvokerRequest) -> tuple[Any, float, dict[str, Any], Any | None]:
+        """Upstream, deadline, payload and Bedrock guardrail of one call (the input check done)."""
+        model_cfg = self._policy().models.get(req.model)
+        if model_cfg is None:
+            raise PermissionDenied()
+        upstream = self._upstream_for(req.model, model_cfg)
+        deadline = time.monotonic() + max(0.5, req.deadline_epoch_ms / 1000 - time.time())
+        payload = json.loads(req.payload)
+        guardrail = self._bedrock_guardrail(req.role)
+        if guardrail is not None:
+            self._check_input(guardrail, payload)
+        return upstream, deadline, payload, guardrail
+
+    def _stream_records(self, req: InvokerRequest) -> Iterator[bytes]:
+        """Open the upstream stream, relay it chunk by chunk as hop records, end with the usage to settle. A failure
+        before the first chunk is an `end` record with the error (the validator answers it as a normal error)."""
+        started = time.perf_counter()
+        outcome = StreamOutcome()
+        try:
+            upstream, deadline, payload, guardrail = self._prepare(req)
+            chunks = upstream.chat_stream(payload, deadline=deadline)
+        except BulwarkError as exc:
+            out = InvokerResponse.from_error(exc)
+        except Exception:
+            self._log.exception("upstream adapter failed")
+            out = InvokerResponse.from_error(UpstreamError())
+        else:
+            try:
+                for event in self._relay(chunks, req, guardrail, outcome):
+                    yield sse_record(event)
+            finally:
+                # Runs on GeneratorExit too (the validator went away): the relay has closed the upstream call and
+                # counted what was generated; this line is the invoker's record of it.
+                self._log_call(req, outcome_response(outcome), started, outcome)
+            yield end_record(outcome_response(outcome, upstream_ms=_ms(started)).model_dump_json())
+            return
+        if out.error is not None:
+            self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
+            self._log.warning("upstream call failed", extra={"model": req.model, "code": out.error.code})
+        out.upstream_ms = _ms(started)
+        yield end_record(out.model_dump_json())
+
+    def _log_call(self, req: InvokerRequest, out: InvokerResponse, started: float, outcome: StreamOutcome) -> None:
+        upstream_ms = _ms(started)
+        self._metrics.add_metric(name="UpstreamLatency", unit=MetricUnit.Milliseconds, value=upstream_ms)
+        if outcome.error is not None:
+            self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
+        self._log.info(
+            "upstream stream",
+            extra={
+                "model": req.model,
+                "route": req.route,
+                "ok": outcome.error is None,
+                "code": outcome.error.code if outcome.error else "",
+                "completed": outcome.completed,
+                "client_disconnected": outcome.disconnected,
+                "upstream_ms": upstream_ms,
+                "prompt_tokens": out.usage.prompt_tokens,
+                "completion_tokens": out.usage.completion_tokens,
+                "usage_estimated": out.usage.estimated,
+            },
+        )
+
     def _call(self, req: InvokerRequest) -> InvokerResponse:
         started = time.perf_counter()
-        model_cfg = self._policy().models.get(req.model)
         try:
-            if model_cfg is None:
-                raise PermissionDenied()
-            upstream = self._upstream_for(req.model, model_cfg)
-            deadline = time.monotonic() + max(0.5, req.deadline_epoch_ms / 1000 - time.time())
-            payload = json.loads(req.payload)
-            guardrail = self._bedrock_guardrail(req.role)
-            if guardrail is not None:
-                self._check_input(guardrail, payload)
+            upstream, deadline, payload, guardrail = self._prepare(req)
             if req.route == "invoke":
                 body, usage = upstream.invoke(payload, deadline=deadline)
                 hits: list[str] = []
@@ -157,17 +216,9 @@ class InvokerService:
         events = list(self._relay(chunks, req, guardrail, outcome))
         if outcome.error is not None and len(events) == 1:
             raise outcome.error  # failed before anything was produced: an ordinary error response
-        return InvokerResponse(
-            ok=True,
-            body=b"".join(events).decode("utf-8"),
-            content_type="text/event-stream",
-            usage=InvokerUsage(
-                prompt_tokens=outcome.prompt_tokens,
-                completion_tokens=outcome.completion_tokens,
-                estimated=outcome.estimated,
-            ),
-            output_hits=outcome.hits,
-        )
+        out = outcome_response(outcome)
+        out.body = b"".join(events).decode("utf-8")
+        return out
 
     def _relay(self, chunks: Any, req: InvokerRequest, guardrail: Any | None, outcome: StreamOutcome) -> Any:
         return relay_chat(
@@ -180,6 +231,25 @@ class InvokerService:
             guardrail=guardrail,
             log=self._log,
         )
+
+
+def outcome_response(outcome: StreamOutcome, *, upstream_ms: float = 0.0) -> InvokerResponse:
+    """A relayed stream's result for settlement. ok: whatever ended the stream, what was generated is counted."""
+    return InvokerResponse(
+        ok=True,
+        content_type="text/event-stream",
+        usage=InvokerUsage(
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            estimated=outcome.estimated,
+        ),
+        output_hits=outcome.hits,
+        upstream_ms=upstream_ms,
+    )
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
 
 
 def _prompt_estimate(payload: str) -> int:

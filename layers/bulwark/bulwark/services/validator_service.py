@@ -45,6 +45,8 @@ from bulwark.policy import Policy, PolicyError, RoleConfig, current_policy
 from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse
 from bulwark.settings import Settings, settings
 from bulwark.store.counters_table import Admission, Allowance, CountersTable
+from bulwark.streaming.forward import Forward
+from bulwark.streaming.http import StreamingResponse
 from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, validate_chat_request
 from bulwark.validation.invoke_schema import validate_invoke_body
 from bulwark.validation.jsonparse import parse_json_body
@@ -52,6 +54,8 @@ from bulwark.validation.sanitize import sanitize_chat
 
 # API Gateway's integration limit is 29 s; leave room for the settlement write and the response.
 DEADLINE_SECONDS = 27.0
+# A streamed response may last 15 minutes through API Gateway; the model call ends before, with room to settle.
+STREAM_DEADLINE_SECONDS = 14 * 60.0
 
 
 @dataclass
@@ -75,6 +79,8 @@ class Audit:
     store_writes: int = 0
     latency_ms: float = 0.0
     upstream_ms: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+    streamed: bool = False
 
 
 _REFUSALS: dict[str, Callable[[int], BulwarkError]] = {
@@ -137,7 +143,7 @@ class ValidatorService:
         self._metrics = metrics
         self._clock = clock
 
-    def handle(self, raw_event: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, raw_event: dict[str, Any]) -> dict[str, Any] | StreamingResponse:
         started = time.perf_counter()
         try:
             event = ProxyEvent.model_validate(raw_event)
@@ -156,14 +162,16 @@ class ValidatorService:
             exc2 = InternalError()
             audit.status, audit.code = exc2.status, exc2.code
             result = error_response(exc2, request_id=audit.request_id, headers=headers)
+        self._metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+        if audit.streamed:
+            return result  # its audit record is written when the stream ends
         audit.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         self._flush_refunds()
-        emit_audit(self._log, audit.__dict__)
-        self._metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+        emit_audit(self._log, {k: v for k, v in audit.__dict__.items() if k not in ("started", "streamed")})
         return result
 
     # ------------------------------------------------------------------ routing
-    def _handle(self, event: ProxyEvent, audit: Audit, headers: dict[str, str]) -> dict[str, Any]:
+    def _handle(self, event: ProxyEvent, audit: Audit, headers: dict[str, str]) -> dict[str, Any] | StreamingResponse:
         caller = CallerContext.model_validate(event.requestContext.authorizer or {})
         if not caller.principal:
             raise InternalError()  # the integration must never run without the authorizer: fail closed
@@ -218,7 +226,7 @@ class ValidatorService:
         return doc
 
     # ------------------------------------------------------------------ chat completions
-    def _chat(self, call: _Call) -> dict[str, Any]:
+    def _chat(self, call: _Call) -> dict[str, Any] | StreamingResponse:
         event, policy, role, audit = call.event, call.policy, call.role, call.audit
         doc = self._parse(event, policy, audit)
         req = validate_chat_request(doc, role.request)
@@ -234,7 +242,8 @@ class ValidatorService:
             count(self._metrics, "GuardrailHits", kind=kind)
         req = outcome.request
         max_out = req.max_completion_tokens or req.max_tokens or role.request.max_tokens
-        tokens = estimate_prompt_tokens(req) + max_out * (req.n or 1)
+        prompt_tokens = estimate_prompt_tokens(req)
+        tokens = prompt_tokens + max_out * (req.n or 1)
         payload = canonical_json(req).decode("utf-8")
         stream = bool(req.stream)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -246,10 +255,11 @@ class ValidatorService:
             tokens=tokens,
             stream=stream,
             include_usage=include_usage,
+            prompt_tokens=prompt_tokens,
         )
 
     # ------------------------------------------------------------------ generic invoke
-    def _invoke(self, call: _Call) -> dict[str, Any]:
+    def _invoke(self, call: _Call) -> dict[str, Any] | StreamingResponse:
         event, policy, role, audit = call.event, call.policy, call.role, call.audit
         model = (event.pathParameters or {}).get("model", "")
         audit.model = model
@@ -282,7 +292,8 @@ class ValidatorService:
         tokens: int,
         stream: bool,
         include_usage: bool,
-    ) -> dict[str, Any]:
+        prompt_tokens: int = 0,
+    ) -> dict[str, Any] | StreamingResponse:
         event, policy, role, caller, audit, headers = (
             call.event,
             call.policy,
@@ -313,6 +324,8 @@ class ValidatorService:
         if admission is not None:
             audit.store_writes += admission.writes
             headers.update(rate_limit_headers(admission.states))
+        if stream and self._invoker.streams:
+            return self._stream_call(call, admission, model, payload, include_usage, prompt_tokens)
         result: InvokerResponse | None = None
         try:
             result = self._invoker.invoke(
@@ -354,6 +367,86 @@ class ValidatorService:
         return response(
             200, result.body, request_id=audit.request_id, headers=headers, content_type=result.content_type
         )
+
+    def _stream_call(
+        self,
+        call: _Call,
+        admission: Admission | None,
+        model: str,
+        payload: str,
+        include_usage: bool,
+        prompt_tokens: int,
+    ) -> dict[str, Any] | StreamingResponse:
+        """The invoker's stream, forwarded as it comes. Settled once, however it ends (bulwark.streaming.forward)."""
+        caller, audit, role = call.caller, call.audit, call.role
+        request = InvokerRequest(
+            request_id=audit.request_id,
+            principal=caller.principal,
+            role=caller.role,
+            model=model,
+            route="chat",
+            payload=payload,
+            stream=True,
+            transport="stream",
+            include_usage=include_usage,
+            output_pii=role.guardrails.pii_output,
+            deadline_epoch_ms=int((self._clock() + STREAM_DEADLINE_SECONDS) * 1000),
+        )
+        try:
+            forward = Forward(self._invoker.invoke_stream(request), prompt_tokens)
+            failed = forward.first()
+        except BulwarkError:
+            self._settle(admission, 0, audit)
+            self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
+            raise
+        if failed is not None:  # the invoker answered before any chunk: an ordinary response
+            self._settle(admission, failed.usage.total if failed.ok else 0, audit)
+            self._record_result(failed, audit, role)
+            failed.raise_for_error()
+            return response(200, "data: [DONE]\n\n", request_id=audit.request_id, content_type="text/event-stream")
+
+        def on_end(result: InvokerResponse, how: str) -> None:
+            self._settle(admission, result.usage.total, audit)
+            self._record_result(result, audit, role)
+            audit.verdicts["stream"] = how
+            self._metrics.add_metric(name="TokensUsed", unit=MetricUnit.Count, value=result.usage.total)
+            self._end_stream(audit)
+
+        audit.status = 200
+        audit.streamed = True
+        headers = {
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "x-request-id": audit.request_id,
+            **call.headers,
+        }
+        return StreamingResponse(200, headers, forward.body(on_end))
+
+    def _settle(self, admission: Admission | None, used: int, audit: Audit) -> None:
+        if admission is None:
+            return
+        try:
+            audit.store_writes += self._counters.settle(admission, used, defer_refund=True)
+        except StoreUnavailable:
+            self._log.warning("settlement failed; the reservation stands until the window passes")
+
+    @staticmethod
+    def _record_result(result: InvokerResponse, audit: Audit, role: RoleConfig) -> None:
+        audit.upstream_ms = result.upstream_ms
+        audit.prompt_tokens, audit.completion_tokens = result.usage.prompt_tokens, result.usage.completion_tokens
+        audit.usage_estimated = result.usage.estimated
+        for hit in result.output_hits:
+            audit.verdicts[f"output:{hit}"] = role.guardrails.pii_output
+
+    def _end_stream(self, audit: Audit) -> None:
+        """A stream's audit record, when it ends (its latency is the whole stream's)."""
+        audit.latency_ms = round((time.perf_counter() - audit.started) * 1000, 3)
+        self._flush_refunds()
+        emit_audit(self._log, {k: v for k, v in audit.__dict__.items() if k not in ("started", "streamed")})
+        try:
+            self._metrics.flush_metrics()  # the handler's own flush ran when the stream began
+        except Exception:
+            self._log.warning("metrics flush failed after a stream")
 
     def _flush_refunds(self) -> None:
         """Refunds deferred for callers that did not come back to this container go out within seconds."""
@@ -408,7 +501,11 @@ def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> Vali
     return ValidatorService(
         policy=current_policy,
         counters=CountersTable(aws.dynamodb(), cfg.counters_table),
-        invoker=InvokerClient(aws.lambda_client(), cfg.invoker_function or ""),
+        invoker=InvokerClient(
+            aws.lambda_client(),
+            cfg.invoker_function or "",
+            aws.lambda_stream_client() if cfg.stream_responses else None,
+        ),
         logger=logger,
         metrics=metrics,
         pii_memo=PiiMemo(cfg.pii_memo_chars),
