@@ -12,7 +12,7 @@ from bulwark.observability.tracing import make_tracer
 from bulwark.services import authorizer_service
 
 logger = make_logger()
-metrics = make_metrics()
+metrics = make_metrics(logger)  # every EMF document carries the request ids the logger holds
 tracer = make_tracer()
 service = authorizer_service.build(logger, metrics)  # clients and caches live as long as the container
 settle_after_init()  # init is done: set what it made aside from the cycle collector

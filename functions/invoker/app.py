@@ -15,7 +15,7 @@ from bulwark.observability.tracing import make_tracer
 from bulwark.services import invoker_service
 
 logger = make_logger()
-metrics = make_metrics()
+metrics = make_metrics(logger)  # every EMF document carries the request ids the logger holds
 tracer = make_tracer()  # upstream attempts and AWS calls record their own subsegments (bulwark.observability.tracing)
 service = invoker_service.build(logger, metrics)  # upstream clients, secrets and circuit breakers per container
 settle_after_init()  # init is done: set what it made aside from the cycle collector

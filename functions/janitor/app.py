@@ -11,7 +11,7 @@ from bulwark.observability.tracing import make_tracer
 from bulwark.services import janitor_service
 
 logger = make_logger()
-metrics = make_metrics()
+metrics = make_metrics(logger)  # every EMF document carries the request ids the logger holds
 tracer = make_tracer()
 service = janitor_service.build(logger, metrics)
 settle_after_init()  # init is done: set what it made aside from the cycle collector

@@ -18,7 +18,7 @@ from bulwark.settings import settings
 from bulwark.streaming.http import integration_stream
 
 logger = make_logger()
-metrics = make_metrics()
+metrics = make_metrics(logger)  # every EMF document carries the request ids the logger holds
 tracer = make_tracer()
 service = validator_service.build(logger, metrics)  # clients and caches live as long as the container
 # The API's integration streams (template: ResponseTransferMode): every answer goes out in the streaming format.

@@ -267,7 +267,7 @@ def test_dimensioned_metric_emits_service_and_breakdown(
 ) -> None:
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Bulwark")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "bulwark-authorizer")
-    metrics = make_metrics()
+    metrics = make_metrics(make_logger(stream=io.StringIO()))
     count(metrics, "AuthFailures", reason="wrong_secret")
     count(metrics, "AuthFailures", reason="bwk_0123456789ab_secretsecretsecret")  # never a free-form value
     blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]

@@ -16,10 +16,12 @@ CHUNKS: list[dict[str, Any]] = [
     {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "line\nbreak"}}]},
     {"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 1}},
 ]
+# The stream the invoker writes: one event per chunk, then the [DONE] sentinel.
+STREAM = b"".join(sse.encode_event(chunk) for chunk in CHUNKS) + sse.DONE_EVENT
 
 
 def test_encoding_is_one_data_line_per_event_and_ends_with_done() -> None:
-    raw = b"".join(sse.encode_stream(CHUNKS))
+    raw = STREAM
     assert raw.endswith(b"data: [DONE]\n\n")
     events = raw.split(b"\n\n")[:-1]
     assert len(events) == 4 and all(e.startswith(b"data: ") and b"\n" not in e for e in events)
@@ -28,7 +30,7 @@ def test_encoding_is_one_data_line_per_event_and_ends_with_done() -> None:
 
 @given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=60))
 def test_decoding_is_independent_of_how_bytes_are_split(sizes: list[int]) -> None:
-    raw = b"".join(sse.encode_stream(CHUNKS))
+    raw = STREAM
     parts, i = [], 0
     for size in sizes:
         parts.append(raw[i : i + size])

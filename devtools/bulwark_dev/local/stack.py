@@ -176,7 +176,6 @@ class FunctionFleet:
                 "AWS_CONFIG_FILE": os.devnull,
                 "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
                 "AWS_ENDPOINT_URL_LAMBDA": self._lambda_endpoint_for(logical_id),
-                "BULWARK_LOCAL": "1",
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "PYTHONUNBUFFERED": "1",  # log lines reach the terminal as they are written
                 "PYTHONDONTWRITEBYTECODE": "1",
@@ -363,7 +362,6 @@ class LocalStack:
                 "AWS_DEFAULT_REGION": LOCAL_REGION,
                 **DUMMY_CREDENTIALS,
                 "BULWARK_HMAC_SECRET_FILE": str(self.hmac_key_file),
-                "BULWARK_LOCAL": "1",
             }
         )
         if self.policy_file:

@@ -19,8 +19,6 @@ class Settings(BaseModel):
     invoker_function: str | None = Field(default=None, description="BULWARK_INVOKER_FUNCTION")
     idempotency_table: str | None = Field(default=None, description="BULWARK_IDEMPOTENCY_TABLE")
     demo_model_url: str | None = Field(default=None, description="BULWARK_DEMO_MODEL_URL (local demo upstream)")
-    stage: str = "v1api"
-    local: bool = False
     region: str = "us-east-1"
     pii_memo_chars: int = Field(default=PII_MEMO_CHARS, ge=0, description="BULWARK_PII_MEMO_CHARS (0: off)")
     # The validator's integration streams (API Gateway responseTransferMode STREAM): `stream: true` is forwarded as
@@ -38,8 +36,6 @@ class Settings(BaseModel):
             invoker_function=e.get("BULWARK_INVOKER_FUNCTION") or None,
             idempotency_table=e.get("BULWARK_IDEMPOTENCY_TABLE") or None,
             demo_model_url=e.get("BULWARK_DEMO_MODEL_URL") or None,
-            stage=e.get("BULWARK_STAGE", "v1api"),
-            local=e.get("BULWARK_LOCAL", "") == "1",
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
             pii_memo_chars=e.get("BULWARK_PII_MEMO_CHARS") or PII_MEMO_CHARS,
             stream_responses=e.get("BULWARK_STREAM_RESPONSES", "") == "1",

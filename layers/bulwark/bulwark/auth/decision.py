@@ -101,7 +101,6 @@ class Decision:
     allow_arns: list[str]
     context: dict[str, str]
     reason: str = "allowed"
-    events: list[str] = field(default_factory=list)  # metric names to emit (canary_key_used, ...)
 
     def to_response(self) -> dict[str, Any]:
         return {
@@ -195,8 +194,6 @@ class Authorizer:
             return refused
         decision = Decision(caller.principal, self._allowed_arns(arn, role, policy), self._context(caller))
         decision.context.update(_risk_context(risk))
-        if risk.action != "allow":
-            decision.events.append(f"risk_{risk.action}")
         return decision
 
     def _assess_risk(self, caller: Caller, role: RoleConfig, ip: str, now: float) -> tuple[RiskDecision, str | None]:
@@ -410,10 +407,6 @@ class Authorizer:
                 self._blocked_ips[ip] = until_ms / 1000
             return True
         return False
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._cache.clear()
 
 
 def _caller_from_record(record: KeyRecord) -> Caller:

@@ -34,11 +34,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt import PyJWK
+from jwt.exceptions import PyJWTError
 
 from bulwark.errors import AuthenticationError, ServiceUnavailable
 from bulwark.policy import IssuerConfig
@@ -63,6 +65,7 @@ _JWK_CURVES: dict[str, tuple[type[ec.EllipticCurve], int]] = {
     "P-521": (ec.SECP521R1, 66),
 }
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_PUBLIC_MEMBERS = ("kty", "n", "e", "crv", "x", "y")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -159,11 +162,13 @@ def urllib_fetch(url: str, timeout: float, *, max_bytes: int = DEFAULT_MAX_BYTES
 
 @dataclass(frozen=True)
 class Jwk:
-    """One usable verification key from a JWKS."""
+    """One usable verification key from a JWKS, with PyJWT's key bound to each algorithm it may verify."""
 
     kid: str | None
     alg: str | None
     key: PublicKey
+    # PyJWT binds a PyJWK to one algorithm and verifies with that one only (never the token's say-so): one per alg.
+    by_alg: Mapping[str, PyJWK] = field(default_factory=dict)
 
 
 def _b64_member(jwk: dict[str, Any], name: str) -> bytes:
@@ -209,7 +214,14 @@ def parse_jwk(jwk: Any) -> Jwk | None:
             return None  # oct (symmetric), OKP and anything unknown
     except ValueError:
         return None
-    return Jwk(kid=kid, alg=alg, key=key)
+    found = Jwk(kid=kid, alg=alg, key=key)
+    # Only the public members reach PyJWT (private ones were refused above), without the padding tolerated here.
+    public = {m: jwk[m].rstrip("=") if m in ("n", "e", "x", "y") else jwk[m] for m in _PUBLIC_MEMBERS if m in jwk}
+    try:
+        by_alg = {a: PyJWK(public, algorithm=a) for a in sorted(SUPPORTED_ALGORITHMS) if key_matches(found, a)}
+    except PyJWTError:  # InvalidKeyError, PyJWKError: a key PyJWT cannot build is not used
+        return None
+    return replace(found, by_alg=by_alg)
 
 
 def parse_jwks(body: bytes) -> tuple[Jwk, ...]:
@@ -267,6 +279,13 @@ class JwksCache:
 
         Raises TokenRejectedError (401) when no such key exists, and ServiceUnavailable (503 `jwks_unavailable`)
         when the issuer's keys cannot be had at all."""
+        return self._lookup(issuer, kid, alg).key
+
+    def jwk_for(self, issuer: IssuerConfig, kid: str | None, alg: str) -> PyJWK:
+        """As `key_for`, as PyJWT's key bound to `alg` (what `jwt.decode` verifies with)."""
+        return self._lookup(issuer, kid, alg).by_alg[alg]
+
+    def _lookup(self, issuer: IssuerConfig, kid: str | None, alg: str) -> Jwk:
         if alg not in SUPPORTED_ALGORITHMS or alg not in issuer.algorithms:
             raise TokenRejectedError("alg_not_allowed")
         state = self._state(issuer)
@@ -329,7 +348,7 @@ class JwksCache:
         return True
 
 
-def _select(keys: tuple[Jwk, ...], kid: str | None, alg: str) -> PublicKey | None:
+def _select(keys: tuple[Jwk, ...], kid: str | None, alg: str) -> Jwk | None:
     """The key for `kid`, None if the kid is unknown. Raises TokenRejectedError when the kid is known but unusable for
     `alg` (key confusion) or when the token names no kid and the set does not have exactly one key."""
     if kid is None:
@@ -344,4 +363,4 @@ def _select(keys: tuple[Jwk, ...], kid: str | None, alg: str) -> PublicKey | Non
     if len(usable) != 1:
         # None: the key type, curve or JWK alg does not fit the token's alg. Several: an ambiguous JWKS.
         raise TokenRejectedError("key_alg_mismatch" if not usable else "ambiguous_kid")
-    return usable[0].key
+    return usable[0]

@@ -8,8 +8,10 @@ Order of checks, each failure a `TokenRejectedError` (401 `invalid_credentials`,
    no `b64`/`zip`/`enc`/`cty`; `typ`, if present, JWT or at+jwt; `kid`, if present, a plain identifier;
 4. payload: a JSON object without duplicate keys; `iss` matched exactly (no prefix, suffix or case folding) against
    the configured issuers, which selects the only keys and rules used from then on; `alg` in that issuer's list;
-5. signature, with that issuer's key for `kid` (key type must fit `alg`: no RSA/EC/HMAC confusion);
-6. claims: `exp` and `sub` always required, plus the issuer's `required_claims`; numeric dates are numbers (not
+5. signature, by PyJWT (`jwt.decode` with the issuer's `PyJWK` for `kid`, bound to `alg`, and the algorithms pinned
+   to the issuer's list; the key type must fit `alg`: no RSA/EC/HMAC confusion);
+6. claims, by Bulwark (PyJWT's date checks run `int()`, so a date given as the string "1700000000" or as `true`
+   would pass): `exp` and `sub` always required, plus the issuer's `required_claims`; numeric dates are numbers (not
    strings or booleans); `exp`, `nbf` and `iat` checked with the issuer's leeway; the audience claim (`aud`, or
    `audience_claim`) is a string or a list containing at least one configured audience.
 
@@ -28,21 +30,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+import jwt
+from jwt import PyJWK
 
-from bulwark.auth.jwks import (
-    EC_CURVES,
-    RSA_ALGORITHMS,
-    SUPPORTED_ALGORITHMS,
-    JwksCache,
-    PublicKey,
-    TokenRejectedError,
-    b64url_decode,
-    loads_strict,
-)
+from bulwark.auth.jwks import SUPPORTED_ALGORITHMS, JwksCache, TokenRejectedError, b64url_decode, loads_strict
 from bulwark.policy import IssuerConfig
 
 __all__ = ["JwtVerifier", "TokenRejectedError", "VerifiedToken"]
@@ -53,10 +44,18 @@ _KID = re.compile(r"[A-Za-z0-9._~+/=:-]{1,256}")
 _UNTRUSTED_KEY_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c"})
 _UNSUPPORTED_HEADERS = frozenset({"b64", "zip", "enc", "cty"})
 _TYPES = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
-_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
-    "256": hashes.SHA256,
-    "384": hashes.SHA384,
-    "512": hashes.SHA512,
+# PyJWT checks the signature and the algorithm pin only; the claims are checked after it by `_claims` (stricter types).
+_SIGNATURE_ONLY: Any = {
+    "verify_signature": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+    "verify_sub": False,
+    "verify_jti": False,
+    "require": [],
+    "enforce_minimum_key_length": True,
 }
 
 
@@ -97,33 +96,19 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def verify_signature(alg: str, key: PublicKey, signing_input: bytes, signature: bytes) -> bool:
-    """RS*/PS* with an RSA key, ES* with an EC key on the matching curve; anything else is False."""
-    digest = _HASHES[alg[2:]]()
+def verify_signature(token: str, key: PyJWK, algorithms: Sequence[str]) -> None:
+    """PyJWT verifies `token` with `key` (bound to one algorithm) within the issuer's `algorithms`.
+
+    Raises TokenRejectedError on any PyJWT refusal (fail closed); the reasons name the two a pre-checked token can meet.
+    """
     try:
-        if alg in RSA_ALGORITHMS:
-            if not isinstance(key, rsa.RSAPublicKey) or len(signature) != (key.key_size + 7) // 8:
-                return False
-            pad: padding.AsymmetricPadding
-            if alg.startswith("PS"):
-                # RFC 7518 §3.5: salt as long as the hash output.
-                pad = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
-            else:
-                pad = padding.PKCS1v15()
-            key.verify(signature, signing_input, pad, digest)
-            return True
-        curve = EC_CURVES.get(alg)
-        if curve is None or not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, curve):
-            return False
-        size = (key.curve.key_size + 7) // 8
-        if len(signature) != 2 * size:  # JWS ECDSA signatures are raw r||s, fixed length (RFC 7518 §3.4)
-            return False
-        r = int.from_bytes(signature[:size], "big")
-        s = int.from_bytes(signature[size:], "big")
-        key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(digest))
-        return True
-    except InvalidSignature:
-        return False
+        jwt.decode(token, key=key, algorithms=list(algorithms), options=_SIGNATURE_ONLY)
+    except jwt.InvalidSignatureError:
+        raise TokenRejectedError("bad_signature") from None
+    except jwt.InvalidAlgorithmError:
+        raise TokenRejectedError("alg_not_allowed") from None
+    except jwt.PyJWTError:
+        raise TokenRejectedError("rejected_by_pyjwt") from None
 
 
 class JwtVerifier:
@@ -191,11 +176,10 @@ class JwtVerifier:
         if alg not in cfg.algorithms:
             raise TokenRejectedError("alg_not_allowed")
 
-        # 5. Signature with this issuer's key only.
-        signature = _b64(signature_b64, "bad_base64_signature")
-        key = self._jwks.key_for(cfg, kid if isinstance(kid, str) else None, alg)
-        if not verify_signature(alg, key, f"{header_b64}.{payload_b64}".encode("ascii"), signature):
-            raise TokenRejectedError("bad_signature")
+        # 5. Signature with this issuer's key only, by PyJWT, with the algorithms pinned to this issuer's.
+        _b64(signature_b64, "bad_base64_signature")  # strict and canonical: PyJWT's decoder is lenient
+        key = self._jwks.jwk_for(cfg, kid if isinstance(kid, str) else None, alg)
+        verify_signature(token, key, cfg.algorithms)
 
         # 6. Claims.
         return self._claims(cfg, claims)

@@ -493,12 +493,6 @@ class CountersTable:
     def blocked_until_ms(item: dict[str, Any] | None) -> int:
         return _int(item, "blocked_until") or 0
 
-    def failure_state(self, ip: str) -> dict[str, Any] | None:
-        with store_call():
-            resp = self._ddb.get_item(TableName=self._table, Key={"pk": {"S": "fail#" + ip}}, ConsistentRead=True)
-        raw = resp.get("Item")
-        return from_item(raw) if raw else None
-
     def record_failure(self, ip: str, threshold: int, window_s: int, cooldown_s: int, now_ms: int | None = None) -> int:
         """Count one failed attempt; returns the cool-down end (epoch ms) if the IP is now blocked, else 0."""
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)

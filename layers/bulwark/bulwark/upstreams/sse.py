@@ -21,12 +21,6 @@ def encode_event(data: Any) -> bytes:
     return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
-def encode_stream(chunks: Iterable[dict[str, Any]]) -> Iterator[bytes]:
-    for item in chunks:
-        yield encode_event(item)
-    yield DONE_EVENT
-
-
 class SSEDecoder:
     """Feed bytes, get the `data` payload of each complete event (strings; `[DONE]` included as is)."""
 
