@@ -1,18 +1,22 @@
 """PII and secret redaction on a stream of text pieces, with a bounded hold-back window.
 
-A value can arrive split over many pieces ("4111 ", "1111 ", ...), so nothing is released until it is at least
-WINDOW characters behind the newest character: any value up to WINDOW characters long is then either complete (and
-found) or still held. A release point never falls inside a finding, so a value is replaced whole. The last CONTEXT
-characters already released are scanned again with the held text (never re-sent), so a label the detectors need
-("aws_secret_access_key = ") still counts when its value arrives later; a finding that starts inside that context
-has its held part replaced. Each piece costs one scan of at most CONTEXT + WINDOW + the piece.
+A value can arrive split over many pieces ("4111 ", "1111 ", ...). What is held back is the tail that could still
+be the start of one: the last word (no value the detectors find has a space in it) together with the groups of
+capitals, digits and brackets before it that a card, IBAN or phone number writes with spaces or dashes ("4111 1111",
+"GB82 WEST 1234", "+1 (555) 123"), and never more than WINDOW characters. Everything before it is released, so
+prose flows with a delay of one word. A release point never falls inside a finding, so a value is replaced whole.
+The last CONTEXT characters already released are scanned again with the held text (never re-sent), so a label the
+detectors need ("aws_secret_access_key = ") still counts when its value arrives later; a finding that starts inside
+that context has its held part replaced. Each piece costs one scan of at most CONTEXT + WINDOW + the piece.
 
-Cost of the window: the client sees text at most WINDOW characters (at ~4 characters a token, 16 tokens) after the
-model wrote it, and everything at once when the model finishes. Values longer than WINDOW (a very long e-mail
-address, a bearer token) are still replaced once seen whole, but their first characters may have gone out.
+The bound: text reaches the client at most WINDOW characters (about 16 tokens) after the model wrote it, and what
+is held goes out when the model finishes. A value longer than WINDOW (a very long e-mail address, a bearer token) is
+still replaced once seen whole, but its first characters may have gone out.
 """
 
 from __future__ import annotations
+
+import re
 
 from bulwark.guardrails.pii import find_pii, placeholder
 
@@ -20,6 +24,10 @@ from bulwark.guardrails.pii import find_pii, placeholder
 # an AWS secret access key (40; its label is in the context), a phone number, an SSN and ordinary e-mail addresses.
 WINDOW = 64
 CONTEXT = 64
+# The tail that may still be growing into a value: space- or dash-separated groups of capitals, digits and brackets
+# (card, IBAN and phone groups), then the last word. Searched from WINDOW characters before the end: the leftmost
+# match is the longest such tail.
+_TAIL = re.compile(r"(?:[0-9A-Z()+]{1,8}[ .\-]{1,2})*\S*\Z")
 
 
 class StreamRedactor:
@@ -57,7 +65,13 @@ class StreamRedactor:
         buf = self._context + self._held
         findings = find_pii(buf)
         self.kinds.update(f.kind for f in findings if f.end > ctx)
-        cut = len(buf) if final else len(buf) - self._window
+        if final:
+            cut = len(buf)
+        elif self._window:
+            tail = _TAIL.search(buf, max(ctx, len(buf) - self._window))
+            cut = tail.start() if tail else len(buf) - self._window
+        else:
+            cut = len(buf)
         for f in findings:
             if f.start < cut < f.end:
                 cut = f.start  # never release part of a finding
