@@ -59,7 +59,8 @@ from typing import Any
 
 import yaml
 
-from bulwark.guardrails.injection import detect_injection, model_loaded
+from bulwark.guardrails.injection import detect_injection
+from bulwark.guardrails.model import model_loaded
 
 
 @dataclass

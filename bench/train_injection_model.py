@@ -5,7 +5,7 @@ plus the data packages of bench/guardrail_eval.py. Run: `python bench/train_inje
 
 - Examples: every text of the "tune" half (guardrail_eval.is_held_out false) of every set; attacks are 1, benign and
   harmful-without-injection texts are 0. Held-out texts are never read here.
-- Features: exactly injection.model_features on the normalized (and, for long texts, sampled) text: word unigrams
+- Features: exactly model.model_features on the normalized (and, for long texts, sampled) text: word unigrams
   and bigrams and in-word character 3-5-grams hashed (CRC-32) into 2^18 buckets with value 1/sqrt(n), plus one
   column per rule that matched (value 1) when USE_RULE_FEATURES (off: see there).
 - Model: L2 logistic regression; each set weighs in proportion to sqrt(its size), classes balanced. C is picked by
@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from guardrail_eval import is_held_out, load_sets
 
-from bulwark.guardrails import injection
+from bulwark.guardrails import injection, model, normalization, rules
 
 BUCKETS = 1 << 18
-RULE_NAMES = [name for name, _w, _p in injection._RULES]
+RULE_NAMES = [name for name, _w, _p in rules._RULES]
 TARGET_FPR = 0.01
 # Rule hits as model inputs raised held-out TPR (96.8%) but the model then leaned on them: benign prompts that merely
 # mention "system prompt", "pretend" or "developer mode" (rare in the benign sets) were flagged (hard-negative FPR
@@ -54,9 +54,9 @@ def featurize(texts: list[str]) -> sparse.csr_matrix:
     rule_col = {name: BUCKETS + i for i, name in enumerate(RULE_NAMES)}
     for r, text in enumerate(texts):
         scanned = injection.scanned_text(text)
-        hits = injection.rule_hits(scanned)
-        tf, rf = injection.model_features(injection._basic(scanned), sorted(hits))
-        idx = Counter(injection.feature_index(f, BUCKETS) for f in tf)
+        hits = rules.rule_hits(scanned)
+        tf, rf = model.model_features(normalization._basic(scanned), sorted(hits))
+        idx = Counter(model.feature_index(f, BUCKETS) for f in tf)
         v = 1.0 / math.sqrt(max(1, len(tf)))
         for c, k in idx.items():
             rows.append(r)
@@ -80,7 +80,7 @@ def threshold_at_fpr(p: np.ndarray, y: np.ndarray, fpr: float) -> tuple[float, f
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dry-run", action="store_true", help="cross-validate and report, do not write the model")
-    ap.add_argument("--out", default=str(injection.MODEL_PATH))
+    ap.add_argument("--out", default=str(model.MODEL_PATH))
     args = ap.parse_args()
     t0 = time.time()
     texts: list[str] = []
@@ -125,7 +125,7 @@ def main() -> None:
         "format": "bulwark-injection-linear-v1",
         "note": "trained by bench/train_injection_model.py on the tune halves of the sets in bench/guardrail_eval.py",
         "buckets": BUCKETS,
-        "char_ngrams": list(injection._CHAR_NS),
+        "char_ngrams": list(model._CHAR_NS),
         "C": best_c,
         "scale": scale,
         "bias": float(clf.intercept_[0]),

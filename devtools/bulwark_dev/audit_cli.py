@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from bulwark.observability.audit import VerifyResult, audit_of, audit_records, verify
+from bulwark.observability.audit import Issue, VerifyResult, audit_of, audit_records, verify
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -157,22 +157,109 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
         source = ", ".join(args.log_groups)
         # Retention and time windows cut chains at the front: only what is present is checked.
         result = verify(records, require_genesis=False)
+        endings: dict[str, dict[str, Any]] = {}
     else:
         files = _log_files(args.path)
-        records = _filter_since(audit_records(_read_lines(files)), since)
+        entries = list(_entries(_read_lines(files)))
+        records = _filter_since((r for e in entries if (r := audit_of(e)) is not None), since)
         source = ", ".join(str(f) for f in files)
         result = verify(records, require_genesis=since is None)
-    _print_verify(args, result, source, out)
+        endings = {}
+        if since is None:  # a time window cuts invocations and records alike: the stream check needs whole streams
+            issues, endings = check_streams(entries)
+            result.issues.extend(issues)
+    _print_verify(args, result, source, out, endings)
     return EXIT_OK if result.ok and result.records else EXIT_FAILED
 
 
-def _print_verify(args: argparse.Namespace, result: VerifyResult, source: str, out: TextIO) -> None:
+def _entries(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    for raw in lines:
+        line = raw.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut short (an environment killed mid-write) is not a record
+        if isinstance(entry, dict):
+            yield entry
+
+
+def check_streams(entries: Iterable[dict[str, Any]]) -> tuple[list[Issue], dict[str, dict[str, Any]]]:
+    """What the chain alone cannot tell: whether records are missing after a chain's last one.
+
+    Each execution environment keeps its own chain and writes to its own log stream, where the runtime's REPORT line
+    closes every invocation. For a writer that audits every invocation (records marked ``every_invocation``), an
+    invocation in the chain's stream with no record is a deleted (or lost) record, wherever it falls; a chain whose
+    stream has no later invocation simply ended with its environment. A timed-out invocation (REPORT ``Status:
+    timeout``) may end before its record: the environment is discarded with it, so that is an ending, not a loss.
+    Returns the issues and, per chain, its log stream, invocations and how it ended.
+    """
+    streams: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        stream = entry.get("log_stream")
+        if not isinstance(stream, str) or not stream:
+            continue
+        info = streams.setdefault(stream, {"invocations": [], "audited": {}, "chain": None, "every": False})
+        if entry.get("platform") == "REPORT" and isinstance(entry.get("requestId"), str):
+            info["invocations"].append((entry["requestId"], entry.get("status") == "timeout"))
+            continue
+        record = audit_of(entry)
+        if record is None:
+            continue
+        info["chain"] = record.get("chain")
+        info["every"] = info["every"] or record.get("every_invocation") is True
+        invocation = entry.get("function_request_id")
+        if isinstance(invocation, str):
+            info["audited"][invocation] = record.get("seq")
+    issues: list[Issue] = []
+    endings: dict[str, dict[str, Any]] = {}
+    for stream, info in streams.items():
+        chain = info["chain"]
+        if chain is None:
+            continue
+        invocations: list[tuple[str, bool]] = info["invocations"]
+        audited: dict[str, Any] = info["audited"]
+        missing = [rid for rid, timed_out in invocations if not timed_out and rid not in audited]
+        timed_out = sum(1 for _, flag in invocations if flag)
+        ending = "timed out (environment discarded)" if invocations and invocations[-1][1] else "with its environment"
+        endings[str(chain)] = {"log_stream": stream, "invocations": len(invocations), "ended": ending}
+        if not info["every"]:
+            continue  # a writer that audits only some invocations (the authorizer's refusals): nothing to expect
+        last_seq = max((seq for seq in audited.values() if isinstance(seq, int)), default=0)
+        for rid in missing:
+            issues.append(
+                Issue(
+                    str(chain),
+                    None,
+                    "deleted",
+                    f"invocation {rid} ran in this chain's environment ({stream}) and has no audit record "
+                    f"(the chain's last record is {last_seq})",
+                )
+            )
+        if timed_out:
+            endings[str(chain)]["timed_out"] = timed_out
+    return issues, endings
+
+
+def _print_verify(
+    args: argparse.Namespace,
+    result: VerifyResult,
+    source: str,
+    out: TextIO,
+    endings: dict[str, dict[str, Any]] | None = None,
+) -> None:
+    endings = endings or {}
     if getattr(args, "json", False):
-        out.write(json.dumps({"source": source, **result.as_dict()}, indent=2, sort_keys=True) + "\n")
+        data = {"source": source, **result.as_dict(), "streams": endings}
+        out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
         return
     lines = [f"{result.records} audit records in {len(result.chains)} chains ({source})"]
     for c in result.chains.values():
         lines.append(f"  {c.chain:<60} {c.records:>6} records  seq {c.first_seq}..{c.last_seq}")
+        if c.chain in endings:
+            end = endings[c.chain]
+            lines.append(f"    log stream {end['log_stream']}: {end['invocations']} invocations, ended {end['ended']}")
     if not result.records:
         lines.append("FAILED: no audit records found.")
     elif result.ok:

@@ -443,6 +443,9 @@ def _add_optional_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     except ImportError:
         return
     register(sub, common)
+    from bulwark_dev.invoke_cli import register as register_invoke
+
+    register_invoke(sub, common)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

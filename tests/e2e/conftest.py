@@ -9,11 +9,14 @@ stack), ``log_lines`` (every worker and gateway line seen so far, prefixed ``[fu
 from __future__ import annotations
 
 import io
+import json
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +43,52 @@ class LineCapture(io.StringIO):
         return len(text)
 
 
+class InvokeEcho(ThreadingHTTPServer):
+    """A legacy JSON model on loopback for POST /v1/models/{model}/invoke: answers {"output": <the body it got>} and
+    keeps the last body, so a test sees exactly what the invoker sent upstream."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _InvokeEchoHandler)
+        self.bodies: list[Any] = []
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/invoke"
+
+
+class _InvokeEchoHandler(BaseHTTPRequestHandler):
+    server: InvokeEcho
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        self.server.bodies.append(body)
+        out = json.dumps({"output": body, "usage": {"prompt_tokens": 3, "completion_tokens": 3}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+# A model that does not speak chat, behind the generic invoke route (tests/e2e/test_invoke_guardrails_e2e.py).
+INVOKE_MODEL = "legacy-echo"
+INVOKE_SCHEMA = {
+    "type": "object",
+    "required": ["inputs"],
+    "additionalProperties": False,
+    "properties": {
+        "inputs": {"type": "string", "maxLength": 20000},
+        "context": {"type": "array", "maxItems": 8, "items": {"type": "object", "properties": {
+            "title": {"type": "string"}, "text": {"type": "string"}}}},
+        "parameters": {"type": "object", "properties": {"max_new_tokens": {"type": "integer"}}},
+    },
+}  # fmt: skip
+
+
 @dataclass
 class LocalStackFixture:
     stack: LocalStack
@@ -49,6 +98,7 @@ class LocalStackFixture:
     demo_model_url: str
     env: dict[str, str]
     capture: LineCapture
+    invoke_echo: InvokeEcho | None = field(default=None)
 
     @property
     def openai_base_url(self) -> str:
@@ -66,7 +116,7 @@ class LocalStackFixture:
 E2E_FAILED_AUTH_THRESHOLD = 200
 
 
-def _e2e_policy(state_dir: Path, issuer: Issuer) -> Path:
+def _e2e_policy(state_dir: Path, issuer: Issuer, invoke_url: str) -> Path:
     """The shipped policy, except that the failed-attempt threshold per source IP is higher: every e2e test calls
     from 127.0.0.1, and the tests that send wrong keys on purpose must not lock the others out. The brute-force test
     uses its own loopback address and this threshold."""
@@ -77,6 +127,11 @@ def _e2e_policy(state_dir: Path, issuer: Issuer) -> Path:
     data = yaml.safe_load(default_policy_path().read_text(encoding="utf-8"))
     data.setdefault("network", {}).setdefault("failed_auth", {})["threshold"] = E2E_FAILED_AUTH_THRESHOLD
     data["issuers"] = [issuer.policy_entry()]  # OAuth 2.0 / JWT callers too (tests/e2e/oidc.py)
+    data["models"][INVOKE_MODEL] = {
+        "description": "Legacy JSON echo for the invoke route.",
+        "upstream": {"kind": "http", "url": invoke_url, "chat": False, "max_retries": 0},
+        "input_schema": INVOKE_SCHEMA,
+    }
     path = state_dir / "policy.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
@@ -93,11 +148,12 @@ def oidc_issuer() -> Iterator[Issuer]:
 def local_stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: Issuer) -> Iterator[LocalStackFixture]:
     capture = LineCapture()
     state_dir = tmp_path_factory.mktemp("bulwark-state")
+    invoke_echo = InvokeEcho()
     stack = LocalStack(
         project_root=ROOT,
         port=0,
         state_dir=state_dir,
-        policy_file=_e2e_policy(state_dir, oidc_issuer),
+        policy_file=_e2e_policy(state_dir, oidc_issuer, invoke_echo.url),
         progress=sys.stderr,
         log_stream=capture,
     )
@@ -111,6 +167,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: Issuer) -
             demo_model_url=stack.demo_model_url,
             env=stack.cli_environment(),
             capture=capture,
+            invoke_echo=invoke_echo,
         )
     finally:
         stack.stop()
+        invoke_echo.shutdown()
+        invoke_echo.server_close()

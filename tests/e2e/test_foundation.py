@@ -63,7 +63,7 @@ def test_raw_http_has_the_contract_headers(local_stack: Any, key: str) -> None:
 def test_x_api_key_header_is_accepted(local_stack: Any, key: str) -> None:
     r = requests.get(f"{local_stack.base_url}/v1/models", headers={"x-api-key": key}, timeout=10)
     assert r.status_code == 200
-    assert [m["id"] for m in r.json()["data"]] == ["demo-echo"]
+    assert [m["id"] for m in r.json()["data"]] == ["demo-echo", "legacy-echo"]  # legacy-echo: tests/e2e/conftest.py
 
 
 @pytest.mark.parametrize("auth", [None, "Bearer bwk_nope", "Bearer not-a-key", "Basic dXNlcjpwYXNz", "Bearer "])

@@ -8,8 +8,9 @@ from re import _parser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulwark.guardrails import injection
-from bulwark.guardrails.injection import _LEADS, _RULES, _lead, _lead_starts, views
+from bulwark.guardrails import rules
+from bulwark.guardrails.normalization import views
+from bulwark.guardrails.rules import _LEADS, _RULES, _lead, _lead_starts
 
 MAX_LEAD = 16  # the table's leads stop after this many characters (a shorter prefix is still exact, only less picky)
 
@@ -74,14 +75,14 @@ def test_the_lead_table_is_what_the_patterns_say() -> None:
 
 
 def _starts(view: str, leads: str) -> list[int] | None:
-    words = set(injection._WORDS.findall(view))
+    words = set(rules._WORDS.findall(view))
     return _lead_starts(view, words, " " + " ".join(words), tuple(_lead(t) for t in leads.split("|")))
 
 
 # Texts made of the rules' own vocabulary, so that rules match often and nearly match more often.
 _VOCAB = sorted(
     {t for leads in _LEADS.values() for t in leads.split("|")}
-    | {w for words in injection._ANCHORS.values() for w in words}
+    | {w for words in rules._ANCHORS.values() for w in words}
     | {"you", "me", "the", "all", "previous", "instructions", "now", "mode", "to", "with", '"sure', "x", "ignorieren"}
 )
 _GLUE = st.sampled_from([" ", "  ", "\n", ". ", ", ", "-", "_", "'", '"', "é", "2", "[", "<", ":", ""])

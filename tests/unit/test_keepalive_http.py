@@ -265,3 +265,82 @@ def test_a_silent_server_times_out_within_the_read_timeout(serve: Callable[[Scri
     with pytest.raises(TimeoutError):
         server.pool().send("GET", "/", {}, None, 0.2)
     assert time.monotonic() - started < 1.5
+
+
+class TrickleServer:
+    """Answers every request one byte at a time, `gap` seconds apart: never silent long enough for a per-read
+    timeout to fire, so only a whole-call deadline ends the call."""
+
+    def __init__(self, answer: bytes, gap: float = 0.05) -> None:
+        self.answer, self.gap = answer, gap
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                head += chunk
+            try:
+                for byte in self.answer:
+                    conn.sendall(bytes([byte]))
+                    time.sleep(self.gap)
+            except OSError:
+                return  # the client gave up, as it should
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 400 + b"\r\n\r\n", id="trickled-headers"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 400\r\n\r\n" + b"a" * 400, id="trickled-body"),
+        pytest.param(b"HTTP/1.1 200 OK\r\n\r\n" + b"a" * 400, id="trickled-body-until-close"),
+    ],
+)
+def test_a_trickling_server_does_not_extend_the_deadline(answer: bytes) -> None:
+    """Given a server that sends a byte every 50 ms (400 bytes: 20 s), when the call's budget is 0.5 s, then the call
+    ends with DeadlineExceeded within the budget (plus one socket wait), not when the answer completes."""
+    server = TrickleServer(answer)
+    try:
+        started = time.monotonic()
+        with pytest.raises(keepalive.DeadlineExceeded):
+            KeepAlivePool("127.0.0.1", server.port).send("GET", "/", {}, None, 0.5)
+        assert time.monotonic() - started < 0.8
+    finally:
+        server.close()
+
+
+def test_a_hanging_resolver_is_cut_by_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """getaddrinfo has no timeout of its own; a resolver that hangs (a dead DNS server) costs the call its budget,
+    not the resolver's retries. The resolver is the one part replaced: no DNS server can be made to hang here."""
+    real = socket.getaddrinfo
+    release = threading.Event()
+
+    def hanging(host: str, *args: object, **kwargs: object) -> object:
+        if host == "upstream.example.test":
+            release.wait(10)
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    started = time.monotonic()
+    try:
+        with pytest.raises(keepalive.DeadlineExceeded, match="resolving"):
+            KeepAlivePool("upstream.example.test", 443, connect_timeout=5.0).send("GET", "/", {}, None, 0.3)
+        assert time.monotonic() - started < 0.6
+    finally:
+        release.set()

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from bulwark.streaming.http import split_metadata
 from bulwark_dev.local._http import BodyTooLarge, FastHandler, QuietServer, serve_in_thread
 from bulwark_dev.local.lambda_worker import InvokeResult
-from bulwark_dev.local.stream_transport import send_stream
+from bulwark_dev.local.stream_transport import StreamThrottled, send_stream
 from bulwark_dev.local.template_model import LOCAL_ACCOUNT, LOCAL_REGION, ApiSpec, AuthorizerSpec, RouteSpec
 
 MAX_PAYLOAD: Final = 10 * 1024 * 1024  # API Gateway's request payload quota
@@ -412,8 +412,8 @@ class ApiGatewayEmulator:
         except (TimeoutError, OSError) as exc:
             request.log["authorizerError"] = type(exc).__name__
             return self.error(request, "AUTHORIZER_FAILURE")
-        if result.status != 200:
-            request.log["authorizerError"] = f"invoke status {result.status}"
+        if result.status != 200:  # e.g. 429: Lambda throttled the authorizer; API Gateway fails closed
+            request.log["authorizerError"] = result.error_type or f"invoke status {result.status}"
             return self.error(request, "AUTHORIZER_FAILURE")
         if result.function_error:
             try:
@@ -458,6 +458,11 @@ class ApiGatewayEmulator:
             return self.error(request, "DEFAULT_5XX")
         finally:
             request.log["integrationLatencyMs"] = round((time.perf_counter() - started) * 1000, 3)
+        if result.status == 429:
+            # Lambda throttled the function (its reserved concurrency is in use): API Gateway does not pass the 429
+            # on; it answers its INTEGRATION_FAILURE response, 500 unless the API maps it.
+            request.log["integrationError"] = result.error_type or "throttled"
+            return self.error(request, "INTEGRATION_FAILURE", status=500)
         if result.status != 200 or result.function_error:
             request.log["integrationError"] = "function error"
             return self.error(request, "DEFAULT_5XX")
@@ -489,6 +494,9 @@ class ApiGatewayEmulator:
         except TimeoutError:
             request.log["integrationError"] = "timeout"
             return self.error(request, "INTEGRATION_TIMEOUT")
+        except StreamThrottled:
+            request.log["integrationError"] = "throttled"  # as for a buffered integration (see _integrate)
+            return self.error(request, "INTEGRATION_FAILURE", status=500)
         except (OSError, ValueError, StopIteration, RuntimeError) as exc:
             request.log["integrationError"] = type(exc).__name__
             return self.error(request, "DEFAULT_5XX")
@@ -513,8 +521,9 @@ class ApiGatewayEmulator:
         return GatewayResult(int(meta.get("statusCode", 200)), headers, b"", stream=body())
 
     # ------------------------------------------------------------------------------------------------------- errors
-    def error(self, request: _Request, response_type: str) -> GatewayResult:
-        status, error_type, code, message = _DEFAULTS.get(response_type, _DEFAULTS["DEFAULT_5XX"])
+    def error(self, request: _Request, response_type: str, status: int | None = None) -> GatewayResult:
+        default_status, error_type, code, message = _DEFAULTS.get(response_type, _DEFAULTS["DEFAULT_5XX"])
+        status = status or default_status
         responses = self.api.gateway_responses
         fallback = "DEFAULT_4XX" if status < 500 else "DEFAULT_5XX"
         spec = responses.get(response_type) or responses.get(fallback)

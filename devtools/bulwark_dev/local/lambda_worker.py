@@ -1,10 +1,14 @@
-"""One Lambda function in its own process, speaking the Lambda Invoke wire API.
+"""One Lambda execution environment in its own process, speaking the Lambda Invoke wire API.
 
-Run as ``python -m bulwark_dev.local.lambda_worker --name ... --code-dir ... --handler app.lambda_handler``. The worker
-imports the handler once (the cold start), then serves ``POST /2015-03-31/functions/{name}/invocations`` on 127.0.0.1
-with keep-alive, answering exactly as the Lambda service does (``X-Amz-Function-Error: Unhandled`` and the runtime's
-error JSON for a raising handler), so boto3 in another function sees what it would see on AWS. ``GET /__bulwark/stats``
-reports the process's peak RSS for the benchmarks.
+Run as ``python -m bulwark_dev.local.lambda_worker --name ... --code-dir ... --handler app.lambda_handler``. The
+environment imports the handler once (its init, the cold start), then serves
+``POST /2015-03-31/functions/{name}/invocations`` on 127.0.0.1, one invocation at a time as Lambda does (a second
+concurrent invoke is refused: concurrency means more environments, see :mod:`bulwark_dev.local.environments`). It
+answers as the Lambda service does (``X-Amz-Function-Error: Unhandled`` and the runtime's error JSON for a raising
+handler) and writes the runtime's platform lines (``INIT_START``, ``START``, ``END``, ``REPORT`` with
+``Init Duration`` on the first invocation) into its log stream (stdout) in Lambda's text format. After a timeout the
+environment exits, as Lambda discards an environment whose invocation timed out. ``GET /__bulwark/stats`` reports the
+process's peak RSS for the benchmarks.
 
 :class:`WorkerProcess` is the parent's side: spawn, wait ready, invoke over a pooled connection, stop by PID.
 """
@@ -17,6 +21,7 @@ import datetime as dt
 import decimal
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -73,6 +78,15 @@ def _decimal_default(value: object) -> object:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def _handler_frames(exc: BaseException) -> list[str]:
+    """The traceback as the Lambda runtime reports it: the handler's frames, not this emulator's own."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = (__file__, f"concurrent{os.sep}futures")
+    return traceback.format_list(
+        [frame for frame in frames if not frame.filename.endswith(own[0]) and own[1] not in frame.filename]
+    )
+
+
 def _load_handler(code_dir: Path, handler: str, module_name: str) -> Callable[[Any, Any], Any]:
     module_path, _, attribute = handler.rpartition(".")
     if not module_path:
@@ -105,10 +119,13 @@ class _Worker:
         self.init_duration_ms = 0.0
         self.invocations = 0
         self.handler_cpu_s = 0.0  # CPU of the handler calls alone (what Lambda bills), not of this HTTP plumbing
-        self._count_lock = threading.Lock()
-        self._print_lock = threading.Lock()
-        # Handlers run on a pool so a timeout can be answered while the handler thread is still busy.
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.concurrency, thread_name_prefix="invoke")
+        # One invocation at a time: Lambda never runs two in one environment, and the handlers' module state
+        # (Powertools logger keys and metric set, caches) relies on it.
+        self.busy = threading.Lock()
+        self.timed_out = False
+        # The handler runs on its own thread so a timeout can be answered while it is still busy.
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="invoke")
+        self.platform_line(f"INIT_START Runtime Version: python:{sys.version_info[0]}.{sys.version_info[1]}.local")
         started = time.perf_counter()
         try:
             module_name = f"bulwark_local_fn_{args.logical_id}"
@@ -120,53 +137,65 @@ class _Worker:
                 "requestId": "",
                 "stackTrace": traceback.format_exception(exc),
             }
-            self.platform_log("ERROR", "init failed", error=self.import_error["errorMessage"])
+            self.platform_line(f"[ERROR] Runtime.ImportModuleError: {self.import_error['errorMessage']}")
         self.init_duration_ms = (time.perf_counter() - started) * 1000
 
-    def platform_log(self, level: str, message: str, **fields: Any) -> None:
-        # The runtime's own lines go to stderr as JSON, marked as platform lines so the stack can keep them quiet.
-        line = json.dumps(
-            {"level": level, "type": "platform", "message": message, "function_name": self.name, **fields}
-        )
-        with self._print_lock:
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
+    @staticmethod
+    def platform_line(text: str) -> None:
+        # The runtime's own lines share the log stream (stdout) with the handler's, in Lambda's text format.
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
     def invoke(self, event: Any, request_id: str) -> tuple[bytes, bool]:
         """Run the handler on the parsed event; return (response body, is_function_error)."""
-        if self.import_error is not None:
-            return json.dumps(self.import_error).encode(), True
-        context = LambdaContext(
-            request_id=request_id, function_name=self.name, memory_mb=self.memory, timeout_s=self.timeout
-        )
-        assert self.handler is not None
+        self.platform_line(f"START RequestId: {request_id} Version: $LATEST")
         started = time.perf_counter()
-        future = self.pool.submit(self._timed_handler, event, context)
-        try:
-            result = future.result(timeout=self.timeout)
-            body, failed = self._marshal(result, request_id)
-        except concurrent.futures.TimeoutError:
-            stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-            message = f"{stamp} {request_id} Task timed out after {self.timeout:.2f} seconds"
-            body, failed = json.dumps({"errorMessage": message, "errorType": "Sandbox.Timedout"}).encode(), True
-        except Exception as exc:
-            error = {
-                "errorMessage": str(exc),
-                "errorType": type(exc).__name__,
-                "requestId": request_id,
-                "stackTrace": traceback.format_list(traceback.extract_tb(exc.__traceback__)),
-            }
-            self.platform_log("ERROR", "handler raised", requestId=request_id, errorType=error["errorType"])
-            body, failed = json.dumps(error).encode(), True
+        status = ""
+        if self.import_error is not None:
+            body, failed = json.dumps(self.import_error).encode(), True
+        else:
+            context = LambdaContext(
+                request_id=request_id, function_name=self.name, memory_mb=self.memory, timeout_s=self.timeout
+            )
+            future = self.pool.submit(self._timed_handler, event, context)
+            try:
+                result = future.result(timeout=self.timeout)
+                body, failed = self._marshal(result, request_id)
+            except concurrent.futures.TimeoutError:
+                stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+                message = f"{stamp} {request_id} Task timed out after {self.timeout:.2f} seconds"
+                self.platform_line(message)
+                body, failed = json.dumps({"errorMessage": message, "errorType": "Sandbox.Timedout"}).encode(), True
+                self.timed_out = True
+                status = "\tStatus: timeout"
+            except Exception as exc:
+                error = {
+                    "errorMessage": str(exc),
+                    "errorType": type(exc).__name__,
+                    "requestId": request_id,
+                    "stackTrace": _handler_frames(exc),
+                }
+                # What the Python runtime prints for an unhandled exception, in the invocation's log stream.
+                self.platform_line(
+                    json.dumps(
+                        {
+                            "errorMessage": error["errorMessage"],
+                            "errorType": error["errorType"],
+                            "requestId": request_id,
+                            "stackTrace": error["stackTrace"],
+                        }
+                    )
+                )
+                body, failed = json.dumps(error).encode(), True
         duration = (time.perf_counter() - started) * 1000
-        with self._count_lock:
-            self.invocations += 1
-            first = self.invocations == 1
-        report: dict[str, Any] = {"requestId": request_id, "durationMs": round(duration, 3)}
-        report["maxMemoryUsedMB"] = _memory_kb().get("VmHWM", 0) // 1024
-        if first:
-            report["initDurationMs"] = round(self.init_duration_ms, 3)
-        self.platform_log("INFO", "REPORT", **report)
+        self.invocations += 1
+        init = f"\tInit Duration: {self.init_duration_ms:.2f} ms" if self.invocations == 1 else ""
+        used = _memory_kb().get("VmHWM", 0) // 1024
+        self.platform_line(f"END RequestId: {request_id}")
+        self.platform_line(
+            f"REPORT RequestId: {request_id}\tDuration: {duration:.2f} ms\tBilled Duration: {math.ceil(duration)} ms"
+            f"\tMemory Size: {self.memory} MB\tMax Memory Used: {used} MB{init}{status}\t"
+        )
         return body, failed
 
     @staticmethod
@@ -200,9 +229,7 @@ class _Worker:
         try:
             return self.handler(event, context)
         finally:
-            spent = time.thread_time() - started
-            with self._count_lock:
-                self.handler_cpu_s += spent
+            self.handler_cpu_s += time.thread_time() - started
 
     def stats(self) -> dict[str, Any]:
         memory = _memory_kb()
@@ -214,6 +241,7 @@ class _Worker:
             "rss_kb": memory.get("VmRSS", 0),
             "invocations": self.invocations,
             "init_duration_ms": round(self.init_duration_ms, 3),
+            "log_stream": os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", ""),
             "handler_cpu_ms": round(self.handler_cpu_s * 1000, 3),
         }
 
@@ -275,15 +303,27 @@ def _make_handler(worker: _Worker, names: tuple[str, ...]) -> type[FastHandler]:
             except ValueError:
                 _aws_error(self, 400, "InvalidRequestContentException", "Could not parse request body into json")
                 return
-            if invocation_type == "Event":
-                threading.Thread(target=worker.invoke, args=(event, request_id), daemon=True).start()
-                self.send_bytes(202, base, b"")
+            if not worker.busy.acquire(blocking=False):
+                # The pool in the parent sends one invocation at a time; a second one here is a bug, refused loudly.
+                _aws_error(self, 429, "TooManyRequestsException", "This execution environment is busy")
                 return
-            body, failed = worker.invoke(event, request_id)
-            headers = [*base, ("Content-Type", "application/json")]
-            if failed:
-                headers.append(("X-Amz-Function-Error", "Unhandled"))
-            self.send_bytes(200, headers, body)
+            try:
+                if invocation_type == "Event":
+                    self.send_bytes(202, base, b"")  # accepted; the caller does not wait for the handler
+                    worker.invoke(event, request_id)
+                    return
+                body, failed = worker.invoke(event, request_id)
+                headers = [*base, ("Content-Type", "application/json")]
+                if failed:
+                    headers.append(("X-Amz-Function-Error", "Unhandled"))
+                    if worker.timed_out:
+                        headers.append(("X-Bulwark-Environment", "discarded"))
+                self.send_bytes(200, headers, body)
+            finally:
+                worker.busy.release()
+                if worker.timed_out:
+                    # Lambda discards an environment whose invocation timed out; the next invoke gets a fresh init.
+                    os._exit(0)
 
         def _stream(self, target: str) -> None:
             """InvokeWithResponseStream (stream_transport): pieces go out as the handler yields them."""
@@ -297,21 +337,35 @@ def _make_handler(worker: _Worker, names: tuple[str, ...]) -> type[FastHandler]:
                 _aws_error(self, 400, "InvalidRequestContentException", "Could not parse request body into json")
                 return
             request_id = str(uuid.uuid4())
+            if not worker.busy.acquire(blocking=False):
+                _aws_error(self, 429, "TooManyRequestsException", "This execution environment is busy")
+                return
+            worker.platform_line(f"START RequestId: {request_id} Version: $LATEST")
             started = time.perf_counter()
 
             def failed(exc: BaseException) -> None:
-                worker.platform_log("ERROR", "handler raised", requestId=request_id, errorType=type(exc).__name__)
+                worker.platform_line(
+                    json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__, "requestId": request_id})
+                )
 
-            serve_stream_invocation(
-                self,
-                lambda: worker.call_raw(event, request_id),
-                request_id=request_id,
-                timeout=worker.timeout,
-                on_error=failed,
-            )
-            worker.platform_log(
-                "INFO", "REPORT", requestId=request_id, durationMs=round((time.perf_counter() - started) * 1000, 3)
-            )
+            try:
+                serve_stream_invocation(
+                    self,
+                    lambda: worker.call_raw(event, request_id),
+                    request_id=request_id,
+                    timeout=worker.timeout,
+                    on_error=failed,
+                )
+            finally:
+                duration = (time.perf_counter() - started) * 1000
+                worker.invocations += 1
+                worker.platform_line(f"END RequestId: {request_id}")
+                worker.platform_line(
+                    f"REPORT RequestId: {request_id}\tDuration: {duration:.2f} ms"
+                    f"\tBilled Duration: {math.ceil(duration)} ms\tMemory Size: {worker.memory} MB"
+                    f"\tMax Memory Used: {_memory_kb().get('VmHWM', 0) // 1024} MB\t"
+                )
+                worker.busy.release()
 
     return InvokeHandler
 
@@ -333,7 +387,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--handler", required=True)
     parser.add_argument("--timeout", type=float, default=3.0)
     parser.add_argument("--memory", type=int, default=128)
-    parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--parent-pid", type=int, default=0)
     args = parser.parse_args(argv)
@@ -361,12 +414,27 @@ class WorkerError(RuntimeError):
 
 
 class InvokeResult:
-    __slots__ = ("function_error", "payload", "status")
+    __slots__ = ("function_error", "headers", "payload", "status")
 
-    def __init__(self, status: int, payload: bytes, function_error: str | None) -> None:
+    def __init__(
+        self,
+        status: int,
+        payload: bytes,
+        function_error: str | None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         self.status = status
         self.payload = payload
         self.function_error = function_error
+        self.headers = headers or []  # the Invoke API's response headers, for the router to pass on
+
+    @property
+    def error_type(self) -> str | None:
+        """The Invoke API's own error (``x-amzn-ErrorType``), e.g. TooManyRequestsException; None on success."""
+        for key, value in self.headers:
+            if key.lower() == "x-amzn-errortype":
+                return value.split(":", 1)[0]
+        return None
 
 
 LineSink = Callable[[str, str, str], None]  # (function name, "stdout" | "stderr", line)
@@ -414,10 +482,14 @@ class WorkerProcess:
         self._early_output: list[str] = []
         self.port = 0
         self._pool: ConnectionPool | None = None
+        self._stop_lock = threading.Lock()
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     def spawn(self) -> None:
         self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -460,7 +532,9 @@ class WorkerProcess:
     def invoke(self, payload: bytes, timeout: float | None = None) -> InvokeResult:
         """Invoke synchronously; TimeoutError if no answer within ``timeout`` (default: the function timeout + 2 s)."""
         response = self.forward("POST", f"{INVOKE_PREFIX}{self.name}/invocations", payload, {}, timeout)
-        return InvokeResult(response.status, response.body, response.header("X-Amz-Function-Error"))
+        return InvokeResult(
+            response.status, response.body, response.header("X-Amz-Function-Error"), headers=response.headers
+        )
 
     def forward(
         self, method: str, path: str, body: bytes | None, headers: dict[str, str], timeout: float | None = None
@@ -475,14 +549,17 @@ class WorkerProcess:
         return result
 
     def stop(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-        if self._proc is not None:
-            stop_process(self._proc, timeout=3.0)
-            for stream in (self._proc.stdout, self._proc.stderr):
+        """Stop by PID; safe to call twice, from two threads (the reaper and the stack's stop may race)."""
+        with self._stop_lock:
+            proc, self._proc = self._proc, None
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+        if proc is not None:
+            stop_process(proc, timeout=3.0)
+            for stream in (proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
-            self._proc = None
 
 
 if __name__ == "__main__":

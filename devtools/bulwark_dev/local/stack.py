@@ -15,17 +15,24 @@ import sys
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
 from bulwark_dev.local._http import FastHandler, QuietServer, serve_in_thread
-from bulwark_dev.local._proc import free_port
 from bulwark_dev.local.dynamodb_local import DUMMY_CREDENTIALS, LOCAL_REGION, DynamoDBLocal, create_tables
+from bulwark_dev.local.environments import DEFAULT_IDLE_TIMEOUT, FunctionPool, Spawner
 from bulwark_dev.local.gateway import ApiGatewayEmulator
-from bulwark_dev.local.lambda_worker import INVOKE_PREFIX, InvokeResult, WorkerProcess
-from bulwark_dev.local.stream_transport import EventStreamResponse, open_event_stream
+from bulwark_dev.local.lambda_worker import INVOKE_PREFIX, InvokeResult, WorkerError
+from bulwark_dev.local.stream_transport import (
+    STREAM_PREFIX,
+    STREAM_SUFFIX,
+    ReleasingStream,
+    StreamThrottled,
+    serve_stream_invocation,
+)
 from bulwark_dev.local.template_model import ApiSpec, TemplateModel, load_template
 
 STATE_FILE = "local.json"
@@ -42,6 +49,29 @@ class LocalStackError(RuntimeError):
 # --------------------------------------------------------------------------------------------------------------- logs
 
 
+_PLATFORM_PREFIXES = ("START RequestId: ", "END RequestId: ", "REPORT RequestId: ", "INIT_START ")
+
+
+def _platform_line(text: str) -> dict[str, Any] | None:
+    """A Lambda platform line as a record: the text as CloudWatch shows it, plus its request id and, for REPORT, the
+    figures (durations in ms, memory in MB) so a reader need not parse tabs."""
+    if not text.startswith(_PLATFORM_PREFIXES):
+        return None
+    kind = text.split(" ", 1)[0]
+    record: dict[str, Any] = {"level": "INFO", "type": "platform", "platform": kind, "message": text.rstrip("\t")}
+    if kind != "INIT_START":
+        record["requestId"] = text.split("RequestId: ", 1)[1].split(maxsplit=1)[0]
+    if kind == "REPORT":
+        for part in text.split("\t")[1:]:
+            name, _, value = part.partition(": ")
+            number = value.split(" ", 1)[0]
+            if name and number.replace(".", "", 1).isdigit():
+                record[name.replace(" ", "_").lower()] = float(number)
+            elif name == "Status":
+                record["status"] = value
+    return record
+
+
 class LogSink:
     """Forward worker and gateway lines to a stream (prefixed by source) and to a JSONL file (one object a line)."""
 
@@ -52,7 +82,8 @@ class LogSink:
         self._show_platform = show_platform
         self._lock = threading.Lock()
 
-    def line(self, source: str, label: str, text: str) -> None:
+    def line(self, source: str, label: str, text: str, log_stream: str = "") -> None:
+        """One line an environment wrote to its log stream, stored with the stream's name as CloudWatch keeps it."""
         if not text.strip():
             return
         if (
@@ -62,25 +93,32 @@ class LogSink:
             and '"timestamp"' in text
             and '"type": "platform"' not in text
         ):
-            # A complete Powertools line already says where and when: stored as written, not parsed and re-encoded
-            # (this runs in the gateway's process, on every line of every request).
+            # A complete Powertools line already says where and when: stored as written (plus its log stream), not
+            # parsed and re-encoded (this runs in the gateway's process, on every line of every request).
+            stored = f'{text[:-1]}, "log_stream": {json.dumps(log_stream)}}}' if log_stream else text
             with self._lock:
                 if self._file is not None:
-                    self._file.write(text + "\n")
+                    self._file.write(stored + "\n")
                     self._file.flush()
                 if self._stream is not None:
                     self._stream.write(f"[{source}] {text}\n")
                     self._stream.flush()
             return
         record: dict[str, Any]
-        try:
-            parsed = json.loads(text)
-            record = parsed if isinstance(parsed, dict) else {"message": parsed}
-        except ValueError:
-            level = "ERROR" if label == "stderr" else "INFO"
-            record = {"level": level, "message": text, "stream": label}
+        platform = _platform_line(text)
+        if platform is not None:
+            record = platform  # START / END / REPORT / INIT_START: the runtime's own lines, in Lambda's text format
+        else:
+            try:
+                parsed = json.loads(text)
+                record = parsed if isinstance(parsed, dict) else {"message": parsed}
+            except ValueError:
+                level = "ERROR" if label == "stderr" else "INFO"
+                record = {"level": level, "message": text, "stream": label}
         record.setdefault("function_name", source)
         record.setdefault("timestamp", dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"))
+        if log_stream:
+            record["log_stream"] = log_stream
         platform_report = record.get("type") == "platform" and record.get("level") == "INFO"
         with self._lock:
             if self._file is not None:
@@ -116,22 +154,28 @@ class LogSink:
 
 
 class FunctionFleet:
-    """One worker process per function of the template, plus the Lambda Invoke endpoint other functions call."""
+    """Each function of the template as a pool of execution environments (see :mod:`.environments`), plus the Lambda
+    Invoke endpoint that functions and the CLI call."""
 
     def __init__(
         self,
         template: TemplateModel,
         *,
         overrides: Mapping[str, str] | None = None,
-        on_line: Callable[[str, str, str], None] | None = None,
+        on_line: Callable[..., None] | None = None,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         self.template = template
         self._overrides = dict(overrides or {})
         self._on_line = on_line
-        self.workers: dict[str, WorkerProcess] = {}
-        # Ports chosen up front, so a function's environment can name another function's worker before it starts.
-        self._ports = {logical_id: free_port() for logical_id in template.functions}
-        # The Lambda Invoke endpoint (AWS_ENDPOINT_URL_LAMBDA) for any function and the CLI: it forwards to the worker.
+        self.idle_timeout = idle_timeout
+        self.pools: dict[str, FunctionPool] = {}
+        self._spawner: Spawner | None = None
+        self._warming: list[threading.Thread] = []
+        self._warm_errors: list[BaseException] = []
+        self._stopping = threading.Event()
+        self._reaper: threading.Thread | None = None
+        # The Lambda Invoke endpoint (AWS_ENDPOINT_URL_LAMBDA) for every function and the CLI: the Lambda service.
         self._router = QuietServer(("127.0.0.1", 0), _make_router(self))
         self._router_thread: threading.Thread | None = None
 
@@ -139,32 +183,17 @@ class FunctionFleet:
     def lambda_endpoint(self) -> str:
         return f"http://127.0.0.1:{self._router.server_address[1]}"
 
-    def _lambda_endpoint_for(self, logical_id: str) -> str:
-        """A function whose environment names exactly one other function of the template (the validator's
-        INVOKER_FUNCTION) talks to that function's worker directly: the same wire API, one loopback hop fewer.
-        Any other function goes through the router, which serves every function."""
-        values = set(self.template.functions[logical_id].environment.values())
-        targets = [
-            other
-            for other, function in self.template.functions.items()
-            if other != logical_id and (function.name in values or function.arn in values)
-        ]
-        if len(targets) == 1:
-            return f"http://127.0.0.1:{self._ports[targets[0]]}"
-        return self.lambda_endpoint
-
     def environment(self, logical_id: str) -> dict[str, str]:
         function = self.template.functions[logical_id]
         env = {key: os.environ[key] for key in _PASSTHROUGH_ENV if key in os.environ}
         env.update(function.environment)
         env.update(
             {
-                # What the Lambda runtime sets.
+                # What the Lambda runtime sets (AWS_LAMBDA_LOG_STREAM_NAME is set per environment by its pool).
                 "AWS_LAMBDA_FUNCTION_NAME": function.name,
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_size),
                 "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
                 "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{function.name}",
-                "AWS_LAMBDA_LOG_STREAM_NAME": "local",
                 "AWS_EXECUTION_ENV": f"AWS_Lambda_{function.runtime}",
                 "LAMBDA_TASK_ROOT": str(function.code_dir),
                 "_HANDLER": function.handler,
@@ -175,7 +204,7 @@ class FunctionFleet:
                 **DUMMY_CREDENTIALS,
                 "AWS_CONFIG_FILE": os.devnull,
                 "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-                "AWS_ENDPOINT_URL_LAMBDA": self._lambda_endpoint_for(logical_id),
+                "AWS_ENDPOINT_URL_LAMBDA": self.lambda_endpoint,
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "PYTHONUNBUFFERED": "1",  # log lines reach the terminal as they are written
                 "PYTHONDONTWRITEBYTECODE": "1",
@@ -190,9 +219,11 @@ class FunctionFleet:
         self.wait_ready(timeout)
 
     def spawn(self) -> None:
-        # Spawned from the caller's thread: each child's parent-death signal is tied to the thread that forked it.
+        """Make each function's pool and start one environment of each in the background (joined by wait_ready),
+        so a handler that cannot even import fails the start, not the first request."""
+        self._spawner = Spawner()
         for logical_id, function in self.template.functions.items():
-            worker = WorkerProcess(
+            self.pools[logical_id] = FunctionPool(
                 name=function.name,
                 logical_id=logical_id,
                 arn=function.arn,
@@ -201,51 +232,83 @@ class FunctionFleet:
                 timeout=function.timeout,
                 memory=function.memory_size,
                 environment=self.environment(logical_id),
+                reserved=function.reserved_concurrency,
+                spawner=self._spawner,
                 on_line=self._on_line,
-                port=self._ports[logical_id],
+                idle_timeout=self.idle_timeout,
             )
-            self.workers[logical_id] = worker
-            worker.spawn()
+        for pool in self.pools.values():
+            thread = threading.Thread(target=self._warm, args=(pool,), daemon=True, name=f"warm-{pool.logical_id}")
+            thread.start()
+            self._warming.append(thread)
+        self._reaper = threading.Thread(target=self._reap_loop, daemon=True, name="lambda-reaper")
+        self._reaper.start()
+
+    def _warm(self, pool: FunctionPool) -> None:
+        try:
+            pool.warm()
+        except BaseException as exc:  # handed to the caller that waits for it
+            self._warm_errors.append(exc)
+
+    def _reap_loop(self) -> None:
+        while not self._stopping.wait(min(1.0, max(0.05, self.idle_timeout / 4))):
+            for pool in list(self.pools.values()):
+                pool.reap()
 
     def start_router(self) -> None:
         self._router_thread = serve_in_thread(self._router, "lambda-api")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        for worker in self.workers.values():
-            worker.wait_ready(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._warming:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._warm_errors:
+            raise self._warm_errors[0]
+        if any(thread.is_alive() for thread in self._warming):
+            raise WorkerError(f"Lambda environments did not start within {timeout:.0f} s")
 
     def invoke(self, logical_id: str, payload: bytes, timeout: float) -> InvokeResult:
-        return self.workers[logical_id].invoke(payload, timeout)
+        return self.pools[logical_id].invoke(payload, timeout)
 
-    def invoke_stream(self, logical_id: str, payload: bytes, idle_timeout: float) -> EventStreamResponse:
-        worker = self.workers[logical_id]
-        return open_event_stream(worker.port, worker.name, payload, idle_timeout=idle_timeout)
+    def invoke_stream(self, logical_id: str, payload: bytes, idle_timeout: float) -> ReleasingStream:
+        stream = self.pools[logical_id].invoke_stream(payload, idle_timeout)
+        if stream is None:
+            raise StreamThrottled(f"{logical_id} is at its reserved concurrency")
+        return stream
 
-    def worker_for(self, name_or_arn: str) -> WorkerProcess | None:
+    def pool_for(self, name_or_arn: str) -> FunctionPool | None:
         function = self.template.function_by_name(name_or_arn)
-        return self.workers.get(function.logical_id) if function else None
+        return self.pools.get(function.logical_id) if function else None
 
     def stats(self) -> dict[str, dict[str, Any]]:
-        """Each worker's ``/__bulwark/stats``: pid, peak_rss_kb, rss_kb, invocations, init and handler CPU ms."""
-        return {logical_id: worker.stats() for logical_id, worker in self.workers.items()}
+        """Per function: environments running and started, throttles, peak concurrency, log streams, and sums over
+        the live environments of rss_kb, peak_rss_kb, invocations and handler CPU ms (see FunctionPool.describe)."""
+        return {logical_id: pool.describe() for logical_id, pool in self.pools.items()}
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._router_thread is not None:
             self._router.shutdown()
             self._router_thread = None
         self._router.server_close()
-        for worker in self.workers.values():
-            worker.stop()
+        for pool in self.pools.values():
+            pool.stop()
+        if self._spawner is not None:
+            self._spawner.stop()
+            self._spawner = None
 
 
 def _make_router(fleet: FunctionFleet) -> type[FastHandler]:
     class LambdaApiHandler(FastHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server dispatches on this name
             path = urllib.parse.urlsplit(self.path).path
+            if path.startswith(STREAM_PREFIX) and path.endswith(STREAM_SUFFIX):
+                self._stream(urllib.parse.unquote(path[len(STREAM_PREFIX) : -len(STREAM_SUFFIX)]))
+                return
             name = urllib.parse.unquote(path[len(INVOKE_PREFIX) :].split("/", 1)[0])
             body = self.read_body(16 * 1024 * 1024)
-            worker = fleet.worker_for(name) if path.startswith(INVOKE_PREFIX) else None
-            if worker is None:
+            pool = fleet.pool_for(name) if path.startswith(INVOKE_PREFIX) else None
+            if pool is None:
                 message = json.dumps({"Type": "User", "Message": f"Function not found: {name}"}).encode()
                 headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ResourceNotFoundException")]
                 self.send_bytes(404, headers, message)
@@ -256,17 +319,62 @@ def _make_router(fleet: FunctionFleet) -> type[FastHandler]:
                 if key.lower().startswith("x-amz-") and key.lower() not in ("x-amz-date", "x-amz-security-token")
             }
             forwarded["Content-Type"] = "application/json"
+            if forwarded.get("X-Amz-Invocation-Type", "").lower() == "event":
+                # Asynchronous: Lambda queues the event and answers 202; an environment runs it when one is free.
+                forwarded.pop("X-Amz-Invocation-Type")
+                threading.Thread(target=_invoke_async, args=(pool, body, forwarded), daemon=True).start()
+                self.send_bytes(202, [("x-amzn-RequestId", str(uuid.uuid4()))], b"")
+                return
             try:
-                response = worker.forward("POST", f"{INVOKE_PREFIX}{worker.name}/invocations", body, forwarded)
-            except (TimeoutError, OSError) as exc:
-                message = json.dumps({"Type": "Service", "Message": f"Lambda worker unavailable: {exc}"}).encode()
+                result = pool.invoke(body, None, forwarded)
+            except (TimeoutError, OSError, WorkerError) as exc:
+                message = json.dumps({"Type": "Service", "Message": f"Lambda environment unavailable: {exc}"}).encode()
                 headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ServiceException")]
                 self.send_bytes(502, headers, message)
                 return
-            keep = [(k, v) for k, v in response.headers if k.lower() not in ("content-length", "date", "connection")]
-            self.send_bytes(response.status, keep, response.body)
+            self.send_bytes(result.status, result.headers, result.payload)
+
+        def _stream(self, name: str) -> None:
+            """InvokeWithResponseStream: an environment of the function, held for the whole stream, which goes on to
+            the caller piece by piece (re-framed; the caller going away closes the environment's stream)."""
+            body = self.read_body(16 * 1024 * 1024)
+            pool = fleet.pool_for(name)
+            if pool is None:
+                message = json.dumps({"Type": "User", "Message": f"Function not found: {name}"}).encode()
+                headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ResourceNotFoundException")]
+                self.send_bytes(404, headers, message)
+                return
+            try:
+                stream = pool.invoke_stream(body, float(pool.timeout))
+            except (TimeoutError, OSError, WorkerError) as exc:
+                message = json.dumps({"Type": "Service", "Message": f"Lambda environment unavailable: {exc}"}).encode()
+                headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ServiceException")]
+                self.send_bytes(502, headers, message)
+                return
+            if stream is None:
+                reason = {"Type": "User", "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"}
+                headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "TooManyRequestsException")]
+                self.send_bytes(429, headers, json.dumps(reason).encode())
+                return
+            serve_stream_invocation(
+                self,
+                lambda: iter(stream),
+                request_id=str(uuid.uuid4()),
+                timeout=float(pool.timeout),
+                on_error=lambda _exc: None,
+            )
 
     return LambdaApiHandler
+
+
+def _invoke_async(pool: FunctionPool, body: bytes, headers: dict[str, str]) -> None:
+    # Lambda retries a throttled asynchronous event for hours; locally, for up to a minute.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError, OSError, WorkerError):
+            if pool.invoke(body, None, headers).status != 429:
+                return
+        time.sleep(0.5)
 
 
 # -------------------------------------------------------------------------------------------------------------- stack
@@ -302,7 +410,9 @@ class LocalStack:
         progress: TextIO | None = sys.stderr,
         log_stream: TextIO | None = sys.stdout,
         show_platform_logs: bool = False,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
+        self.idle_timeout = idle_timeout  # seconds an execution environment stays warm without an invocation
         self.project_root = project_root.resolve()
         self.port = port
         self.policy_file = policy_file.resolve() if policy_file else None
@@ -328,6 +438,13 @@ class LocalStack:
         if self.gateway is None:
             raise LocalStackError("the local stack is not started")
         return self.gateway.base_url
+
+    @property
+    def lambda_endpoint(self) -> str:
+        """The local Lambda Invoke API (what `bulwark invoke` and the functions' AWS_ENDPOINT_URL_LAMBDA call)."""
+        if self.fleet is None:
+            raise LocalStackError("the local stack is not started")
+        return self.fleet.lambda_endpoint
 
     @property
     def dynamodb_endpoint(self) -> str:
@@ -373,7 +490,7 @@ class LocalStack:
             raise ConnectionRefusedError("the Lambda workers are stopped")
         return self.fleet.invoke(logical_id, payload, timeout)
 
-    def _invoke_stream(self, logical_id: str, payload: bytes, idle_timeout: float) -> EventStreamResponse:
+    def _invoke_stream(self, logical_id: str, payload: bytes, idle_timeout: float) -> ReleasingStream:
         if self.fleet is None:
             raise ConnectionRefusedError("the Lambda workers are stopped")
         return self.fleet.invoke_stream(logical_id, payload, idle_timeout)
@@ -384,7 +501,8 @@ class LocalStack:
         return self._demo
 
     def worker_stats(self) -> dict[str, dict[str, Any]]:
-        """Per function: pid, peak_rss_kb (VmHWM), rss_kb, invocations, init_duration_ms."""
+        """Per function: its execution environments (started, running, throttles, peak concurrency, log streams) and
+        sums over the running ones of rss_kb, peak_rss_kb (VmHWM), invocations; see FunctionPool.describe."""
         if self.fleet is None:
             raise LocalStackError("the local stack is not started")
         return self.fleet.stats()
@@ -450,10 +568,14 @@ class LocalStack:
         }
         if self.policy_file is not None:
             overrides["BULWARK_POLICY_FILE"] = str(self.policy_file)
-        fleet = FunctionFleet(template, overrides=overrides, on_line=self.logs.line)
+        fleet = FunctionFleet(template, overrides=overrides, on_line=self.logs.line, idle_timeout=self.idle_timeout)
         self.fleet = fleet
         fleet.start_router()
-        self._say(f"Starting {len(template.functions)} Lambda workers: {', '.join(template.functions)} ...")
+        caps = ", ".join(
+            f"{k} (up to {f.reserved_concurrency if f.reserved_concurrency is not None else 'unreserved'})"
+            for k, f in template.functions.items()
+        )
+        self._say(f"Starting Lambda execution environments, one per invocation in flight: {caps} ...")
         fleet.spawn()
 
         self.dynamodb.wait_ready()
@@ -470,6 +592,7 @@ class LocalStack:
             "pid": os.getpid(),
             "base_url": self.base_url,
             "dynamodb_endpoint": self.dynamodb_endpoint,
+            "lambda_endpoint": self.lambda_endpoint,
             "demo_model_url": self.demo_model_url,
             "table_names": self.table_names,
             "log_file": str(self.log_file) if self.log_file else None,

@@ -89,6 +89,10 @@ def serve_stream_invocation(
         handler.close_connection = True
 
 
+class StreamThrottled(RuntimeError):
+    """The function is at its concurrency: Lambda answered the streaming invoke 429."""
+
+
 class StreamFailed(RuntimeError):
     """The function failed after its stream started, or the stream broke."""
 
@@ -180,3 +184,23 @@ def send_stream(
             close()
     handler.close_connection = True  # the body is cut short: this connection cannot carry another response
     return ended
+
+
+class ReleasingStream:
+    """A stream that calls ``release`` once, when it ends or is closed (its execution environment is free again)."""
+
+    def __init__(self, stream: EventStreamResponse, release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release: Callable[[], None] | None = release
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._stream
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stream.close()
+        release, self._release = self._release, None
+        if release is not None:
+            release()

@@ -96,6 +96,7 @@ class FunctionSpec(_Frozen):
     timeout: int  # seconds
     memory_size: int  # MB
     environment: dict[str, str]
+    reserved_concurrency: int | None = None  # ReservedConcurrentExecutions; None when unreserved
 
 
 class TableSpec(_Frozen):
@@ -423,6 +424,7 @@ def _function_spec(resolver: _Resolver, logical_id: str, props: dict[str, Any], 
     if not isinstance(code_uri, str) or not isinstance(handler, str):
         raise TemplateError(f"{logical_id}: the local stack needs a local CodeUri folder and a Handler")
     variables = (props.get("Environment") or {}).get("Variables") or {}
+    reserved = props.get("ReservedConcurrentExecutions")
     return FunctionSpec(
         logical_id=logical_id,
         name=resolver.physical_name(logical_id),
@@ -433,6 +435,7 @@ def _function_spec(resolver: _Resolver, logical_id: str, props: dict[str, Any], 
         timeout=int(props.get("Timeout", 3)),  # the Lambda defaults
         memory_size=int(props.get("MemorySize", 128)),
         environment={str(key): _env_string(value) for key, value in variables.items()},
+        reserved_concurrency=int(reserved) if reserved is not None else None,
     )
 
 

@@ -9,6 +9,9 @@ parses headers with) costs ~15 ms of every cold start, for requests whose shape 
 ``http.client`` is lenient: header names and values with control characters are refused before anything is sent, and
 an answer's status line, header count, line length and body size are bounded, so a broken or hostile peer gets an
 ``HttpProtocolError``, never a hang or unbounded memory.
+
+Every call has one deadline: DNS, connect, the proxy tunnel, TLS, sending and reading together. Each socket wait is
+bounded by what is left of it, so a peer that trickles bytes cannot stretch a call past its budget.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import re
 import select
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Callable
 
 MAX_LINE = 65_536  # bytes in a status, header or chunk-size line
@@ -49,6 +54,66 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _FRAMING = frozenset({"content-length", "transfer-encoding"})  # this module frames the body itself
 
 
+class DeadlineExceeded(TimeoutError):
+    """The call's whole budget (DNS, connect, TLS, send and read together) is spent."""
+
+
+def _left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceeded("the call's deadline passed")
+    return left
+
+
+AddrInfo = list[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[str, int] | tuple[str, int, int, int]]]
+
+
+def resolve(hostname: str, port: int, deadline: float) -> AddrInfo:
+    """getaddrinfo within the deadline. The resolver has no timeout of its own (a dead DNS server holds it for the
+    resolver's retries, tens of seconds), so a name runs on a helper thread that the call stops waiting for."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:  # an address literal needs no lookup
+            socket.inet_pton(family, hostname)
+        except OSError:
+            continue
+        return socket.getaddrinfo(hostname, port, family, socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)  # type: ignore[return-value]
+    outcome: list[AddrInfo | OSError] = []
+
+    def lookup() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM))  # type: ignore[arg-type]
+        except OSError as exc:
+            outcome.append(exc)
+
+    helper = threading.Thread(target=lookup, name="bulwark-dns", daemon=True)
+    helper.start()
+    helper.join(_left(deadline))
+    if not outcome:
+        raise DeadlineExceeded(f"resolving {hostname} took longer than the call's deadline")
+    result = outcome[0]
+    if isinstance(result, OSError):
+        raise result
+    return result
+
+
+def connect(hostname: str, port: int, deadline: float) -> socket.socket:
+    """A TCP connection to the first address of `hostname` that answers, DNS and connect within the deadline."""
+    error: OSError = OSError(f"no address for {hostname}")
+    for family, kind, proto, _name, address in resolve(hostname, port, deadline):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(_left(deadline))
+            sock.connect(address)
+            return sock
+        except DeadlineExceeded:
+            sock.close()
+            raise
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error
+
+
 def _checked(text: str, what: str) -> str:
     # CR or LF would let a value start a new header or request (header injection): refused, as http.client does.
     if _CONTROL.search(text):
@@ -77,11 +142,23 @@ class Headers:
 class Connection:
     """One HTTP/1.1 connection: a request, then its answer, in turn. Not thread-safe (the pool hands it to one)."""
 
-    __slots__ = ("_buf", "sock")
+    __slots__ = ("_buf", "_deadline", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, deadline: float = float("inf")) -> None:
         self.sock = sock
         self._buf = bytearray()  # received, not yet consumed: non-empty between exchanges means the peer sent junk
+        self._deadline = deadline  # of the call in progress (monotonic seconds)
+
+    def _wait_at_most(self) -> None:
+        # Each blocking socket operation gets only what is left of the call's budget, never a fresh timeout.
+        self.sock.settimeout(None if self._deadline == float("inf") else _left(self._deadline))
+
+    def _recv(self) -> bytes:
+        self._wait_at_most()
+        try:
+            return self.sock.recv(65_536)
+        except TimeoutError:
+            raise DeadlineExceeded("the call's deadline passed while reading the answer") from None
 
     @classmethod
     def open(
@@ -92,16 +169,23 @@ class Connection:
         connect_timeout: float,
         tls: ssl.SSLContext | None = None,
         proxy: Proxy | None = None,
+        deadline: float | None = None,
     ) -> Connection:
-        """Connect (through `proxy`'s CONNECT tunnel when given, TLS only), then TLS when `tls` is given."""
+        """Connect (through `proxy`'s CONNECT tunnel when given, TLS only), then TLS when `tls` is given: DNS,
+        connect, tunnel and handshake together within `connect_timeout` and the call's `deadline`."""
         if proxy is not None and tls is None:
             raise ValueError("a proxy is used only to tunnel TLS")
-        sock = socket.create_connection(proxy[:2] if proxy else (hostname, port), timeout=connect_timeout)
+        until = time.monotonic() + connect_timeout
+        if deadline is not None:
+            until = min(until, deadline)
+        host, at = proxy[:2] if proxy else (hostname, port)
+        sock = connect(host, at, until)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if proxy is not None:
-                cls(sock)._tunnel(hostname, port, proxy[2])
+                cls(sock, until)._tunnel(hostname, port, proxy[2])
             if tls is not None:
+                sock.settimeout(_left(until))
                 sock = tls.wrap_socket(sock, server_hostname=hostname)  # certificate and host name verified
         except BaseException:
             sock.close()
@@ -113,6 +197,7 @@ class Connection:
         lines = [f"CONNECT {_checked(authority, 'proxy target')} HTTP/1.1", f"Host: {authority}"]
         if authorization:
             lines.append(f"Proxy-Authorization: {_checked(authorization, 'proxy credentials')}")
+        self._wait_at_most()
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         _version, status = self._status_line()
         self._fields()
@@ -135,10 +220,12 @@ class Connection:
         self.sock.close()
 
     def exchange(
-        self, method: str, host: str, path: str, headers: dict[str, str], body: bytes | None, timeout: float
+        self, method: str, host: str, path: str, headers: dict[str, str], body: bytes | None, deadline: float
     ) -> tuple[int, Headers, bytes, bool]:
-        """Send one request and read its answer: (status, headers, body, whether the connection must be closed)."""
-        self.sock.settimeout(timeout)
+        """Send one request and read its answer: (status, headers, body, whether the connection must be closed),
+        all of it before `deadline` (``time.monotonic()`` seconds) or ``DeadlineExceeded``."""
+        self._deadline = deadline
+        self._wait_at_most()
         self.sock.sendall(self._head(method, host, path, headers, body) + (body or b""))
         return self._answer(head_only=method == "HEAD")
 
@@ -163,7 +250,7 @@ class Connection:
     # ---- reading -------------------------------------------------------------------------------------------------
 
     def _fill(self, at_start: bool = False) -> None:
-        chunk = self.sock.recv(65_536)
+        chunk = self._recv()
         if not chunk:
             if at_start:
                 raise ServerClosed("the server closed the connection without answering")
@@ -262,7 +349,7 @@ class Connection:
 
     def _until_close(self) -> bytes:
         while len(self._buf) <= MAX_BODY:
-            chunk = self.sock.recv(65_536)
+            chunk = self._recv()
             if not chunk:
                 data = bytes(self._buf)
                 self._buf.clear()
@@ -295,31 +382,35 @@ class KeepAlivePool:
         self._resend_on_stale = resend_on_stale
         self._idle: queue.LifoQueue[Connection] = queue.LifoQueue(maxsize=size)
 
-    def _new(self) -> Connection:
+    def _new(self, deadline: float) -> Connection:
         return Connection.open(
             self._hostname,
             self._port,
             connect_timeout=self._connect_timeout,
             tls=self._tls() if self._tls is not None else None,
             proxy=self._proxy,
+            deadline=deadline,
         )
 
     def send(
-        self, method: str, path: str, headers: dict[str, str], body: bytes | None, read_timeout: float
+        self, method: str, path: str, headers: dict[str, str], body: bytes | None, timeout: float
     ) -> tuple[int, Headers, bytes]:
-        """One request; (status, headers, body). Socket errors, ``TimeoutError``, ``ServerClosed`` and
-        ``HttpProtocolError`` propagate; ``ValueError`` for a request that cannot be sent as given."""
+        """One request; (status, headers, body). `timeout` is the whole call's budget: DNS, connect (also capped by
+        the pool's connect timeout), TLS, sending and reading the answer together, including a resend on a stale
+        connection. Socket errors, ``TimeoutError`` (``DeadlineExceeded`` when the budget ran out), ``ServerClosed``
+        and ``HttpProtocolError`` propagate; ``ValueError`` for a request that cannot be sent as given."""
+        deadline = time.monotonic() + timeout
         for attempt in range(2):
             try:
                 conn, reused = self._idle.get_nowait(), True
                 if conn.idle_dropped():  # the server closed it while idle: never send on it
                     conn.close()
-                    conn, reused = self._new(), False
+                    conn, reused = self._new(deadline), False
             except queue.Empty:
-                conn, reused = self._new(), False
+                conn, reused = self._new(deadline), False
             try:
                 status, received, data, will_close = conn.exchange(
-                    method, self._host_header, path, headers, body, read_timeout
+                    method, self._host_header, path, headers, body, deadline
                 )
             except STALE:
                 conn.close()

@@ -8,14 +8,16 @@ Hits are (kind, action) pairs such as ("prompt_injection", "flag") or ("pii:emai
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from bulwark.errors import ContentPolicyViolation
 from bulwark.guardrails.bedrock_guardrail import BedrockGuardrail
 from bulwark.guardrails.injection import detect_injection
 from bulwark.guardrails.pii import find_pii, redact_pii, redact_pii_many
 from bulwark.guardrails.pii_memo import PiiMemo
+from bulwark.guardrails.texts import json_texts, map_json_texts
 from bulwark.policy import GuardrailPolicy
-from bulwark.validation.chat import ChatCompletionRequest, iter_texts, map_texts, tool_texts
+from bulwark.validation.chat import ChatCompletionRequest, map_texts, model_texts
 
 
 @dataclass
@@ -43,9 +45,9 @@ _PASSAGE = 8_192  # detect_injection reads texts up to this long whole (scanned_
 _HEAD_SEPARATOR = ".\n"  # a sentence end, so a head that opens with "system:" still starts a sentence
 
 
-def _injection_texts(req: ChatCompletionRequest) -> list[str]:
-    """The texts detect_injection is run on, one call each."""
-    texts = [*tool_texts(req), *(text for _role, text in iter_texts(req))]  # tools come before the conversation
+def _injection_texts(all_texts: list[str]) -> list[str]:
+    """The texts detect_injection is run on, one call each, out of every text the model reads (in reading order)."""
+    texts = list(all_texts)
     separate: list[str] = []
     budget = INJECTION_BUDGET
     while texts and len(separate) < SEPARATE_TEXTS:
@@ -74,14 +76,34 @@ def _injection_texts(req: ChatCompletionRequest) -> list[str]:
     return separate + passages
 
 
-def _injection(req: ChatCompletionRequest, mode: str, hits: list[tuple[str, str]]) -> None:
+def _injection(texts: list[str], mode: str, hits: list[tuple[str, str]]) -> None:
     if mode == "off":
         return
     # Every role is checked: a client that may send "assistant" or "tool" turns can forge history too.
-    if any(detect_injection(text).detected for text in _injection_texts(req)):
+    if any(detect_injection(text).detected for text in _injection_texts(texts)):
         if mode == "block":
             raise ContentPolicyViolation("The request was refused by the content policy (rule: prompt_injection).")
         hits.append(("prompt_injection", "flag"))
+
+
+def _pii_found(
+    texts: list[str], mode: str, hits: list[tuple[str, str]], memo: PiiMemo | None, scope: str
+) -> dict[str, tuple[str, tuple[str, ...]]] | None:
+    """text -> (redacted, kinds) for each distinct text when mode is `redact` (None otherwise); records the hits and
+    refuses in mode `block`."""
+    if mode == "off":
+        return None
+    distinct = list(dict.fromkeys(texts))  # each one once
+    results = memo.redact_many(scope, distinct) if memo is not None else redact_pii_many(distinct)
+    found = dict(zip(distinct, results, strict=True))
+    kinds = {kind for _text, text_kinds in found.values() for kind in text_kinds}
+    if kinds and mode == "block":
+        raise ContentPolicyViolation(
+            f"The request was refused by the content policy (rule: pii:{','.join(sorted(kinds))})."
+        )
+    action = "redact" if mode == "redact" else "flag"
+    hits.extend((f"pii:{k}", action) for k in sorted(kinds))
+    return found if mode == "redact" else None
 
 
 def _pii(
@@ -91,31 +113,12 @@ def _pii(
     memo: PiiMemo | None = None,
     scope: str = "",
 ) -> ChatCompletionRequest:
-    if mode == "off":
+    found = _pii_found(model_texts(req), mode, hits, memo, scope)
+    if found is None:
         return req
-    texts = list(dict.fromkeys([*(text for _role, text in iter_texts(req)), *tool_texts(req)]))  # each one once
-    results = memo.redact_many(scope, texts) if memo is not None else redact_pii_many(texts)
-    found = dict(zip(texts, results, strict=True))
-    kinds: set[str] = set()
-    if mode == "redact":
-
-        def redact(text: str) -> str:
-            # map_texts rewrites exactly the texts listed above (tests/unit/test_guardrails_apply.py holds them equal),
-            # so every text the injection check read is the text that goes upstream, redacted.
-            redacted, text_kinds = found[text]
-            kinds.update(text_kinds)
-            return redacted
-
-        req = map_texts(req, redact)
-    else:
-        kinds.update(kind for _text, text_kinds in found.values() for kind in text_kinds)
-        if kinds and mode == "block":
-            raise ContentPolicyViolation(
-                f"The request was refused by the content policy (rule: pii:{','.join(sorted(kinds))})."
-            )
-    action = "redact" if mode == "redact" else "flag"
-    hits.extend((f"pii:{k}", action) for k in sorted(kinds))
-    return req
+    # map_texts rewrites exactly the texts model_texts lists (tests/unit/test_guardrails_apply.py holds them equal), so
+    # every text the injection check read is the text that goes upstream, redacted.
+    return map_texts(req, lambda text: found[text][0])
 
 
 def apply_input_guardrails(
@@ -129,15 +132,33 @@ def apply_input_guardrails(
     """Injection check, then PII (the redacted copy is what goes upstream), then the optional Bedrock guardrail.
     With `pii_memo`, long texts `caller` sent before (a conversation's history) are not scanned again."""
     hits: list[tuple[str, str]] = []
-    _injection(req, policy.prompt_injection, hits)
+    _injection(model_texts(req), policy.prompt_injection, hits)
     req = _pii(req, policy.pii_input, hits, pii_memo, caller)
     if bedrock is not None:
-        blocked, reasons = bedrock.check([*tool_texts(req), *(text for _role, text in iter_texts(req))], source="INPUT")
+        blocked, reasons = bedrock.check(model_texts(req), source="INPUT")
         if blocked:
             raise ContentPolicyViolation(
                 f"The request was refused by the content policy (rule: bedrock_guardrail:{','.join(reasons)})."
             )
     return GuardrailOutcome(request=req, hits=hits)
+
+
+@dataclass
+class JsonGuardrailOutcome:
+    doc: Any
+    hits: list[tuple[str, str]] = field(default_factory=list)
+
+
+def apply_json_guardrails(doc: Any, policy: GuardrailPolicy) -> JsonGuardrailOutcome:
+    """The role's input guardrails on a generic invoke body: every string value the model's input schema let through
+    is read by the injection check and then redacted (or flagged, or refused) for PII, exactly as chat texts are."""
+    hits: list[tuple[str, str]] = []
+    texts = json_texts(doc)
+    _injection(texts, policy.prompt_injection, hits)
+    found = _pii_found(texts, policy.pii_input, hits, None, "")
+    if found is not None:
+        doc = map_json_texts(doc, lambda text: found[text][0])
+    return JsonGuardrailOutcome(doc=doc, hits=hits)
 
 
 def filter_output_text(text: str, mode: str) -> tuple[str, tuple[str, ...]]:

@@ -95,14 +95,20 @@ def process_chain() -> AuditChain:
         return _process_chain[0]
 
 
-def emit_audit(logger: Logger, record: Mapping[str, Any], *, chain: AuditChain | None = None) -> dict[str, Any]:
+def emit_audit(
+    logger: Logger, record: Mapping[str, Any], *, chain: AuditChain | None = None, every_invocation: bool = False
+) -> dict[str, Any]:
     """Seal `record` into the chain and write it as the ``audit`` key of one log line. Returns the sealed record.
 
     Written at INFO, or at the logger's level if INFO is filtered out: an audit record is never dropped, since a
-    missing record would read as a deleted one.
+    missing record would read as a deleted one. ``every_invocation`` marks a writer that audits every invocation
+    (the validator): then an invocation of its environment without a record, even after the chain's last one, is a
+    deleted record, not a chain that ended with its environment (see `bulwark audit verify`).
     """
     chain = chain or process_chain()
     record = dict(record)
+    if every_invocation:
+        record["every_invocation"] = True
     if not record.get("request_id"):
         cid = logger.get_correlation_id()
         if cid:

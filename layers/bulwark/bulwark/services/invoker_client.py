@@ -9,8 +9,8 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bulwark.aws.wire import AwsError
-from bulwark.errors import ERROR_CLASSES, BulwarkError, UpstreamError
+from bulwark.aws.wire import AwsError, AwsServiceError
+from bulwark.errors import ERROR_CLASSES, BulwarkError, RateLimited, UpstreamError
 
 
 class InvokerRequest(BaseModel):
@@ -116,6 +116,16 @@ class InvokerClient:
                 Payload=request.model_dump_json().encode("utf-8"),
             )
             raw = resp["Payload"].read()
+        except AwsServiceError as exc:
+            if exc.code == "TooManyRequestsException":
+                # Every invoker environment is busy (its reserved concurrency caps model calls in flight). Not an
+                # upstream failure: the caller is told to retry shortly, and its reservation is given back.
+                raise RateLimited(
+                    "Too many model calls are in flight. Retry after the Retry-After delay.",
+                    code="concurrency_exceeded",
+                    retry_after=1,
+                ) from exc
+            raise UpstreamError() from exc
         except AwsError as exc:
             raise UpstreamError() from exc
         if resp.get("FunctionError"):

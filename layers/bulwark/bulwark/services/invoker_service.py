@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -80,7 +80,7 @@ class InvokerService:
         payload = json.loads(req.payload)
         guardrail = self._bedrock_guardrail(req.role)
         if guardrail is not None:
-            self._check_input(guardrail, payload)
+            self._check_input(guardrail, req.route, payload)
         return upstream, deadline, payload, guardrail
 
     def _stream_records(self, req: InvokerRequest) -> Iterator[bytes]:
@@ -195,15 +195,11 @@ class InvokerService:
         return self._guardrail_for(role.guardrails.bedrock_guardrail_id, role.guardrails.bedrock_guardrail_version)
 
     @staticmethod
-    def _check_input(guardrail: Any, payload: dict[str, Any]) -> None:
-        texts = [m["content"] for m in payload.get("messages") or [] if isinstance(m.get("content"), str)]
-        texts += [
-            p.get("text", "")
-            for m in payload.get("messages") or []
-            if isinstance(m.get("content"), list)
-            for p in m["content"]
-            if isinstance(p, dict) and p.get("type") == "text"
-        ]
+    def _check_input(guardrail: Any, route: Literal["chat", "invoke"], payload: Any) -> None:
+        # Imported here: only roles with a Bedrock guardrail pay for the chat schema at the invoker's cold start.
+        from bulwark.guardrails.texts import payload_texts
+
+        texts = payload_texts(route, payload)  # the same list the validator's detectors read
         blocked, reasons = guardrail.check(texts, source="INPUT")
         if blocked:
             raise ContentPolicyViolation(

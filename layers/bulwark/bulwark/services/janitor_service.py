@@ -26,7 +26,8 @@ class JanitorService:
         for key_id in report["disabled"]:
             self._log.warning("expired key disabled", extra={"key_id": key_id})
         for item in report["expiring_soon"]:
-            self._log.warning("key expires within 7 days", extra=item)
+            # Nested: a key's "name" as a top-level extra would collide with LogRecord.name and raise KeyError.
+            self._log.warning("key expires within 7 days", extra={"key": item})
         self._metrics.add_metric(name="KeysDisabledExpired", unit=MetricUnit.Count, value=len(report["disabled"]))
         self._metrics.add_metric(name="KeysExpiringSoon", unit=MetricUnit.Count, value=len(report["expiring_soon"]))
         return {"disabled": len(report["disabled"]), "expiring_soon": len(report["expiring_soon"])}

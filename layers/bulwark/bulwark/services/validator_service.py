@@ -35,7 +35,7 @@ from bulwark.errors import (
     StoreUnavailable,
     UnsupportedMediaType,
 )
-from bulwark.guardrails.apply import apply_input_guardrails
+from bulwark.guardrails.apply import apply_input_guardrails, apply_json_guardrails
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.limits.gcra import rate_limit_headers
 from bulwark.observability.audit import emit_audit
@@ -81,6 +81,10 @@ class Audit:
     upstream_ms: float = 0.0
     started: float = field(default_factory=time.perf_counter)
     streamed: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """The audit record: the facts, not the bookkeeping of a stream."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("started", "streamed")}
 
 
 _REFUSALS: dict[str, Callable[[int], BulwarkError]] = {
@@ -167,7 +171,7 @@ class ValidatorService:
             return result  # its audit record is written when the stream ends
         audit.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         self._flush_refunds()
-        emit_audit(self._log, {k: v for k, v in audit.__dict__.items() if k not in ("started", "streamed")})
+        emit_audit(self._log, audit.record(), every_invocation=True)
         return result
 
     # ------------------------------------------------------------------ routing
@@ -269,6 +273,13 @@ class ValidatorService:
         doc = self._parse(event, policy, audit)
         validate_invoke_body(doc, model_cfg.input_schema)
         audit.verdicts["schema"] = "ok"
+        outcome = apply_json_guardrails(doc, role.guardrails)  # every string the schema let through, as chat texts
+        for kind, action in outcome.hits:
+            audit.verdicts[f"guardrail:{kind}"] = action
+            count(self._metrics, "GuardrailHits", kind=kind)
+        if outcome.doc is not doc:  # redacted: the placeholders must still satisfy the model's schema
+            doc = outcome.doc
+            validate_invoke_body(doc, model_cfg.input_schema)
         payload = json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
         tokens = len(payload) // 3 + role.request.max_tokens
         return self._admit_and_call(
@@ -442,7 +453,7 @@ class ValidatorService:
         """A stream's audit record, when it ends (its latency is the whole stream's)."""
         audit.latency_ms = round((time.perf_counter() - audit.started) * 1000, 3)
         self._flush_refunds()
-        emit_audit(self._log, {k: v for k, v in audit.__dict__.items() if k not in ("started", "streamed")})
+        emit_audit(self._log, audit.record(), every_invocation=True)
         try:
             self._metrics.flush_metrics()  # the handler's own flush ran when the stream began
         except Exception:

@@ -345,9 +345,53 @@ def iter_texts(req: ChatCompletionRequest) -> Iterator[tuple[str, str]]:
             yield msg.role, text
 
 
+# Texts in one tool's parameter schema that the model reads: descriptions, titles and string enum values. Bounded so a
+# schema cannot make the guardrails read (or the validator walk) without limit; over the bound the request is refused.
+_SCHEMA_TEXT_KEYS = frozenset({"description", "title"})
+MAX_SCHEMA_TEXTS = 256  # per request, over all tools
+MAX_SCHEMA_TEXT_CHARS = 4_096  # per text
+
+
+def _schema_texts(node: Any, out: list[str]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _SCHEMA_TEXT_KEYS and isinstance(value, str):
+                out.append(value)
+            elif key == "enum" and isinstance(value, list):
+                out.extend(v for v in value if isinstance(v, str))
+            else:
+                _schema_texts(value, out)
+    elif isinstance(node, list):
+        for item in node:
+            _schema_texts(item, out)
+
+
+def schema_texts(parameters: dict[str, Any] | None) -> list[str]:
+    """The texts of a tool's parameter schema the model reads (descriptions, titles, string enum values), in order."""
+    out: list[str] = []
+    if parameters:
+        _schema_texts(parameters, out)
+    return out
+
+
 def tool_texts(req: ChatCompletionRequest) -> list[str]:
-    """The tools' descriptions: text the model reads before the conversation, which map_texts also rewrites."""
-    return [t.function.description for t in req.tools or () if t.function.description is not None]
+    """The tools' descriptions and parameter schemas' texts: what the model reads before the conversation, and what
+    map_texts also rewrites."""
+    out: list[str] = []
+    for t in req.tools or ():
+        if t.function.description is not None:
+            out.append(t.function.description)
+        out += schema_texts(t.function.parameters)
+    return out
+
+
+def model_texts(req: ChatCompletionRequest) -> list[str]:
+    """Every text the model reads, tools first, then the messages in order (contents, refusals, tool-call arguments).
+
+    The one list the built-in detectors (injection, PII) and the Bedrock guardrail all read; map_texts rewrites exactly
+    these texts (tests/unit/test_guardrails_apply.py holds the two equal).
+    """
+    return [*tool_texts(req), *(text for _role, text in iter_texts(req))]
 
 
 def _map_part(part: Any, fn: Callable[[str], str]) -> Any:
@@ -377,13 +421,38 @@ def _map_call(call: ToolCall, fn: Callable[[str], str]) -> ToolCall:
     return call.model_copy(update={"function": call.function.model_copy(update={"arguments": arguments})})
 
 
+def _map_schema(node: Any, fn: Callable[[str], str]) -> Any:
+    """`node` with `fn` applied to the texts schema_texts lists; the same object when nothing changed."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in _SCHEMA_TEXT_KEYS and isinstance(value, str):
+                out[key] = fn(value)
+            elif key == "enum" and isinstance(value, list):
+                mapped = [fn(v) if isinstance(v, str) else v for v in value]
+                out[key] = value if mapped == value else mapped
+            else:
+                out[key] = _map_schema(value, fn)
+        return node if all(out[k] is v for k, v in node.items()) else out
+    if isinstance(node, list):
+        items = [_map_schema(item, fn) for item in node]
+        return node if all(map(operator.is_, items, node)) else items
+    return node
+
+
 def _map_tool(tool: Tool, fn: Callable[[str], str]) -> Tool:
-    if tool.function.description is None:
+    update: dict[str, Any] = {}
+    if tool.function.description is not None:
+        description = fn(tool.function.description)
+        if description != tool.function.description:
+            update["description"] = description
+    if tool.function.parameters:
+        parameters = _map_schema(tool.function.parameters, fn)
+        if parameters is not tool.function.parameters and parameters != tool.function.parameters:
+            update["parameters"] = parameters
+    if not update:
         return tool
-    description = fn(tool.function.description)
-    if description == tool.function.description:
-        return tool
-    return tool.model_copy(update={"function": tool.function.model_copy(update={"description": description})})
+    return tool.model_copy(update={"function": tool.function.model_copy(update=update)})
 
 
 def _map_message(msg: Any, fn: Callable[[str], str]) -> Any:
@@ -475,10 +544,18 @@ def _check_rules(req: ChatCompletionRequest, rules: RequestRules) -> None:
             code="invalid_value",
             param="messages",
         )
+    texts_of_schemas = [text for t in req.tools or () for text in schema_texts(t.function.parameters)]
+    if len(texts_of_schemas) > MAX_SCHEMA_TEXTS or any(len(t) > MAX_SCHEMA_TEXT_CHARS for t in texts_of_schemas):
+        raise InvalidRequest(
+            f"'tools' parameter schemas hold more than the allowed {MAX_SCHEMA_TEXTS} descriptions, titles and enum "
+            f"values, or one longer than {MAX_SCHEMA_TEXT_CHARS} characters.",
+            code="invalid_value",
+            param="tools",
+        )
     if total + sum(map(len, tool_texts(req))) > rules.max_total_chars:
         raise InvalidRequest(
-            f"'messages' and the tools' descriptions hold more than the allowed {rules.max_total_chars} characters "
-            "in total.",
+            f"'messages' and the tools' descriptions and schemas hold more than the allowed {rules.max_total_chars} "
+            "characters in total.",
             code="invalid_value",
             param="tools",
         )
