@@ -30,7 +30,7 @@ import time
 import traceback
 import urllib.parse
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
@@ -200,6 +200,10 @@ class _Worker:
 
     @staticmethod
     def _marshal(result: Any, request_id: str) -> tuple[bytes, bool]:
+        if isinstance(result, Iterator):
+            # A streaming handler called with plain Invoke: Lambda buffers the streamed bytes into the response.
+            body = b"".join(result)
+            return body, len(body) > MAX_PAYLOAD
         try:
             body = json.dumps(result, default=_decimal_default).encode()
         except (TypeError, ValueError) as exc:

@@ -90,21 +90,33 @@ class RuntimeClient:
         conn.endheaders()
         trailers = b""
         try:
-            for piece in pieces:
+            while True:
+                try:
+                    piece = next(pieces)
+                except StopIteration:
+                    break
+                except Exception as exc:  # the handler failed mid-stream: reported in the trailers
+                    body = base64.b64encode(_error_body(exc)).decode()
+                    trailers = (
+                        f"Lambda-Runtime-Function-Error-Type: Runtime.{type(exc).__name__}\r\n"
+                        f"Lambda-Runtime-Function-Error-Body: {body}\r\n"
+                    ).encode()
+                    break
                 if piece:
-                    conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
-        except Exception as exc:
-            body = base64.b64encode(_error_body(exc)).decode()
-            trailers = (
-                f"Lambda-Runtime-Function-Error-Type: Runtime.{type(exc).__name__}\r\n"
-                f"Lambda-Runtime-Function-Error-Body: {body}\r\n"
-            ).encode()
+                    conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))  # OSError: the reader went away
+        except OSError:
+            conn.close()
+            return
         finally:
             close = getattr(pieces, "close", None)
             if close is not None:
-                close()
-        conn.send(b"0\r\n" + trailers + b"\r\n")
-        conn.getresponse().read()
+                close()  # the handler's cleanup (settlement, audit) runs however the stream ended
+        try:
+            conn.send(b"0\r\n" + trailers + b"\r\n")
+            conn.getresponse().read()
+        except (OSError, http.client.HTTPException):
+            # The response was cut (the reader went away): the next invocation gets a fresh connection.
+            conn.close()
 
     def _post(self, path: str, body: bytes, headers: dict[str, str]) -> None:
         self._conn.request("POST", path, body=body, headers=headers)
@@ -135,7 +147,7 @@ def serve(client: RuntimeClient, handler: Callable[[Any, Any], Any]) -> None:
                 client.stream(request_id, result)
             else:
                 client.respond(request_id, json.dumps(result).encode())
-        except Exception as exc:
+        except Exception as exc:  # the function's error, never the end of the loop
             client.error(request_id, exc)
 
 

@@ -456,7 +456,7 @@ class ValidatorService:
         emit_audit(self._log, audit.record(), every_invocation=True)
         try:
             self._metrics.flush_metrics()  # the handler's own flush ran when the stream began
-        except Exception:
+        except Exception:  # metrics must never break a finished stream
             self._log.warning("metrics flush failed after a stream")
 
     def _flush_refunds(self) -> None:

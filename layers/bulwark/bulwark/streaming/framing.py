@@ -3,12 +3,24 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from bulwark.errors import BulwarkError
-from bulwark.upstreams.sse import DONE_EVENT, encode_event
 
-__all__ = ["DONE_EVENT", "chunk_event", "error_event", "usage_event"]
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def encode_event(data: Any) -> bytes:
+    """One SSE event carrying `data` as compact JSON (JSON never contains a raw newline, so one `data:` line)."""
+    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+def encode_stream(chunks: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    for item in chunks:
+        yield encode_event(item)
+    yield DONE_EVENT
 
 
 def chunk_event(chunk: dict[str, Any], choices: list[dict[str, Any]], *, include_usage: bool) -> bytes:

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import re
 
-from bulwark.guardrails.pii import find_pii, placeholder
-
 # 64 characters hold a card number with separators (at most 37), an IBAN (at most 42), an AWS access key id (20),
 # an AWS secret access key (40; its label is in the context), a phone number, an SSN and ordinary e-mail addresses.
 WINDOW = 64
@@ -61,6 +59,9 @@ class StreamRedactor:
         return self._release(final=True)
 
     def _release(self, *, final: bool) -> str:
+        # Imported here: the detectors load with the first filtered stream, not at the invoker's cold start.
+        from bulwark.guardrails.pii import find_pii, placeholder
+
         ctx = len(self._context)
         buf = self._context + self._held
         findings = find_pii(buf)
