@@ -352,15 +352,7 @@ def _make_handler(worker: _Worker, names: tuple[str, ...]) -> type[FastHandler]:
                     json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__, "requestId": request_id})
                 )
 
-            try:
-                serve_stream_invocation(
-                    self,
-                    lambda: worker.call_raw(event, request_id),
-                    request_id=request_id,
-                    timeout=worker.timeout,
-                    on_error=failed,
-                )
-            finally:
+            def done() -> None:
                 duration = (time.perf_counter() - started) * 1000
                 worker.invocations += 1
                 worker.platform_line(f"END RequestId: {request_id}")
@@ -370,6 +362,15 @@ def _make_handler(worker: _Worker, names: tuple[str, ...]) -> type[FastHandler]:
                     f"\tMax Memory Used: {_memory_kb().get('VmHWM', 0) // 1024} MB\t"
                 )
                 worker.busy.release()
+
+            serve_stream_invocation(
+                self,
+                lambda: worker.call_raw(event, request_id),
+                request_id=request_id,
+                timeout=worker.timeout,
+                on_error=failed,
+                on_done=done,
+            )
 
     return InvokeHandler
 

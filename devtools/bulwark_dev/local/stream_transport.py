@@ -42,8 +42,11 @@ def serve_stream_invocation(
     request_id: str,
     timeout: float,
     on_error: Callable[[BaseException], None],
+    on_done: Callable[[], None] = lambda: None,
 ) -> None:
-    """Answer one streaming invocation on ``handler``'s connection; the function timeout bounds the whole stream."""
+    """Answer one streaming invocation on ``handler``'s connection; the function timeout bounds the whole stream.
+    ``on_done`` runs when the handler's part is over, before InvokeComplete goes out: a caller that has read
+    InvokeComplete may invoke this environment again at once."""
     wfile = handler.wfile
     head = [
         "HTTP/1.1 200 OK",
@@ -53,8 +56,13 @@ def serve_stream_invocation(
         "X-Amz-Executed-Version: $LATEST",
         f"Date: {handler.date_time_string()}",
     ]
-    wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-    wfile.flush()
+    try:
+        wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        wfile.flush()
+    except OSError:
+        handler.close_connection = True
+        on_done()
+        return
 
     def send(message: bytes) -> None:
         wfile.write(b"%x\r\n%s\r\n" % (len(message), message))
@@ -81,6 +89,7 @@ def serve_stream_invocation(
         close = getattr(pieces, "close", None)
         if close is not None:
             close()  # runs the handler's cleanup (settlement, upstream close) when the stream ends early
+        on_done()
     try:
         send(event("InvokeComplete", json.dumps(complete).encode(), "application/json"))
         wfile.write(b"0\r\n\r\n")
