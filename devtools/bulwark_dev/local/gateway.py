@@ -481,11 +481,12 @@ class ApiGatewayEmulator:
         eight-NUL delimiter (within the first 16 KB), then the body goes to the client as it arrives."""
         assert self._invoke_stream is not None
         started = time.perf_counter()
+        stream: Any = None
+        split: tuple[dict[str, Any], bytes] | None = None
         try:
             stream = self._invoke_stream(route.function, payload, self.stream_idle_timeout)
             pieces = iter(stream)
             buffer = b""
-            split = None
             while split is None:
                 buffer += next(pieces)
                 split = split_metadata(buffer)
@@ -502,6 +503,8 @@ class ApiGatewayEmulator:
             return self.error(request, "DEFAULT_5XX")
         finally:
             request.log["integrationLatencyMs"] = round((time.perf_counter() - started) * 1000, 3)
+            if split is None and stream is not None:
+                stream.close()  # no response to relay: free the function's environment now
         meta, rest = split
         headers = [(str(k), _header_value(v)) for k, v in (meta.get("headers") or {}).items()]
         for name, values in (meta.get("multiValueHeaders") or {}).items():
@@ -510,15 +513,7 @@ class ApiGatewayEmulator:
             headers.append(("Content-Type", "application/json"))
         request.log["responseTransferMode"] = "STREAM"
 
-        def body() -> Iterator[bytes]:
-            try:
-                if rest:
-                    yield rest
-                yield from pieces
-            finally:
-                stream.close()
-
-        return GatewayResult(int(meta.get("statusCode", 200)), headers, b"", stream=body())
+        return GatewayResult(int(meta.get("statusCode", 200)), headers, b"", stream=_StreamBody(rest, pieces, stream))
 
     # ------------------------------------------------------------------------------------------------------- errors
     def error(self, request: _Request, response_type: str, status: int | None = None) -> GatewayResult:
@@ -623,6 +618,24 @@ def _header_value(value: Any) -> str:
 
 def _resource_id(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()[:6]
+
+
+class _StreamBody:
+    """The rest of a streamed integration response. close() frees the function's stream even if it was never read
+    (a generator's cleanup would not run then)."""
+
+    def __init__(self, rest: bytes, pieces: Iterator[bytes], stream: Any) -> None:
+        self._rest = rest
+        self._pieces = pieces
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._rest:
+            yield self._rest
+        yield from self._pieces
+
+    def close(self) -> None:
+        self._stream.close()
 
 
 def _make_handler(gateway: ApiGatewayEmulator) -> type[FastHandler]:

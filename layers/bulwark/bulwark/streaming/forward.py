@@ -78,7 +78,10 @@ class Forward:
             elif "end" in record:
                 self._state.ended = InvokerResponse.model_validate(record["end"])
 
-    def body(self, on_end: OnEnd) -> Iterator[bytes]:
+    def body(self, on_end: OnEnd) -> _Body:
+        return _Body(self, on_end)
+
+    def _body(self, on_end: OnEnd) -> Iterator[bytes]:
         how = "disconnected"
         try:
             while True:
@@ -106,3 +109,34 @@ class Forward:
         completion = (self._state.content_chars + 3) // 4  # estimate_tokens' rate: ~4 characters a token
         usage = InvokerUsage(prompt_tokens=self._prompt, completion_tokens=completion, estimated=True)
         return InvokerResponse(ok=True, content_type="text/event-stream", usage=usage)
+
+    def abandon(self, on_end: OnEnd) -> None:
+        """The reader went away before the body was read at all."""
+        self._stream.close()
+        on_end(self._state.ended or self._estimate(), "disconnected")
+
+
+class _Body:
+    """The forwarded body. close() settles even when iteration never began (a generator's cleanup would not run)."""
+
+    def __init__(self, forward: Forward, on_end: OnEnd) -> None:
+        self._forward = forward
+        self._on_end = on_end
+        self._gen: Iterator[bytes] | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._gen is None:
+            self._gen = self._forward._body(self._on_end)
+        return next(self._gen)
+
+    def close(self) -> None:
+        if self._gen is None:
+            self._gen = iter(())
+            self._forward.abandon(self._on_end)
+            return
+        close = getattr(self._gen, "close", None)
+        if close is not None:
+            close()
