@@ -294,6 +294,71 @@ def inspect_evals_sets(root: Path) -> Iterator[EvalSet]:
         yield EvalSet("benign", "inspect_evals/ipi_coding_agent benign", _plain(ok))
 
 
+def garak_multilingual_sets(root: Path) -> Iterator[EvalSet]:
+    lits = _py_literals(root / "payloads.py")
+    texts = [str(d["prompt"]) for name, v in sorted(lits.items()) if isinstance(v, list) for d in v
+             if isinstance(d, dict) and "prompt" in d]  # fmt: skip
+    yield EvalSet("attack", "garak_multilingual/tr+de+es+ru+ar+zh+fr+fa injections", _plain(texts))
+
+
+def aib_sets(root: Path) -> Iterator[EvalSet]:
+    rows = _jsonl(root / "data" / "attacks.jsonl")
+    # The injected text is what the model reads in a tool result, document, web page or e-mail: indirect injection.
+    yield EvalSet(
+        "attack", "agent_injection_bench/indirect (tool results, documents)", _plain([r["injected"] for r in rows])
+    )
+    yield EvalSet("benign", "agent_injection_bench/user tasks", _plain([r["task"] for r in rows]))
+
+
+def _parquet(path: Path, column: str) -> list[str]:
+    if not path.exists():
+        return []
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        print(f"- {path.name}: pyarrow is not installed, skipped")
+        return []
+    return [str(x) for x in pq.read_table(path).column(column).to_pylist() if x]
+
+
+def llamator_sets(root: Path) -> Iterator[EvalSet]:
+    data = root / "attack_data"
+    # Harmful requests followed by an optimised adversarial suffix (GCG-style): attacks, unlike the bare requests.
+    yield EvalSet("attack", "llamator/adversarial suffixes", _plain(_parquet(data / "suffixes.parquet", "goal")))
+    leak = _parquet(data / "system_prompt_leakage.parquet", "goal") + _parquet(data / "base64_prompts.parquet", "goal")
+    dan = _parquet(data / "ucar-dan_prompts.parquet", "dan") + _parquet(data / "ucar-dan_prompts.parquet", "ucar")
+    yield EvalSet("attack", "llamator/system-prompt leakage+ucar+dan", _plain(leak + dan))
+
+
+def ps_fuzz_sets(root: Path) -> Iterator[EvalSet]:
+    path = root / "attack_data" / "prompt_injections_for_base64.parquet"
+    # Every row of this file is labelled 1 (an injection); it ships as the input of ps_fuzz's base64 attack.
+    yield EvalSet("attack", "ps_fuzz/prompt_injections", _plain(_parquet(path, "text")))
+
+
+def jailbreak_corpus_mini_sets(root: Path) -> Iterator[EvalSet]:
+    rows = json.loads((root / "corpus.json").read_text(encoding="utf-8"))
+    yield EvalSet("attack", "jailbreak_corpus_mini/corpus", _plain([str(r["prompt"]) for r in rows]))
+
+
+def _fstring_text(node: ast.JoinedStr) -> str:
+    return "".join(v.value if isinstance(v, ast.Constant) else "{x}" for v in node.values if
+                   isinstance(v, ast.Constant | ast.FormattedValue))  # fmt: skip
+
+
+def deepteam_sets(root: Path) -> Iterator[EvalSet]:
+    # LLM-as-judge prompts: benign text full of "system prompt", "jailbreak", "ignore" and quoted attacks, the hard
+    # negatives an outside evaluation refused 6% of. Each template.py's f-strings, placeholders kept as {x}.
+    texts: list[str] = []
+    for f in sorted((root / "metrics").rglob("template.py")):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.JoinedStr):
+                t = _fstring_text(node)
+                if len(t) > 300:
+                    texts.append(t)
+    yield EvalSet("benign", "deepteam/LLM-judge metric templates", _plain(texts))
+
+
 LOADERS = (
     ("garak", garak_sets),
     ("spikee", spikee_sets),
@@ -303,6 +368,12 @@ LOADERS = (
     ("promptbench", promptbench_sets),
     ("promptinject", promptinject_sets),
     ("inspect_evals", inspect_evals_sets),
+    ("garak_multilingual", garak_multilingual_sets),
+    ("aib", aib_sets),
+    ("llamator", llamator_sets),
+    ("ps_fuzz", ps_fuzz_sets),
+    ("jailbreak_corpus_mini", jailbreak_corpus_mini_sets),
+    ("deepteam", deepteam_sets),
 )
 
 
@@ -341,8 +412,111 @@ HARD_NEGATIVE = re.compile(
 )
 
 
+MIN_ATTACKS = 20  # a source with fewer attacks is pooled but not ranked (one miss would be 5 points)
+
+# Ablations: which rules take part (None: all) and how the model takes part. "weak" rules are vocabulary that benign
+# text about AI uses too; ADDED_RULES are this session's additions (issue 17).
+WEAK_RULES = frozenset({"ai_target", "roleplay", "harm_vocab", "openai_policy", "leetspeak_request", "mode_enabled"})
+ADDED_RULES = frozenset(
+    {"claimed_authority", "completion_extraction", "agent_addressed", "tool_call_order", "override_ml",
+     "unrestricted_ml", "system_prompt_ml", "reveal_ml", "persona_ml", "chat_marker", "adversarial_suffix"}
+)  # fmt: skip
+
+
+def _decide(hits: dict[str, float], p: float | None, thr: float | None, variant: str) -> bool:
+    from bulwark.guardrails import injection
+
+    if variant == "rules only":
+        return injection.verdict(hits, None, None).detected
+    if variant == "model only":
+        return p is not None and thr is not None and p >= thr
+    if variant == "without this session's rules":
+        hits = {k: v for k, v in hits.items() if k not in ADDED_RULES}
+    return injection.verdict(hits, p, thr).detected
+
+
+VARIANTS = ("shipped", "rules only", "model only", "without this session's rules")
+
+
+def loso(sets: list[EvalSet]) -> None:
+    """Leave one source (package) out: train the model on every other source, score this one with the shipped rules
+    and decision. The rules are hand-written once for all sources, so only the model is truly held out."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import train_injection_model as tim
+
+    from bulwark.guardrails import injection, rules
+
+    t0 = time.time()
+    ex = tim.examples(sets)
+    hits: list[dict[str, float]] = []
+    cached = tim.cached_features(ex.texts)
+    if cached is None:
+        x = tim.featurize(ex.texts, hits)
+        tim.store_features(ex.texts, x)
+    else:  # the rules may have changed since: their hits are always computed afresh
+        x = cached
+        for t in ex.texts:
+            scanned = injection.scanned_text(t)
+            h = rules.rule_hits(scanned)
+            hits.append({**h, **injection.structure_hits(scanned, h)})
+    print(f"\nfeatures of {len(ex.texts)} texts in {time.time() - t0:.0f}s", file=sys.stderr)
+    sources = sorted(set(ex.sources))
+    kinds = [next(s.kind for s in sets if s.name == n) for n in ex.set_names]
+    detected = {v: np.zeros(len(ex.texts), dtype=bool) for v in VARIANTS}
+    for src in sources:
+        held = np.array([i for i, s in enumerate(ex.sources) if s == src])
+        train = np.array([i for i, s in enumerate(ex.sources) if s != src])
+        doc = tim.fit(x, ex, train, c_grid=(8.0,), folds=3, verbose=False)
+        probs = tim.probabilities(doc, x[held])
+        for v in VARIANTS:
+            for j, i in enumerate(held):
+                detected[v][i] = _decide(hits[i], float(probs[j]), float(doc["threshold"]), v)
+        print(f"  {src}: trained without it in {time.time() - t0:.0f}s", file=sys.stderr)
+
+    def per_source(v: str, kind: str) -> dict[str, tuple[int, int]]:
+        out: dict[str, tuple[int, int]] = {}
+        for src in sources:
+            rows = [i for i, s in enumerate(ex.sources) if s == src and kinds[i] == kind]
+            if rows:
+                out[src] = (len(rows), int(detected[v][rows].sum()))
+        return out
+
+    print("\n#### Leave-one-source-out: each source scored by a detector whose model never saw it\n")
+    print("| source | attacks | held-out TPR | benign | held-out FPR | harmful (no injection) flagged |")
+    print("|---|---:|---:|---:|---:|---:|")
+    atk, ben, harm = per_source("shipped", "attack"), per_source("shipped", "benign"), per_source("shipped", "harmful")
+    for src in sources:
+        a, b, h = atk.get(src), ben.get(src), harm.get(src)
+        cells = [f"{a[0]}", f"{a[1] / a[0]:.1%}"] if a else ["0", "-"]
+        cells += [f"{b[0]}", f"{b[1] / b[0]:.1%}"] if b else ["0", "-"]
+        cells += [f"{h[1] / h[0]:.1%}"] if h else ["-"]
+        print(f"| {src} | " + " | ".join(cells) + " |")
+    print("\n#### Ablation (leave-one-source-out, pooled over sources)\n")
+    print("| detector | pooled TPR | worst source (>= 20 attacks) | median source | pooled benign FPR | worst benign "
+          "source FPR | hard negatives FPR |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    hard_rows = [i for i, k in enumerate(kinds) if k == "benign" and HARD_NEGATIVE.search(ex.texts[i])]
+    for v in VARIANTS:
+        a, b = per_source(v, "attack"), per_source(v, "benign")
+        ranked = sorted((hit / n, src) for src, (n, hit) in a.items() if n >= MIN_ATTACKS)
+        pooled_tpr = sum(hit for _n, hit in a.values()) / sum(n for n, _h in a.values())
+        pooled_fpr = sum(hit for _n, hit in b.values()) / sum(n for n, _h in b.values())
+        worst_b = max((hit / n, src) for src, (n, hit) in b.items())
+        median = (
+            ranked[len(ranked) // 2][0]
+            if len(ranked) % 2
+            else (ranked[len(ranked) // 2 - 1][0] + ranked[len(ranked) // 2][0]) / 2
+        )
+        hard = detected[v][hard_rows].mean() if hard_rows else 0.0
+        print(f"| {v} | {pooled_tpr:.1%} | {ranked[0][0]:.1%} ({ranked[0][1]}) | {median:.1%} | {pooled_fpr:.2%} | "
+              f"{worst_b[0]:.1%} ({worst_b[1]}) | {hard:.1%} ({len(hard_rows)}) |")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--loso", action="store_true", help="also the leave-one-source-out table (needs numpy, sklearn)")
     ap.add_argument("--misses", type=int, default=0, help="print this many misses/false positives per set")
     ap.add_argument("--split", choices=("tune", "held-out"), default="tune", help="split whose misses are printed")
     args = ap.parse_args()
@@ -398,6 +572,8 @@ def main() -> None:
     timings.sort()
     print(f"\ndetector latency over {len(timings)} prompts: p50 {timings[len(timings) // 2] * 1e3:.3f} ms, "
           f"p99 {timings[int(len(timings) * 0.99)] * 1e3:.3f} ms")  # fmt: skip
+    if args.loso:
+        loso(sets)
 
 
 if __name__ == "__main__":

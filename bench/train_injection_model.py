@@ -1,10 +1,11 @@
-"""Train the injection detector's linear model OFFLINE, on the tune halves only, and write injection_model.json.
+"""Train the injection detector's linear model OFFLINE, on every set of bench/guardrail_eval.py, and write
+injection_model.json. Generalization is measured by leaving each source out (`guardrail_eval.py --loso`), which
+retrains with this module's `fit` without that source and scores it.
 
 Needs numpy, scipy and scikit-learn (offline only: the packaged detector reads the JSON with the standard library)
 plus the data packages of bench/guardrail_eval.py. Run: `python bench/train_injection_model.py [--dry-run]`.
 
-- Examples: every text of the "tune" half (guardrail_eval.is_held_out false) of every set; attacks are 1, benign and
-  harmful-without-injection texts are 0. Held-out texts are never read here.
+- Examples: every text of every set; attacks are 1, benign and harmful-without-injection texts are 0.
 - Features: exactly model.model_features on the normalized (and, for long texts, sampled) text: word unigrams
   and bigrams and in-word character 3-5-grams hashed (CRC-32) into 2^18 buckets with value 1/sqrt(n), plus one
   column per rule that matched (value 1) when USE_RULE_FEATURES (off: see there).
@@ -25,7 +26,9 @@ import sys
 import time
 import zlib
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -34,20 +37,48 @@ from sklearn.model_selection import GroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from guardrail_eval import is_held_out, load_sets
+from guardrail_eval import EvalSet, load_sets
 
 from bulwark.guardrails import injection, model, normalization, rules
 
 BUCKETS = 1 << 18
 RULE_NAMES = [name for name, _w, _p in rules._RULES]
 TARGET_FPR = 0.01
+C_GRID = (2.0, 8.0, 32.0)
 # Rule hits as model inputs raised held-out TPR (96.8%) but the model then leaned on them: benign prompts that merely
 # mention "system prompt", "pretend" or "developer mode" (rare in the benign sets) were flagged (hard-negative FPR
 # 1.1% -> 5.0%). So the model sees text n-grams only and detect_injection takes the larger of the two scores.
 USE_RULE_FEATURES = False
 
 
-def featurize(texts: list[str]) -> sparse.csr_matrix:
+CACHE = Path(__file__).resolve().parents[1] / ".bench" / "injection-features"
+
+
+def cached_features(texts: list[str]) -> sparse.csr_matrix | None:
+    """The feature rows of `texts` from an earlier run, if the texts and model.py are unchanged (.bench/ is ignored)."""
+    path = CACHE / f"{_cache_key(texts)}.npz"
+    return sparse.load_npz(path).tocsr() if path.exists() else None
+
+
+def store_features(texts: list[str], x: sparse.csr_matrix) -> None:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    ignore = CACHE.parent / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("*\n", encoding="utf-8")  # as bench_cold_start.py does: nothing here is committed
+    sparse.save_npz(CACHE / f"{_cache_key(texts)}.npz", x)
+
+
+def _cache_key(texts: list[str]) -> str:
+    import hashlib
+
+    h = hashlib.sha256(Path(model.__file__).read_bytes())
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass") + b"\x00")
+    return h.hexdigest()[:24]
+
+
+def featurize(texts: list[str], hits_out: list[dict[str, float]] | None = None) -> sparse.csr_matrix:
+    """The model's feature rows; with `hits_out`, also every text's rule hits (all rules, no early stop)."""
     rows: list[int] = []
     cols: list[int] = []
     vals: list[float] = []
@@ -55,6 +86,8 @@ def featurize(texts: list[str]) -> sparse.csr_matrix:
     for r, text in enumerate(texts):
         scanned = injection.scanned_text(text)
         hits = rules.rule_hits(scanned)
+        if hits_out is not None:
+            hits_out.append({**hits, **injection.structure_hits(scanned, hits)})
         tf, rf = model.model_features(normalization._basic(scanned), sorted(hits))
         idx = Counter(model.feature_index(f, BUCKETS) for f in tf)
         v = 1.0 / math.sqrt(max(1, len(tf)))
@@ -77,53 +110,82 @@ def threshold_at_fpr(p: np.ndarray, y: np.ndarray, fpr: float) -> tuple[float, f
     return thr, tpr, float((p[y == 0] >= thr).mean())
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dry-run", action="store_true", help="cross-validate and report, do not write the model")
-    ap.add_argument("--out", default=str(model.MODEL_PATH))
-    args = ap.parse_args()
-    t0 = time.time()
+@dataclass
+class Examples:
+    texts: list[str]
+    labels: np.ndarray  # 1 attack, 0 benign or harmful-without-injection
+    groups: list[str]  # template/opening: cross-validation folds never split one
+    sources: list[str]  # the package a text comes from (leave-one-source-out)
+    set_names: list[str]
+    set_sizes: list[int]
+
+
+def examples(sets: list[EvalSet]) -> Examples:
     texts: list[str] = []
     labels: list[int] = []
     groups: list[str] = []
-    weights: list[float] = []
-    for s in load_sets():
-        tune = [(t, g) for t, g in s.items if not is_held_out(t, g)]
-        for t, g in tune:
+    sources: list[str] = []
+    names: list[str] = []
+    sizes: list[int] = []
+    for s in sets:
+        for t, g in s.items:
             texts.append(t)
             labels.append(1 if s.kind == "attack" else 0)
             groups.append(" ".join(g.casefold().split()[:12]))
-            weights.append(1.0 / math.sqrt(max(1, len(tune))))
-        print(f"  tune {s.kind:7} {len(tune):5}  {s.name}")
-    y = np.array(labels)
-    sw = np.array(weights)
-    for cls in (0, 1):  # balance the classes
-        sw[y == cls] *= len(y) / (2.0 * sw[y == cls].sum())
-    x = featurize(texts)
-    print(f"{len(texts)} tune texts ({int(y.sum())} attacks), features in {time.time() - t0:.0f}s")
+            sources.append(s.name.split("/", 1)[0])
+            names.append(s.name)
+            sizes.append(len(s.items))
+    return Examples(texts, np.array(labels), groups, sources, names, sizes)
+
+
+def sample_weights(ex: Examples, rows: np.ndarray) -> np.ndarray:
+    """Each set weighs in proportion to sqrt(its size); the two classes weigh the same."""
+    sw = np.array([1.0 / math.sqrt(max(1, ex.set_sizes[i])) for i in rows])
+    y = ex.labels[rows]
+    for cls in (0, 1):
+        if (y == cls).any():
+            sw[y == cls] *= len(y) / (2.0 * sw[y == cls].sum())
+    return sw
+
+
+def fit(
+    x: sparse.csr_matrix,
+    ex: Examples,
+    rows: np.ndarray,
+    *,
+    c_grid: tuple[float, ...] = C_GRID,
+    folds: int = 5,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Fit on `rows` only: C and the threshold from grouped k-fold cross-validation inside them (the threshold gives
+    TARGET_FPR out of fold), then one fit on all of `rows`. Returns the shipped JSON document."""
+    y = ex.labels[rows]
+    sw = sample_weights(ex, rows)
+    xr = x[rows]
     best: tuple[float, float, float] | None = None
-    best_c = 1.0
-    folds = list(GroupKFold(n_splits=5).split(x, y, groups))
-    for c in (2.0, 8.0, 32.0):
+    best_c = c_grid[0]
+    splits = list(GroupKFold(n_splits=folds).split(xr, y, [ex.groups[i] for i in rows]))
+    for c in c_grid:
         oof = np.zeros(len(y))
-        for tr, te in folds:
-            clf = LogisticRegression(C=c, solver="liblinear", max_iter=2000)
-            clf.fit(x[tr], y[tr], sample_weight=sw[tr])
-            oof[te] = clf.predict_proba(x[te])[:, 1]
+        for tr, te in splits:
+            clf = LogisticRegression(C=c, solver="liblinear", dual=True, max_iter=2000)
+            clf.fit(xr[tr], y[tr], sample_weight=sw[tr])
+            oof[te] = clf.predict_proba(xr[te])[:, 1]
         thr, tpr, fpr = threshold_at_fpr(oof, y, TARGET_FPR)
-        print(f"  C={c:5}: out-of-fold TPR {tpr:.1%} at FPR {fpr:.2%} (threshold {thr:.3f})")
+        if verbose:
+            print(f"  C={c:5}: out-of-fold TPR {tpr:.1%} at FPR {fpr:.2%} (threshold {thr:.3f})")
         if best is None or tpr > best[1]:
             best, best_c = (thr, tpr, fpr), c
     assert best is not None
-    clf = LogisticRegression(C=best_c, solver="liblinear", max_iter=2000)
-    clf.fit(x, y, sample_weight=sw)
+    clf = LogisticRegression(C=best_c, solver="liblinear", dual=True, max_iter=2000)
+    clf.fit(xr, y, sample_weight=sw)
     coef = clf.coef_[0]
     text_w = coef[:BUCKETS]
     scale = float(np.abs(text_w).max()) / 127.0
     q = np.clip(np.round(text_w / scale), -127, 127).astype(np.int8)
-    doc = {
+    return {
         "format": "bulwark-injection-linear-v1",
-        "note": "trained by bench/train_injection_model.py on the tune halves of the sets in bench/guardrail_eval.py",
+        "note": "trained by bench/train_injection_model.py on every set of bench/guardrail_eval.py",
         "buckets": BUCKETS,
         "char_ngrams": list(model._CHAR_NS),
         "C": best_c,
@@ -137,7 +199,29 @@ def main() -> None:
         },
         "weights_b64_zlib_int8": base64.b64encode(zlib.compress(q.tobytes(), 9)).decode("ascii"),
     }
-    print(f"chose C={best_c}, threshold {best[0]:.3f}; nonzero int8 weights {int((q != 0).sum())}")
+
+
+def probabilities(doc: dict[str, Any], x: sparse.csr_matrix) -> np.ndarray:
+    """What model.model_probability answers for each row, from the shipped (int8) weights."""
+    q = np.frombuffer(zlib.decompress(base64.b64decode(doc["weights_b64_zlib_int8"])), dtype=np.int8)
+    w = np.zeros(x.shape[1])
+    w[:BUCKETS] = q.astype(np.float64) * float(doc["scale"])
+    z = np.clip(float(doc["bias"]) + x @ w, -50.0, 50.0)
+    return np.asarray(1.0 / (1.0 + np.exp(-z)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dry-run", action="store_true", help="cross-validate and report, do not write the model")
+    ap.add_argument("--out", default=str(model.MODEL_PATH))
+    args = ap.parse_args()
+    t0 = time.time()
+    sets = load_sets()
+    ex = examples(sets)
+    x = featurize(ex.texts)
+    print(f"{len(ex.texts)} texts ({int(ex.labels.sum())} attacks), features in {time.time() - t0:.0f}s")
+    doc = fit(x, ex, np.arange(len(ex.texts)))
+    print(f"chose C={doc['C']}, threshold {doc['threshold']:.3f}")
     if args.dry_run:
         return
     Path(args.out).write_text(json.dumps(doc, separators=(",", ":")) + "\n", encoding="utf-8")

@@ -278,7 +278,7 @@ def cmd_policy_check(args: argparse.Namespace, out: TextIO) -> int:
         else (Path("policy.yaml") if Path("policy.yaml").exists() else default_policy_path())
     )
     try:
-        policy = load_policy_file(path)
+        policy = load_policy_file(path, local=True if args.local else None)
     except PolicyError as exc:
         if args.json:
             out.write(json.dumps({"ok": False, "file": str(path), "errors": str(exc).splitlines()}, indent=2) + "\n")
@@ -316,7 +316,7 @@ def cmd_local(args: argparse.Namespace, out: TextIO) -> int:
         from bulwark.policy import load_policy_file
 
         try:
-            load_policy_file(policy)
+            load_policy_file(policy, local=True)
         except PolicyError as exc:
             raise CliError(str(exc)) from None
     stack = LocalStack(project_root=root, port=args.port, policy_file=policy)
@@ -428,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     pol = sub.add_parser("policy", help="policy file tools").add_subparsers(dest="policy_command", required=True)
     pc = pol.add_parser("check", parents=[common], help="validate a policy file")
     pc.add_argument("file", nargs="?")
+    pc.add_argument(
+        "--local", action="store_true", help="check as `bulwark local` loads it (plain http to loopback allowed)"
+    )
     pc.set_defaults(func=cmd_policy_check)
     ps = pol.add_parser("schema", help="print the policy's JSON Schema")
     ps.set_defaults(func=cmd_policy_schema)
@@ -446,6 +449,9 @@ def _add_optional_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     from bulwark_dev.invoke_cli import register as register_invoke
 
     register_invoke(sub, common)
+    from bulwark_dev.verify import register as register_verify
+
+    register_verify(sub, common)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bulwark.api.runtime import settle_after_init
+from bulwark.api.runtime import flush_on_shutdown, settle_after_init
 from bulwark.observability.logs import make_logger
 from bulwark.observability.metrics import make_metrics
 from bulwark.observability.tracing import make_tracer
@@ -23,6 +23,7 @@ tracer = make_tracer()
 service = validator_service.build(logger, metrics)  # clients and caches live as long as the container
 # The API's integration streams (template: ResponseTransferMode): every answer goes out in the streaming format.
 STREAMING = settings().stream_responses
+flush_on_shutdown(service.shutdown)  # deferred refunds are written before the environment goes away
 settle_after_init()  # init is done: set what it made aside from the cycle collector
 
 

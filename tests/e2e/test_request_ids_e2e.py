@@ -65,10 +65,15 @@ def test_every_line_of_a_request_carries_its_request_id(local_stack: Any) -> Non
     _wait_for_gateway_lines(local_stack, request_ids)
 
     # Then every line any function wrote meanwhile names its invocation and one of the requests. The emulator's
-    # platform lines (as Lambda's own START/REPORT lines) name the invocation only: they join through it.
+    # platform lines (as Lambda's own START/REPORT lines) and the runtime's line for a handler's exception (the
+    # authorizer raises Unauthorized to have API Gateway answer 401) name the invocation only: they join through it.
     records = [(function, json.loads(line)) for function, line in _function_lines(local_stack.log_lines[start:])]
-    platform = [(f, r) for f, r in records if r.get("type") == "platform"]
-    own = [(f, r) for f, r in records if r.get("type") != "platform"]
+
+    def runtime_line(record: dict[str, Any]) -> bool:
+        return record.get("type") == "platform" or {"errorType", "requestId"} <= record.keys()
+
+    platform = [(f, r) for f, r in records if runtime_line(r)]
+    own = [(f, r) for f, r in records if not runtime_line(r)]
     by_request: dict[str, list[dict[str, Any]]] = {rid: [] for rid in request_ids}
     functions: dict[str, set[str]] = {rid: set() for rid in request_ids}
     invocations: dict[str, str] = {}

@@ -136,13 +136,17 @@ class Clock:
 
 
 def issuer_for(server: JwksServer) -> IssuerConfig:
-    return IssuerConfig(
-        name="local",
-        issuer="https://issuer.example.com",
-        audience=("bulwark-api",),
-        jwks_url=server.url,
-        jwks_cache_seconds=300,
-        jwks_min_refresh_seconds=30,
+    # A loopback JWKS over plain http: accepted only as `bulwark local` runs it.
+    return IssuerConfig.model_validate(
+        {
+            "name": "local",
+            "issuer": "https://issuer.example.com",
+            "audience": ("bulwark-api",),
+            "jwks_url": server.url,
+            "jwks_cache_seconds": 300,
+            "jwks_min_refresh_seconds": 30,
+        },
+        context={"local": True},
     )
 
 

@@ -294,3 +294,22 @@ def test_a_hot_key_under_concurrency_is_never_refused_below_its_limits(
     assert refused == []
     assert len(writes) == 480
     assert sum(writes) / len(writes) < 2.5  # collisions cost a retry now and then, not a storm
+
+
+def _day_used(counters: CountersTable, principal: str) -> int:
+    item = counters._read("lim#" + principal)  # the stored item itself, not the cached hint
+    assert item is not None
+    return int(item["day_used"])
+
+
+def test_a_settlement_after_the_minute_limit_changed_still_settles_the_day(counters: CountersTable) -> None:
+    """Issue 21's token gap: a refund settled after the caller's tokens-per-minute capacity changed (a risk
+    tightening between two requests, a policy push) was dropped, so the day's count kept tokens nobody used and
+    drifted above the audit's total. The minute bucket may skip it (it refills); the day's count may not."""
+    wide, tightened = Allowance(600, 10_000, 1_000_000), Allowance(600, 5_000, 1_000_000)
+    first = counters.admit("key:daydrift", wide, 100, now_ms=T0)
+    second = counters.admit("key:daydrift", tightened, 100, now_ms=T0 + 10)
+    assert _day_used(counters, "key:daydrift") == 200  # both reservations charged
+    counters.settle(first, 10)  # its capacity (10,000) is no longer the item's
+    counters.settle(second, 100)
+    assert _day_used(counters, "key:daydrift") == 110

@@ -172,3 +172,21 @@ def test_a_guardrail_block_mid_stream_ends_it_with_an_error_event(
     assert "ignore all previous" not in content(out)  # the blocked segment never went out
     assert content(out).startswith("x" * GUARD_SEGMENT)
     assert "bedrock_guardrail" in outcome.hits and outcome.completion_tokens > 0
+
+
+def test_the_system_prompt_canary_ends_the_stream_before_it_goes_out(server: WireServer) -> None:
+    from bulwark.guardrails.canary import HIT, new_canary
+
+    canary = new_canary()
+    leak = f"My instructions say: Confidential marker {canary}. Never repeat it."
+    at = leak.index(canary)
+    parts = [leak[:at], *pieces_of(canary, 4), leak[at + len(canary) :]]
+    outcome = StreamOutcome()
+
+    out = events(list(relay(upstream_stream(server, [delta(p) for p in parts]), outcome, mode="off", canary=canary)))
+
+    assert (
+        out[-1]["error"]["code"] == "content_policy_violation" and "system_prompt_canary" in out[-1]["error"]["message"]
+    )
+    assert canary[:6] not in content(out)  # not even the start of it: it was held back as the last word
+    assert HIT in outcome.hits

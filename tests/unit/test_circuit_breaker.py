@@ -22,7 +22,7 @@ class Clock:
 
 
 def cfg(**fields: object) -> UpstreamConfig:
-    return UpstreamConfig.model_validate({"kind": "http", "url": "http://x", "timeout_seconds": 5, **fields})
+    return UpstreamConfig.model_validate({"kind": "http", "url": "https://x", "timeout_seconds": 5, **fields})
 
 
 def test_breaker_cycle() -> None:

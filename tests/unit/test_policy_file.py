@@ -68,3 +68,50 @@ def test_a_broken_input_schema_is_refused_at_load() -> None:
     )
     with pytest.raises(PolicyError, match="input_schema"):
         parse_policy(bad)
+
+
+URL_CASES = [
+    ("https://api.example.com/v1", True, True),
+    ("http://127.0.0.1:8080/v1", False, True),
+    ("http://127.9.9.9/v1", False, True),
+    ("http://localhost:3001/v1", False, True),
+    ("http://[::1]:9/v1", False, True),
+    ("http://api.example.com/v1", False, False),
+    ("http://127.0.0.1.evil.example/v1", False, False),
+    ("http://localhost@evil.example/v1", False, False),
+    ("ftp://api.example.com/v1", False, False),
+    ("https:///v1", False, False),
+]
+
+
+@pytest.mark.parametrize(("url", "deployed_ok", "local_ok"), URL_CASES)
+@pytest.mark.parametrize("local", [False, True])
+@pytest.mark.parametrize("field", ["upstream", "jwks"])
+def test_upstream_and_jwks_urls_need_https_plain_http_only_on_loopback_under_bulwark_local(
+    url: str, deployed_ok: bool, local_ok: bool, local: bool, field: str
+) -> None:
+    """Given a policy naming `url` as a model's upstream or an issuer's JWKS, when it is validated deployed or as
+    `bulwark local` runs it, then https passes everywhere, plain http passes only to loopback under bulwark local,
+    and the error names the field (the host is parsed: no prefix trick reaches another host)."""
+    if field == "upstream":
+        text = GOOD.replace('"https://example.invalid/v1"', f'"{url}"')
+        name = "url"
+    else:
+        text = GOOD + (
+            f'issuers:\n  - name: idp\n    issuer: https://idp.example.com\n    audience: api\n    jwks_url: "{url}"\n'
+        )
+        name = "jwks_url"
+    if local_ok if local else deployed_ok:
+        parse_policy(text, local=local)
+    else:
+        with pytest.raises(PolicyError, match=rf"{name}: Value error, .*(https|plain http)"):
+            parse_policy(text, local=local)
+
+
+def test_bulwark_local_mode_comes_from_the_environment_when_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = GOOD.replace('"https://example.invalid/v1"', '"http://127.0.0.1:3001/v1"')
+    monkeypatch.delenv("BULWARK_LOCAL", raising=False)
+    with pytest.raises(PolicyError, match="only `bulwark local` accepts"):
+        parse_policy(text)
+    monkeypatch.setenv("BULWARK_LOCAL", "1")
+    assert parse_policy(text).models["m1"].upstream.url == "http://127.0.0.1:3001/v1"

@@ -154,7 +154,7 @@ def test_model_permissions_are_scoped_to_configured_resources(template: dict[str
         if "bedrock:ApplyGuardrail" in actions:
             assert statement["Resource"] == {"Ref": "BedrockGuardrailArns"}
         if "sagemaker:InvokeEndpoint" in actions:
-            assert "endpoint/${SageMakerEndpointPrefix}*" in json.dumps(statement["Resource"])
+            assert "endpoint/${SageMakerEndpointPrefix}${AWS::StackName}-*" in json.dumps(statement["Resource"])
 
 
 def test_the_validator_has_no_secret_or_model_access(template: dict[str, Any]) -> None:
@@ -408,6 +408,6 @@ def test_waf_logs_redact_credentials(template: dict[str, Any]) -> None:
 def test_custom_domain_requires_tls12(template: dict[str, Any]) -> None:
     domain = template["Resources"]["ApiDomain"]
     assert domain["Condition"] == "HasCustomDomain"
-    assert domain["Properties"]["SecurityPolicy"] == "TLS_1_2"
+    assert domain["Properties"]["SecurityPolicy"] == {"Ref": "TlsSecurityPolicy"}  # TLS 1.2+: test_template_ops.py
     api = template["Resources"]["BulwarkApi"]["Properties"]
     assert api["DisableExecuteApiEndpoint"] == {"Fn::If": ["ExecuteApiEndpointDisabled", True, False]}

@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import errno
 import json
+import math
 import os
 import secrets
 import signal
@@ -205,6 +206,8 @@ class FunctionFleet:
                 "AWS_CONFIG_FILE": os.devnull,
                 "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
                 "AWS_ENDPOINT_URL_LAMBDA": self.lambda_endpoint,
+                # The policy accepts plain-http loopback upstreams and JWKS only here (bulwark.policy.require_https).
+                "BULWARK_LOCAL": "1",
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "PYTHONUNBUFFERED": "1",  # log lines reach the terminal as they are written
                 "PYTHONDONTWRITEBYTECODE": "1",
@@ -279,6 +282,11 @@ class FunctionFleet:
     def pool_for(self, name_or_arn: str) -> FunctionPool | None:
         function = self.template.function_by_name(name_or_arn)
         return self.pools.get(function.logical_id) if function else None
+
+    def recycle_idle(self) -> int:
+        """Shut down every idle environment now, as Lambda does after their idle time (SIGTERM first, so a function's
+        shutdown hook runs). Returns how many."""
+        return sum(pool.reap(now=math.inf) for pool in self.pools.values())
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per function: environments running and started, throttles, peak concurrency, log streams, and sums over
@@ -479,6 +487,7 @@ class LocalStack:
                 "AWS_DEFAULT_REGION": LOCAL_REGION,
                 **DUMMY_CREDENTIALS,
                 "BULWARK_HMAC_SECRET_FILE": str(self.hmac_key_file),
+                "BULWARK_LOCAL": "1",
             }
         )
         if self.policy_file:

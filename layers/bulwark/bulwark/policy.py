@@ -11,13 +11,23 @@ cold start across its models).
 import ipaddress
 import os
 import time
+import urllib.parse
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from bulwark.policy_twin import read_twin
+from bulwark.settings import Settings
 
 GuardMode = Literal["off", "flag", "block"]
 PiiMode = Literal["off", "flag", "redact", "block"]
@@ -28,6 +38,36 @@ ALL_ROUTES: tuple[Route, ...] = ("chat", "models", "invoke")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _local_mode(info: ValidationInfo) -> bool:
+    # `bulwark local` sets BULWARK_LOCAL=1 in every function's environment; a caller may say so explicitly instead.
+    context = info.context
+    if isinstance(context, dict) and "local" in context:
+        return bool(context["local"])
+    return Settings.from_env().local  # not the cached settings(): the policy is validated once per change anyway
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_https(url: str, what: str, *, local: bool) -> str:
+    """https with a host name; plain http only to a loopback address and only under `bulwark local`. The host is
+    parsed, never prefix-matched (http://127.0.0.1.evil.example is not loopback)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname and _loopback(parts.hostname):
+        if local:
+            return url
+        raise ValueError(f"{what} uses plain http, which only `bulwark local` accepts (loopback); deployed: use https")
+    raise ValueError(f"{what} must be an https URL (plain http only to a loopback address under `bulwark local`)")
 
 
 class UpstreamConfig(_Strict):
@@ -48,6 +88,12 @@ class UpstreamConfig(_Strict):
     circuit_reset_seconds: float = Field(default=30.0, gt=0)
     chat: bool = Field(default=True, description="Whether the model speaks chat (usable by /v1/chat/completions).")
     input_template: dict[str, Any] | None = Field(default=None, description="SageMaker/http: chat→JSON mapping.")
+
+    @field_validator("url")
+    @classmethod
+    def _url_https(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # The invoker sends prompts and the upstream's API key to this URL: never in clear text over a network.
+        return None if v is None else require_https(v, "url", local=_local_mode(info))
 
     @field_validator("api_key_secret")
     @classmethod
@@ -99,6 +145,9 @@ class GuardrailPolicy(_Strict):
     pii_output: OutputPiiMode = "redact"
     bedrock_guardrail_id: str | None = None
     bedrock_guardrail_version: str = "DRAFT"
+    system_prompt_canary: bool = Field(
+        default=False, description="Put a random marker in each system prompt; withhold answers that repeat it."
+    )
 
 
 class RiskPolicy(_Strict):
@@ -148,11 +197,9 @@ class IssuerConfig(_Strict):
 
     @field_validator("jwks_url")
     @classmethod
-    def _jwks_https(cls, v: str) -> str:
-        # Fetching keys over plain HTTP would let a network attacker mint tokens; loopback is for tests and local runs.
-        if not (v.startswith("https://") or v.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))):
-            raise ValueError("jwks_url must use https (plain http only on loopback)")
-        return v
+    def _jwks_https(cls, v: str, info: ValidationInfo) -> str:
+        # Fetching keys over plain HTTP would let a network attacker mint tokens; loopback is for local runs.
+        return require_https(v, "jwks_url", local=_local_mode(info))
 
     @field_validator("audience", mode="before")
     @classmethod
@@ -275,7 +322,7 @@ def _line_loader() -> Any:
     return LineLoader
 
 
-def parse_policy(text: str, source: str = "<policy>") -> Policy:
+def parse_policy(text: str, source: str = "<policy>", *, local: bool | None = None) -> Policy:
     import yaml
 
     try:
@@ -288,7 +335,7 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     if not isinstance(raw, dict):
         raise PolicyError(f"{source}: the policy must be a YAML mapping")
     try:
-        return Policy.model_validate(_strip_lines(raw))
+        return Policy.model_validate(_strip_lines(raw), context=_context(local))
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -300,7 +347,14 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         raise PolicyError("\n".join(problems)) from None
 
 
-def load_policy_file(path: str | Path) -> Policy:
+def _context(local: bool | None) -> dict[str, bool] | None:
+    # None: the environment decides (BULWARK_LOCAL=1 under `bulwark local`).
+    return None if local is None else {"local": local}
+
+
+def load_policy_file(path: str | Path, *, local: bool | None = None) -> Policy:
+    """The policy in `path`. `local`: validate as `bulwark local` runs it (plain http to loopback allowed); None
+    reads BULWARK_LOCAL."""
     p = Path(path)
     try:
         source = p.read_bytes()
@@ -309,14 +363,14 @@ def load_policy_file(path: str | Path) -> Policy:
     document = read_twin(p, source)
     if isinstance(document, dict):
         try:
-            return Policy.model_validate(document)
+            return Policy.model_validate(document, context=_context(local))
         except ValidationError:
             pass  # parsed again below, for errors that name their line
     try:
         text = source.decode("utf-8")
     except UnicodeDecodeError:
         raise PolicyError(f"{p}: the policy file is not UTF-8") from None
-    return parse_policy(text, str(p))
+    return parse_policy(text, str(p), local=local)
 
 
 @lru_cache(maxsize=4)

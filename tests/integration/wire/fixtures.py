@@ -31,7 +31,8 @@ def use_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def config(kind: str, **fields: Any) -> UpstreamConfig:
     defaults: dict[str, Any] = {"timeout_seconds": 2.0, "max_retries": 2, "circuit_failure_threshold": 3}
-    return UpstreamConfig.model_validate({"kind": kind, **defaults, **fields})
+    # Loopback wire servers speak plain http, which the policy accepts only as `bulwark local` runs it.
+    return UpstreamConfig.model_validate({"kind": kind, **defaults, **fields}, context={"local": True})
 
 
 class RecordingSleep:

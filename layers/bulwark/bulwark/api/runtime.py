@@ -9,6 +9,11 @@ threshold of 20,000 still collects garbage cycles, which the request path rarely
 """
 
 import gc
+import os
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
 
 GEN0_THRESHOLD = 20_000
 
@@ -17,3 +22,22 @@ def settle_after_init() -> None:
     gc.freeze()
     _gen0, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
+
+
+def flush_on_shutdown(flush: Callable[[], object]) -> None:
+    """Run `flush` when the execution environment shuts down, then exit.
+
+    Lambda's graceful shutdown sends the runtime SIGTERM before it discards an environment (on AWS only when an
+    extension is registered; without one the process is simply stopped, and what `flush` would write is lost). The
+    local stack sends it whenever it recycles or stops an environment. Installed from the init (the main thread).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        try:
+            flush()
+        finally:
+            os._exit(0)  # as the default SIGTERM would end it, without waiting for the runtime's threads
+
+    signal.signal(signal.SIGTERM, on_sigterm)

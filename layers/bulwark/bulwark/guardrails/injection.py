@@ -7,6 +7,7 @@ decides only when the rules alone do not. This module samples long texts and com
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from bulwark.guardrails.model import load_model, model_probability
@@ -70,19 +71,78 @@ def detect_injection(text: str) -> InjectionVerdict:
     exactly when detected; "model" is listed in `rules` when the model decided. Long texts are sampled first (see
     scanned_text).
     """
-    all_views = views(scanned_text(text))
+    scanned = scanned_text(text)
+    all_views = views(scanned)
     hit = rule_hits_of_views(all_views, stop_at=THRESHOLD)
+    if sum(hit.values()) < THRESHOLD:
+        hit.update(structure_hits(scanned, hit))
+    if sum(hit.values()) >= THRESHOLD:  # settled by the rules: the model is not needed
+        return verdict(hit, None, None)
+    m = load_model()
+    return verdict(hit, model_probability(all_views[0]), m.threshold if m is not None else None)
+
+
+# Chat-template and role markers as they are written (the views fold "<|im_start|>" to "< im start ", where the
+# rules cannot tell it from a comparison): a user or a document that carries them is forging conversation structure.
+_MARKER = re.compile(
+    r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id|begin_of_text)\|>"
+    r"|<(?:start|end)_of_turn>|\[/?inst\]|<</?sys>>|(?m:^#{2,4} ?(?:system|instruction|response|assistant) ?:?$)"
+    r"|<!-- ?(?:assistant|system|ai|llm|instructions?|note to)\b"
+)
+_MARKER_CHARS = ("<|", "_of_turn>", "[inst]", "[/inst]", "<<sys>>", "<</sys>>", "#", "<!--")
+MARKER_WEIGHT = 0.8
+SUFFIX_WEIGHT = 1.0
+_SUFFIX_MIN_TOKENS = 8  # in the odd part of the line
+_SUFFIX_ODD_SHARE = 0.35
+_PLAIN_WORD = re.compile(r"[A-Za-z][a-z']*[,.]?")
+_CAMEL = re.compile(r"[a-z][A-Z]")
+
+
+def _odd_token(tok: str) -> bool:
+    """A token natural text rarely has: letters mixed with two or more symbols, an inner capital after a small
+    letter, or two or more symbols alone (GCG-style optimised suffixes are made of such tokens)."""
+    symbols = sum(not c.isalnum() for c in tok)
+    letters = len(tok) - symbols
+    return (letters > 0 and symbols >= 2) or _CAMEL.search(tok) is not None or (letters == 0 and symbols >= 2)
+
+
+def adversarial_suffix(text: str) -> bool:
+    """Whether the last line is a plain request followed by an optimised suffix: its first five tokens are plain words
+    and at least 35% of the eight or more tokens after them are odd (character statistics natural text and code do
+    not share: code lines do not open with five plain words)."""
+    tail = text[-600:].rstrip()
+    line = tail[tail.rfind("\n") + 1 :]
+    tokens = line.split()
+    if len(tokens) < 5 + _SUFFIX_MIN_TOKENS or not all(_PLAIN_WORD.fullmatch(t) for t in tokens[:5]):
+        return False
+    rest = tokens[5:]
+    return sum(map(_odd_token, rest)) >= _SUFFIX_ODD_SHARE * len(rest)
+
+
+def structure_hits(scanned: str, hit: dict[str, float]) -> dict[str, float]:
+    """Checks on the text as written rather than on its normalized views: forged chat-template markers (counted once
+    with the rules' chat_delimiter) and an adversarial suffix."""
+    out: dict[str, float] = {}
+    marked = "chat_delimiter" not in hit and any(m in scanned for m in _MARKER_CHARS)
+    if marked and _MARKER.search(scanned.casefold()) is not None:
+        out["chat_marker"] = MARKER_WEIGHT
+    if adversarial_suffix(scanned):
+        out["adversarial_suffix"] = SUFFIX_WEIGHT
+    return out
+
+
+def verdict(hit: dict[str, float], p: float | None, model_threshold: float | None) -> InjectionVerdict:
+    """The decision from the rule hits and the model's probability (None: no model, or not needed). Shared with
+    bench/guardrail_eval.py, whose leave-one-source-out evaluation supplies a model trained without the source."""
     rule_score = round(sum(hit.values()), 3)
     rules = tuple(sorted(hit))
-    if rule_score >= THRESHOLD:  # settled by the rules: the model is not needed
+    if rule_score >= THRESHOLD:
         return InjectionVerdict(detected=True, score=rule_score, rules=rules)
-    p = model_probability(all_views[0])  # the plain normalized view
-    m = load_model()
     model_score = 0.0
-    if p is not None and m is not None:
+    if p is not None and model_threshold is not None:
         factor = 1.0 if rule_score >= CORROBORATION else MODEL_ALONE
-        model_score = round(p / (m.threshold * factor), 3)
-    if model_score >= THRESHOLD and rule_score < THRESHOLD:
+        model_score = round(p / (model_threshold * factor), 3)
+    if model_score >= THRESHOLD:
         rules = (*rules, "model")
     score = max(rule_score, model_score)
     return InjectionVerdict(detected=score >= THRESHOLD, score=score, rules=rules)

@@ -62,9 +62,27 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _iin_ok(digits: str) -> bool:
+    """A card network's prefix and length (Visa 4: 13/16/19; Mastercard 51-55, 2221-2720: 16; Amex 34/37: 15; Diners
+    30/36/38 and JCB 35: 14-19; JCB 1800/2131: 15; Discover, UnionPay, Maestro 5/6: 16-19). An ISBN (978...), an EAN or
+    a millisecond timestamp (1...) that happens to pass Luhn (one in ten does) is not a card."""
+    n, first, two = len(digits), int(digits[0]), int(digits[:2])
+    if first == 4:
+        return n in (13, 16, 19)
+    if two in (34, 37):
+        return n == 15
+    if two in (30, 35, 36, 38):
+        return n >= 14
+    if digits[:4] in ("1800", "2131"):
+        return n == 15
+    if first == 2:
+        return n == 16 and 2221 <= int(digits[:4]) <= 2720
+    return first in (5, 6) and n >= 16
+
+
 def _card_ok(m: re.Match[str]) -> bool:
     digits = m.group(0).replace(" ", "").replace("-", "")
-    return 13 <= len(digits) <= 19 and len(set(digits)) > 1 and _luhn_ok(digits)
+    return 13 <= len(digits) <= 19 and len(set(digits)) > 1 and _iin_ok(digits) and _luhn_ok(digits)
 
 
 def _iban_ok(m: re.Match[str]) -> bool:
@@ -97,6 +115,22 @@ def _aws_secret_ok(m: re.Match[str]) -> bool:
     return any(c.isupper() for c in s) and any(c.islower() for c in s) and any(c.isdigit() for c in s)
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _digit_count(number: str) -> int:
+    return sum(c.isdigit() for c in number.partition("x")[0])  # the extension does not count
+
+
+def _intl_phone_ok(m: re.Match[str]) -> bool:
+    return 8 <= _digit_count(m.group(0)) <= 15
+
+
+def _cue_phone_ok(m: re.Match[str]) -> bool:
+    number = m.group("num")
+    return 9 <= _digit_count(number) <= 15 and _ISO_DATE.search(number) is None
+
+
 _Check = Callable[[re.Match[str]], bool]
 _Span = tuple[int, int]
 
@@ -113,7 +147,8 @@ _AWS_SECRET = re.compile(
 _API_TOKEN = re.compile(
     r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,200}|gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255}"
     r"|xox[abposr]-[A-Za-z0-9-]{10,200}|AIza[0-9A-Za-z_-]{35}|glpat-[A-Za-z0-9_-]{20,200}"
-    r"|sk_live_[A-Za-z0-9]{16,200}|rk_live_[A-Za-z0-9]{16,200})"
+    r"|sk_live_[A-Za-z0-9]{16,200}|rk_live_[A-Za-z0-9]{16,200}|hf_[A-Za-z0-9]{30,64}|npm_[A-Za-z0-9]{36}"
+    r"|pypi-[A-Za-z0-9_-]{50,300}|SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64})"
 )
 _BEARER = re.compile(r"(?i:\bbearer)[ \t]{1,5}[A-Za-z0-9._~+/-]{16,4096}=*")
 _CREDENTIAL = re.compile(
@@ -123,16 +158,35 @@ _CREDENTIAL = re.compile(
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}\b")
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])")
+# UK National Insurance number: two prefix letters (D, F, I, Q, U, V never; O not second; BG GB KN NK NT TN ZZ not
+# allocated), three digit pairs, a suffix A-D; spaces between the parts as people write them.
+_UK_NINO = re.compile(r"\b(?!BG|GB|KN|NK|NT|TN|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
 # An octet is 0-255 without a leading zero ("0" alone, never "01"): leading zeros are how versions and dates look.
 # Written out four times rather than as a group repeated three times: the same pattern, a tenth faster in `re`.
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = re.compile(rf"(?<![\d.]){_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?![\d.])")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Fa-f:])")
+# An extension ("x38827", " x 12") keeps at most 3 characters between digits, as the digit-run windows require.
+_EXT = r"(?: ?x ?\d{1,6})?"
+# National shapes: groups of 2-4, 3-4 and 3-4 digits after an optional +CC or 00CC; a bracketed area code before 5-8
+# digits ("(0808)1570623"); a trunk 0 and area code before 5-8 digits ("01632 960848"); French pairs
+# ("06 95 18 18 33"). A bare run of digits with no cue is not a phone here: it is as likely an order number.
 _PHONE = re.compile(
-    r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}"
-    r"(?![\w-])(?![ .]\d)"
-    r"|(?<![\w+])\+\d{8,14}(?!\w)"
+    r"(?<![\w+])(?<!\d[ .-])(?:"
+    r"(?:\+\d{1,3}[ .-]?|00\d{1,3}[ .-])?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}"
+    r"|\(\d{2,5}\)[ .-]?\d{5,8}|0\d{1,4}[ -]\d{5,8}|0\d(?:[ .]\d\d){4})"
+    rf"{_EXT}(?![\w-])(?![ .]\d)"
+    rf"|(?<![\w+])\+\d{{8,14}}{_EXT}(?!\w)"
+)
+# International numbers written in groups ("+33 1 23 45 67 89", "+49 (0)30 1234567", "+44 20 7946 0958 x12"): '+'-led
+# (the literal first so `re` finds it in C), 8 to 15 digits in all (_intl_phone_ok).
+_PHONE_INTL = re.compile(r"\+(?<![\w+]\+)\d{1,3}(?: ?\(0\))?(?:[ .-]?\d{1,5}+){1,6}" + _EXT + r"(?![\w-])(?![ .]\d)")
+# A bare or grouped number right after a phone cue ("call me at 6287684592", "tel: 0123 456 789"): 9 to 15 digits
+# (_cue_phone_ok), so dates (8 digits) after "call" are not numbers. Keyword-led; the span is the number only.
+_PHONE_CUE = re.compile(
+    r"(?i:\b(?:call|calling|phone|telephone|tel|mobile|cell|cellphone|whatsapp|fax|text me|sms|reach me|dial))"
+    r"(?i:\b[^\d\n+(]{0,24}?)(?P<num>(?<![\w+])\+?\(?\d[\d ().-]{7,22}\d" + _EXT + r")(?![\w-])"
 )
 _PEM_BEGIN = re.compile(r"-----BEGIN (?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY-----")
 
@@ -147,22 +201,34 @@ _ORDER = (
     "bearer_token",
     "credential_assignment",
     "email",
+    "iban",  # before cards: a checksummed IBAN's digits can pass Luhn too
     "payment_card",
     "us_ssn",
-    "iban",
+    "uk_nino",
     "ipv4",
     "ipv6",
+    "phone_intl",  # before phone: "+44(0)131 496 0909" whole, not its national part
     "phone",
+    "phone_cue",
 )
+# Internal kinds that report as another: the phone shapes are found by three scanners, and reported as one kind.
+_PUBLIC_KIND = {"phone_intl": "phone", "phone_cue": "phone"}
 
 # ---- anchors -------------------------------------------------------------------------------------------------------
-# API tokens: every match starts 2/4/5 characters before a '-' (sk-, xoxb-, glpat-), 3/7/10 before a '_' (ghp_,
-# sk_live_, github_pat_), or at "AIza". The lookbehinds only thin the candidates; the exact pattern decides.
-_API_DASH = re.compile(r"-(?:(?<=\bsk-)|(?<=\bxox[abposr]-)|(?<=\bglpat-))")
-_API_UNDERSCORE = re.compile(r"_(?:(?<=\bgh[pousr]_)|(?<=\bgithub_pat_)|(?<=\b[sr]k_live_))")
+# API tokens: every match starts 2/4/5 characters before a '-' (sk-, pypi-, xoxb-, glpat-), 2/3/4/7/10 before a '_'
+# (hf_, ghp_, npm_, sk_live_, github_pat_), or at "AIza" or "SG.". The lookbehinds only thin the candidates; the exact
+# pattern decides.
+_API_DASH = re.compile(r"-(?:(?<=\bsk-)|(?<=\bxox[abposr]-)|(?<=\bglpat-)|(?<=\bpypi-))")
+_API_UNDERSCORE = re.compile(r"_(?:(?<=\bgh[pousr]_)|(?<=\bgithub_pat_)|(?<=\b[sr]k_live_)|(?<=\bhf_)|(?<=\bnpm_))")
 _API_AIZA = re.compile(r"AIza(?<!\wAIza)")
+_API_SG = re.compile(r"SG\.(?<!\wSG\.)")
 # Case-folded keyword scans (on a lower-cased copy of the same length).
-_KW = {kw: re.compile(kw) for kw in ("aws", "secret", "bearer", "api", "access", "auth", "client", "passw")}
+_PHONE_CUES = ("call", "phone", "tel", "mobile", "cell", "whatsapp", "fax", "text", "sms", "reach", "dial")
+_KW = {
+    kw: re.compile(kw) for kw in ("aws", "secret", "bearer", "api", "access", "auth", "client", "passw", *_PHONE_CUES)
+}
+# UK NI numbers: two capitals, then three digit pairs (a space allowed before each), then a capital.
+_NINO_START = re.compile(rb"A(?=A ?00 ?00 ?00 ?A)")
 # Emails: '@' plus a valid domain (literal-led), then the local part right before that '@'.
 _EMAIL_AT = re.compile(r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}\b")
 _EMAIL_LOCAL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@\Z")
@@ -189,7 +255,9 @@ _COLON_CLUSTER = re.compile(rb":(?:[^:]{0,4}+:)++")  # >= 2 colons, at most 4 ch
 # A card shape starts "00", "0 0" or "0-0": three searches each led by a literal `re` finds in C beat one that tries
 # every digit (on a run of IP addresses, 2.5x).
 _CARD_SHAPES = tuple(re.compile(lead + rb"(?:[ -]?0){11}") for lead in (rb"00", rb"0 0", rb"0-0"))
-_PHONE_SHAPE = re.compile(rb"00(?:0[ .-]000|0{6})")  # 000[ .-]000|0{8}, led by a literal `re` finds in C
+# 000[ .-]000|0{8}, or a digit and one or two separators before 5 digits, or four spaced pairs: each led by a
+# literal `re` finds in C
+_PHONE_SHAPE = re.compile(rb"00(?:0[ .-]000|0{6})|0[ .-]{1,2}00000|0[ .]00[ .]00[ .]00[ .]00")
 _IBAN_START = re.compile(rb"AA00")
 _NON_ASCII_DIGITS = re.compile(r"[^\D\x00-\x7f]+")  # runs of decimal digits outside ASCII (`\d` matches them)
 
@@ -280,8 +348,10 @@ def _api_tokens(text: str) -> list[_Span]:
     if "_" in text:
         for m in _API_UNDERSCORE.finditer(text):
             p = m.start()
-            starts += (p - 3, p - 7, p - 10)
+            starts += (p - 2, p - 3, p - 4, p - 7, p - 10)
     starts += (m.start() for m in _API_AIZA.finditer(text))
+    if "SG." in text:
+        starts += (m.start() for m in _API_SG.finditer(text))
     return _match_at(_API_TOKEN, text, (s for s in starts if s >= 0))
 
 
@@ -399,6 +469,10 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
         phone_runs = [(s, e) for s, e, _ in runs if _PHONE_SHAPE.search(mapped, s, e)]
         (found["phone"],) = _scan_windows(text, _windows(phone_runs, 4, 3, n), ((_PHONE, None),))
         found["us_ssn"] = _match_at(_SSN, text, (m.start() for m in _SSN_START.finditer(mapped)))
+        found["uk_nino"] = _match_at(_UK_NINO, text, (m.start() for m in _NINO_START.finditer(mapped)))
+        if "+" in text:
+            found["phone_intl"] = _spans(_PHONE_INTL.finditer(text), _intl_phone_ok)
+        found["phone_cue"] = _match_at(_PHONE_CUE, text, _kw_starts(folded, *_PHONE_CUES), _cue_phone_ok, group="num")
         if mapped.count(b"0.0") * _DENSE > 3 * n:  # an address holds "0.0" three times: dense, finditer (_match_at)
             found["ipv4"] = _spans(_IPV4.finditer(text))
         else:
@@ -436,7 +510,7 @@ def _resolve(found: dict[str, list[_Span]]) -> list[tuple[int, int, str]]:
 
 def find_pii(text: str) -> list[PiiFinding]:
     """Non-overlapping findings sorted by position; on overlap the earlier-listed (more specific) kind wins."""
-    return [PiiFinding(kind, s, e) for s, e, kind in _resolve(_candidates(text))]
+    return [PiiFinding(_PUBLIC_KIND.get(kind, kind), s, e) for s, e, kind in _resolve(_candidates(text))]
 
 
 _LABELS = {
@@ -444,6 +518,9 @@ _LABELS = {
     "phone": "PHONE",
     "payment_card": "CARD",
     "us_ssn": "SSN",
+    "uk_nino": "NINO",
+    "phone_intl": "PHONE",
+    "phone_cue": "PHONE",
     "iban": "IBAN",
     "ipv4": "IP",
     "ipv6": "IP",
@@ -485,7 +562,7 @@ def _redacted(
         append(_PLACEHOLDERS[kind])
         pos = end
     append(text[pos:hi])
-    return "".join(out), tuple(sorted({kind for _s, _e, kind in findings}))
+    return "".join(out), tuple(sorted({_PUBLIC_KIND.get(kind, kind) for _s, _e, kind in findings}))
 
 
 # Joins texts for one scan. No pattern consumes NUL, and every way across it first meets a newline that the pattern

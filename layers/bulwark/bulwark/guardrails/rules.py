@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Iterable
 
-from bulwark.guardrails.normalization import views
+from bulwark.guardrails.normalization import _folded, views
 
 _W = r"(?:\S+ ){0,%d}?"  # a bounded, lazily-matched gap of whole words
 
@@ -57,6 +57,147 @@ class _LazyPattern:
         """Whether a match starts at one of `starts` (`match` at pos still sees the characters before pos)."""
         match = self.compiled().match
         return any(match(text, pos) is not None for pos in starts)
+
+
+def _ml(*phrases: str) -> str:
+    """An alternation of literal phrases, folded as the views are (Cyrillic and Greek look-alikes become Latin)."""
+    return "|".join(re.escape(_folded(p)) for p in phrases)
+
+
+# Written from each language's plain wording of the English rules (ignore / forget the previous instructions, no
+# restrictions, system prompt, reveal, from now on you are), not from any evaluation set. Word order differs (Turkish,
+# Japanese, Korean and Persian put the verb last), so object and verb are looked for within a short gap either way.
+_ML_VERBS = _ml(
+    "ignora",
+    "ignori",
+    "ignorar",
+    "olvida",
+    "olvídate de",
+    "dimentica",
+    "esqueça",
+    "esquece",
+    "negeer",
+    "vergeet",
+    "zignoruj",
+    "zapomnij",
+    "игнорируй",
+    "проигнорируй",
+    "забудь",
+    "не обращай внимания на",
+    "忽略",
+    "无视",
+    "忘记",
+    "忘掉",
+    "不要理会",
+    "تجاهل",
+    "انس",
+    "ignorieren sie",
+    "vergessen sie",
+    "oublie",
+    "oubliez",
+    "ignorez",
+)
+_ML_OBJECTS = _ml(
+    "instrucciones",
+    "istruzioni",
+    "instruções",
+    "instrucoes",
+    "instructies",
+    "instrukcje",
+    "polecenia",
+    "regole",
+    "reglas",
+    "regras",
+    "regels",
+    "zasady",
+    "consignes",
+    "инструкции",
+    "инструкций",
+    "указания",
+    "правила",
+    "指令",
+    "指示",
+    "说明",
+    "规则",
+    "设定",
+    "التعليمات",
+    "الأوامر",
+    "القواعد",
+    "talimatları",
+    "talimatlari",
+    "kuralları",
+    "yönergeleri",
+    "anweisungen",
+    "vorgaben",
+    "前の指示",
+    "以前の指示",
+    "上記の指示",
+    "이전 지시",
+    "이전의 지시",
+    "دستورات",
+    "دستورالعمل",
+    "قوانین",
+)
+_ML_LAST_VERBS = _ml(
+    "unut",
+    "yok say",
+    "görmezden gel",
+    "dikkate alma",
+    "を無視",
+    "を忘れ",
+    "무시",
+    "잊어",
+    "نادیده بگیر",
+    "فراموش کن",
+)
+_OVERRIDE_ML_PHRASES = _ml(
+    "abweichend zu vorherigen", "abweichend von den vorherigen", "sind irrelevant", "sind ungültig",
+    "önceki tüm talimat", "önceki talimat", "предыдущие инструкции", "以上の指示", "之前的指令", "之前的指示",
+    "先前的指令", "上面的指令", "التعليمات السابقة", "دستورات قبلی",
+)  # fmt: skip
+_OVERRIDE_ML = (
+    # The gap is up to 40 characters, not words: Chinese and Japanese have no spaces, and a lazy bounded gap of
+    # characters stays linear (an optional space between repeated \S+ would let a long token split many ways).
+    rf"(?:{_ML_VERBS}).{{0,40}}?(?:{_ML_OBJECTS})"  # verb first
+    rf"|(?:{_ML_OBJECTS}).{{0,40}}?(?:{_ML_LAST_VERBS})"  # object first, verb last
+    rf"|{_OVERRIDE_ML_PHRASES}"
+)
+_UNRESTRICTED_ML = _ml(
+    "sin restricciones", "sin filtros", "sin censura", "senza restrizioni", "senza censura", "senza filtri",
+    "sem restrições", "sem censura", "sem filtros", "sans restriction", "sans censure", "sans filtre",
+    "ohne einschränkung", "ohne jede einschränkung", "ohne zensur", "ohne filter", "keine regeln",
+    "keine einschränkungen",
+    "kısıtlaması olmayan", "kısıtlama olmadan", "sansürsüz", "kuralsız", "без ограничений", "без цензуры",
+    "без фильтров", "не ограничен", "不受任何限制", "没有任何限制", "没有限制", "无限制", "不受限制",
+    "制限なし", "制限のない",
+    "제한 없는", "제한이 없는", "제한 없이", "بدون قيود", "بلا قيود", "بدون محدودیت", "bez ograniczeń",
+    "zonder beperkingen",
+    "zonder censuur",
+)  # fmt: skip
+_SYSTEM_PROMPT_ML = _ml(
+    "mensaje de sistema", "mensaje del sistema", "prompt del sistema", "instrucciones del sistema",
+    "messaggio di sistema", "prompt di sistema", "istruzioni di sistema", "mensagem do sistema", "prompt do sistema",
+    "instruções do sistema", "consignes système", "message système", "invite système", "instructions système",
+    "systemnachricht", "systemanweisung", "sistem mesaj", "sistem talimat", "sistem istem", "системный промпт",
+    "системное сообщение", "системные инструкции", "системную инструкцию", "系统提示", "系统消息", "系统指令",
+    "システムプロンプト", "システムメッセージ", "시스템 프롬프트", "시스템 메시지", "موجه النظام", "رسالة النظام",
+    "تعليمات النظام", "پیام سیستم", "دستورالعمل سیستم", "prompt systemowy", "systeemprompt", "systeembericht",
+)  # fmt: skip
+_REVEAL_ML = _ml(
+    "revela", "muéstrame", "repite", "rivela", "mostrami", "ripeti", "revele", "mostre", "repita", "révèle", "affiche",
+    "répète", "zeige mir", "gib mir", "wiederhole", "verrate", "göster", "tekrarla", "kelimesi kelimesine",
+    "palabra por palabra", "parola per parola", "mot pour mot", "wort für wort", "покажи", "выведи", "повтори",
+    "раскрой", "дословно", "显示", "输出", "重复", "告诉我", "逐字", "表示して", "出力して", "繰り返して",
+    "보여줘", "출력해",
+    "그대로", "اعرض", "اكتب", "كرر", "نشان بده", "بنویس", "تکرار کن", "pokaż", "toon",
+)  # fmt: skip
+_PERSONA_ML = _ml(
+    "ab jetzt", "von nun an", "du bist jetzt", "a partir de ahora", "ahora eres", "actúa como", "d'ora in poi",
+    "ora sei", "agisci come", "a partir de agora", "agora você é", "à partir de maintenant", "tu es maintenant",
+    "bundan sonra", "sen artık", "rolünü oyna", "отныне", "с этого момента", "теперь ты", "ты теперь", "从现在开始",
+    "从现在起", "你现在是", "扮演", "今後は", "これからは", "あなたは今", "지금부터", "너는 이제", "من الآن فصاعدا",
+    "أنت الآن", "از این به بعد", "تو اکنون", "od teraz", "vanaf nu",
+)  # fmt: skip
 
 
 _RULES: tuple[tuple[str, float, _LazyPattern], ...] = tuple(
@@ -341,6 +482,42 @@ _RULES: tuple[tuple[str, float, _LazyPattern], ...] = tuple(
             r"\b(?:decode|decipher|translate) (?:\S+ ){0,4}?(?:and|then) (?:\S+ ){0,2}?"
             r"(?:follow|execute|do|perform|obey|run|answer)\b|\bbase64\b|\brot-?13\b",
         ),
+        # issue 17: authority claims, completion extraction, instructions to agents reading a document
+        (
+            "claimed_authority",
+            0.6,
+            r"\b(?:authori[sz]ed|approved|official|mandatory|required) (?:\S+ ){0,2}?(?:diagnostic|security "
+            r"(?:test|audit|review|check)|override|maintenance|compliance (?:check|test)|red team)\b"
+            r"|\bconfirm (?:this |it )?by (?:calling|sending|replying|posting|running|outputting|printing)\b"
+            r"|\b(?:the user|the admin|the administrator|your operator|the owner) (?:has )?(?:already )?"
+            r"(?:approved|authori[sz]ed|consented|confirmed)\b|\bmessage from (?:the )?(?:system|administrator|"
+            r"developers?|security team|it department)\b",
+        ),
+        (
+            "completion_extraction",
+            0.8,
+            r"\b(?:complete|continue|finish) (?:\S+ ){0,3}?(?:the (?:system prompt|instructions|initial prompt)|"
+            r"[\"'](?:the |my |your )?(?:system prompt|instructions|initial prompt|hidden prompt))"
+            r"|\b(?:system prompt|initial instructions|hidden instructions) (?:says|reads|begins|starts) ?[:\"']",
+        ),
+        (
+            "agent_addressed",
+            0.6,
+            r"\b(?:ai|llm|gpt|assistant|agent|model|chatbot|bot)s? (?:\S+ ){0,2}?(?:reading|processing|summari[sz]ing|"
+            r"parsing|analy[sz]ing|viewing) this\b|\bnote to (?:the )?(?:ai|assistant|agent|llm|model)\b"
+            r"|\b(?:if|when) you are an? (?:ai|llm|language model|assistant|agent)\b",
+        ),
+        (
+            "tool_call_order",
+            0.5,
+            r"\b(?:call|invoke|run|execute|use) (?:the )?[a-z]+_[a-z_]+ (?:\S+ ){0,2}?(?:on|with|tool|function|to)\b",
+        ),
+        # issue 17: the same attacks in other languages (each phrase folded as the views are; see _ml)
+        ("override_ml", 1.0, _OVERRIDE_ML),
+        ("unrestricted_ml", 0.6, _UNRESTRICTED_ML),
+        ("system_prompt_ml", 0.6, _SYSTEM_PROMPT_ML),
+        ("reveal_ml", 0.45, _REVEAL_ML),
+        ("persona_ml", 0.45, _PERSONA_ML),
     )
 )
 
@@ -402,8 +579,25 @@ _ANCHORS: dict[str, frozenset[str]] = {
     }.items()
 }
 _WORDS = re.compile(r"[a-z0-9]+")
+
+
 # Substrings one of which every match must contain, for rules whose vocabulary is stems rather than whole words.
+def _alternatives(pattern: str) -> tuple[str, ...]:
+    """The literal phrases of an _ml alternation, unescaped (each one a stem: a match contains one of them)."""
+    return tuple(re.sub(r"\\(.)", r"\1", p) for p in pattern.split("|"))
+
+
 _STEMS: dict[str, tuple[str, ...]] = {
+    "override_ml": _alternatives(_ML_VERBS) + _alternatives(_ML_OBJECTS) + _alternatives(_OVERRIDE_ML_PHRASES),
+    "unrestricted_ml": _alternatives(_UNRESTRICTED_ML),
+    "system_prompt_ml": _alternatives(_SYSTEM_PROMPT_ML),
+    "reveal_ml": _alternatives(_REVEAL_ML),
+    "persona_ml": _alternatives(_PERSONA_ML),
+    "claimed_authority": ("authori", "approved", "official", "mandatory", "required", "confirm", "message from",
+                          "the user", "the admin", "your operator", "the owner"),
+    "completion_extraction": ("complete", "continue", "finish", "says", "reads", "begins", "starts"),
+    "agent_addressed": (" this", "note to", "you are a"),
+    "tool_call_order": ("_",),
     "ignore_multilingual": ("ignor", "vergiss", "vergessen", "missacht", "olvid", "descart", "desconsider", "esque",
                             "oubli"),
     "unfiltered": ("unfilter", "uncensor", "unrestrict", "unbound", "unchain", "unleash"),
@@ -491,6 +685,11 @@ _LEADS: dict[str, str] = {  # "|"-separated
     "pwned": "haha pwned|i have been|i've been|you have been|you've been",
     "say_exactly": "output|print|repeat|reply with|respond with|say|write",
     "decode_and_follow": "base64|decipher|decode|rot|translate",
+    "claimed_authority": "approved|authori|confirm |mandatory|message from |official|required|the admin|the owner|"
+    "the user|your operator",
+    "completion_extraction": "complete|continue|finish|hidden instructi|initial instruct|system prompt",
+    "agent_addressed": "agent|ai|assistant|bot|chatbot|gpt|if|llm|model|note to |when",
+    "tool_call_order": "call|execute|invoke|run|use",
 }
 
 _MAX_LEAD_STARTS = 128  # more starts than this: search (each `match` costs about what 30 characters of search do)

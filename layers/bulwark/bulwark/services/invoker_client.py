@@ -29,6 +29,9 @@ class InvokerRequest(BaseModel):
     output_pii: Literal["off", "flag", "redact"] = "redact"
     deadline_epoch_ms: int
     idempotency_key: str | None = None
+    canary: str | None = (
+        None  # the system-prompt canary of this request (bulwark.guardrails.canary), if the role has it
+    )
 
 
 class InvokerError(BaseModel):

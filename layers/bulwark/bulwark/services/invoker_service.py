@@ -154,6 +154,8 @@ class InvokerService:
                 hits = filter_completion(result.body, req.output_pii)
                 if guardrail is not None:
                     hits.extend(guard_completion(guardrail, result.body))
+                if req.canary is not None:
+                    hits.extend(self._withhold_leaks(result.body, req.canary))
                 out = InvokerResponse(
                     ok=True,
                     body=json.dumps(result.body, separators=(",", ":"), ensure_ascii=False),
@@ -194,6 +196,28 @@ class InvokerService:
             return None
         return self._guardrail_for(role.guardrails.bedrock_guardrail_id, role.guardrails.bedrock_guardrail_version)
 
+    def _withhold_leaks(self, body: dict[str, Any], canary: str) -> list[str]:
+        """An answer that repeats the system prompt's canary is withheld, as a guardrail block is; counted and
+        reported for the audit record (bulwark.guardrails.canary)."""
+        from bulwark.guardrails.canary import HIT, leaked
+
+        hits: list[str] = []
+        for choice in body.get("choices") or []:
+            msg = choice.get("message") or {}
+            texts = [msg.get("content"), msg.get("refusal")]
+            texts += [
+                (c.get("function") or {}).get("arguments") for c in msg.get("tool_calls") or [] if isinstance(c, dict)
+            ]
+            if any(isinstance(t, str) and leaked(t, canary) for t in texts):
+                msg["content"] = ""
+                msg.pop("tool_calls", None)
+                choice["finish_reason"] = "content_filter"
+                hits.append(HIT)
+        if hits:
+            self._metrics.add_metric(name="CanaryLeaks", unit=MetricUnit.Count, value=len(hits))
+            self._log.warning("system-prompt canary in the model's answer: withheld", extra={"choices": len(hits)})
+        return hits
+
     @staticmethod
     def _check_input(guardrail: Any, route: Literal["chat", "invoke"], payload: Any) -> None:
         # Imported here: only roles with a Bedrock guardrail pay for the chat schema at the invoker's cold start.
@@ -226,6 +250,7 @@ class InvokerService:
             outcome=outcome,
             guardrail=guardrail,
             log=self._log,
+            canary=req.canary,
         )
 
 

@@ -36,6 +36,8 @@ from bulwark.errors import (
     UnsupportedMediaType,
 )
 from bulwark.guardrails.apply import apply_input_guardrails, apply_json_guardrails
+from bulwark.guardrails.canary import HIT as CANARY_HIT
+from bulwark.guardrails.canary import add_canary, new_canary
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.limits.gcra import rate_limit_headers
 from bulwark.observability.audit import emit_audit
@@ -245,6 +247,9 @@ class ValidatorService:
             audit.verdicts[f"guardrail:{kind}"] = action
             count(self._metrics, "GuardrailHits", kind=kind)
         req = outcome.request
+        canary = new_canary() if role.guardrails.system_prompt_canary else None
+        if canary is not None:
+            req = add_canary(req, canary)
         max_out = req.max_completion_tokens or req.max_tokens or role.request.max_tokens
         prompt_tokens = estimate_prompt_tokens(req)
         tokens = prompt_tokens + max_out * (req.n or 1)
@@ -260,6 +265,7 @@ class ValidatorService:
             stream=stream,
             include_usage=include_usage,
             prompt_tokens=prompt_tokens,
+            canary=canary,
         )
 
     # ------------------------------------------------------------------ generic invoke
@@ -304,6 +310,7 @@ class ValidatorService:
         stream: bool,
         include_usage: bool,
         prompt_tokens: int = 0,
+        canary: str | None = None,
     ) -> dict[str, Any] | StreamingResponse:
         event, policy, role, caller, audit, headers = (
             call.event,
@@ -336,7 +343,7 @@ class ValidatorService:
             audit.store_writes += admission.writes
             headers.update(rate_limit_headers(admission.states))
         if stream and self._invoker.streams:
-            return self._stream_call(call, admission, model, payload, include_usage, prompt_tokens)
+            return self._stream_call(call, admission, model, payload, include_usage, prompt_tokens, canary)
         result: InvokerResponse | None = None
         try:
             result = self._invoker.invoke(
@@ -352,6 +359,7 @@ class ValidatorService:
                     output_pii=role.guardrails.pii_output,
                     deadline_epoch_ms=int((self._clock() + DEADLINE_SECONDS) * 1000),
                     idempotency_key=_idempotency_key(event),
+                    canary=canary,
                 )
             )
         finally:
@@ -366,7 +374,7 @@ class ValidatorService:
         audit.prompt_tokens, audit.completion_tokens = result.usage.prompt_tokens, result.usage.completion_tokens
         audit.usage_estimated = result.usage.estimated
         for hit in result.output_hits:
-            audit.verdicts[f"output:{hit}"] = role.guardrails.pii_output
+            audit.verdicts[f"output:{hit}"] = "block" if hit == CANARY_HIT else role.guardrails.pii_output
         if not result.ok:
             self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
         result.raise_for_error()
@@ -387,6 +395,7 @@ class ValidatorService:
         payload: str,
         include_usage: bool,
         prompt_tokens: int,
+        canary: str | None,
     ) -> dict[str, Any] | StreamingResponse:
         """The invoker's stream, forwarded as it comes. Settled once, however it ends (bulwark.streaming.forward)."""
         caller, audit, role = call.caller, call.audit, call.role
@@ -402,6 +411,7 @@ class ValidatorService:
             include_usage=include_usage,
             output_pii=role.guardrails.pii_output,
             deadline_epoch_ms=int((self._clock() + STREAM_DEADLINE_SECONDS) * 1000),
+            canary=canary,
         )
         try:
             forward = Forward(self._invoker.invoke_stream(request), prompt_tokens)
@@ -447,7 +457,7 @@ class ValidatorService:
         audit.prompt_tokens, audit.completion_tokens = result.usage.prompt_tokens, result.usage.completion_tokens
         audit.usage_estimated = result.usage.estimated
         for hit in result.output_hits:
-            audit.verdicts[f"output:{hit}"] = role.guardrails.pii_output
+            audit.verdicts[f"output:{hit}"] = "block" if hit == CANARY_HIT else role.guardrails.pii_output
 
     def _end_stream(self, audit: Audit) -> None:
         """A stream's audit record, when it ends (its latency is the whole stream's)."""
@@ -458,6 +468,14 @@ class ValidatorService:
             self._metrics.flush_metrics()  # the handler's own flush ran when the stream began
         except Exception:  # metrics must never break a finished stream
             self._log.warning("metrics flush failed after a stream")
+
+    def shutdown(self) -> None:
+        """The environment is going away: write every deferred refund now, or the caller's counters would keep
+        tokens it did not use (over-charged until the day turns), away from the audit's totals."""
+        try:
+            self._counters.flush_pending(older_than_ms=0, max_writes=1_000_000)
+        except BulwarkError:
+            return
 
     def _flush_refunds(self) -> None:
         """Refunds deferred for callers that did not come back to this container go out within seconds."""

@@ -425,10 +425,26 @@ class CountersTable:
             item = failed.item or {}
             if delta and item.get("tpm_cap") == admission.tokens_capacity and item.get("day") == admission.day:
                 writes += self._settle_part(admission, delta, concurrency=False)
+            elif delta and item.get("day") == admission.day:
+                # The minute limit changed (a risk tightening, a policy push): its bucket refills on its own, but
+                # the day's count is the caller's quota and is compared with the audit; it is settled all the same.
+                writes += self._settle_day(admission, delta)
             if admission.concurrency and (_int(item, "inflight") or 0) > 0:
                 writes += self._settle_part(admission, 0, concurrency=True)
             return writes
         self._remember(pk, new)
+        return 1
+
+    def _settle_day(self, admission: Admission, delta: int) -> int:
+        """Settle `delta` tokens on the day's count alone (the minute bucket's capacity changed since admission)."""
+        e = _Expr()
+        d, du = e.name("day"), e.name("day_used")
+        e.sets.append(f"{du} = {du} + {e.val('dd', delta)}")
+        e.conds.append(f"{d} = {e.val('day', admission.day)}")
+        try:
+            self._remember("lim#" + admission.principal, self._update("lim#" + admission.principal, e))
+        except (ConditionFailed, StoreUnavailable):
+            return 0  # the day turned meanwhile: yesterday's count no longer limits anything
         return 1
 
     def _settle_part(self, admission: Admission, delta: int, *, concurrency: bool) -> int:

@@ -35,10 +35,11 @@ class StreamRedactor:
     `flag` releases at once and only reports kinds; `off` passes through.
     """
 
-    def __init__(self, mode: str, *, window: int = WINDOW, context: int = CONTEXT) -> None:
+    def __init__(self, mode: str, *, window: int = WINDOW, context: int = CONTEXT, hold: bool = False) -> None:
+        """`hold`: hold the tail back whatever the mode (the system-prompt canary is checked before release)."""
         self.mode = mode
         self.kinds: set[str] = set()
-        self._window = window if mode == "redact" else 0
+        self._window = window if (mode == "redact" or hold) else 0
         self._context_size = context
         self._context = ""  # released raw text, kept for the detectors' lookbehind
         self._held = ""
@@ -48,13 +49,13 @@ class StreamRedactor:
         return len(self._held)
 
     def feed(self, piece: str) -> str:
-        if self.mode == "off" or not piece:
+        if (self.mode == "off" and not self._window) or not piece:
             return piece
         self._held += piece
         return self._release(final=False)
 
     def finish(self) -> str:
-        if self.mode == "off":
+        if self.mode == "off" and not self._window:
             return ""
         return self._release(final=True)
 
@@ -64,7 +65,7 @@ class StreamRedactor:
 
         ctx = len(self._context)
         buf = self._context + self._held
-        findings = find_pii(buf)
+        findings = find_pii(buf) if self.mode != "off" else []
         self.kinds.update(f.kind for f in findings if f.end > ctx)
         if final:
             cut = len(buf)

@@ -37,10 +37,15 @@ class StreamOutcome:
 
 
 class _Choice:
-    def __init__(self, mode: str) -> None:
-        self.redactor = StreamRedactor(mode)
+    def __init__(self, mode: str, canary: str | None) -> None:
+        self.redactor = StreamRedactor(mode, hold=canary is not None)
         self.unchecked = ""  # released by the redactor, waiting for the Bedrock guardrail
         self.generated: list[str] = []
+        self.recent = ""  # the newest text, for the canary check
+
+
+# The canary check reads the newest text this long: the canary (20 characters) even when spaced out.
+CANARY_WINDOW = 96
 
 
 def relay_chat(
@@ -53,6 +58,7 @@ def relay_chat(
     outcome: StreamOutcome,
     guardrail: Any | None = None,
     log: logging.Logger | Any | None = None,
+    canary: str | None = None,
 ) -> Iterator[bytes]:
     """`chunks`: the upstream's ChatStream (OpenAI chunk dicts, the last one carrying `usage`)."""
     choices: dict[int, _Choice] = {}
@@ -62,7 +68,7 @@ def relay_chat(
             last = chunk
             out: list[dict[str, Any]] = []
             for choice in chunk.get("choices") or []:
-                shaped = _shape(choice, choices, pii_mode, guardrail, outcome)
+                shaped = _shape(choice, choices, pii_mode, guardrail, outcome, canary)
                 if shaped is not None:
                     out.append(shaped)
             if out:
@@ -103,16 +109,23 @@ def relay_chat(
 
 
 def _shape(
-    choice: dict[str, Any], choices: dict[int, _Choice], mode: str, guardrail: Any | None, outcome: StreamOutcome
+    choice: dict[str, Any],
+    choices: dict[int, _Choice],
+    mode: str,
+    guardrail: Any | None,
+    outcome: StreamOutcome,
+    canary: str | None,
 ) -> dict[str, Any] | None:
     idx = int(choice.get("index", 0))
-    state = choices.setdefault(idx, _Choice(mode))
+    state = choices.setdefault(idx, _Choice(mode, canary))
     delta = dict(choice.get("delta") or {})
     finished = choice.get("finish_reason") is not None
     if isinstance(delta.get("content"), str):
         piece = delta["content"]
         state.generated.append(piece)
         outcome.generated_chars += len(piece)
+        if canary is not None:
+            _check_canary(state, piece, canary, outcome)
         released = state.redactor.feed(piece)
     else:
         released = ""
@@ -128,6 +141,17 @@ def _shape(
     if not delta and not finished:
         return None  # everything this chunk said is held back for now
     return {**choice, "delta": delta}
+
+
+def _check_canary(state: _Choice, piece: str, canary: str, outcome: StreamOutcome) -> None:
+    """The model repeating its system prompt's canary ends the stream before the canary goes out (it is held back as
+    the last word until then): as the non-streaming path withholds such an answer (bulwark.guardrails.canary)."""
+    from bulwark.guardrails.canary import HIT, leaked
+
+    state.recent = (state.recent + piece)[-CANARY_WINDOW:]
+    if leaked(state.recent, canary):
+        outcome.hits.append(HIT)
+        raise ContentPolicyViolation("The response was stopped by the content policy (rule: system_prompt_canary).")
 
 
 def _guarded(state: _Choice, released: str, guardrail: Any, *, force: bool, outcome: StreamOutcome) -> str:
