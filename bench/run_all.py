@@ -3,7 +3,7 @@ stdout, progress on stderr; starts and stops everything it needs (DynamoDB Local
 2-core machine. Not a pass/fail check: each section prints its targets next to the measured figures.
 
 Options: --quick (fewer samples, for a smoke run), --only NAME[,NAME] (authorizer, limiter, path, cold, validator,
-jwt, guardrails).
+jwt, guardrails, streaming).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ROOT, say
 
-SECTIONS = ("authorizer", "limiter", "path", "cold", "validator", "jwt", "guardrails")
+SECTIONS = ("authorizer", "limiter", "path", "streaming", "cold", "validator", "jwt", "guardrails")
 
 
 def _script(name: str, *args: str, heading: str, timeout: float = 300) -> str:
@@ -96,6 +96,11 @@ def main() -> None:
         import bench_local_path
 
         section("full local path", lambda: bench_local_path.run(100 if quick else 300))
+    if "streaming" in only:
+        import bench_streaming
+
+        # The full run holds one stream for 10 minutes to show memory stays flat; --quick for one minute.
+        section("streaming", lambda: bench_streaming.run(5 if quick else 30, 60.0 if quick else 600.0))
     if "cold" in only:
         import bench_cold_start
 
