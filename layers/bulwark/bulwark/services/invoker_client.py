@@ -108,6 +108,10 @@ class InvokerClient:
             return self._stream_client.invoke_with_response_stream(
                 self._function, request.model_dump_json().encode("utf-8")
             )
+        except AwsServiceError as exc:
+            if exc.code == "TooManyRequestsException":
+                raise _in_flight() from exc  # as for Invoke: retry shortly, the reservation is given back
+            raise UpstreamError() from exc
         except AwsError as exc:
             raise UpstreamError() from exc
 
@@ -123,11 +127,7 @@ class InvokerClient:
             if exc.code == "TooManyRequestsException":
                 # Every invoker environment is busy (its reserved concurrency caps model calls in flight). Not an
                 # upstream failure: the caller is told to retry shortly, and its reservation is given back.
-                raise RateLimited(
-                    "Too many model calls are in flight. Retry after the Retry-After delay.",
-                    code="concurrency_exceeded",
-                    retry_after=1,
-                ) from exc
+                raise _in_flight() from exc
             raise UpstreamError() from exc
         except AwsError as exc:
             raise UpstreamError() from exc
@@ -137,3 +137,11 @@ class InvokerClient:
             return InvokerResponse.model_validate(json.loads(raw))
         except (ValueError, ValidationError) as exc:
             raise UpstreamError() from exc
+
+
+def _in_flight() -> RateLimited:
+    return RateLimited(
+        "Too many model calls are in flight. Retry after the Retry-After delay.",
+        code="concurrency_exceeded",
+        retry_after=1,
+    )
