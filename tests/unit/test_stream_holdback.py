@@ -104,3 +104,16 @@ def test_any_split_gives_the_whole_text_redacted(cuts: list[int], repeat: int) -
     out, _ = run([p for p in pieces if p])
 
     assert "".join(out) == redact_pii(text)[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=" \n\tab1.", max_size=80), cuts=st.lists(st.integers(min_value=0, max_value=80)))
+def test_the_token_tally_counts_a_text_in_pieces_as_it_counts_it_whole(text: str, cuts: list[int]) -> None:
+    from bulwark.upstreams.base import TextTally, estimate_tokens
+
+    tally = TextTally()
+    points = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
+    for a, b in itertools.pairwise(points):
+        tally.add(text[a:b])
+
+    assert tally.tokens == estimate_tokens(text)  # the stream's estimate keeps no text, and is the same number

@@ -19,7 +19,7 @@ from typing import Any
 from bulwark.errors import BulwarkError, ContentPolicyViolation, UpstreamError
 from bulwark.streaming.framing import DONE_EVENT, chunk_event, error_event, usage_event
 from bulwark.streaming.holdback import StreamRedactor
-from bulwark.upstreams.base import estimate_tokens
+from bulwark.upstreams.base import TextTally
 
 GUARD_SEGMENT = 512  # characters per ApplyGuardrail call on a stream: fewer calls, one segment of latency
 
@@ -40,7 +40,7 @@ class _Choice:
     def __init__(self, mode: str, canary: str | None) -> None:
         self.redactor = StreamRedactor(mode, hold=canary is not None)
         self.unchecked = ""  # released by the redactor, waiting for the Bedrock guardrail
-        self.generated: list[str] = []
+        self.generated = TextTally()  # what the model wrote, counted, not kept
         self.recent = ""  # the newest text, for the canary check
 
 
@@ -122,7 +122,7 @@ def _shape(
     finished = choice.get("finish_reason") is not None
     if isinstance(delta.get("content"), str):
         piece = delta["content"]
-        state.generated.append(piece)
+        state.generated.add(piece)
         outcome.generated_chars += len(piece)
         if canary is not None:
             _check_canary(state, piece, canary, outcome)
@@ -176,5 +176,5 @@ def _settle(outcome: StreamOutcome, choices: dict[int, _Choice], reported: Any, 
         return
     # No report from the upstream (or the stream ended early): count what was generated.
     outcome.prompt_tokens = prompt_estimate
-    outcome.completion_tokens = sum(estimate_tokens("".join(s.generated)) for s in choices.values())
+    outcome.completion_tokens = sum(s.generated.tokens for s in choices.values())
     outcome.estimated = True

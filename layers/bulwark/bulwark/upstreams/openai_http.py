@@ -17,6 +17,7 @@ from bulwark.upstreams.base import (
     ChatResult,
     ChatStream,
     JsonDict,
+    TextTally,
     Usage,
     chunk,
     completion_body,
@@ -193,7 +194,7 @@ def map_openai_sse(raw: Iterator[bytes], request: JsonDict, stream: ChatStream, 
     """OpenAI SSE bytes (as they arrive) to Bulwark's chunks; the last one carries the usage (reported or estimated).
     Also what a SageMaker container speaking the messages API streams (bulwark.upstreams.sagemaker)."""
     cid, created = new_completion_id(), int(time.time())
-    text: list[str] = []
+    text = TextTally()  # for the estimate, without keeping the text: memory stays flat over a long stream
     usage: Usage | None = None
     try:
         for item in sse.decode_chunks(raw):
@@ -203,12 +204,12 @@ def map_openai_sse(raw: Iterator[bytes], request: JsonDict, stream: ChatStream, 
             usage = usage_from_openai(parsed.usage) or usage
             for choice in parsed.choices[:1]:
                 delta = choice.delta.model_dump(exclude_none=True)
-                text.append(choice.delta.content or "")
+                text.add(choice.delta.content or "")
                 if delta or choice.finish_reason:
                     yield chunk(cid, created, name, delta, choice.finish_reason)
     except (ValueError, UnicodeDecodeError):  # ValidationError is a ValueError
         raise AttemptError("malformed_stream", retryable=False) from None
     for _ in raw:  # read past [DONE] to the end of the body, so the connection goes back to the pool
         pass
-    stream.usage = usage or estimate_chat_usage(request, "".join(text), upstream=name)
+    stream.usage = usage or estimate_chat_usage(request, text, upstream=name)
     yield chunk(cid, created, name, None, usage=stream.usage)
