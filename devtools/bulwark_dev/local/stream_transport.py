@@ -56,16 +56,12 @@ def serve_stream_invocation(
         "X-Amz-Executed-Version: $LATEST",
         f"Date: {handler.date_time_string()}",
     ]
-    try:
-        wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-        wfile.flush()
-    except OSError:
-        handler.close_connection = True
-        on_done()
-        return
+    # The head goes out with the first event, and InvokeComplete with the final chunk: fewer writes per response.
+    pending = [("\r\n".join(head) + "\r\n\r\n").encode("latin-1")]
 
-    def send(message: bytes) -> None:
-        wfile.write(b"%x\r\n%s\r\n" % (len(message), message))
+    def send(message: bytes, last: bytes = b"") -> None:
+        wfile.write(b"".join(pending) + b"%x\r\n%s\r\n" % (len(message), message) + last)
+        pending.clear()
         wfile.flush()
 
     deadline = time.monotonic() + timeout
@@ -91,9 +87,7 @@ def serve_stream_invocation(
             close()  # runs the handler's cleanup (settlement, upstream close) when the stream ends early
         on_done()
     try:
-        send(event("InvokeComplete", json.dumps(complete).encode(), "application/json"))
-        wfile.write(b"0\r\n\r\n")
-        wfile.flush()
+        send(event("InvokeComplete", json.dumps(complete).encode(), "application/json"), b"0\r\n\r\n")
     except (BrokenPipeError, ConnectionResetError):
         handler.close_connection = True
 
@@ -167,18 +161,18 @@ def send_stream(
     wfile = handler.wfile
     started = time.monotonic()
     ended = "completed"
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", errors="replace")  # sent with the first piece
     try:
-        wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", errors="replace"))
-        wfile.flush()
         for piece in body:
             if piece:
-                wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                wfile.write(head + b"%x\r\n%s\r\n" % (len(piece), piece))
+                head = b""
                 wfile.flush()
             if time.monotonic() - started > max_seconds:
                 ended = "max_duration"
                 break
         else:
-            wfile.write(b"0\r\n\r\n")
+            wfile.write(head + b"0\r\n\r\n")
             wfile.flush()
             return ended
     except TimeoutError:
