@@ -53,11 +53,11 @@ def verdict(ok: bool) -> str:
 
 def create_key(env: dict[str, str], endpoint: str, *, role: str = "developer", name: str = "bench") -> str:
     """Create an API key on a running local stack (tables and hashing secret from its CLI environment)."""
+    from bulwark.auth.key_admin import KeyAdmin
     from bulwark.auth.pepper import Pepper
     from bulwark.settings import Settings
     from bulwark.store.counters_table import CountersTable
     from bulwark.store.keys_table import KeysTable
-    from bulwark_dev.key_admin import KeyAdmin
     from bulwark_dev.local.dynamodb_local import local_dynamodb_client
 
     cfg = Settings.from_env(env)

@@ -269,7 +269,7 @@ def ca_store_ms(python: str, runs: int) -> float:
 def run(runs: int) -> str:
     python, where = lambda_like_python()
     compiled_layer(python)
-    rows = []
+    rows: list[tuple[str, str, str, int | str, int | str]] = []
     base_env = function_env("AuthorizerFunction")
     envs = {logical: function_env(logical) for logical in FUNCTIONS}
     # Interleaved (one sample of every variant per round) so background load on the machine hits all alike.

@@ -49,14 +49,11 @@ def bench_policy(directory: Path) -> Path:
     return path
 
 
-class _Capture(io.TextIOBase):
+class _Capture(io.StringIO):
     """Discards the stack's console lines (the JSONL log file keeps them)."""
 
     def write(self, text: str) -> int:
         return len(text)
-
-    def writable(self) -> bool:
-        return True
 
 
 def _pool_cpu_seconds(stack: Any, logical_id: str) -> dict[int, float]:

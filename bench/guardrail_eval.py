@@ -342,7 +342,7 @@ def jailbreak_corpus_mini_sets(root: Path) -> Iterator[EvalSet]:
 
 
 def _fstring_text(node: ast.JoinedStr) -> str:
-    return "".join(v.value if isinstance(v, ast.Constant) else "{x}" for v in node.values if
+    return "".join(str(v.value) if isinstance(v, ast.Constant) else "{x}" for v in node.values if
                    isinstance(v, ast.Constant | ast.FormattedValue))  # fmt: skip
 
 
@@ -488,10 +488,10 @@ def loso(sets: list[EvalSet]) -> None:
     print("|---|---:|---:|---:|---:|---:|")
     atk, ben, harm = per_source("shipped", "attack"), per_source("shipped", "benign"), per_source("shipped", "harmful")
     for src in sources:
-        a, b, h = atk.get(src), ben.get(src), harm.get(src)
-        cells = [f"{a[0]}", f"{a[1] / a[0]:.1%}"] if a else ["0", "-"]
-        cells += [f"{b[0]}", f"{b[1] / b[0]:.1%}"] if b else ["0", "-"]
-        cells += [f"{h[1] / h[0]:.1%}"] if h else ["-"]
+        atk_src, ben_src, harm_src = atk.get(src), ben.get(src), harm.get(src)
+        cells = [f"{atk_src[0]}", f"{atk_src[1] / atk_src[0]:.1%}"] if atk_src else ["0", "-"]
+        cells += [f"{ben_src[0]}", f"{ben_src[1] / ben_src[0]:.1%}"] if ben_src else ["0", "-"]
+        cells += [f"{harm_src[1] / harm_src[0]:.1%}"] if harm_src else ["-"]
         print(f"| {src} | " + " | ".join(cells) + " |")
     print("\n#### Ablation (leave-one-source-out, pooled over sources)\n")
     print("| detector | pooled TPR | worst source (>= 20 attacks) | median source | pooled benign FPR | worst benign "
@@ -499,11 +499,11 @@ def loso(sets: list[EvalSet]) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     hard_rows = [i for i, k in enumerate(kinds) if k == "benign" and HARD_NEGATIVE.search(ex.texts[i])]
     for v in VARIANTS:
-        a, b = per_source(v, "attack"), per_source(v, "benign")
-        ranked = sorted((hit / n, src) for src, (n, hit) in a.items() if n >= MIN_ATTACKS)
-        pooled_tpr = sum(hit for _n, hit in a.values()) / sum(n for n, _h in a.values())
-        pooled_fpr = sum(hit for _n, hit in b.values()) / sum(n for n, _h in b.values())
-        worst_b = max((hit / n, src) for src, (n, hit) in b.items())
+        atk_v, ben_v = per_source(v, "attack"), per_source(v, "benign")
+        ranked = sorted((hit / n, src) for src, (n, hit) in atk_v.items() if n >= MIN_ATTACKS)
+        pooled_tpr = sum(hit for _n, hit in atk_v.values()) / sum(n for n, _h in atk_v.values())
+        pooled_fpr = sum(hit for _n, hit in ben_v.values()) / sum(n for n, _h in ben_v.values())
+        worst_b = max((hit / n, src) for src, (n, hit) in ben_v.items())
         median = (
             ranked[len(ranked) // 2][0]
             if len(ranked) % 2

@@ -259,19 +259,19 @@ def main() -> None:
     print("| kind | planted | recall | findings | precision |")
     print("|---|---:|---:|---:|---:|")
     for kind in sorted(recall):
-        n, hit = recall[kind]
+        n, hits = recall[kind]
         found = found_by_kind.get(kind, 0)
         prec = f"{true_by_kind.get(kind, 0) / found:.1%}" if found else "-"
-        print(f"| {kind} | {n} | {hit / n:.1%} | {found} | {prec} |")
+        print(f"| {kind} | {n} | {hits / n:.1%} | {found} | {prec} |")
     print("\n| generated family | n | recall |")
     print("|---|---:|---:|")
     for fam in sorted(fam_recall):
-        n, hit = fam_recall[fam]
-        print(f"| {fam} | {n} | {hit / n:.1%} |")
+        n, hits = fam_recall[fam]
+        print(f"| {fam} | {n} | {hits / n:.1%} |")
     print("\n| hard-negative family | n | texts with any finding |")
     print("|---|---:|---:|")
-    for fam, (n, hit) in neg_hits.items():
-        print(f"| {fam} | {n} | {hit} ({hit / n:.1%}) |")
+    for fam, (n, hits) in neg_hits.items():
+        print(f"| {fam} | {n} | {hits} ({hits / n:.1%}) |")
     print(f"\n{len(samples)} texts scanned in {elapsed:.2f} s")
 
 

@@ -92,15 +92,7 @@ def main() -> None:
 
                 counters = template.table_names["CountersTable"]
                 section("limiter", lambda: bench_limiter.run(ddb.endpoint_url, counters, 1.0 if quick else 3.0))
-    if "path" in only:
-        import bench_local_path
-
-        section("full local path", lambda: bench_local_path.run(100 if quick else 300))
-    if "streaming" in only:
-        import bench_streaming
-
-        # The full run holds one stream for 10 minutes to show memory stays flat; --quick for one minute.
-        section("streaming", lambda: bench_streaming.run(5 if quick else 30, 60.0 if quick else 600.0))
+    _stack_sections(only, quick, section)
     if "cold" in only:
         import bench_cold_start
 
@@ -134,6 +126,19 @@ def main() -> None:
             ),
         )
     say(f"all benchmarks done in {time.monotonic() - started:.0f} s")
+
+
+def _stack_sections(only: set[str], quick: bool, section: Callable[[str, Callable[[], str]], None]) -> None:
+    """The sections that start the whole local stack."""
+    if "path" in only:
+        import bench_local_path
+
+        section("full local path", lambda: bench_local_path.run(100 if quick else 300))
+    if "streaming" in only:
+        import bench_streaming
+
+        # The full run holds one stream for 10 minutes to show memory stays flat; --quick for one minute.
+        section("streaming", lambda: bench_streaming.run(5 if quick else 30, 60.0 if quick else 600.0))
 
 
 if __name__ == "__main__":

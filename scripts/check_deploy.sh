@@ -192,7 +192,8 @@ if not sources or uncompiled:
     print(f"{'sam build':<22} FAILED: layer modules without python3.13 bytecode: {len(uncompiled)} of {len(sources)}")
     ok = False
 if ok:
-    print(f"{'sam build':<22} ok: layer {mb(layer_raw)} unzipped / {mb(layer_zip)} zipped, {len(sources)} modules compiled")
+    print(f"{'sam build':<22} ok: layer {mb(layer_raw)} unzipped (target 20 MB) / {mb(layer_zip)} zipped, "
+          f"{len(sources)} modules compiled")
 for fn in sorted(d for d in os.listdir(build) if d.endswith("Function")):
     raw, zipped = measure(os.path.join(build, fn))
     total = raw + layer_raw
@@ -202,6 +203,9 @@ for fn in sorted(d for d in os.listdir(build) if d.endswith("Function")):
           f"{'' if within else '  OVER THE LIMIT'}")
 sys.exit(0 if ok else 1)
 EOF
+    # Only what runs ships: no bulwark_dev, no module or distribution that no function imports.
+    LAYER_DIR="$(find "$BUILD_DIR" -maxdepth 1 -name 'BulwarkLayer*' | head -1)"
+    "$PY" -m bulwark_dev.layer_check "$LAYER_DIR/python" functions || fail "layer contents"
   else
     summary "sam build" "FAILED"; tail -40 "$LOG_DIR/build.txt"; fail "sam build"
   fi

@@ -64,7 +64,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 def _since_ms(text: str | None) -> int | None:
     if not text:
         return None
-    from bulwark_dev.key_admin import parse_duration
+    from bulwark.auth.key_admin import parse_duration
 
     try:
         seconds = parse_duration(text)
@@ -109,41 +109,75 @@ def _filter_since(records: Iterable[dict[str, Any]], since: int | None) -> list[
     return [r for r in records if isinstance(r.get("ts"), int | float) and r["ts"] >= since]
 
 
-def cloudwatch_records(
-    log_groups: list[str], *, since_ms: int | None, region: str | None = None, endpoint_url: str | None = None
-) -> list[dict[str, Any]]:
-    """Audit records from CloudWatch Logs (FilterLogEvents, every page), in event-time order."""
-    import boto3
+AUDIT_PATTERN = '{ $.message = "audit" }'
+REPORT_PATTERN = '"REPORT RequestId"'
+
+
+def _filter_events(client: Any, group: str, pattern: str, since_ms: int | None) -> Iterator[dict[str, Any]]:
+    """Every event of `group` matching `pattern` (FilterLogEvents, every page)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = boto3.client("logs", region_name=region, endpoint_url=endpoint_url)
-    found: list[tuple[int, int, dict[str, Any]]] = []
+    kwargs: dict[str, Any] = {"logGroupName": group, "filterPattern": pattern}
+    if since_ms is not None:
+        kwargs["startTime"] = since_ms
+    try:
+        while True:
+            page = client.filter_log_events(**kwargs)
+            yield from page.get("events", [])
+            token = page.get("nextToken")
+            if not token or token == kwargs.get("nextToken"):
+                return
+            kwargs["nextToken"] = token
+    except (BotoCoreError, ClientError) as exc:
+        raise AuditCliError(
+            f"Cannot read log group '{group}': {exc}. Check the name, region and your AWS credentials."
+        ) from None
+
+
+def _logs_client(region: str | None, endpoint_url: str | None) -> Any:
+    import boto3
+
+    return boto3.client("logs", region_name=region, endpoint_url=endpoint_url)
+
+
+def cloudwatch_entries(
+    log_groups: list[str],
+    *,
+    since_ms: int | None,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    reports: bool = True,
+) -> list[dict[str, Any]]:
+    """The audit lines and (with `reports`) the runtime's REPORT lines, each with its log stream, in event-time order:
+    what `check_streams` needs to account for every invocation of every environment."""
+    from bulwark_dev.local.stack import platform_record
+
+    client = _logs_client(region, endpoint_url)
+    found: list[tuple[int, int, int, dict[str, Any]]] = []
     for group in log_groups:
-        kwargs: dict[str, Any] = {"logGroupName": group, "filterPattern": '{ $.message = "audit" }'}
-        if since_ms is not None:
-            kwargs["startTime"] = since_ms
-        try:
-            while True:
-                page = client.filter_log_events(**kwargs)
-                for event in page.get("events", []):
-                    try:
-                        rec = audit_of(json.loads(event.get("message", "")))
-                    except ValueError:
-                        continue
-                    if rec is not None:
-                        seq = rec.get("seq")
-                        found.append((int(event.get("timestamp", 0)), seq if isinstance(seq, int) else 0, rec))
-                token = page.get("nextToken")
-                if not token or token == kwargs.get("nextToken"):
-                    break
-                kwargs["nextToken"] = token
-        except (BotoCoreError, ClientError) as exc:
-            raise AuditCliError(
-                f"Cannot read log group '{group}': {exc}. Check the name, region and your AWS credentials."
-            ) from None
-    # Event time, then seq: one container's records that share a millisecond stay in the order they were written.
-    found.sort(key=lambda t: (t[0], t[1]))
-    return [rec for _, _, rec in found]
+        for event in _filter_events(client, group, AUDIT_PATTERN, since_ms):
+            try:
+                entry = json.loads(event.get("message", ""))
+            except ValueError:
+                continue
+            rec = audit_of(entry)
+            if rec is None:
+                continue
+            seq = rec.get("seq")
+            entry["log_stream"] = event.get("logStreamName", "")
+            found.append((int(event.get("timestamp", 0)), 0, seq if isinstance(seq, int) else 0, entry))
+        if not reports:
+            continue
+        for event in _filter_events(client, group, REPORT_PATTERN, since_ms):
+            record = platform_record(str(event.get("message", "")).rstrip("\n"))
+            if record is None or record.get("platform") != "REPORT":
+                continue
+            record["log_stream"] = event.get("logStreamName", "")
+            found.append((int(event.get("timestamp", 0)), 1, 0, record))
+    # Event time, then an invocation's record before its REPORT, then seq: one container's records that share a
+    # millisecond stay in the order they were written.
+    found.sort(key=lambda t: (t[0], t[1], t[2]))
+    return [entry for _, _, _, entry in found]
 
 
 # ----------------------------------------------------------------------------------------------------------- verify
@@ -153,11 +187,17 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
         if args.path:
             raise AuditCliError("Give either a PATH or --log-group, not both.")
         endpoint = args.endpoint_url or os.environ.get("BULWARK_LOGS_ENDPOINT_URL")
-        records = cloudwatch_records(args.log_groups, since_ms=since, region=args.region, endpoint_url=endpoint)
+        entries = cloudwatch_entries(
+            args.log_groups, since_ms=since, region=args.region, endpoint_url=endpoint, reports=since is None
+        )
+        records = [rec for e in entries if (rec := audit_of(e)) is not None]
         source = ", ".join(args.log_groups)
         # Retention and time windows cut chains at the front: only what is present is checked.
         result = verify(records, require_genesis=False)
         endings: dict[str, dict[str, Any]] = {}
+        if since is None:
+            issues, endings = check_streams(entries)
+            result.issues.extend(issues)
     else:
         files = _log_files(args.path)
         entries = list(_entries(_read_lines(files)))

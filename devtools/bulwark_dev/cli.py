@@ -91,11 +91,11 @@ def _stack_env(stack: str, region: str | None) -> dict[str, str]:
 
 
 def _admin(args: argparse.Namespace) -> Any:
+    from bulwark.auth.key_admin import KeyAdmin
     from bulwark.auth.pepper import Pepper
     from bulwark.settings import Settings
     from bulwark.store.counters_table import CountersTable
     from bulwark.store.keys_table import KeysTable
-    from bulwark_dev.key_admin import KeyAdmin
 
     env = _target_env(args)
     cfg = Settings.from_env(env)
@@ -147,8 +147,8 @@ def _describe(rec: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- commands
 def cmd_keys_create(args: argparse.Namespace, out: TextIO) -> int:
+    from bulwark.auth.key_admin import parse_duration
     from bulwark.store.keys_table import LimitOverrides
-    from bulwark_dev.key_admin import parse_duration
 
     _check_role(args.role)
     expires = parse_duration(args.expires_in) if args.expires_in else None
@@ -237,8 +237,8 @@ def cmd_keys_show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace, out: TextIO) -> int:
+    from bulwark.auth.key_admin import parse_duration
     from bulwark.store.keys_table import KeyNotFound
-    from bulwark_dev.key_admin import parse_duration
 
     admin = _admin(args)
     _get(admin, args.key_id)
@@ -252,6 +252,27 @@ def cmd_keys_rotate(args: argparse.Namespace, out: TextIO) -> int:
         "This is the only time the new key is shown."
     )
     _emit(args, {"api_key": api_key, **rec.public_view()}, human, out)
+    return EXIT_OK
+
+
+def cmd_keys_rotate_pepper(args: argparse.Namespace, out: TextIO) -> int:
+    admin = _admin(args)
+    if args.status:
+        versions = admin.pepper_versions_in_use()
+        current, _ = admin.pepper.current()
+        rows = [f"current pepper version: {current}"]
+        rows += [f"version {v}: {len(ids)} key(s): {' '.join(ids)}" for v, ids in versions.items()]
+        data = {"current": current, "in_use": {str(v): ids for v, ids in versions.items()}}
+        _emit(args, data, "\n".join(rows), out)
+        return EXIT_OK
+    updated = admin.pepper.rotate()
+    human = (
+        f"The key-hashing secret now has version {updated.current} (current); versions kept: "
+        f"{', '.join(str(v) for v in sorted(updated.values))}.\n"
+        "Issued keys keep working under the version they were hashed with. New and rotated keys use the new one.\n"
+        "Move keys with `bulwark keys rotate ID`; `bulwark keys rotate-pepper --status` shows the versions in use."
+    )
+    _emit(args, {"current": updated.current, "versions": sorted(updated.values)}, human, out)
     return EXIT_OK
 
 
@@ -358,11 +379,11 @@ print(r.choices[0].message.content)"
 def _demo_key(stack: Any) -> str:
     import boto3
 
+    from bulwark.auth.key_admin import KeyAdmin
     from bulwark.auth.pepper import Pepper
     from bulwark.settings import Settings
     from bulwark.store.counters_table import CountersTable
     from bulwark.store.keys_table import KeysTable
-    from bulwark_dev.key_admin import KeyAdmin
 
     env = stack.cli_environment()
     cfg = Settings.from_env(env)
@@ -424,6 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("key_id")
     r.add_argument("--grace", default="24h")
     r.set_defaults(func=cmd_keys_rotate)
+    rp = keys.add_parser(
+        "rotate-pepper",
+        parents=[common, target],
+        help="add a new version of the key-hashing secret (issued keys keep working); --status: versions in use",
+    )
+    rp.add_argument("--status", action="store_true", help="only show the current version and the keys per version")
+    rp.set_defaults(func=cmd_keys_rotate_pepper)
 
     pol = sub.add_parser("policy", help="policy file tools").add_subparsers(dest="policy_command", required=True)
     pc = pol.add_parser("check", parents=[common], help="validate a policy file")

@@ -78,7 +78,7 @@ class Answer:
 @dataclass
 class Target:
     base_url: str
-    admin: Any  # bulwark_dev.key_admin.KeyAdmin on the stack's tables
+    admin: Any  # bulwark.auth.key_admin.KeyAdmin on the stack's tables
     log_file: Path | None = None  # local: where the functions' EMF lines are
     cloudwatch: Any = None  # deployed: a boto3 CloudWatch client
     stack: str | None = None

@@ -118,8 +118,8 @@ E2E_FAILED_AUTH_THRESHOLD = 200
 
 def _e2e_policy(state_dir: Path, issuer: Issuer, invoke_url: str) -> Path:
     """The shipped policy, except that the failed-attempt threshold per source IP is higher: every e2e test calls
-    from 127.0.0.1, and the tests that send wrong keys on purpose must not lock the others out. The brute-force test
-    uses its own loopback address and this threshold."""
+    from 127.0.0.1, and the tests that send wrong keys on purpose must not lock the others out. The lockout tests
+    (test_brute_force_e2e.py) run on a private stack with their own low threshold."""
     import yaml
 
     from bulwark.policy import default_policy_path

@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 
+from bulwark.auth.key_admin import KeyAdmin
 from bulwark.auth.pepper import Pepper
 from bulwark.settings import Settings
 from bulwark.store.counters_table import CountersTable
 from bulwark.store.keys_table import KeysTable
-from bulwark_dev.key_admin import KeyAdmin
 from bulwark_dev.local.dynamodb_local import local_dynamodb_client
 from bulwark_dev.local.stack import LocalStack
 from tests.e2e.conftest import LineCapture

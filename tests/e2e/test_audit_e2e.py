@@ -12,9 +12,9 @@ from typing import Any
 
 import openai
 import pytest
-from audit_session import cli, create_key, post_chat, wait_for_audit
 
 from bulwark.auth import keys as keyfmt
+from tests.e2e.audit_session import cli, create_key, post_chat, wait_for_audit
 
 pytestmark = pytest.mark.e2e
 

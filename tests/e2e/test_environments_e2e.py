@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import requests
 
-from bulwark.observability.audit import audit_of
+from bulwark.observability.audit import audit_of, verify
+from bulwark_dev.audit_cli import check_streams
 from bulwark_dev.local.stack import LocalStack
 from tests.e2e.conftest import ROOT, LineCapture
 from tests.e2e.keys import create_key
@@ -84,7 +85,8 @@ def _log(stack: LocalStack) -> list[dict[str, Any]]:
 
 
 def test_a_burst_of_50_gets_its_own_answers_and_the_environments_it_needed(burst_stack: LocalStack) -> None:
-    key, _ = create_key(burst_stack.cli_environment(), "developer")
+    # The role's max_concurrent (policy) is below the burst on purpose; this key may take the whole burst.
+    key, _ = create_key(burst_stack.cli_environment(), "developer", "--max-concurrent", str(BURST))
     results = _fire(burst_stack, key, BURST)
 
     assert sorted({r.status_code for _, r in results}) == [200]
@@ -135,6 +137,21 @@ def test_a_burst_beyond_reserved_concurrency_is_throttled_not_queued(tight_stack
             assert (error["type"], error["code"]) == ("service_unavailable", "capacity_exceeded")
         else:  # the invoker was throttled: the validator's answer
             assert (error["type"], error["code"]) == ("rate_limit_error", "concurrency_exceeded")
+
+    # Nothing lost: every request is in the access log; what reached the validator has its audit record; what Lambda
+    # throttled before the validator ran is the access log's (with the Invoke API's error), as on AWS.
+    entries = _log(tight_stack)
+    access = {e["requestId"]: e for e in entries if e.get("type") == "access"}
+    records = [rec for e in entries if (rec := audit_of(e)) is not None]
+    audited = {rec["request_id"] for rec in records}
+    for _, response in results:
+        request_id = response.headers["x-request-id"]
+        assert access[request_id]["status"] == response.status_code
+        if response.status_code == 503:
+            assert access[request_id]["integrationError"] == "TooManyRequestsException"
+        else:
+            assert request_id in audited
+    assert verify(records).ok and not check_streams(entries)[0]
 
     stats = tight_stack.worker_stats()
     assert stats["ValidatorFunction"]["throttled"] == statuses.count(503)

@@ -30,7 +30,7 @@ def _unauthorized(result: dict[str, Any]) -> None:
 def _proxy(status: int, content_type: str = "application/json") -> Callable[[dict[str, Any]], dict[str, Any]]:
     def check(result: dict[str, Any]) -> dict[str, Any]:
         assert result["function_error"] is None
-        payload = result["payload"]
+        payload: dict[str, Any] = result["payload"]
         assert payload["statusCode"] == status, payload
         assert payload["headers"]["Content-Type"] == content_type
         assert payload["headers"]["x-request-id"]

@@ -20,7 +20,8 @@ CHAT = {"model": "demo-echo", "messages": [{"role": "user", "content": "hi from 
 def test_a_valid_token_works_with_the_openai_sdk(local_stack: Any, oidc_issuer: Issuer) -> None:
     client = openai.OpenAI(base_url=local_stack.openai_base_url, api_key=oidc_issuer.token())
     r = client.chat.completions.create(model="demo-echo", messages=[{"role": "user", "content": "hi"}])
-    assert r.choices[0].message.content.endswith("hi")
+    content = r.choices[0].message.content
+    assert content is not None and content.endswith("hi")
 
 
 def test_roles_come_from_the_token_scope(local_stack: Any, oidc_issuer: Issuer) -> None:

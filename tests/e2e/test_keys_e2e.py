@@ -38,6 +38,19 @@ def test_rotation_keeps_both_secrets_working_during_grace(local_stack: Any) -> N
     assert chat(local_stack, old).status_code == 200
 
 
+def test_the_pepper_rotates_without_invalidating_issued_keys(local_stack: Any) -> None:
+    old, old_id = create_key(local_stack.env)
+    assert chat(local_stack, old).status_code == 200  # the authorizer has the current pepper version cached
+    rotated = cli(local_stack.env, "keys", "rotate-pepper")
+    assert rotated["current"] >= 2 and rotated["current"] - 1 in rotated["versions"]
+    new, new_id = create_key(local_stack.env)
+    assert chat(local_stack, new).status_code == 200  # hashed with the new version, picked up at once
+    assert chat(local_stack, old).status_code == 200  # still verified with the version it was made with
+    status = cli(local_stack.env, "keys", "rotate-pepper", "--status")
+    assert new_id in status["in_use"][str(rotated["current"])]
+    assert old_id not in status["in_use"][str(rotated["current"])]
+
+
 def test_revocation_stops_model_calls_at_once(local_stack: Any) -> None:
     key, key_id = create_key(local_stack.env)
     assert chat(local_stack, key).status_code == 200  # the authorizer now caches an allow for this key

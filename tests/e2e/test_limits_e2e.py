@@ -8,11 +8,13 @@ from typing import Any
 import openai
 import pytest
 import requests
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.keys import create_key
 
 pytestmark = pytest.mark.e2e
-CHAT = {"model": "demo-echo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+CHAT = {"model": "demo-echo", "messages": MESSAGES, "max_tokens": 16}  # as raw HTTP sends it; the SDK gets the same
 
 
 def test_429_has_retry_after_ratelimit_headers_and_names_the_limit(local_stack: Any) -> None:
@@ -47,9 +49,9 @@ def test_tokens_per_minute_refusal_consumes_nothing(local_stack: Any) -> None:
 def test_openai_sdk_raises_rate_limit_error(local_stack: Any) -> None:
     key, _ = create_key(local_stack.env, "developer", "--rpm", "1")
     client = openai.OpenAI(base_url=local_stack.openai_base_url, api_key=key, max_retries=0)
-    client.chat.completions.create(**CHAT)
+    client.chat.completions.create(model="demo-echo", messages=MESSAGES, max_tokens=16)
     with pytest.raises(openai.RateLimitError) as err:
-        client.chat.completions.create(**CHAT)
+        client.chat.completions.create(model="demo-echo", messages=MESSAGES, max_tokens=16)
     assert err.value.response.headers["Retry-After"]
     assert err.value.code == "requests_per_minute_exceeded"
 
@@ -65,12 +67,12 @@ def test_openai_sdk_retry_honours_retry_after(local_stack: Any) -> None:
     burst = openai.OpenAI(base_url=local_stack.openai_base_url, api_key=key, max_retries=0)
     while True:  # spend the bucket
         try:
-            burst.chat.completions.create(**CHAT)
+            burst.chat.completions.create(model="demo-echo", messages=MESSAGES, max_tokens=16)
         except openai.RateLimitError:
             break
     http = openai.DefaultHttpxClient(event_hooks={"response": [record]})  # the SDK's own HTTP client
     client = openai.OpenAI(base_url=local_stack.openai_base_url, api_key=key, max_retries=3, http_client=http)
-    r = client.chat.completions.with_raw_response.create(**CHAT)
+    r = client.chat.completions.with_raw_response.create(model="demo-echo", messages=MESSAGES, max_tokens=16)
     assert r.http_response.status_code == 200
     assert seen[0][1] == 429 and seen[-1][1] == 200
     retry_after = int(seen[0][2] or 0)

@@ -10,15 +10,18 @@ lines and on EMF lines alike.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 import pytest
-from audit_session import create_key, post_chat
+
+from tests.e2e.audit_session import create_key, post_chat
 
 pytestmark = pytest.mark.e2e
 
 GATEWAY_PREFIX = "[api-gateway] "
+PLATFORM_LINE = re.compile(r"(?:START|END|REPORT) RequestId: ([0-9a-f-]+)")
 
 
 def _function_lines(lines: list[str]) -> list[tuple[str, str]]:
@@ -64,16 +67,24 @@ def test_every_line_of_a_request_carries_its_request_id(local_stack: Any) -> Non
     assert len(request_ids) == 3
     _wait_for_gateway_lines(local_stack, request_ids)
 
-    # Then every line any function wrote meanwhile names its invocation and one of the requests. The emulator's
-    # platform lines (as Lambda's own START/REPORT lines) and the runtime's line for a handler's exception (the
-    # authorizer raises Unauthorized to have API Gateway answer 401) name the invocation only: they join through it.
-    records = [(function, json.loads(line)) for function, line in _function_lines(local_stack.log_lines[start:])]
-
-    def runtime_line(record: dict[str, Any]) -> bool:
-        return record.get("type") == "platform" or {"errorType", "requestId"} <= record.keys()
-
-    platform = [(f, r) for f, r in records if runtime_line(r)]
-    own = [(f, r) for f, r in records if not runtime_line(r)]
+    # Then every line a function's code wrote meanwhile names its invocation and one of the requests. The runtime's
+    # own lines (START/END/REPORT, the emulator's platform records, the error record of a handler that raised: the
+    # authorizer raises Unauthorized to have API Gateway answer 401) name the invocation, as on Lambda, and join
+    # through it; INIT_START belongs to an environment, not a request.
+    own: list[tuple[str, dict[str, Any]]] = []
+    runtime: list[tuple[str, str]] = []
+    for function, line in _function_lines(local_stack.log_lines[start:]):
+        if line.startswith("INIT_START "):
+            continue
+        platform = PLATFORM_LINE.match(line)
+        if platform:
+            runtime.append((function, platform.group(1)))
+            continue
+        record = json.loads(line)  # a non-JSON line (a warning, a print) could never carry an id
+        if record.get("type") == "platform" or {"errorType", "requestId"} <= record.keys():
+            runtime.append((function, record.get("requestId", "")))
+        else:
+            own.append((function, record))
     by_request: dict[str, list[dict[str, Any]]] = {rid: [] for rid in request_ids}
     functions: dict[str, set[str]] = {rid: set() for rid in request_ids}
     invocations: dict[str, str] = {}
@@ -83,8 +94,8 @@ def test_every_line_of_a_request_carries_its_request_id(local_stack: Any) -> Non
         by_request[record["correlation_id"]].append(record)
         functions[record["correlation_id"]].add(function)
         invocations[record["function_request_id"]] = record["correlation_id"]
-    for function, record in platform:
-        assert record.get("requestId") in invocations, (function, record)
+    for function, invocation in runtime:
+        assert invocation in invocations, (function, invocation)
 
     # And each request is found on its log lines and its metric lines alike, in each function it reached
     def emf(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -36,7 +36,7 @@ def soak_stack(tmp_path: Path) -> Iterator[LocalStack]:
 
 
 def test_a_short_soak_loses_nothing(soak_stack: LocalStack) -> None:
-    result = soak.run(soak_stack, clients=8, seconds=20, warmup=5)
+    result = soak.run(soak_stack, clients=8, seconds=20, warmup=8)
     assert result.ok, soak.render(result)
     assert result.figures["requests"] > 100  # the soak did run: a check over nothing proves nothing
     assert set(result.figures["by_kind"]) == set(soak.KINDS)

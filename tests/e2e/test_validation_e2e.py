@@ -31,7 +31,8 @@ def last_upstream_request(local_stack: Any) -> dict[str, Any]:
     url = local_stack.demo_model_url.rsplit("/v1", 1)[0] + "/__demo/last-request"
     seen: dict[str, Any] = requests.get(url, timeout=5).json()
     body = seen.get("body", seen)
-    return json.loads(body) if isinstance(body, str) else body
+    request: dict[str, Any] = json.loads(body) if isinstance(body, str) else body
+    return request
 
 
 def test_upstream_receives_the_canonical_sanitized_redacted_request(local_stack: Any, key: str) -> None:

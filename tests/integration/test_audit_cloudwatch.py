@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from wire import cloudwatchlogs
-from wire.fixtures import use_aws_env
-from wire.server import WireServer
 
 from bulwark.observability.audit import AuditChain, emit_audit
 from bulwark.observability.logs import make_logger
 from bulwark_dev.cli import main
+from tests.integration.wire import cloudwatchlogs
+from tests.integration.wire.fixtures import use_aws_env
+from tests.integration.wire.server import WireServer
 
 VALIDATOR = "/aws/lambda/bulwark-validator"
 AUTHORIZER = "/aws/lambda/bulwark-authorizer"
@@ -80,7 +80,8 @@ def test_intact_log_groups_verify(logs: tuple[cloudwatchlogs.LogStore, WireServe
     calls = [r.json() for r in server.requests]
     assert {c["logGroupName"] for c in calls} == {VALIDATOR, AUTHORIZER}
     assert any("nextToken" in c for c in calls)  # paged
-    assert all(c["filterPattern"] == '{ $.message = "audit" }' for c in calls)
+    # The audit lines, and the runtime's REPORT lines that account for every invocation of each log stream.
+    assert {c["filterPattern"] for c in calls} == {'{ $.message = "audit" }', '"REPORT RequestId"'}
 
 
 def test_deleted_event_detected(logs: tuple[cloudwatchlogs.LogStore, WireServer]) -> None:
@@ -128,3 +129,48 @@ def test_unknown_log_group_is_a_clear_error(
     code = main(["audit", "verify", "--log-group", "/aws/lambda/nope", "--region", "us-east-1"], out=io.StringIO())
     assert code == 2
     assert "Cannot read log group '/aws/lambda/nope'" in capsys.readouterr().err
+
+
+def _environment_stream(store: cloudwatchlogs.LogStore, group: str, invocations: int, start_ms: int) -> str:
+    """One validator environment's log stream as Lambda writes it: START, the handler's lines with the invocation's
+    function_request_id, the audit record (every_invocation), END and REPORT, for each invocation."""
+    stream = f"2025/01/02/[$LATEST]{uuid.uuid4().hex}"
+    buf = io.StringIO()
+    log = make_logger(f"cw-{uuid.uuid4().hex[:8]}", stream=buf)
+    chain = AuditChain(f"bulwark-validator:{uuid.uuid4().hex}")
+    at = start_ms
+    for _ in range(invocations):
+        invocation = str(uuid.uuid4())
+        log.append_keys(function_request_id=invocation, correlation_id=str(uuid.uuid4()))
+        store.put(group, stream, at, f"START RequestId: {invocation} Version: $LATEST")
+        emit_audit(log, {"status": 200, "principal": "key:abc"}, chain=chain, every_invocation=True)
+        store.put(group, stream, at + 1, buf.getvalue().splitlines()[-1])
+        store.put(group, stream, at + 2, f"END RequestId: {invocation}")
+        report = f"REPORT RequestId: {invocation}\tDuration: 12.00 ms\tBilled Duration: 12 ms\tMemory Size: 256 MB"
+        store.put(group, stream, at + 2, report + "\tMax Memory Used: 80 MB\t")
+        at += 1000
+    return stream
+
+
+def test_a_record_cut_from_a_chains_end_is_told_from_a_chain_that_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_aws_env(monkeypatch)
+    store = cloudwatchlogs.LogStore(page_size=7)
+    group = "/aws/lambda/bulwark-validator-streams"
+    now = int(time.time() * 1000) - 600_000
+    cut = _environment_stream(store, group, 4, now)
+    ended = _environment_stream(store, group, 3, now + 500)
+    server = cloudwatchlogs.make(store)
+    monkeypatch.setenv("BULWARK_LOGS_ENDPOINT_URL", server.url)
+    try:
+        code, report = _run("--log-group", group, "--region", "us-east-1")
+        assert code == 0, report  # both chains simply end with their environments
+        assert {s["log_stream"] for s in report["streams"].values()} == {cut, ended}
+        # Cut the last audit record of one stream: its chain alone shows no gap, its REPORT lines do.
+        last = [e for e in store.groups[group] if e["logStreamName"] == cut and '"audit"' in e["message"]][-1]
+        store.groups[group].remove(last)
+        code, report = _run("--log-group", group, "--region", "us-east-1")
+        assert code == 1
+        assert [(i["kind"], i["seq"]) for i in report["issues"]] == [("deleted", None)]
+        assert cut in report["issues"][0]["detail"]
+    finally:
+        server.stop()

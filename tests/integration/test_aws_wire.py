@@ -18,14 +18,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from wire import secretsmanager
-from wire.server import Reply, Request, WireServer, has_sigv4, unused_port
 
 from bulwark.aws.clients import dynamodb_at
 from bulwark.aws.sigv4 import Credentials, CredentialSource
 from bulwark.aws.wire import AwsServiceError, AwsTransportError, Endpoint, LambdaClient, proxy_for, resolve_endpoint
 from bulwark.errors import StoreUnavailable
 from bulwark.store.dynamo import ConditionFailed, store_call
+from tests.integration.wire import secretsmanager
+from tests.integration.wire.server import Reply, Request, WireServer, has_sigv4, unused_port
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,6 @@ from typing import Any
 import pytest
 import yaml
 from aws_lambda_powertools import Logger, Metrics
-from wire import openai
-from wire.fixtures import new_clients
-from wire.server import Reply, Request, WireServer
 
 from bulwark.guardrails.canary import HIT, add_canary, canary_line, leaked, new_canary
 from bulwark.policy import Policy, RequestRules, default_policy_path
@@ -21,6 +18,9 @@ from bulwark.services.invoker_client import InvokerRequest
 from bulwark.services.invoker_service import InvokerService
 from bulwark.upstreams import build_upstream
 from bulwark.validation.chat import canonical_json, validate_chat_request
+from tests.integration.wire import openai
+from tests.integration.wire.fixtures import new_clients
+from tests.integration.wire.server import Reply, Request, WireServer
 
 
 def leaky(request: Request) -> Reply:
@@ -41,7 +41,7 @@ def server() -> Iterator[WireServer]:
 def _service(server: WireServer) -> InvokerService:
     data = yaml.safe_load(default_policy_path().read_text(encoding="utf-8"))
     data["models"]["leaky"] = {"upstream": {"kind": "openai", "url": server.url + "/v1", "max_retries": 0}}
-    policy = Policy.model_validate(data)
+    policy = Policy.model_validate(data, context={"local": True})  # the wire server is plain http on loopback
     clients, _ = new_clients()
     return InvokerService(
         policy=lambda: policy,

@@ -79,7 +79,7 @@ def test_a_failure_is_not_stored_so_a_retry_really_retries(setup: Any) -> None:
 def test_a_duplicate_while_the_first_is_in_flight_is_refused_at_once(setup: Any) -> None:
     idem, clock, _model, _ = setup
     inside, release = threading.Event(), threading.Event()
-    second: list[BaseException] = []
+    second: list[IdempotencyConflict] = []
 
     def slow() -> dict[str, Any]:
         inside.set()

@@ -14,13 +14,13 @@ import pytest
 
 from bulwark.api.events import AuthorizerRequestEvent
 from bulwark.auth.decision import CACHE_SECONDS, Authorizer, Unauthorized
+from bulwark.auth.key_admin import KeyAdmin
 from bulwark.auth.pepper import Pepper, create_local_pepper_file
 from bulwark.errors import RevokedCredentials
 from bulwark.policy import Policy, default_policy_path, load_policy_file
 from bulwark.settings import Settings
 from bulwark.store.counters_table import Allowance, CountersTable
 from bulwark.store.keys_table import KeysTable
-from bulwark_dev.key_admin import KeyAdmin
 
 pytestmark = pytest.mark.integration
 ARN = "arn:aws:execute-api:us-east-1:000000000000:abc123/v1api/POST/v1/chat/completions"
@@ -94,8 +94,8 @@ def test_created_key_is_stored_only_as_a_keyed_hash(
 def test_valid_key_is_allowed_with_context_and_only_its_routes(env: dict[str, Any]) -> None:
     api_key, rec = env["admin"].create(name="app", role="partner", tenant="acme")
     decision = env["authz"].authorize(event(api_key))
-    assert decision.context["principal"] == f"key:{rec.key_id}"
-    assert decision.context["role"] == "partner" and decision.context["tenant"] == "acme"
+    assert decision.context.principal == f"key:{rec.key_id}"
+    assert decision.context.role == "partner" and decision.context.tenant == "acme"
     assert api_key not in json.dumps(decision.to_response())
     arns = decision.to_response()["policyDocument"]["Statement"][0]["Resource"]
     assert any(a.endswith("/POST/v1/chat/completions") for a in arns)
@@ -104,7 +104,7 @@ def test_valid_key_is_allowed_with_context_and_only_its_routes(env: dict[str, An
 
 def test_x_api_key_header_works_and_two_different_credentials_are_refused(env: dict[str, Any]) -> None:
     api_key, _ = env["admin"].create(name="app", role="developer")
-    assert env["authz"].authorize(event(api_key, header="x-api-key")).context["role"] == "developer"
+    assert env["authz"].authorize(event(api_key, header="x-api-key")).context.role == "developer"
     other, _ = env["admin"].create(name="other", role="developer")
     ev = event(api_key)
     ev.headers["x-api-key"] = other  # type: ignore[index]
@@ -154,24 +154,24 @@ def test_rotation_keeps_the_key_id_and_both_secrets_work_during_grace(env: dict[
     now = int(env["clock"].t)
     new, rotated = env["admin"].rotate(rec.key_id, grace_seconds=3600, now=now)
     assert rotated.key_id == rec.key_id and new != old
-    assert env["authz"].authorize(event(new)).context["key_id"] == rec.key_id
-    assert env["authz"].authorize(event(old)).context["key_id"] == rec.key_id
+    assert env["authz"].authorize(event(new)).context.key_id == rec.key_id
+    assert env["authz"].authorize(event(old)).context.key_id == rec.key_id
     env["clock"].t += 3601
     with pytest.raises(Unauthorized):
         env["authz"].authorize(event(old))
-    assert env["authz"].authorize(event(new)).context["key_id"] == rec.key_id
+    assert env["authz"].authorize(event(new)).context.key_id == rec.key_id
 
 
 def test_revocation_is_immediate_for_model_calls_and_bounded_for_the_authorizer(env: dict[str, Any]) -> None:
     api_key, rec = env["admin"].create(name="app", role="developer")
-    assert not env["authz"].authorize(event(api_key)).context.get("refusal")
+    assert not env["authz"].authorize(event(api_key)).context.refusal
     env["admin"].revoke(rec.key_id, now=int(env["clock"].t))
     # Admission (every model call) checks the revocation mark in its own conditional write: refused at once.
     with pytest.raises(RevokedCredentials):
         env["counters"].admit(f"key:{rec.key_id}", Allowance(100, 10**6, 10**9), 1)
     # The authorizer's in-memory cache may still hold the allow, for at most CACHE_SECONDS.
     env["clock"].t += CACHE_SECONDS + 0.01
-    assert env["authz"].authorize(event(api_key)).context["refusal"] == "revoked_credentials"
+    assert env["authz"].authorize(event(api_key)).context.refusal == "revoked_credentials"
 
 
 def test_expired_key_gets_expired_credentials_and_the_janitor_disables_it(env: dict[str, Any]) -> None:
@@ -179,7 +179,7 @@ def test_expired_key_gets_expired_credentials_and_the_janitor_disables_it(env: d
     api_key, rec = env["admin"].create(name="app", role="developer", expires_in=60, now=now)
     _, soon = env["admin"].create(name="soon", role="developer", expires_in=3 * 86_400, now=now)
     env["clock"].t += 61
-    assert env["authz"].authorize(event(api_key)).context["refusal"] == "expired_credentials"
+    assert env["authz"].authorize(event(api_key)).context.refusal == "expired_credentials"
     report = env["admin"].sweep_expiry(now=int(env["clock"].t))
     assert report["disabled"] == [rec.key_id]
     assert [k["key_id"] for k in report["expiring_soon"]] == [soon.key_id]
@@ -199,8 +199,8 @@ def test_canary_key_never_authorizes(env: dict[str, Any]) -> None:
 
 def test_per_key_cidr_allow_list(env: dict[str, Any]) -> None:
     api_key, _ = env["admin"].create(name="app", role="developer", allow_cidrs=("198.51.100.0/24",))
-    assert not env["authz"].authorize(event(api_key, ip="198.51.100.20")).context.get("refusal")
-    assert env["authz"].authorize(event(api_key, ip="203.0.113.9")).context["refusal"] == "ip_not_allowed"
+    assert not env["authz"].authorize(event(api_key, ip="198.51.100.20")).context.refusal
+    assert env["authz"].authorize(event(api_key, ip="203.0.113.9")).context.refusal == "ip_not_allowed"
 
 
 def test_last_used_is_written_sparingly(env: dict[str, Any]) -> None:
@@ -215,12 +215,14 @@ def test_last_used_is_written_sparingly(env: dict[str, Any]) -> None:
 def test_repeated_failures_put_the_ip_in_a_cool_down(env: dict[str, Any]) -> None:
     api_key, _ = env["admin"].create(name="app", role="developer")
     threshold = load_policy_file(default_policy_path()).network.failed_auth.threshold
-    blocked = [env["authz"].record_failure("192.0.2.66") for _ in range(threshold + 1)]
+    blocked = [env["authz"].record_failure("192.0.2.66").ip_blocked for _ in range(threshold + 1)]
     assert blocked[-1] is True and not any(blocked[:threshold])
     reads = env["authz"].store_reads
     decision = env["authz"].authorize(event(api_key, ip="192.0.2.66"))
-    assert decision.context["refusal"] == "too_many_failed_attempts"
-    assert env["authz"].store_reads == reads  # refused without consulting the key store
+    # The key is checked first (one read), so the cool-down's refusal goes to a caller who authenticated.
+    assert env["authz"].store_reads == reads + 1
+    assert decision.effect == "Allow" and decision.arns == [ARN]
+    assert decision.context.refusal == "too_many_failed_attempts" and decision.context.refusal_retry_after > 60
 
 
 def test_risk_rises_for_a_new_network_and_the_role_policy_decides(env: dict[str, Any]) -> None:
@@ -228,10 +230,10 @@ def test_risk_rises_for_a_new_network_and_the_role_policy_decides(env: dict[str,
 
     api_key, rec = env["admin"].create(name="app", role="developer")
     first = env["authz"].authorize(event(api_key, ip="198.51.100.1"))
-    assert first.context["risk_score"] == "0" and first.context["risk_action"] == "allow"
+    assert first.context.risk_score == 0 and first.context.risk_action == "allow"
     assert env["keys"].get(rec.key_id).networks == ("198.51.100.0/24",)  # remembered, once
     moved = env["authz"].authorize(event(api_key, ip="203.0.113.50"))
-    assert "new_network" in moved.context["risk_reasons"]
+    assert "new_network" in moved.context.risk_reasons
     # A stricter role: refuse API keys (require a JWT) at that score.
     base = load_policy_file(default_policy_path())
     strict_role = base.roles["developer"].model_copy(
@@ -246,7 +248,7 @@ def test_risk_rises_for_a_new_network_and_the_role_policy_decides(env: dict[str,
         clock=env["clock"],
     )
     refused = authz.authorize(event(api_key, ip="192.0.2.200"))
-    assert refused.context["refusal"] == "risk_requires_jwt"
+    assert refused.context.refusal == "credential_not_allowed"
 
 
 def test_usage_identifier_names_the_caller_for_api_gateway_usage_plans(env: dict[str, Any]) -> None:

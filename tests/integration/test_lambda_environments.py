@@ -275,3 +275,73 @@ def test_verify_tells_a_deleted_last_record_from_a_chain_that_ended(harness: Har
     issues, _ = check_streams(tampered)
     assert [issue.kind for issue in issues] == ["deleted"]
     assert last["function_request_id"] in issues[0].detail
+
+
+def test_the_validator_answers_a_throttled_invoker_with_429_concurrency_exceeded(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The product's side of a throttle, on the real wire: the lean Lambda client the validator uses sees the Invoke
+    API's 429 TooManyRequestsException and InvokerClient raises the contract's 429, not a 502."""
+    from bulwark.aws import clients
+    from bulwark.errors import RateLimited
+    from bulwark.services.invoker_client import InvokerClient, InvokerRequest
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", harness.fleet.lambda_endpoint)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    invoker = InvokerClient(clients.lambda_client(), harness.pool("SlowFn").name)
+    request = InvokerRequest(
+        request_id="r-throttled",
+        principal="key:x",
+        role="developer",
+        model="demo-echo",
+        route="chat",
+        payload="{}",
+        deadline_epoch_ms=4102444800000,
+    )
+    busy = threading.Barrier(4)
+
+    def occupy() -> None:
+        busy.wait()
+        harness.invoke("SlowFn", {"sleep": 0.8})
+
+    threads = [threading.Thread(target=occupy) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    busy.wait()
+    time.sleep(0.3)  # the three environments are running their sleeps
+    try:
+        with pytest.raises(RateLimited) as refused:
+            invoker.invoke(request)
+    finally:
+        for thread in threads:
+            thread.join()
+    assert (refused.value.status, refused.value.code) == (429, "concurrency_exceeded")
+    assert refused.value.headers["Retry-After"] == "1"
+
+
+def test_an_asynchronous_invoke_is_accepted_then_run_in_an_environment(harness: Harness) -> None:
+    """InvocationType Event: the Invoke API answers 202 at once and an environment runs the event afterwards."""
+    import urllib.request
+
+    def slow_runs() -> set[str]:
+        return {
+            r["requestId"]
+            for r in harness.records()
+            if r.get("platform") == "REPORT" and r.get("function_name") == "bulwark-local-SlowFn"
+        }
+
+    before = slow_runs()
+    url = f"{harness.fleet.lambda_endpoint}/2015-03-31/functions/{harness.pool('SlowFn').name}/invocations"
+    request = urllib.request.Request(
+        url, data=json.dumps({"sleep": 0.5}).encode(), method="POST", headers={"X-Amz-Invocation-Type": "Event"}
+    )
+    started = time.monotonic()
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202 and response.read() == b""
+    assert time.monotonic() - started < 0.5  # accepted without waiting for the handler's 0.5 s
+    deadline = time.monotonic() + 10
+    while not slow_runs() - before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(slow_runs() - before) == 1  # run once, by an environment, after the 202

@@ -16,15 +16,15 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from test_bedrock_guardrail import Handler as GuardrailHandler
-from wire import openai
-from wire.fixtures import config, deadline, new_clients
-from wire.server import Reply, WireServer
 
 from bulwark.guardrails.bedrock_guardrail import BedrockGuardrail
 from bulwark.streaming.relay import GUARD_SEGMENT, StreamOutcome, relay_chat
 from bulwark.upstreams import build_upstream
 from bulwark.upstreams.base import estimate_tokens
+from tests.integration.test_bedrock_guardrail import Handler as GuardrailHandler
+from tests.integration.wire import openai
+from tests.integration.wire.fixtures import config, deadline, new_clients
+from tests.integration.wire.server import Reply, WireServer
 
 DELAY = 0.05
 CARD = "4111 1111 1111 1111"

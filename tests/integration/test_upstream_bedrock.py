@@ -7,12 +7,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from wire import bedrock, eventstream
-from wire.fixtures import RecordingSleep, config, deadline, new_clients, use_aws_env
-from wire.server import Reply, WireServer, unused_port
 
 from bulwark.errors import UpstreamError, UpstreamTimeout
 from bulwark.upstreams import Upstream, build_upstream
+from tests.integration.wire import bedrock, eventstream
+from tests.integration.wire.fixtures import RecordingSleep, config, deadline, new_clients, use_aws_env
+from tests.integration.wire.server import Reply, WireServer, unused_port
 
 MODEL_ID = "anthropic.claude-3-haiku-20240307-v1:0"
 REQUEST = {

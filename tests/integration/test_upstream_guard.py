@@ -8,13 +8,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from wire import openai
-from wire.fixtures import config, deadline, new_clients
-from wire.server import Reply, WireServer
 
 from bulwark.errors import UpstreamCircuitOpen, UpstreamError, UpstreamTimeout
 from bulwark.upstreams import build_upstream
 from bulwark.upstreams.guard import CircuitBreaker
+from tests.integration.wire import openai
+from tests.integration.wire.fixtures import config, deadline, new_clients
+from tests.integration.wire.server import Reply, WireServer
 
 
 def state_of(breaker: CircuitBreaker) -> str:

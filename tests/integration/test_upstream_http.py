@@ -6,12 +6,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from wire import openai
-from wire.fixtures import config, deadline, new_clients
-from wire.server import Reply, Request, WireServer, unused_port
 
 from bulwark.errors import UpstreamError, UpstreamTimeout
 from bulwark.upstreams import build_upstream
+from tests.integration.wire import openai
+from tests.integration.wire.fixtures import config, deadline, new_clients
+from tests.integration.wire.server import Reply, Request, WireServer, unused_port
 
 CHAT = {"model": "legacy", "messages": [{"role": "user", "content": "score this please"}], "max_tokens": 20}
 

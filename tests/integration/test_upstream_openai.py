@@ -7,14 +7,14 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from wire import openai, secretsmanager
-from wire.fixtures import config, deadline, new_clients, use_aws_env
-from wire.server import Reply, WireServer
 
 from bulwark.errors import UpstreamError
 from bulwark.upstreams import build_upstream
 from bulwark.upstreams.demo import DEMO_URL_ENV
 from bulwark_dev.local.demo_model import ECHO_PREFIX, serve_demo_model
+from tests.integration.wire import openai, secretsmanager
+from tests.integration.wire.fixtures import config, deadline, new_clients, use_aws_env
+from tests.integration.wire.server import Reply, WireServer
 
 REQUEST = {
     "model": "chat-small",

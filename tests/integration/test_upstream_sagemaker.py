@@ -7,12 +7,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from wire import sagemaker
-from wire.fixtures import RecordingSleep, config, deadline, new_clients, use_aws_env
-from wire.server import Reply, WireServer
 
 from bulwark.errors import UpstreamError, UpstreamTimeout
 from bulwark.upstreams import Upstream, build_upstream
+from tests.integration.wire import sagemaker
+from tests.integration.wire.fixtures import RecordingSleep, config, deadline, new_clients, use_aws_env
+from tests.integration.wire.server import Reply, WireServer
 
 CHAT = {"model": "sm", "messages": [{"role": "user", "content": "classify this text"}], "max_tokens": 16}
 
@@ -71,7 +71,7 @@ def test_a_messages_api_endpoint_streams_as_the_container_writes(server: WireSer
 
 
 def test_a_model_stream_error_event_mid_stream_is_an_upstream_error(server: WireServer) -> None:
-    from wire import eventstream
+    from tests.integration.wire import eventstream
 
     upstream, _ = upstream_for(server.url)
     good = sagemaker.stream_reply({"messages": CHAT["messages"]}).chunks

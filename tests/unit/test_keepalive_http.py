@@ -260,7 +260,11 @@ def test_a_reused_connection_closed_without_an_answer(serve: Callable[[Script], 
 
 
 def test_a_silent_server_times_out_within_the_read_timeout(serve: Callable[[Script], ScriptedServer]) -> None:
-    server = serve(lambda conn, index: (time.sleep(2), b"")[1])
+    def silent(conn: int, index: int) -> bytes:
+        time.sleep(2)
+        return b""
+
+    server = serve(silent)
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         server.pool().send("GET", "/", {}, None, 0.2)

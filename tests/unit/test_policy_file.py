@@ -70,6 +70,26 @@ def test_a_broken_input_schema_is_refused_at_load() -> None:
         parse_policy(bad)
 
 
+def test_every_model_calling_role_of_the_shipped_policy_caps_requests_in_flight() -> None:
+    # One key must not be able to fill the invoker's reserved concurrency (issue 16, item 6).
+    from cfnlint.decode import decode
+
+    template, errors = decode(str(Path(__file__).resolve().parents[2] / "template.yaml"))
+    assert not errors and template is not None
+    invoker_reserved = int(template["Parameters"]["InvokerReservedConcurrency"]["Default"])
+    policy = load_policy_file(default_policy_path())
+    calling = {name: role for name, role in policy.roles.items() if {"chat", "invoke"} & set(role.routes)}
+    assert calling
+    for name, role in calling.items():
+        assert role.limits.max_concurrent is not None, name
+        assert role.limits.max_concurrent < invoker_reserved, name
+
+
+def test_trusted_cidrs_are_validated() -> None:
+    with pytest.raises(PolicyError):
+        parse_policy(GOOD + "network:\n  failed_auth:\n    trusted_cidrs: ['10.0.0.0/33']\n")
+
+
 URL_CASES = [
     ("https://api.example.com/v1", True, True),
     ("http://127.0.0.1:8080/v1", False, True),

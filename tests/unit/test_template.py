@@ -344,6 +344,58 @@ def test_gateway_responses_speak_the_contract(template: dict[str, Any], response
         assert "Retry-After" in headers
 
 
+def test_every_method_behind_the_authorizer_integrates_with_the_validator(template: dict[str, Any]) -> None:
+    # An Allow that carries a refusal is rendered by the validator: a method that reached any other function (or a
+    # method without the authorizer) would let a refused caller through.
+    api = template["Resources"]["BulwarkApi"]["Properties"]
+    assert api["Auth"]["DefaultAuthorizer"] == "BulwarkAuthorizer"
+    assert not {"DefinitionBody", "DefinitionUri"} & set(api)  # every method is a function's Api event, checked here
+    assert not resources(template, "AWS::ApiGateway::Method")
+    methods: list[tuple[str, str, str]] = []
+    for name, function in resources(template, "AWS::Serverless::Function").items():
+        for event in (function["Properties"].get("Events") or {}).values():
+            if event["Type"] != "Api":
+                continue
+            props = event["Properties"]
+            assert props["RestApiId"] == {"Ref": "BulwarkApi"}
+            assert props.get("Auth", {}).get("Authorizer", "BulwarkAuthorizer") == "BulwarkAuthorizer"
+            methods.append((name, props["Method"], props["Path"]))
+    assert {m[1:] for m in methods} == {
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/v1/models"),
+        ("POST", "/v1/models/{model}/invoke"),
+    }
+    assert {m[0] for m in methods} == {"ValidatorFunction"}
+
+
+def test_access_denied_shows_the_code_and_message_the_authorizer_chose(template: dict[str, Any]) -> None:
+    import re
+
+    from bulwark.auth.context import CallerContext
+    from bulwark.errors import IpNotAllowed
+
+    response = template["Resources"]["BulwarkApi"]["Properties"]["GatewayResponses"]["ACCESS_DENIED"]
+    body = response["ResponseTemplates"]["application/json"]
+    used = set(re.findall(r"\$context\.authorizer\.(\w+)", body))
+    assert used == {"denied_code", "denied_message"} and used <= set(CallerContext.model_fields)
+    # Every context the authorizer writes fills them: a Deny names its reason, an Allow the model case.
+    assert CallerContext.refused("ip:192.0.2.1", IpNotAllowed()).to_context()["denied_code"] == "ip_not_allowed"
+    assert CallerContext(principal="key:x").to_context()["denied_code"] == "model_not_allowed"
+
+
+def test_authorizer_failure_is_a_503_with_retry_after(template: dict[str, Any]) -> None:
+    response = template["Resources"]["BulwarkApi"]["Properties"]["GatewayResponses"]["AUTHORIZER_FAILURE"]
+    assert response["StatusCode"] == "503" and int(response["ResponseParameters"]["Headers"]["Retry-After"].strip("'"))
+    error = json.loads(response["ResponseTemplates"]["application/json"])["error"]
+    assert error["type"] == "service_unavailable"
+
+
+def test_api_gateway_never_caches_authorizer_decisions(template: dict[str, Any]) -> None:
+    authorizer = template["Resources"]["BulwarkApi"]["Properties"]["Auth"]["Authorizers"]["BulwarkAuthorizer"]
+    assert authorizer["Identity"] == {"ReauthorizeEvery": 0}
+    assert "AuthorizerCacheTtl" not in template["Parameters"]
+
+
 def test_unauthorized_is_one_answer_with_a_bearer_challenge(template: dict[str, Any]) -> None:
     response = template["Resources"]["BulwarkApi"]["Properties"]["GatewayResponses"]["UNAUTHORIZED"]
     assert response["ResponseParameters"]["Headers"]["WWW-Authenticate"] == "'Bearer'"

@@ -48,9 +48,12 @@ def test_real_template_environment_is_resolved_with_globals() -> None:
     assert validator.timeout == 900  # a streamed answer may last API Gateway's 15-minute stream limit
 
 
-def test_real_template_parameter_override_reaches_the_authorizer_ttl() -> None:
-    model = load_template(ROOT / "template.yaml", parameter_overrides={"AuthorizerCacheTtl": "7"})
-    assert model.apis["BulwarkApi"].authorizers["BulwarkAuthorizer"].reauthorize_every == 7
+def test_real_template_authorizer_is_never_cached_by_api_gateway() -> None:
+    # A cache key needs every identity source present (Authorization *and* x-api-key cannot both be), and API Gateway
+    # would cache refusals too: docs/DEPLOY.md, "Why no authorizer cache".
+    authorizer = load_template(ROOT / "template.yaml").apis["BulwarkApi"].authorizers["BulwarkAuthorizer"]
+    assert authorizer.reauthorize_every == 0
+    assert not authorizer.has_identity_sources
 
 
 def test_real_template_tables_keep_their_definitions() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools import Tracer
 
-from bulwark.aws.xray import LambdaXRayProvider
+from bulwark.aws.xray import LambdaXRayProvider, Subsegment
 from bulwark.observability.tracing import trace_with
 
 ROOT = "1-6745e1a2-5f1d3c0e8a7b9c2d4e6f8a0b"
@@ -32,14 +32,14 @@ def daemon() -> Iterator[socket.socket]:
 
 @pytest.fixture(autouse=True)
 def _fresh_tracer_config() -> Iterator[None]:
-    Tracer._reset_config()  # Powertools keeps one provider per process: these tests must not leak theirs
+    Tracer._reset_config()  # type: ignore[no-untyped-call]  # one provider per process: tests must not leak theirs
     yield
-    Tracer._reset_config()
+    Tracer._reset_config()  # type: ignore[no-untyped-call]
     trace_with(None)
 
 
 def _documents(sock: socket.socket) -> list[dict[str, Any]]:
-    docs = []
+    docs: list[dict[str, Any]] = []
     while True:
         try:
             data = sock.recv(65536)
@@ -67,6 +67,7 @@ def test_a_sampled_invocation_sends_the_handler_and_nested_subsegments(
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         tracer.put_annotation("route", "chat")
         with tracer.provider.in_subsegment(name="DynamoDB") as sub:
+            assert isinstance(sub, Subsegment)  # the lean provider's own subsegment, not the SDK's
             sub.namespace = "aws"
             sub.set_aws({"operation": "UpdateItem", "region": "eu-west-1"})
         return {"ok": True}

@@ -53,7 +53,7 @@ class LocalStackError(RuntimeError):
 _PLATFORM_PREFIXES = ("START RequestId: ", "END RequestId: ", "REPORT RequestId: ", "INIT_START ")
 
 
-def _platform_line(text: str) -> dict[str, Any] | None:
+def platform_record(text: str) -> dict[str, Any] | None:
     """A Lambda platform line as a record: the text as CloudWatch shows it, plus its request id and, for REPORT, the
     figures (durations in ms, memory in MB) so a reader need not parse tabs."""
     if not text.startswith(_PLATFORM_PREFIXES):
@@ -106,7 +106,7 @@ class LogSink:
                     self._stream.flush()
             return
         record: dict[str, Any]
-        platform = _platform_line(text)
+        platform = platform_record(text)
         if platform is not None:
             record = platform  # START / END / REPORT / INIT_START: the runtime's own lines, in Lambda's text format
         else:

@@ -68,6 +68,28 @@ class PermissionDenied(BulwarkError):
     default_message = "The caller is not allowed to use this model."
 
 
+class IpNotAllowed(PermissionDenied):
+    default_code = "ip_not_allowed"
+    default_message = "Requests from this source address are not allowed."
+
+
+class RouteNotAllowed(PermissionDenied):
+    default_code = "route_not_allowed"
+    default_message = "The caller's role may not use this route."
+
+
+class RoleNotAllowed(PermissionDenied):
+    default_code = "role_not_allowed"
+    default_message = "The caller's role is not configured."
+
+
+class CredentialNotAllowed(PermissionDenied):
+    """The risk policy asks for a stronger credential (an OAuth 2.0 token) than the API key presented."""
+
+    default_code = "credential_not_allowed"
+    default_message = "API keys are not accepted for this role at the current risk level; use an OAuth 2.0 token."
+
+
 class InvalidRequest(BulwarkError):
     status = 400
     error_type = "invalid_request_error"
@@ -134,6 +156,11 @@ class RateLimited(BulwarkError):
         self.headers["Retry-After"] = str(self.retry_after)
 
 
+class TooManyFailedAttempts(RateLimited):
+    default_code = "too_many_failed_attempts"
+    default_message = "Too many failed credential attempts from this address. Wait for the cool-down."
+
+
 class UpstreamError(BulwarkError):
     status = 502
     error_type = "upstream_error"
@@ -166,6 +193,11 @@ class StoreUnavailable(ServiceUnavailable):
     default_message = "The request could not be checked against its limits right now. Retry later."
 
 
+class JwksUnavailable(ServiceUnavailable):
+    default_code = "jwks_unavailable"
+    default_message = "The identity provider's signing keys cannot be fetched right now. Retry later."
+
+
 class UpstreamCircuitOpen(ServiceUnavailable):
     default_code = "upstream_circuit_open"
     default_message = "The model upstream is failing; requests are paused briefly. Retry later."
@@ -183,6 +215,10 @@ ERROR_CLASSES: dict[str, type[BulwarkError]] = {
         ExpiredCredentials,
         RevokedCredentials,
         PermissionDenied,
+        IpNotAllowed,
+        RouteNotAllowed,
+        RoleNotAllowed,
+        CredentialNotAllowed,
         InvalidRequest,
         InvalidJson,
         UnknownParameter,
@@ -193,10 +229,12 @@ ERROR_CLASSES: dict[str, type[BulwarkError]] = {
         NotFound,
         MethodNotAllowed,
         RateLimited,
+        TooManyFailedAttempts,
         UpstreamError,
         UpstreamTimeout,
         ServiceUnavailable,
         StoreUnavailable,
+        JwksUnavailable,
         UpstreamCircuitOpen,
         InternalError,
     )

@@ -211,6 +211,22 @@ class FailedAuthPolicy(_Strict):
     threshold: int = Field(default=20, gt=0, description="Failed attempts per source IP within the window.")
     window_seconds: int = Field(default=300, gt=0)
     cooldown_seconds: int = Field(default=900, gt=0)
+    key_threshold: int = Field(
+        default=20,
+        gt=0,
+        description="Wrong secrets per key id within the window before it is reported (never refuses the valid one).",
+    )
+    trusted_cidrs: tuple[str, ...] = Field(
+        default=(),
+        description="Sources never counted nor cooled down (e.g. a shared corporate NAT or a partner's egress).",
+    )
+
+    @field_validator("trusted_cidrs")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for c in v:
+            ipaddress.ip_network(c, strict=False)
+        return v
 
 
 class NetworkPolicy(_Strict):

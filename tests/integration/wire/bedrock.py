@@ -6,8 +6,8 @@ import json
 from typing import Any
 from urllib.parse import unquote
 
-from wire import eventstream
-from wire.server import Reply, Request, WireServer, has_sigv4
+from tests.integration.wire import eventstream
+from tests.integration.wire.server import Reply, Request, WireServer, has_sigv4
 
 ANSWER = "Hello from Bedrock"
 

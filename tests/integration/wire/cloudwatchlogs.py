@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from wire.server import Reply, Request, WireServer, has_sigv4
+from tests.integration.wire.server import Reply, Request, WireServer, has_sigv4
 
 _JSON_EQ = re.compile(r'^\{\s*\$\.([A-Za-z0-9_.]+)\s*=\s*"([^"]*)"\s*\}$')
 _CT = {"Content-Type": "application/x-amz-json-1.1"}

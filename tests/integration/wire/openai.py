@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from bulwark_dev.local.demo_model import echo_answer
-from wire.server import Reply, Request, WireServer
+from tests.integration.wire.server import Reply, Request, WireServer
 
 
 def completion(text: str, prompt: int, completion_tokens: int, *, usage: bool = True) -> dict[str, Any]:

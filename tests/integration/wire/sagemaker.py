@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from bulwark_dev.local.demo_model import echo_answer
-from wire import eventstream
-from wire.openai import completion, sse, stream_chunks
-from wire.server import Reply, Request, WireServer, has_sigv4
+from tests.integration.wire import eventstream
+from tests.integration.wire.openai import completion, sse, stream_chunks
+from tests.integration.wire.server import Reply, Request, WireServer, has_sigv4
 
 
 def error(code: str, status: int, extra: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Reply:

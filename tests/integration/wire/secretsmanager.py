@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wire.server import Reply, Request, WireServer, has_sigv4
+from tests.integration.wire.server import Reply, Request, WireServer, has_sigv4
 
 
 def make(secrets: dict[str, str]) -> WireServer:

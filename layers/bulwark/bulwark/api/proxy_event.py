@@ -1,6 +1,5 @@
-"""The validator's side of API Gateway: the proxy integration event and the context the authorizer passes with it."""
-
-from pydantic import Field
+"""The validator's side of API Gateway: the proxy integration event (the authorizer's context is
+bulwark.auth.context.CallerContext)."""
 
 from bulwark.api.events import ApiGatewayModel, RequestContext, lower_keys
 
@@ -33,21 +32,3 @@ class ProxyEvent(ApiGatewayModel):
 
                 raise InvalidJson() from None
         return self.body.encode("utf-8", "surrogatepass")
-
-
-class CallerContext(ApiGatewayModel):
-    """What the authorizer passes to the integration (all strings, as API Gateway delivers them). Never a credential."""
-
-    principalId: str = ""  # noqa: N815
-    principal: str = ""
-    kind: str = ""
-    key_id: str = ""
-    subject: str = ""
-    tenant: str = ""
-    role: str = ""
-    expires_at: str = ""
-    refusal: str = ""
-    refusal_retry_after: str = ""
-    risk_score: str = "0"
-    risk_action: str = "allow"
-    limit_overrides: str = Field(default="", description="JSON of per-key limit overrides")

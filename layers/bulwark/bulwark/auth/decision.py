@@ -1,45 +1,53 @@
 """The authorizer's decision: who is calling, and which routes they may use.
 
 Outcomes (see docs/SECURITY.md):
+- a source address outside the policy's network allow/deny lists → an explicit Deny (API Gateway answers 403
+  through the ACCESS_DENIED gateway response, code `ip_not_allowed`), before any credential is looked at.
 - unknown / malformed / wrong credential → `Unauthorized` (API Gateway answers 401 invalid_credentials): one answer
-  for all of them, so there is no oracle; the failure is counted against the source IP.
-- a verified caller who must still be refused (expired or revoked key, source IP not allowed, route not allowed,
-  too many failed attempts from the IP, risk policy) → an Allow for *this one method ARN only*, with a `refusal`
-  code in the context. The validator renders it (before reading the body) with the contract's exact status and code,
-  which API Gateway cannot do from an authorizer (it only knows 401, 403 and 500).
-- an allowed caller → an Allow naming only the method ARNs the role may use (invoke: only its models), so a cached
-  decision can never open another route; context: principal, key id or subject, tenant, role. Never the credential.
+  for all of them, so there is no oracle; the failure is counted against the source IP and, for a wrong secret of a
+  known key id, against that key id.
+- the key store, the hashing secret or an issuer's JWKS is unreachable → the authorizer raises (`ServiceUnavailable`):
+  API Gateway answers 503 through the AUTHORIZER_FAILURE gateway response. Never an Allow.
+- a caller who authenticated but must still be refused (expired or revoked key, source IP not allowed for the key,
+  route not allowed, a source address in its failed-attempt cool-down, risk policy) → an Allow for *this one method
+  ARN only*, with a typed refusal in the context (`CallerContext.refused`). The validator renders it (before reading
+  the body) with the contract's exact status and code, which API Gateway cannot do from an authorizer.
+- an allowed caller → an Allow naming only the method ARNs the role may use (invoke: only its models), so a decision
+  can never open another route; context: principal, key id or subject, tenant, role. Never the credential.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from bulwark.api.events import AuthorizerRequestEvent
 from bulwark.api.routes import ROUTE_METHODS, route_of
 from bulwark.auth import keys as keyfmt
-from bulwark.auth.pepper import Pepper, PepperUnavailable
+from bulwark.auth.context import CallerContext
+from bulwark.auth.pepper import PepperUnavailable
 from bulwark.auth.risk import RiskDecision, RiskSignals, assess
 from bulwark.auth.risk_memory import RiskMemory, network_of
 from bulwark.auth.usage_plan import usage_identifier
 from bulwark.errors import (
     AuthenticationError,
     BulwarkError,
+    CredentialNotAllowed,
     ExpiredCredentials,
+    IpNotAllowed,
     RevokedCredentials,
-    ServiceUnavailable,
+    RoleNotAllowed,
+    RouteNotAllowed,
     StoreUnavailable,
+    TooManyFailedAttempts,
 )
-from bulwark.policy import Policy, RoleConfig
-from bulwark.store.counters_table import CountersTable
-from bulwark.store.keys_table import KeyRecord, KeysTable
+from bulwark.policy import NetworkPolicy, Policy, RoleConfig
+from bulwark.store.keys_table import KeyRecord
 
 CACHE_SECONDS = 10.0  # in-memory decision cache; with API Gateway's cache (<= 50 s) revocation lands within 60 s
 _CREDENTIAL_QUERY_NAMES = {
@@ -60,23 +68,71 @@ _CREDENTIAL_QUERY_NAMES = {
 class Unauthorized(Exception):
     """API Gateway's contract: raising exactly 'Unauthorized' makes it answer 401."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, key_id: str = "") -> None:
         super().__init__("Unauthorized")
         self.reason = reason  # for logs and metrics only; never shown to the client
+        self.key_id = key_id  # set for a wrong secret of a known key id: the failure counts against that id too
 
 
-class _Blocked(BulwarkError):
-    """The source address is in its failed-attempt cool-down (learned from the store)."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(code="too_many_failed_attempts")
-        self.retry_after = retry_after
+class VerifiedToken(Protocol):
+    @property
+    def issuer(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def roles(self) -> tuple[str, ...]: ...
+    @property
+    def tenant(self) -> str | None: ...
+    @property
+    def expires_at(self) -> int: ...
 
 
 class JwtVerifierLike(Protocol):
     def looks_like_jwt(self, credential: str) -> bool: ...
 
-    def verify(self, token: str) -> Any: ...
+    def verify(self, token: str) -> VerifiedToken: ...
+
+
+class KeyStore(Protocol):
+    """The authorizer's reads and writes of the keys table (bulwark.store.keys_table.KeysTable)."""
+
+    def get_with(
+        self, key_id: str, table: str, key: dict[str, Any]
+    ) -> tuple[KeyRecord | None, dict[str, Any] | None]: ...
+
+    def touch_last_used(
+        self, key_id: str, now: int, min_interval: int = 300, networks: tuple[str, ...] | None = None
+    ) -> None: ...
+
+
+class FailureStore(Protocol):
+    """The authorizer's failed-attempt counters (bulwark.store.counters_table.CountersTable)."""
+
+    def failure_key(self, ip: str) -> tuple[str, dict[str, Any]]: ...
+
+    def blocked_until_ms(self, item: dict[str, Any] | None) -> int: ...
+
+    def record_failure(
+        self, ip: str, threshold: int, window_s: int, cooldown_s: int, now_ms: int | None = None
+    ) -> int: ...
+
+    def record_key_failure(
+        self, key_id: str, threshold: int, window_s: int, cooldown_s: int, now_ms: int | None = None
+    ) -> int: ...
+
+
+class PepperSource(Protocol):
+    """The key-hashing secret by version (bulwark.auth.pepper.Pepper)."""
+
+    def version(self, version: int) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class FailureOutcome:
+    """What one counted failure changed: the source address entered its cool-down, the key id crossed its threshold."""
+
+    ip_blocked: bool = False
+    key_id_flagged: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,21 +154,24 @@ class Caller:
 @dataclass
 class Decision:
     principal_id: str
-    allow_arns: list[str]
-    context: dict[str, str]
+    arns: list[str]
+    context: CallerContext
     reason: str = "allowed"
+    effect: Literal["Allow", "Deny"] = "Allow"
 
     def to_response(self) -> dict[str, Any]:
-        return {
+        response: dict[str, Any] = {
             "principalId": self.principal_id,
-            # Meters the caller against an API Gateway usage plan, when the stack has one (see bulwark.auth.usage_plan).
-            "usageIdentifierKey": usage_identifier(self.principal_id),
             "policyDocument": {
                 "Version": "2012-10-17",
-                "Statement": [{"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": self.allow_arns}],
+                "Statement": [{"Action": "execute-api:Invoke", "Effect": self.effect, "Resource": self.arns}],
             },
-            "context": self.context,
+            "context": self.context.to_context(),
         }
+        if self.effect == "Allow":
+            # Meters the caller against an API Gateway usage plan, when the stack has one (bulwark.auth.usage_plan).
+            response["usageIdentifierKey"] = usage_identifier(self.principal_id)
+        return response
 
 
 class MethodArn:
@@ -135,9 +194,9 @@ class Authorizer:
         self,
         *,
         policy: Callable[[], Policy],
-        keys: KeysTable,
-        counters: CountersTable,
-        pepper: Pepper,
+        keys: KeyStore,
+        counters: FailureStore,
+        pepper: PepperSource,
         jwt: Callable[[], JwtVerifierLike | None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -163,38 +222,37 @@ class Authorizer:
         arn = MethodArn(event.methodArn)
         route = route_of(event.httpMethod or event.requestContext.httpMethod, event.resource)
 
-        refusal = self._network_refusal(policy, ip, now)
-        if refusal:
-            return self._refuse(arn, f"ip:{ip}", *refusal)
+        if not _network_admits(policy.network, ip):
+            # No identity is needed to refuse an address the operator listed: an explicit Deny, never an Allow.
+            refused = CallerContext.refused(f"ip:{ip}", IpNotAllowed())
+            return Decision(f"ip:{ip}", [arn.full], refused, reason="ip_not_allowed", effect="Deny")
 
         credential = self._credential(event)
-        try:
-            caller = self._identify(credential, now, policy, ip)
-        except ServiceUnavailable as exc:
-            # The key store, hashing secret or an issuer's JWKS is unreachable: fail closed with a 503 the validator
-            # renders (with Retry-After), not a 401 that would tell a valid caller to re-authenticate.
-            return self._refuse(arn, f"ip:{ip}", exc.code, exc.retry_after)
-        if isinstance(caller, _Blocked):
-            return self._refuse(arn, f"ip:{ip}", "too_many_failed_attempts", caller.retry_after)
+        # Raises Unauthorized (401) for a credential that does not verify, and ServiceUnavailable when the key store,
+        # the hashing secret or an issuer's JWKS is unreachable (the handler lets it fail: 503 AUTHORIZER_FAILURE).
+        caller, store_blocked_until = self._identify(credential, now, policy, ip)
+        principal = caller.principal if isinstance(caller, Caller) else f"key:{credential_id(credential)}"
+        # The credential verified, so only now may the source address's cool-down refuse it: the answer is then the
+        # contract's 429 for a caller who authenticated, never an Allow for one who did not.
+        blocked_until = self._cooldown_until(policy.network, ip, now, store_blocked_until)
+        if blocked_until > now:
+            return self._refuse(arn, principal, TooManyFailedAttempts(retry_after=int(blocked_until - now) + 1))
         if isinstance(caller, BulwarkError):  # verified key that is expired or revoked
-            return self._refuse(arn, f"key:{credential_id(credential)}", caller.code, 0)
+            return self._refuse(arn, principal, caller)
         if caller.allow_cidrs and not _ip_in(ip, caller.allow_cidrs):
-            return self._refuse(arn, caller.principal, "ip_not_allowed", 0)
+            return self._refuse(arn, principal, IpNotAllowed())
         role = policy.role(caller.role)
         if role is None:
-            return self._refuse(arn, caller.principal, "role_not_allowed", 0)
+            return self._refuse(arn, principal, RoleNotAllowed())
         if route is None or route not in role.routes:
-            return self._refuse(arn, caller.principal, "route_not_allowed", 0)
+            return self._refuse(arn, principal, RouteNotAllowed())
         risk, new_net = self._assess_risk(caller, role, ip, now)
         if caller.kind == "api_key":
             self._touch(caller, now, new_net)
         if risk.action == "refuse_api_key":
-            refused = self._refuse(arn, caller.principal, "risk_requires_jwt", 0)
-            refused.context.update(_risk_context(risk))
-            return refused
-        decision = Decision(caller.principal, self._allowed_arns(arn, role, policy), self._context(caller))
-        decision.context.update(_risk_context(risk))
-        return decision
+            return self._refuse(arn, principal, CredentialNotAllowed(), **_risk_fields(risk))
+        context = self._context(caller, **_risk_fields(risk))
+        return Decision(caller.principal, self._allowed_arns(arn, role, policy), context)
 
     def _assess_risk(self, caller: Caller, role: RoleConfig, ip: str, now: float) -> tuple[RiskDecision, str | None]:
         """Risk on every request (not only at sign-in): new network, failures from the IP, volume, dormancy."""
@@ -217,17 +275,16 @@ class Authorizer:
         return assess(signals, role.risk), new_net
 
     # ------------------------------------------------------------------ steps
-    def _network_refusal(self, policy: Policy, ip: str, now: float) -> tuple[str, int] | None:
-        net = policy.network
-        if net.deny_cidrs and _ip_in(ip, net.deny_cidrs):
-            return ("ip_not_allowed", 0)
-        if net.allow_cidrs and not _ip_in(ip, net.allow_cidrs):
-            return ("ip_not_allowed", 0)
+    def _cooldown_until(self, net: NetworkPolicy, ip: str, now: float, from_store: float) -> float:
+        """End of the source address's failed-attempt cool-down (epoch s), 0 when none; trusted CIDRs have none.
+
+        What this container counted itself, or read from the store with the key (any container's count)."""
+        if net.failed_auth.trusted_cidrs and _ip_in(ip, net.failed_auth.trusted_cidrs):
+            return 0.0
         with self._lock:
-            until = self._blocked_ips.get(ip, 0.0)
-        if until > now:
-            return ("too_many_failed_attempts", int(until - now) + 1)
-        return None
+            if from_store > now:
+                self._blocked_ips[ip] = max(from_store, self._blocked_ips.get(ip, 0.0))
+            return self._blocked_ips.get(ip, 0.0)
 
     def _credential(self, event: AuthorizerRequestEvent) -> str:
         query = (event.multiValueQueryStringParameters or {}) | {
@@ -259,7 +316,9 @@ class Authorizer:
             raise Unauthorized("oversized_credential")
         return credential
 
-    def _identify(self, credential: str, now: float, policy: Policy, ip: str) -> Caller | BulwarkError:
+    def _identify(self, credential: str, now: float, policy: Policy, ip: str) -> tuple[Caller | BulwarkError, float]:
+        """The verified caller (or the expired/revoked error of a verified key) and the source address's cool-down
+        end as the store has it (0 when not read: a cached identity costs no store read)."""
         cache_key = hashlib.sha256(credential.encode("utf-8", "surrogatepass")).hexdigest()
         with self._lock:
             hit = self._cache.get(cache_key)
@@ -267,14 +326,13 @@ class Authorizer:
             cached = hit[1]
             if isinstance(cached, Caller):
                 if cached.expires_at is not None and now >= cached.expires_at:
-                    return ExpiredCredentials()
-                return cached
+                    return ExpiredCredentials(), 0.0
+                return cached, 0.0
             if isinstance(cached, BulwarkError):
-                return cached
+                return cached, 0.0
+        blocked_until = 0.0
         if keyfmt.looks_like_api_key(credential):
-            result: Caller | BulwarkError = self._identify_api_key(credential, now, ip)
-            if isinstance(result, _Blocked):
-                return result  # not cached: it belongs to the source address, not to the credential
+            result, blocked_until = self._identify_api_key(credential, now, ip)
         else:
             result = self._identify_jwt(credential, policy)
         with self._lock:
@@ -284,9 +342,9 @@ class Authorizer:
             if isinstance(result, Caller) and result.expires_at is not None:
                 expiry = min(expiry, float(result.expires_at))
             self._cache[cache_key] = (expiry, result)
-        return result
+        return result, blocked_until
 
-    def _identify_api_key(self, credential: str, now: float, ip: str) -> Caller | BulwarkError:
+    def _identify_api_key(self, credential: str, now: float, ip: str) -> tuple[Caller | BulwarkError, float]:
         parsed = keyfmt.parse_api_key(credential)
         if parsed is None:
             raise Unauthorized("malformed_api_key")  # checksum or shape: the store is never touched
@@ -295,31 +353,29 @@ class Authorizer:
         # refused by every container, not only by those that counted its failures.
         table, fail_key = self._counters.failure_key(ip)
         record, failures = self._keys.get_with(parsed.key_id, table, fail_key)
-        blocked_ms = self._counters.blocked_until_ms(failures)
-        if blocked_ms > now * 1000:
-            with self._lock:
-                self._blocked_ips[ip] = blocked_ms / 1000
-            return _Blocked(retry_after=int(blocked_ms / 1000 - now) + 1)
+        blocked_until = self._counters.blocked_until_ms(failures) / 1000
         if record is None:
             raise Unauthorized("unknown_key")
-        try:
-            pepper = self._pepper.get()
-        except PepperUnavailable as exc:
-            raise StoreUnavailable() from exc
         valid = [h for h in record.hashes if h.not_after is None or h.not_after > now]
-        # Check every live hash (at most 3) so timing does not reveal which one matched.
+        # Check every live hash (at most 3) so timing does not reveal which one matched. Each hash names the pepper
+        # version it was made with, so the pepper can rotate without invalidating issued keys.
         matched = False
         for h in valid:
-            matched |= keyfmt.matches(pepper, parsed, h.hash)
+            try:
+                pepper = self._pepper.version(h.pepper_version)
+            except PepperUnavailable as exc:
+                raise StoreUnavailable() from exc
+            if pepper is not None:
+                matched |= keyfmt.matches(pepper, parsed, h.hash)
         if not matched:
-            raise Unauthorized("wrong_secret")
+            raise Unauthorized("wrong_secret", key_id=parsed.key_id)
         if record.canary:
             raise Unauthorized("canary_key")
         if record.status == "revoked":
-            return RevokedCredentials()
+            return RevokedCredentials(), blocked_until
         if record.status == "disabled" or record.is_expired(now):
-            return ExpiredCredentials()
-        return _caller_from_record(record)
+            return ExpiredCredentials(), blocked_until
+        return _caller_from_record(record), blocked_until
 
     def _identify_jwt(self, credential: str, policy: Policy) -> Caller:
         verifier = self._jwt() if self._jwt else None
@@ -372,41 +428,58 @@ class Authorizer:
         return arns or [arn.for_route("GET", "v1/models")]
 
     @staticmethod
-    def _context(caller: Caller) -> dict[str, str]:
-        return {
-            "principal": caller.principal,
-            "kind": caller.kind,
-            "key_id": caller.key_id,
-            "subject": caller.subject,
-            "tenant": caller.tenant,
-            "role": caller.role,
-            "expires_at": str(caller.expires_at or ""),
-            "limit_overrides": json.dumps(caller.limit_overrides, separators=(",", ":"))
-            if caller.limit_overrides
-            else "",
-        }
+    def _context(caller: Caller, **risk: Any) -> CallerContext:
+        return CallerContext(
+            principal=caller.principal,
+            kind=caller.kind,
+            key_id=caller.key_id,
+            subject=caller.subject,
+            tenant=caller.tenant,
+            role=caller.role,
+            expires_at=caller.expires_at,
+            limit_overrides=caller.limit_overrides,
+            **risk,
+        )
 
     @staticmethod
-    def _refuse(arn: MethodArn, principal: str, code: str, retry_after: int) -> Decision:
-        context = {"principal": principal, "refusal": code, "refusal_retry_after": str(retry_after)}
-        return Decision(principal, [arn.full], context, reason=code)
+    def _refuse(arn: MethodArn, principal: str, error: BulwarkError, **risk: Any) -> Decision:
+        """An Allow for this one method ARN carrying a typed refusal: only ever for a caller who authenticated."""
+        return Decision(principal, [arn.full], CallerContext.refused(principal, error, **risk), reason=error.code)
 
     # ------------------------------------------------------------------ failures
-    def record_failure(self, ip: str) -> bool:
-        """Count a failed attempt from `ip`; True when the IP is now in its cool-down."""
-        net = self._policy().network.failed_auth
-        self._memory.record_failure(ip, self._clock())
-        try:
-            until_ms = self._counters.record_failure(
-                ip, net.threshold, net.window_seconds, net.cooldown_seconds, int(self._clock() * 1000)
-            )
-        except StoreUnavailable:
-            return False
-        if until_ms:
-            with self._lock:
-                self._blocked_ips[ip] = until_ms / 1000
-            return True
-        return False
+    def record_failure(self, ip: str | None, key_id: str = "") -> FailureOutcome:
+        """Count a failed attempt against the source address (unless trusted) and, for a wrong secret of a known
+        key id, against that key id. The key id's count never refuses its valid secret (a lockout aimed at a key's
+        owner would be a denial of service anyone could cause); crossing it is reported, for the alarm."""
+        policy = self._policy().network.failed_auth
+        now = self._clock()
+        ip_blocked = key_flagged = False
+        if ip and not (policy.trusted_cidrs and _ip_in(ip, policy.trusted_cidrs)):
+            self._memory.record_failure(ip, now)
+            try:
+                until_ms = self._counters.record_failure(
+                    ip, policy.threshold, policy.window_seconds, policy.cooldown_seconds, int(now * 1000)
+                )
+            except StoreUnavailable:
+                until_ms = 0
+            if until_ms:
+                with self._lock:
+                    self._blocked_ips[ip] = until_ms / 1000
+                ip_blocked = True
+        if key_id:
+            try:
+                key_flagged = bool(
+                    self._counters.record_key_failure(
+                        key_id,
+                        policy.key_threshold,
+                        policy.window_seconds,
+                        policy.cooldown_seconds,
+                        int(now * 1000),
+                    )
+                )
+            except StoreUnavailable:
+                key_flagged = False
+        return FailureOutcome(ip_blocked, key_flagged)
 
 
 def _caller_from_record(record: KeyRecord) -> Caller:
@@ -426,8 +499,14 @@ def _caller_from_record(record: KeyRecord) -> Caller:
     )
 
 
-def _risk_context(risk: RiskDecision) -> dict[str, str]:
-    return {"risk_score": str(risk.score), "risk_action": risk.action, "risk_reasons": ",".join(risk.reasons)}
+def _risk_fields(risk: RiskDecision) -> dict[str, Any]:
+    return {"risk_score": risk.score, "risk_action": risk.action, "risk_reasons": ",".join(risk.reasons)}
+
+
+def _network_admits(net: NetworkPolicy, ip: str) -> bool:
+    if net.deny_cidrs and _ip_in(ip, net.deny_cidrs):
+        return False
+    return not (net.allow_cidrs and not _ip_in(ip, net.allow_cidrs))
 
 
 def credential_id(credential: str) -> str:

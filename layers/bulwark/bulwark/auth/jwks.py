@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
-from bulwark.errors import AuthenticationError, ServiceUnavailable
+from bulwark.errors import AuthenticationError, JwksUnavailable
 from bulwark.policy import IssuerConfig
 
 logger = logging.getLogger(__name__)
@@ -308,11 +308,7 @@ class JwksCache:
                 if found is not None:
                     return found
                 raise TokenRejectedError("unknown_kid")
-            raise ServiceUnavailable(
-                "The token issuer's signing keys cannot be fetched right now. Retry later.",
-                code="jwks_unavailable",
-                retry_after=self._retry_after(state, issuer, now),
-            )
+            raise JwksUnavailable(retry_after=self._retry_after(state, issuer, now))
 
     def _interval(self, issuer: IssuerConfig) -> float:
         return float(min(issuer.jwks_min_refresh_seconds, issuer.jwks_cache_seconds))

@@ -28,13 +28,16 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from jwt import PyJWK
 
 from bulwark.auth.jwks import SUPPORTED_ALGORITHMS, JwksCache, TokenRejectedError, b64url_decode, loads_strict
 from bulwark.policy import IssuerConfig
+
+if TYPE_CHECKING:
+    from jwt.types import Options
 
 __all__ = ["JwtVerifier", "TokenRejectedError", "VerifiedToken"]
 
@@ -45,7 +48,7 @@ _UNTRUSTED_KEY_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c"})
 _UNSUPPORTED_HEADERS = frozenset({"b64", "zip", "enc", "cty"})
 _TYPES = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 # PyJWT checks the signature and the algorithm pin only; the claims are checked after it by `_claims` (stricter types).
-_SIGNATURE_ONLY: Any = {
+_SIGNATURE_ONLY: Options = {
     "verify_signature": True,
     "verify_exp": False,
     "verify_nbf": False,
@@ -111,6 +114,27 @@ def verify_signature(token: str, key: PyJWK, algorithms: Sequence[str]) -> None:
         raise TokenRejectedError("rejected_by_pyjwt") from None
 
 
+def _check_header(header: dict[str, Any]) -> tuple[str, str | None]:
+    """The header's `alg` and `kid`, once the header passes step 3's rules."""
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in SUPPORTED_ALGORITHMS:
+        # Covers "none" in any spelling, HS*, EdDSA and any non-string alg.
+        raise TokenRejectedError("alg_not_allowed")
+    if _UNTRUSTED_KEY_HEADERS & header.keys():
+        raise TokenRejectedError("untrusted_key_header")
+    if "crit" in header:
+        raise TokenRejectedError("crit_header")
+    if _UNSUPPORTED_HEADERS & header.keys():
+        raise TokenRejectedError("unsupported_header")
+    typ = header.get("typ")
+    if "typ" in header and (not isinstance(typ, str) or typ.lower() not in _TYPES):
+        raise TokenRejectedError("bad_typ")
+    kid = header.get("kid")
+    if "kid" in header and (not isinstance(kid, str) or not _KID.fullmatch(kid) or ".." in kid):
+        raise TokenRejectedError("bad_kid")
+    return alg, kid
+
+
 class JwtVerifier:
     """Verifies Bearer JWTs against the issuers of the policy. Cheap to build; keys live in the shared JwksCache."""
 
@@ -147,23 +171,7 @@ class JwtVerifier:
         header_b64, payload_b64, signature_b64 = parts
 
         # 3. Header.
-        header = _json_object(_b64(header_b64, "bad_base64_header"), "bad_header")
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in SUPPORTED_ALGORITHMS:
-            # Covers "none" in any spelling, HS*, EdDSA and any non-string alg.
-            raise TokenRejectedError("alg_not_allowed")
-        if _UNTRUSTED_KEY_HEADERS & header.keys():
-            raise TokenRejectedError("untrusted_key_header")
-        if "crit" in header:
-            raise TokenRejectedError("crit_header")
-        if _UNSUPPORTED_HEADERS & header.keys():
-            raise TokenRejectedError("unsupported_header")
-        typ = header.get("typ")
-        if "typ" in header and (not isinstance(typ, str) or typ.lower() not in _TYPES):
-            raise TokenRejectedError("bad_typ")
-        kid = header.get("kid")
-        if "kid" in header and (not isinstance(kid, str) or not _KID.fullmatch(kid) or ".." in kid):
-            raise TokenRejectedError("bad_kid")
+        alg, kid = _check_header(_json_object(_b64(header_b64, "bad_base64_header"), "bad_header"))
 
         # 4. Payload and issuer: exact match of the unverified iss selects the keys; nothing else is trusted yet.
         claims = _json_object(_b64(payload_b64, "bad_base64_payload"), "bad_payload")
@@ -178,7 +186,7 @@ class JwtVerifier:
 
         # 5. Signature with this issuer's key only, by PyJWT, with the algorithms pinned to this issuer's.
         _b64(signature_b64, "bad_base64_signature")  # strict and canonical: PyJWT's decoder is lenient
-        key = self._jwks.jwk_for(cfg, kid if isinstance(kid, str) else None, alg)
+        key = self._jwks.jwk_for(cfg, kid, alg)
         verify_signature(token, key, cfg.algorithms)
 
         # 6. Claims.
@@ -188,24 +196,8 @@ class JwtVerifier:
         for name in ("exp", "sub", *cfg.required_claims):
             if name not in claims or claims[name] is None:
                 raise TokenRejectedError(f"missing_claim_{name}")
-        now = self._clock()
-        leeway = cfg.leeway_seconds
-        exp = _numeric_date(claims, "exp")
-        nbf = _numeric_date(claims, "nbf")
-        iat = _numeric_date(claims, "iat")
-        if exp is None or now >= exp + leeway:
-            raise TokenRejectedError("expired")
-        if nbf is not None and nbf > now + leeway:
-            raise TokenRejectedError("not_yet_valid")
-        if iat is not None and iat > now + leeway:
-            raise TokenRejectedError("issued_in_future")
-
-        aud = claims.get(cfg.audience_claim)
-        audiences = [aud] if isinstance(aud, str) else aud
-        if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
-            raise TokenRejectedError("bad_audience")
-        if not set(audiences) & set(cfg.audience):
-            raise TokenRejectedError("bad_audience")
+        exp = _check_dates(claims, self._clock(), cfg.leeway_seconds)
+        _check_audience(cfg, claims)
 
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject:
@@ -217,22 +209,7 @@ class JwtVerifier:
         if tenant is not None and not isinstance(tenant, str):
             raise TokenRejectedError("claim_type_tenant")
 
-        raw_roles = claims.get(cfg.roles_claim)
-        values: list[Any]
-        if raw_roles is None:
-            values = []
-        elif isinstance(raw_roles, str):
-            values = raw_roles.split()
-        elif isinstance(raw_roles, list):
-            values = raw_roles
-        else:
-            raise TokenRejectedError("claim_type_roles")
-        if not all(isinstance(v, str) for v in values):
-            raise TokenRejectedError("claim_type_roles")
-        claims_roles = tuple(dict.fromkeys(values))
-        roles = tuple(dict.fromkeys(cfg.role_map[v] for v in claims_roles if v in cfg.role_map))
-        if not roles and cfg.default_role:
-            roles = (cfg.default_role,)
+        claims_roles, roles = _roles(cfg, claims)
         return VerifiedToken(
             issuer=cfg.name,
             subject=subject,
@@ -242,6 +219,50 @@ class JwtVerifier:
             expires_at=int(exp),
             token_id=jti,
         )
+
+
+def _check_dates(claims: dict[str, Any], now: float, leeway: float) -> float:
+    """`exp` (returned), `nbf` and `iat` against the clock, with the issuer's leeway."""
+    exp = _numeric_date(claims, "exp")
+    nbf = _numeric_date(claims, "nbf")
+    iat = _numeric_date(claims, "iat")
+    if exp is None or now >= exp + leeway:
+        raise TokenRejectedError("expired")
+    if nbf is not None and nbf > now + leeway:
+        raise TokenRejectedError("not_yet_valid")
+    if iat is not None and iat > now + leeway:
+        raise TokenRejectedError("issued_in_future")
+    return exp
+
+
+def _check_audience(cfg: IssuerConfig, claims: dict[str, Any]) -> None:
+    aud = claims.get(cfg.audience_claim)
+    audiences = [aud] if isinstance(aud, str) else aud
+    if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+        raise TokenRejectedError("bad_audience")
+    if not set(audiences) & set(cfg.audience):
+        raise TokenRejectedError("bad_audience")
+
+
+def _roles(cfg: IssuerConfig, claims: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the raw values of roles_claim, the Bulwark roles they map to, or default_role when none maps)."""
+    raw_roles = claims.get(cfg.roles_claim)
+    values: list[Any]
+    if raw_roles is None:
+        values = []
+    elif isinstance(raw_roles, str):
+        values = raw_roles.split()
+    elif isinstance(raw_roles, list):
+        values = raw_roles
+    else:
+        raise TokenRejectedError("claim_type_roles")
+    if not all(isinstance(v, str) for v in values):
+        raise TokenRejectedError("claim_type_roles")
+    claims_roles = tuple(dict.fromkeys(values))
+    roles = tuple(dict.fromkeys(cfg.role_map[v] for v in claims_roles if v in cfg.role_map))
+    if not roles and cfg.default_role:
+        roles = (cfg.default_role,)
+    return claims_roles, roles
 
 
 def token_fingerprint(token: str) -> str:

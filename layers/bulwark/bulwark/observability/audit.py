@@ -228,11 +228,22 @@ def _verify_chain(chain: str, recs: list[Mapping[str, Any]], require_genesis: bo
             issues.append(Issue(chain, int(r["seq"]), "edited", "the record's content does not match its hash"))
         else:
             intact.append(r)
-
-    # Two intact records claiming one seq: the one the next record links to is genuine, the other was inserted.
     by_seq: dict[int, list[Mapping[str, Any]]] = {}
     for r in intact:
         by_seq.setdefault(int(r["seq"]), []).append(r)
+    canonical_by_seq = _canonical(chain, intact, by_seq, issues)
+    issues += _reordered(chain, recs, by_seq)
+    issues += _gaps(chain, recs, require_genesis)
+    if any(int(r["seq"]) >= 1 for r in recs):  # a chain of made-up seqs only has no links worth checking
+        issues += _broken_links(chain, canonical_by_seq)
+    return issues
+
+
+def _canonical(
+    chain: str, intact: list[Mapping[str, Any]], by_seq: dict[int, list[Mapping[str, Any]]], issues: list[Issue]
+) -> dict[int, Mapping[str, Any]]:
+    """One record per seq. Two intact records claiming one seq: the one the next record links to is genuine, the
+    other was inserted (appended to `issues`)."""
     linked_to = {r["prev"] for r in intact}
     canonical_by_seq: dict[int, Mapping[str, Any]] = {}
     for seq, group in by_seq.items():
@@ -245,28 +256,39 @@ def _verify_chain(chain: str, recs: list[Mapping[str, Any]], require_genesis: bo
         for r in group:
             if r is not keep:
                 issues.append(Issue(chain, seq, "inserted", f"a second record claims seq {seq}"))
+    return canonical_by_seq
 
-    # Order: in one process records are written in seq order, so a record after a higher seq was moved.
+
+def _reordered(chain: str, recs: list[Mapping[str, Any]], by_seq: dict[int, list[Mapping[str, Any]]]) -> list[Issue]:
+    """In one process records are written in seq order, so a record after a higher seq was moved."""
+    issues: list[Issue] = []
     highest = 0
     for r in recs:
         seq = int(r["seq"])
         if seq < highest and not (seq in by_seq and len(by_seq[seq]) > 1):
             issues.append(Issue(chain, seq, "reordered", f"record {seq} appears after record {highest}"))
         highest = max(highest, seq)
+    return issues
 
-    # Gaps: a missing seq is a deleted record. Chains count from 1: anything below was made up.
+
+def _gaps(chain: str, recs: list[Mapping[str, Any]], require_genesis: bool) -> list[Issue]:
+    """A missing seq is a deleted record. Chains count from 1: anything below was made up."""
+    issues = [Issue(chain, int(r["seq"]), "inserted", "seq numbers start at 1") for r in recs if int(r["seq"]) < 1]
     all_seqs = {int(r["seq"]) for r in recs if int(r["seq"]) >= 1}
-    for r in recs:
-        if int(r["seq"]) < 1:
-            issues.append(Issue(chain, int(r["seq"]), "inserted", "seq numbers start at 1"))
     if not all_seqs:
         return issues
     start = 1 if require_genesis else min(all_seqs)
-    for seq in range(start, max(all_seqs) + 1):
-        if seq not in all_seqs:
-            issues.append(Issue(chain, seq, "deleted", f"record {seq} is missing"))
+    issues += [
+        Issue(chain, seq, "deleted", f"record {seq} is missing")
+        for seq in range(start, max(all_seqs) + 1)
+        if seq not in all_seqs
+    ]
+    return issues
 
-    # Links: each record names its predecessor's hash.
+
+def _broken_links(chain: str, canonical_by_seq: dict[int, Mapping[str, Any]]) -> list[Issue]:
+    """Each record names its predecessor's hash."""
+    issues: list[Issue] = []
     for seq in sorted(canonical_by_seq):
         r = canonical_by_seq[seq]
         if seq == 1:

@@ -33,6 +33,16 @@ def subsegment(name: str, namespace: str) -> Iterator[Any]:
         yield sub
 
 
+class LeanTracer(Tracer):
+    """Powertools' Tracer, minus its one reach for the X-Ray SDK: switching the SDK off when tracing is disabled
+    (`sam local invoke`, POWERTOOLS_TRACE_DISABLED). Bulwark records through its own provider, the SDK is never used,
+    and the layer does not ship it."""
+
+    @staticmethod
+    def _disable_tracer_provider() -> None:
+        return None
+
+
 def make_tracer() -> Tracer:
     """Powertools Tracer with bulwark.aws.xray's lean provider: the X-Ray SDK's import alone is 35-40 ms of a cold
     start, and Lambda already owns the segment and the sampling decision.
@@ -42,7 +52,7 @@ def make_tracer() -> Tracer:
     start alone imported it (~90 ms) in functions that never use it."""
     from bulwark.aws.xray import LambdaXRayProvider
 
-    tracer = Tracer(auto_patch=False, provider=LambdaXRayProvider())
+    tracer = LeanTracer(auto_patch=False, provider=LambdaXRayProvider())
     if not tracer.disabled:
         trace_with(tracer.provider)
     return tracer

@@ -13,7 +13,7 @@ from bulwark.api.events import AuthorizerRequestEvent
 from bulwark.auth.decision import Authorizer, JwtVerifierLike, Unauthorized
 from bulwark.auth.pepper import Pepper
 from bulwark.aws import clients as aws
-from bulwark.errors import BulwarkError
+from bulwark.errors import ServiceUnavailable
 from bulwark.observability.metrics import count
 from bulwark.policy import current_policy
 from bulwark.settings import Settings, settings
@@ -36,62 +36,70 @@ class AuthorizerService:
         try:
             decision = self.authorizer.authorize(event)
         except Unauthorized as exc:
-            self._fail(exc.reason, ip)
-        except BulwarkError as exc:
-            # Store or secret unavailable: fail closed. Raising makes API Gateway answer AUTHORIZER_FAILURE.
-            self._log.error("authorizer dependency unavailable", extra={"reason": exc.code})
-            self._metrics.add_metric(name="AuthorizerDependencyFailure", unit=MetricUnit.Count, value=1)
+            self._fail(exc.reason, ip, exc.key_id)
+        except ServiceUnavailable as exc:
+            # The key store, the hashing secret or an issuer's JWKS is unreachable: fail closed by failing. API Gateway
+            # then answers 503 through the AUTHORIZER_FAILURE gateway response (Retry-After, contract shape).
+            self._log.error("authorizer dependency unavailable", extra={"reason": exc.code, "source_ip": ip})
+            count(self._metrics, "AuthorizerDependencyFailure", dependency=exc.code)  # the alarm watches [service]
+            self._audit(503, exc.code, ip, exc.code)  # the request never reaches the validator: audited here
             raise RuntimeError("authorizer dependency unavailable") from None
-        if decision.context.get("refusal"):
+        context = decision.context
+        if context.refusal:
             self._log.info(
                 "refused",
                 extra={
-                    "decision": "refuse",
+                    "decision": "deny" if decision.effect == "Deny" else "refuse",
                     "reason": decision.reason,
                     "principal": decision.principal_id,
                     "source_ip": ip,
                 },
             )
             count(self._metrics, "AuthRefusals", reason=decision.reason)
+            if decision.effect == "Deny":  # answered by API Gateway (403), never by the validator: audited here
+                self._audit(403, context.refusal, ip, decision.reason)
         else:
             self._log.info(  # one line per event in every function, with the request id as correlation id
                 "allowed",
-                extra={
-                    "decision": "allow",
-                    "principal": decision.principal_id,
-                    "role": decision.context.get("role"),
-                    "source_ip": ip,
-                },
+                extra={"decision": "allow", "principal": decision.principal_id, "role": context.role, "source_ip": ip},
             )
-        if decision.context.get("risk_action", "allow") != "allow":
+        if context.risk_action != "allow":
             self._log.warning(
                 "risk raised",
                 extra={
                     "principal": decision.principal_id,
-                    "risk_score": decision.context.get("risk_score"),
-                    "risk_action": decision.context.get("risk_action"),
-                    "risk_reasons": decision.context.get("risk_reasons"),
+                    "risk_score": context.risk_score,
+                    "risk_action": context.risk_action,
+                    "risk_reasons": context.risk_reasons,
                     "source_ip": ip,
                 },
             )
-            count(self._metrics, "RiskActions", action=decision.context.get("risk_action", ""))
+            count(self._metrics, "RiskActions", action=context.risk_action)
         return decision.to_response()
 
-    def _fail(self, reason: str, ip: str | None) -> Any:
-        blocked = self.authorizer.record_failure(ip) if ip else False
+    def _fail(self, reason: str, ip: str | None, key_id: str = "") -> Any:
+        outcome = self.authorizer.record_failure(ip, key_id)
         if reason == "canary_key":
             self._log.critical("canary key presented", extra={"alert": "canary_key_used", "source_ip": ip})
             self._metrics.add_metric(name="CanaryKeyUsed", unit=MetricUnit.Count, value=1)
+        if outcome.key_id_flagged:
+            # Wrong secrets for one key id from anywhere: someone is guessing it. Its valid secret still works.
+            self._log.warning("key id under attack", extra={"alert": "key_failures", "key_id": key_id})
+            self._metrics.add_metric(name="KeyFailureThreshold", unit=MetricUnit.Count, value=1)
         self._log.warning(
             "authentication failed",
-            extra={"decision": "deny", "reason": reason, "source_ip": ip, "ip_blocked": blocked},
+            extra={"decision": "deny", "reason": reason, "source_ip": ip, "ip_blocked": outcome.ip_blocked},
         )
         count(self._metrics, "AuthFailures", reason=reason)
+        self._audit(401, "invalid_credentials", ip, reason)  # a 401 never reaches the validator: audited here
+        raise Unauthorized(reason)
+
+    def _audit(self, status: int, code: str, ip: str | None, reason: str) -> None:
+        """The audit record of a request the authorizer answers itself (API Gateway's 401, 403 or 503)."""
         from bulwark.observability.audit import emit_audit  # only refusals are audited here: not imported at cold start
 
-        audit = {"status": 401, "code": "invalid_credentials", "source_ip": ip or "", "verdicts": {"auth": reason}}
-        emit_audit(self._log, audit)  # a 401 never reaches the validator: its audit record is written here
-        raise Unauthorized(reason)
+        record = {"status": status, "code": code, "source_ip": ip or "", "verdicts": {"auth": reason}}
+        emit_audit(self._log, record)
 
 
 _jwt_lock = threading.Lock()

@@ -7,12 +7,12 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from bulwark.auth.key_admin import KeyAdmin
 from bulwark.auth.pepper import Pepper
 from bulwark.aws import clients as aws
 from bulwark.settings import Settings, settings
 from bulwark.store.counters_table import CountersTable
 from bulwark.store.keys_table import KeysTable
-from bulwark_dev.key_admin import KeyAdmin
 
 
 class JanitorService:

@@ -17,9 +17,10 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
-from bulwark.api.proxy_event import CallerContext, ProxyEvent
+from bulwark.api.proxy_event import ProxyEvent
 from bulwark.api.responses import error_response, response
 from bulwark.api.routes import route_of
+from bulwark.auth.context import CallerContext
 from bulwark.aws import clients as aws
 from bulwark.errors import (
     BulwarkError,
@@ -30,7 +31,6 @@ from bulwark.errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
-    RevokedCredentials,
     ServiceUnavailable,
     StoreUnavailable,
     UnsupportedMediaType,
@@ -87,34 +87,6 @@ class Audit:
     def record(self) -> dict[str, Any]:
         """The audit record: the facts, not the bookkeeping of a stream."""
         return {k: v for k, v in self.__dict__.items() if k not in ("started", "streamed")}
-
-
-_REFUSALS: dict[str, Callable[[int], BulwarkError]] = {
-    "expired_credentials": lambda _: ExpiredCredentials(),
-    "revoked_credentials": lambda _: RevokedCredentials(),
-    "ip_not_allowed": lambda _: PermissionDenied(
-        "Requests from this source address are not allowed.", code="ip_not_allowed"
-    ),
-    "route_not_allowed": lambda _: PermissionDenied(
-        "The caller's role may not use this route.", code="route_not_allowed"
-    ),
-    "role_not_allowed": lambda _: PermissionDenied("The caller's role is not configured.", code="role_not_allowed"),
-    "too_many_failed_attempts": lambda s: RateLimited(
-        "Too many failed credential attempts from this address. Wait for the cool-down.",
-        code="too_many_failed_attempts",
-        retry_after=s,
-    ),
-    "store_unavailable": lambda s: StoreUnavailable(retry_after=s),
-    "jwks_unavailable": lambda s: ServiceUnavailable(
-        "The identity provider's signing keys cannot be fetched right now. Retry later.",
-        code="jwks_unavailable",
-        retry_after=s,
-    ),
-    "risk_requires_jwt": lambda _: PermissionDenied(
-        "API keys are not accepted for this role at the current risk level; use an OAuth 2.0 token.",
-        code="credential_not_allowed",
-    ),
-}
 
 
 @dataclass
@@ -178,15 +150,17 @@ class ValidatorService:
 
     # ------------------------------------------------------------------ routing
     def _handle(self, event: ProxyEvent, audit: Audit, headers: dict[str, str]) -> dict[str, Any] | StreamingResponse:
-        caller = CallerContext.model_validate(event.requestContext.authorizer or {})
+        try:
+            caller = CallerContext.model_validate(event.requestContext.authorizer or {})
+        except ValidationError:
+            caller = CallerContext()  # a context the authorizer did not write: refused below, fail closed
         if not caller.principal:
             raise InternalError()  # the integration must never run without the authorizer: fail closed
         audit.principal, audit.role, audit.tenant = caller.principal, caller.role, caller.tenant
-        if caller.refusal:
-            make = _REFUSALS.get(caller.refusal)
-            retry = int(caller.refusal_retry_after or "1") if caller.refusal_retry_after.isdigit() else 1
-            raise make(retry) if make else PermissionDenied(code="access_denied")
-        if caller.expires_at.isdigit() and self._clock() >= int(caller.expires_at):
+        refusal = caller.refusal_error()
+        if refusal is not None:
+            raise refusal
+        if caller.expires_at is not None and self._clock() >= caller.expires_at:
             raise ExpiredCredentials()  # a decision cached by API Gateway must not outlive the key
         try:
             policy = self._policy()
@@ -511,11 +485,7 @@ def _idempotency_key(event: ProxyEvent) -> str | None:
 
 def _allowance(role: RoleConfig, caller: CallerContext) -> Allowance:
     limits = role.limits.model_dump()
-    if caller.limit_overrides:
-        try:
-            limits.update({k: v for k, v in json.loads(caller.limit_overrides).items() if k in limits})
-        except ValueError:
-            pass
+    limits.update({k: v for k, v in caller.limit_overrides.items() if k in limits})
     factor = role.risk.tighten_factor if caller.risk_action == "tighten" else 1.0
     return Allowance(
         requests_per_minute=max(1, int(limits["requests_per_minute"] * factor)),

@@ -511,8 +511,17 @@ class CountersTable:
 
     def record_failure(self, ip: str, threshold: int, window_s: int, cooldown_s: int, now_ms: int | None = None) -> int:
         """Count one failed attempt; returns the cool-down end (epoch ms) if the IP is now blocked, else 0."""
+        return self._count_failure("fail#" + ip, threshold, window_s, cooldown_s, now_ms)
+
+    def record_key_failure(
+        self, key_id: str, threshold: int, window_s: int, cooldown_s: int, now_ms: int | None = None
+    ) -> int:
+        """Count one wrong secret for a key id (from any address); returns the end of its flagged period (epoch ms)
+        once the threshold is crossed, else 0. Under the same `fail#` prefix as the addresses ("key#" is no IP)."""
+        return self._count_failure("fail#key#" + key_id, threshold, window_s, cooldown_s, now_ms)
+
+    def _count_failure(self, pk: str, threshold: int, window_s: int, cooldown_s: int, now_ms: int | None) -> int:
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
-        pk = "fail#" + ip
         bucket = Bucket(threshold, window_s * 1000)
         item = self._hint(pk)
         for _ in range(_MAX_ATTEMPTS):

@@ -16,6 +16,8 @@ class SecretHash(BaseModel):
     model_config = ConfigDict(frozen=True)
     hash: str
     not_after: int | None = Field(default=None, description="Grace end after a rotation (epoch seconds).")
+    # Hashes written before the pepper was versioned carry no version: they were made with version 1.
+    pepper_version: int = Field(default=1, ge=1, description="Version of the key-hashing secret that made the hash.")
 
 
 class LimitOverrides(BaseModel):
@@ -52,7 +54,7 @@ class KeyRecord(BaseModel):
     def public_view(self) -> dict[str, Any]:
         """What the CLI may show: everything but the hashes."""
         data = self.model_dump(exclude={"hashes"})
-        data["secrets"] = [{"not_after": h.not_after} for h in self.hashes]
+        data["secrets"] = [{"not_after": h.not_after, "pepper_version": h.pepper_version} for h in self.hashes]
         return data
 
 
@@ -152,14 +154,16 @@ class KeysTable:
             condition="attribute_exists(pk) AND #s = :a AND expires_at <= :now",
         )
 
-    def rotate(self, key_id: str, new_hash: str, grace_until: int, now: int) -> KeyRecord:
+    def rotate(self, key_id: str, new_hash: SecretHash, grace_until: int, now: int) -> KeyRecord:
         """Old secrets keep working until grace_until, under the same key id; older grace entries are dropped."""
         current = self.get(key_id)
         if current is None or current.status != "active":
             raise KeyNotFound(key_id)
-        kept = [SecretHash(hash=h.hash, not_after=min(grace_until, h.not_after or grace_until)) for h in current.hashes]
+        kept = [
+            h.model_copy(update={"not_after": min(grace_until, h.not_after or grace_until)}) for h in current.hashes
+        ]
         kept = [h for h in kept if h.not_after is None or h.not_after > now]
-        hashes = [SecretHash(hash=new_hash), *kept][:3]
+        hashes = [new_hash, *kept][:3]
         return self._update(
             key_id,
             "SET hashes = :h, rotated_at = :now",

@@ -66,11 +66,11 @@ def relay_chat(
     try:
         for chunk in chunks:
             last = chunk
-            out: list[dict[str, Any]] = []
-            for choice in chunk.get("choices") or []:
-                shaped = _shape(choice, choices, pii_mode, guardrail, outcome, canary)
-                if shaped is not None:
-                    out.append(shaped)
+            out = [
+                shaped
+                for choice in chunk.get("choices") or []
+                if (shaped := _shape(choice, choices, pii_mode, guardrail, outcome, canary)) is not None
+            ]
             if out:
                 yield chunk_event(chunk, out, include_usage=include_usage)
         _settle(outcome, choices, getattr(chunks, "usage", None), prompt_estimate)

@@ -47,7 +47,7 @@ class KeyAdmin:
         """A new key; the returned string is the only time the secret exists outside the caller's hands."""
         now = now if now is not None else int(time.time())
         cidrs = tuple(str(ipaddress.ip_network(c, strict=False)) for c in allow_cidrs)
-        pepper = self.pepper.get()
+        version, pepper = self.pepper.current()
         for _ in range(5):
             api_key, parsed = keyfmt.new_api_key()
             record = KeyRecord(
@@ -58,7 +58,7 @@ class KeyAdmin:
                 canary=canary,
                 created_at=now,
                 expires_at=now + expires_in if expires_in else None,
-                hashes=(SecretHash(hash=keyfmt.hash_secret(pepper, parsed)),),
+                hashes=(SecretHash(hash=keyfmt.hash_secret(pepper, parsed), pepper_version=version),),
                 allow_cidrs=cidrs,
                 limits=limits or LimitOverrides(),
             )
@@ -70,12 +70,26 @@ class KeyAdmin:
         raise RuntimeError("could not allocate a key id")
 
     def rotate(self, key_id: str, grace_seconds: int, now: int | None = None) -> tuple[str, KeyRecord]:
-        """A new secret under the same key id; the old one keeps working for `grace_seconds`."""
+        """A new secret under the same key id, hashed with the current pepper version; the old one keeps working for
+        `grace_seconds` (under the version it was made with)."""
         now = now if now is not None else int(time.time())
         api_key, parsed = keyfmt.new_api_key(key_id)
-        new_hash = keyfmt.hash_secret(self.pepper.get(), parsed)
+        version, pepper = self.pepper.current()
+        new_hash = SecretHash(hash=keyfmt.hash_secret(pepper, parsed), pepper_version=version)
         record = self.keys.rotate(key_id, new_hash, now + grace_seconds, now)
         return api_key, record
+
+    def pepper_versions_in_use(self) -> dict[int, list[str]]:
+        """Pepper version -> ids of the keys with a live hash under it: a version may be retired once unused."""
+        now = int(time.time())
+        used: dict[int, list[str]] = {}
+        for record in self.keys.list():
+            if record.status == "revoked":
+                continue
+            for h in record.hashes:
+                if h.not_after is None or h.not_after > now:
+                    used.setdefault(h.pepper_version, []).append(record.key_id)
+        return {v: sorted(set(ids)) for v, ids in sorted(used.items())}
 
     def revoke(self, key_id: str, now: int | None = None) -> KeyRecord:
         now = now if now is not None else int(time.time())

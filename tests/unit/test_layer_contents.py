@@ -1,0 +1,158 @@
+"""Only what runs ships, and every import is declared: the runtime package, the layer's requirements and pyproject.toml.
+
+The deployment checks run `bulwark_dev.layer_check` on the layer `sam build` makes; these tests hold the same rules on
+the source tree (no build needed), show the check failing on a layer that breaks them, and import every handler with
+the development-only packages made unimportable, as the deployed layer has them.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from functools import cache
+from pathlib import Path
+
+from bulwark_dev.layer_check import RUNTIME_PROVIDED, Closure, check_layer, package_modules, runtime_closure
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYER_SOURCE = ROOT / "layers" / "bulwark"
+FUNCTIONS = ROOT / "functions"
+HANDLERS = sorted(FUNCTIONS.glob("*/app.py"))
+# Import names whose distribution is named otherwise and may not be installed (the optional `train` extra).
+KNOWN_DISTRIBUTIONS = {"sklearn": "scikit-learn"}
+SCANNED = ("layers/bulwark/bulwark", "functions", "devtools", "tests", "bench")
+
+
+def _name(requirement: str) -> str:
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    assert match, requirement
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower()
+
+
+@cache
+def _closure() -> Closure:
+    return runtime_closure(LAYER_SOURCE, HANDLERS)
+
+
+@cache
+def _installed() -> dict[str, list[str]]:
+    return dict(importlib.metadata.packages_distributions())
+
+
+@cache
+def _local_modules() -> frozenset[str]:
+    """The project's own top-level names (test helpers such as `audit_session`, bench scripts), not dependencies."""
+    return frozenset({p.stem for f in SCANNED for p in (ROOT / f).rglob("*.py")} | {"bulwark", "bulwark_dev", "tests"})
+
+
+def _distribution(module: str) -> str:
+    found = _installed().get(module)
+    return _name(found[0] if found else KNOWN_DISTRIBUTIONS.get(module, module))
+
+
+def _layer_requirements() -> set[str]:
+    lines = (LAYER_SOURCE / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    return {_name(line) for line in lines if line.strip() and not line.lstrip().startswith(("#", "-"))}
+
+
+def _third_party_imports(folder: Path) -> set[str]:
+    """Top-level names imported anywhere under `folder`, minus the standard library and the project's own modules."""
+    names = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n not in _local_modules()}
+
+
+def test_the_handlers_reach_every_runtime_module_and_never_the_development_package() -> None:
+    closure = _closure()
+    assert closure.dev_imports == set()
+    assert package_modules(LAYER_SOURCE) - closure.modules == set()
+    assert len(closure.modules) > 50  # the closure really was followed, not stopped at the handlers
+
+
+def test_the_layer_requirements_are_exactly_what_the_functions_import() -> None:
+    closure = _closure()
+    imported = {_distribution(top) for top in closure.third_party - RUNTIME_PROVIDED}
+    assert imported == _layer_requirements()
+    assert "aws-xray-sdk" not in _layer_requirements()  # the lean provider records traces; nothing imports the SDK
+
+
+def test_every_import_of_the_project_is_declared_in_pyproject() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = {_name(r) for r in project["dependencies"]}
+    declared |= {_name(r) for extra in project["optional-dependencies"].values() for r in extra}
+    for folder in SCANNED:
+        undeclared = {_distribution(top) for top in _third_party_imports(ROOT / folder)} - declared
+        assert undeclared == set(), f"{folder} imports undeclared {sorted(undeclared)}"
+    runtime = {_name(r) for r in project["dependencies"]}
+    assert _layer_requirements() <= runtime  # pyproject's runtime list covers the layer's
+
+
+def test_the_check_fails_on_a_layer_holding_what_no_function_runs(tmp_path: Path) -> None:
+    layer = tmp_path / "python"
+    shutil.copytree(LAYER_SOURCE / "bulwark", layer / "bulwark")
+    assert [p for p in check_layer(layer, FUNCTIONS) if "distributions" not in p and "not in the layer" not in p] == []
+
+    shutil.copytree(ROOT / "devtools" / "bulwark_dev", layer / "bulwark_dev")
+    (layer / "bulwark" / "leftover.py").write_text('"""Imported by nothing."""\n', encoding="utf-8")
+    info = layer / "unused_dist-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: unused-dist\nVersion: 1.0\n", encoding="utf-8")
+    (info / "RECORD").write_text("unused_dist/__init__.py,,\n", encoding="utf-8")
+    problems = "\n".join(check_layer(layer, FUNCTIONS))
+    assert "development package bulwark_dev" in problems
+    assert "bulwark.leftover" in problems
+    assert "unused-dist" in problems
+    assert "imported but not in the layer: " in problems and "pydantic" in problems
+
+
+BLOCKED = ("aws_xray_sdk", "bulwark_dev", "boto3", "botocore", "yaml")
+IMPORT_HANDLERS = """
+import importlib.util, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError("not in the layer: " + name)
+sys.meta_path.insert(0, Block())
+for i, path in enumerate(sys.argv[1:]):
+    spec = importlib.util.spec_from_file_location(f"app_{i}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert callable(module.lambda_handler)
+print("imported", len(sys.argv) - 1)
+"""
+
+
+def test_every_handler_imports_without_the_packages_the_layer_does_not_ship() -> None:
+    # Tracing disabled, as under `sam local invoke`: Powertools would reach for the X-Ray SDK there.
+    env = {
+        **os.environ,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "BULWARK_KEYS_TABLE": "keys",
+        "BULWARK_COUNTERS_TABLE": "counters",
+        "BULWARK_INVOKER_FUNCTION": "invoker",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+    code = f"BLOCKED = {BLOCKED!r}\n{IMPORT_HANDLERS}"
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, HANDLERS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == f"imported {len(HANDLERS)}"
