@@ -341,7 +341,8 @@ def _make_handler(worker: _Worker, names: tuple[str, ...]) -> type[FastHandler]:
                 _aws_error(self, 400, "InvalidRequestContentException", "Could not parse request body into json")
                 return
             request_id = str(uuid.uuid4())
-            if not worker.busy.acquire(blocking=False):
+            # A buffered invocation's answer goes out before it lets go of the environment: wait that instant out.
+            if not worker.busy.acquire(timeout=1.0):
                 _aws_error(self, 429, "TooManyRequestsException", "This execution environment is busy")
                 return
             worker.platform_line(f"START RequestId: {request_id} Version: $LATEST")

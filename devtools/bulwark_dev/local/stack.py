@@ -31,6 +31,7 @@ from bulwark_dev.local.stream_transport import (
     STREAM_PREFIX,
     STREAM_SUFFIX,
     ReleasingStream,
+    StreamFailed,
     StreamThrottled,
     serve_stream_invocation,
 )
@@ -354,7 +355,7 @@ def _make_router(fleet: FunctionFleet) -> type[FastHandler]:
                 return
             try:
                 stream = pool.invoke_stream(body, float(pool.timeout))
-            except (TimeoutError, OSError, WorkerError) as exc:
+            except (TimeoutError, OSError, WorkerError, StreamFailed) as exc:
                 message = json.dumps({"Type": "Service", "Message": f"Lambda environment unavailable: {exc}"}).encode()
                 headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ServiceException")]
                 self.send_bytes(502, headers, message)
