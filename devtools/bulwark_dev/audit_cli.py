@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from bulwark.limits.spend import micros_to_usd
 from bulwark.observability.audit import Issue, VerifyResult, audit_of, audit_records, verify
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -332,6 +333,7 @@ def summarize(records: Iterable[dict[str, Any]], *, top: int = 10) -> dict[str, 
     throttles: Counter[str] = Counter()
     guardrails: Counter[str] = Counter()
     per_principal: dict[str, dict[str, int]] = {}
+    per_tenant: dict[str, dict[str, int]] = {}
     latencies: list[float] = []
     for r in records:
         total += 1
@@ -345,9 +347,18 @@ def summarize(records: Iterable[dict[str, Any]], *, top: int = 10) -> dict[str, 
         p["requests"] += 1
         tokens = int(r.get("prompt_tokens") or 0) + int(r.get("completion_tokens") or 0)
         p["tokens"] += tokens
+        cost = int(r.get("cost_micro_usd") or 0)
+        p["spend_micro_usd"] = p.get("spend_micro_usd", 0) + cost
+        t = per_tenant.setdefault(
+            str(r.get("tenant") or "-"), {"requests": 0, "refused": 0, "tokens": 0, "spend_micro_usd": 0}
+        )
+        t["requests"] += 1
+        t["tokens"] += tokens
+        t["spend_micro_usd"] += cost
         if 200 <= st < 300:
             p["ok"] += 1
         if st >= 400:
+            t["refused"] += 1
             p["refused"] += 1
             refusals[(st, code)] += 1
             failure_sources[str(r.get("source_ip") or "-")] += 1
@@ -377,6 +388,10 @@ def summarize(records: Iterable[dict[str, Any]], *, top: int = 10) -> dict[str, 
         "top_failure_sources": [{"source_ip": ip, "count": n} for ip, n in _top(failure_sources, top)],
         "throttles_by_limit": dict(sorted(throttles.items())),
         "guardrail_hits": dict(sorted(guardrails.items())),
+        "tenants": [
+            {"tenant": name, **v, "spend_usd": micros_to_usd(v["spend_micro_usd"])}
+            for name, v in sorted(per_tenant.items(), key=lambda kv: (-kv[1]["spend_micro_usd"], kv[0]))
+        ],
         "tokens_by_principal": {
             name: v["tokens"]
             for name, v in sorted(per_principal.items(), key=lambda kv: -kv[1]["tokens"])
@@ -433,6 +448,11 @@ def _human_report(s: dict[str, Any], *, top: int) -> str:
         "Requests per key / principal",
         ("PRINCIPAL", "REQUESTS", "OK", "REFUSED", "TOKENS"),
         [(p["principal"], p["requests"], p["ok"], p["refused"], p["tokens"]) for p in s["principals"][:top]],
+    )
+    lines += _table(
+        "By tenant",
+        ("TENANT", "REQUESTS", "REFUSED", "TOKENS", "SPEND USD"),
+        [(t["tenant"], t["requests"], t["refused"], t["tokens"], t["spend_usd"]) for t in s["tenants"][:top]],
     )
     lines += _table(
         "Refusals by reason",

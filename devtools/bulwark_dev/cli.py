@@ -140,6 +140,12 @@ def _describe(rec: Any) -> str:
     ]
     if rec.tenant:
         lines.append(f"tenant     {rec.tenant}")
+    from bulwark.limits.spend import micros_to_usd
+
+    for period in ("day", "month"):
+        budget = getattr(rec.limits, f"budget_{period}_micro_usd")
+        if budget is not None:
+            lines.append(f"budget     ${micros_to_usd(budget)} per {period}")
     if rec.allow_cidrs:
         lines.append(f"allow from {', '.join(rec.allow_cidrs)}")
     return "\n".join(lines)
@@ -148,15 +154,24 @@ def _describe(rec: Any) -> str:
 # ---------------------------------------------------------------------------------------------------------- commands
 def cmd_keys_create(args: argparse.Namespace, out: TextIO) -> int:
     from bulwark.auth.key_admin import parse_duration
+    from bulwark.limits.spend import parse_budget
     from bulwark.store.keys_table import LimitOverrides
 
     _check_role(args.role)
     expires = parse_duration(args.expires_in) if args.expires_in else None
+    budgets: dict[str, int] = {}
+    for text in args.budget or ():
+        try:
+            micros, period = parse_budget(text)
+        except ValueError as exc:
+            raise CliError(f"--budget {text}: {exc}") from None
+        budgets[f"budget_{period}_micro_usd"] = micros
     limits = LimitOverrides(
         requests_per_minute=args.rpm,
         tokens_per_minute=args.tpm,
         daily_tokens=args.daily_tokens,
         max_concurrent=args.max_concurrent,
+        **budgets,
     )
     admin = _admin(args)
     api_key, rec = admin.create(
@@ -434,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tpm", type=int, help="override the role's tokens per minute")
     c.add_argument("--daily-tokens", type=int, help="override the role's daily token quota")
     c.add_argument("--max-concurrent", type=int, help="cap requests in flight")
+    c.add_argument(
+        "--budget", action="append", help="money cap in US dollars per UTC day or month, e.g. 50/month (repeatable)"
+    )
     c.set_defaults(func=cmd_keys_create)
     ls = keys.add_parser("list", parents=[common, target], help="list keys")
     ls.set_defaults(func=cmd_keys_list)

@@ -420,7 +420,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
     except VerifyError as exc:
         raise CliError(str(exc)) from None
     target.admin = _admin(argparse.Namespace(stack=args.stack, region=args.region))
-    options = Options(model=args.model or _default_model(), role=args.role, jwt=args.jwt)
+    options = Options(model=args.model or _default_model(args), role=args.role, jwt=args.jwt)
     report = run(target, options, label)
     width = max(len(c.name) for c in report.checks)
     lines = [f"bulwark verify: {label}"]
@@ -433,10 +433,14 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if report.ok else EXIT_ERROR
 
 
-def _default_model() -> str:
-    from bulwark.policy import current_policy
+def _default_model(args: argparse.Namespace) -> str:
+    # Local: the policy the running stack loaded (bulwark local --policy); deployed: pass --model (the deployed
+    # policy is not readable from here), else the shipped policy's default.
+    from bulwark.policy import default_policy_path, load_policy_file
 
-    model = current_policy().default_model
+    state_env = ((_local_state() or {}).get("environment") or {}) if not args.stack else {}
+    path = os.environ.get("BULWARK_POLICY_FILE") or state_env.get("BULWARK_POLICY_FILE") or default_policy_path()
+    model = load_policy_file(path, local=not args.stack).default_model
     if not model:
         raise VerifyError("the policy names no default_model: pass --model")
     return model

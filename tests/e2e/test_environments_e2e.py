@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,60 @@ from bulwark.observability.audit import audit_of, verify
 from bulwark_dev.audit_cli import check_streams
 from bulwark_dev.local.stack import LocalStack
 from tests.e2e.conftest import ROOT, LineCapture
+from tests.e2e.fault_fixtures import write_policy
 from tests.e2e.keys import create_key
 
 BURST = 50
+HOLD_SECONDS = 2.0  # how long the slow echo holds each call, so a burst overlaps at the invoker whatever the load
 
 
-def _stack(state_dir: Path, overrides: dict[str, str]) -> LocalStack:
+class SlowEcho(ThreadingHTTPServer):
+    """An OpenAI-compatible upstream that answers with the last user message after HOLD_SECONDS: each call holds an
+    invoker environment that long, so a burst beyond reserved concurrency is throttled however slowly the machine
+    brings the requests to the invoker (a fast echo let a loaded machine serialize them)."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _SlowEchoHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class _SlowEchoHandler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        time.sleep(HOLD_SECONDS)
+        content = str(request["messages"][-1]["content"])
+        body = json.dumps(
+            {
+                "id": "chatcmpl-slow-echo",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "slow-echo",
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def _stack(state_dir: Path, overrides: dict[str, str], policy: Path | None = None) -> LocalStack:
     stack = LocalStack(
         project_root=ROOT,
         port=0,
         state_dir=state_dir,
+        policy_file=policy,
         progress=None,
         log_stream=LineCapture(),
         parameter_overrides=overrides,
@@ -57,20 +102,29 @@ def burst_stack(tmp_path: Path) -> Iterator[LocalStack]:
 
 @pytest.fixture
 def tight_stack(tmp_path: Path) -> Iterator[LocalStack]:
-    stack = _stack(tmp_path, {"ValidatorReservedConcurrency": "3", "InvokerReservedConcurrency": "1"})
+    slow = SlowEcho()
+    policy = write_policy(
+        tmp_path,
+        models={
+            "slow-echo": {"upstream": {"kind": "openai", "url": slow.url, "timeout_seconds": 10, "max_retries": 0}}
+        },
+    )
+    stack = _stack(tmp_path / "state", {"ValidatorReservedConcurrency": "3", "InvokerReservedConcurrency": "1"}, policy)
     try:
         yield stack
     finally:
         stack.stop()
+        slow.shutdown()
+        slow.server_close()
 
 
-def _fire(stack: LocalStack, key: str, count: int) -> list[tuple[str, requests.Response]]:
+def _fire(stack: LocalStack, key: str, count: int, model: str = "demo-echo") -> list[tuple[str, requests.Response]]:
     barrier = threading.Barrier(count)
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
     def one(n: int) -> tuple[str, requests.Response]:
         nonce = f"nonce-{n}-{uuid.uuid4().hex}"
-        body = {"model": "demo-echo", "messages": [{"role": "user", "content": nonce}], "max_tokens": 32}
+        body = {"model": model, "messages": [{"role": "user", "content": nonce}], "max_tokens": 32}
         barrier.wait()
         return nonce, requests.post(f"{stack.base_url}/v1/chat/completions", json=body, headers=headers, timeout=60)
 
@@ -120,7 +174,7 @@ def test_a_burst_of_50_gets_its_own_answers_and_the_environments_it_needed(burst
 def test_a_burst_beyond_reserved_concurrency_is_throttled_not_queued(tight_stack: LocalStack) -> None:
     key, _ = create_key(tight_stack.cli_environment(), "developer")
     started = time.monotonic()
-    results = _fire(tight_stack, key, 16)
+    results = _fire(tight_stack, key, 16, model="slow-echo")
     assert time.monotonic() - started < 30  # every request answered, none held in a queue
 
     statuses = [r.status_code for _, r in results]

@@ -70,7 +70,7 @@ def test_bulwark_verify_passes_every_check_against_the_local_stack(
     assert "bwk_" not in json.dumps(report)  # the run's key is never printed
 
 
-def test_bulwark_verify_fails_and_names_the_check_when_the_model_is_unreachable(
+def test_bulwark_verify_fails_and_names_the_check_when_the_model_cannot_complete(
     local_stack: LocalStackFixture,
 ) -> None:
     """A named model that cannot complete a chat (the policy's invoke-only legacy model): the completion check fails

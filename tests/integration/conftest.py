@@ -33,9 +33,9 @@ class DynamoDBLocalFixture:
     def boto3_client(self) -> Any:
         return local_dynamodb_client(self.endpoint_url)
 
-    def wire_client(self) -> Any:
-        """The lean client the deployed functions use (bulwark.aws.wire)."""
-        return local_wire_client(self.endpoint_url)
+    def wire_client(self, read_timeout: float = 2.0) -> Any:
+        """The lean client the deployed functions use (bulwark.aws.wire); `read_timeout` is each call's deadline."""
+        return local_wire_client(self.endpoint_url, read_timeout=read_timeout)
 
     def create_tables(self, suffix: str) -> dict[str, str]:
         """Create every template table again as ``<name>-<suffix>``; returns logical id -> name."""

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from aws_lambda_powertools import Logger, Metrics
 
+from bulwark.auth.invoker_trust import MacVerifier
 from bulwark.guardrails.canary import HIT, add_canary, canary_line, leaked, new_canary
 from bulwark.policy import Policy, RequestRules, default_policy_path
 from bulwark.services.invoker_client import InvokerRequest
@@ -48,6 +49,8 @@ def _service(server: WireServer) -> InvokerService:
         upstream_for=lambda name, cfg: build_upstream(name, cfg.upstream, clients=clients),
         logger=Logger(service="test"),
         metrics=Metrics(namespace="test", service="test"),
+        # Never consulted: these tests call _call, which runs after handle's trust check.
+        trust=MacVerifier(lambda: None, "unused", lambda token, expires: False),
     )
 
 

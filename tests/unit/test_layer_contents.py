@@ -143,6 +143,9 @@ def test_every_handler_imports_without_the_packages_the_layer_does_not_ship() ->
         "BULWARK_KEYS_TABLE": "keys",
         "BULWARK_COUNTERS_TABLE": "counters",
         "BULWARK_INVOKER_FUNCTION": "invoker",
+        # The template sets both; without them the validator and invoker refuse to start (fail closed).
+        "BULWARK_IDEMPOTENCY_TABLE": "idempotency",
+        "BULWARK_INVOKER_MAC_KEY": "arn:aws:kms:us-east-1:000000000000:key/test",
         "POWERTOOLS_TRACE_DISABLED": "true",
     }
     code = f"BLOCKED = {BLOCKED!r}\n{IMPORT_HANDLERS}"

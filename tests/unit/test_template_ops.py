@@ -67,6 +67,21 @@ def test_what_breaks_has_an_alarm(template: dict[str, Any]) -> None:
     assert ("Bulwark", "AuthorizerDependencyFailure", authz) in metrics
 
 
+def test_the_authorizer_errors_alarm_leaves_out_the_401s_it_raises(template: dict[str, Any]) -> None:
+    """Each 401 is the authorizer raising Unauthorized (a Lambda error) and one AuthFailures count: the alarm fires on
+    errors beyond those, so a wrong key does not page anyone while a dependency outage does."""
+    props = template["Resources"]["AuthorizerErrorsAlarm"]["Properties"]
+    queries = {q["Id"]: q for q in props["Metrics"]}
+    assert queries["failures"]["Expression"] == "FILL(errors, 0) - FILL(refusals, 0)"
+    refusals = queries["refusals"]["MetricStat"]["Metric"]
+    assert (refusals["Namespace"], refusals["MetricName"]) == ("Bulwark", "AuthFailures")
+    assert refusals["Dimensions"] == [{"Name": "service", "Value": "bulwark-authorizer"}]
+    source = (ROOT / "layers/bulwark/bulwark/services/authorizer_service.py").read_text()
+    fail = source[source.index("def _fail") :]
+    fail = fail[: fail.index("raise Unauthorized")]
+    assert 'count(self._metrics, "AuthFailures"' in fail  # every Unauthorized raise is counted first
+
+
 def test_the_api_alarm_watches_the_api_by_the_name_the_template_gives_it(template: dict[str, Any]) -> None:
     api = template["Resources"]["BulwarkApi"]["Properties"]
     assert api["Name"] == {"Fn::Sub": "${AWS::StackName}-api"}

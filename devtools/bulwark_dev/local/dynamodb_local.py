@@ -20,10 +20,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bulwark_dev.local._proc import free_port, preexec_for_child, stop_process
-from bulwark_dev.local.template_model import TableSpec
+
+if TYPE_CHECKING:
+    # Typing only: `./dev` runs this module's fetch with a bare interpreter (no PyYAML, no pydantic yet).
+    from bulwark_dev.local.template_model import TableSpec
 
 # Pinned so every machine runs the same engine; bump deliberately.
 NPM_PACKAGE = "amplify-dynamodb-simulator"
@@ -230,13 +233,16 @@ class DynamoDBLocal:
         return local_dynamodb_client(self.endpoint_url)
 
 
-def local_wire_client(endpoint_url: str) -> Any:
-    """The lean client the functions use (bulwark.aws.wire), pointed at DynamoDB Local with the dummy credentials."""
+def local_wire_client(endpoint_url: str, *, read_timeout: float = 2.0) -> Any:
+    """The lean client the functions use (bulwark.aws.wire), pointed at DynamoDB Local with the dummy credentials.
+    `read_timeout` is each call's whole deadline (the functions' own is 2 s)."""
     from bulwark.aws.clients import dynamodb_at
     from bulwark.aws.sigv4 import Credentials, CredentialSource
 
     dummy = Credentials(DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
-    return dynamodb_at(endpoint_url, region=LOCAL_REGION, credentials=CredentialSource(lambda: dummy))
+    return dynamodb_at(
+        endpoint_url, region=LOCAL_REGION, credentials=CredentialSource(lambda: dummy), read_timeout=read_timeout
+    )
 
 
 def local_dynamodb_client(endpoint_url: str) -> Any:
@@ -313,3 +319,20 @@ def running_dynamodb_local(progress: TextIO | None = None) -> Iterator[DynamoDBL
         yield ddb
     finally:
         ddb.stop()
+
+
+def main() -> int:
+    """`python -m bulwark_dev.local.dynamodb_local`: fetch into the cache only (stdlib only, so `./dev` can run it with
+    a bare interpreter while the Python packages install)."""
+    import sys
+
+    try:
+        print(ensure_dynamodb_local(progress=sys.stderr))
+    except DynamoDBLocalError as exc:
+        print(f"dynamodb-local: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -23,9 +23,11 @@ from types import FrameType
 from typing import Any, TextIO
 
 from bulwark_dev.local._http import FastHandler, QuietServer, serve_in_thread
+from bulwark_dev.local.aws_endpoint import AwsEndpoint, Denial
 from bulwark_dev.local.dynamodb_local import DUMMY_CREDENTIALS, LOCAL_REGION, DynamoDBLocal, create_tables
 from bulwark_dev.local.environments import DEFAULT_IDLE_TIMEOUT, FunctionPool, Spawner
 from bulwark_dev.local.gateway import ApiGatewayEmulator
+from bulwark_dev.local.iam_roles import RoleBook
 from bulwark_dev.local.lambda_worker import INVOKE_PREFIX, InvokeResult, WorkerError
 from bulwark_dev.local.stream_transport import (
     STREAM_PREFIX,
@@ -166,9 +168,11 @@ class FunctionFleet:
         overrides: Mapping[str, str] | None = None,
         on_line: Callable[..., None] | None = None,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        per_function: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
         self.template = template
         self._overrides = dict(overrides or {})
+        self._per_function = per_function  # e.g. the IAM endpoint's credentials for each function's role
         self._on_line = on_line
         self.idle_timeout = idle_timeout
         self.pools: dict[str, FunctionPool] = {}
@@ -215,6 +219,8 @@ class FunctionFleet:
             }
         )
         env.update(self._overrides)
+        if self._per_function is not None:
+            env.update(self._per_function(logical_id))
         return env
 
     def start(self, timeout: float = 30.0) -> None:
@@ -420,8 +426,12 @@ class LocalStack:
         log_stream: TextIO | None = sys.stdout,
         show_platform_logs: bool = False,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        enforce_iam: bool = True,
     ) -> None:
-        self.idle_timeout = idle_timeout  # seconds an execution environment stays warm without an invocation
+        self.idle_timeout = idle_timeout
+        # Every AWS call of a function is authorized against its role in the template (local/aws_endpoint.py).
+        self.enforce_iam = enforce_iam
+        self.aws: AwsEndpoint | None = None  # seconds an execution environment stays warm without an invocation
         self.project_root = project_root.resolve()
         self.port = port
         self.policy_file = policy_file.resolve() if policy_file else None
@@ -578,9 +588,19 @@ class LocalStack:
         }
         if self.policy_file is not None:
             overrides["BULWARK_POLICY_FILE"] = str(self.policy_file)
-        fleet = FunctionFleet(template, overrides=overrides, on_line=self.logs.line, idle_timeout=self.idle_timeout)
+        fleet = FunctionFleet(
+            template,
+            overrides=overrides,
+            on_line=self.logs.line,
+            idle_timeout=self.idle_timeout,
+            per_function=self._aws_credentials,
+        )
         self.fleet = fleet
         fleet.start_router()
+        self.aws = self._start_aws_endpoint(fleet.lambda_endpoint)
+        if self.enforce_iam:
+            for logical_id in template.functions:
+                self.aws.platform_check(logical_id)
         caps = ", ".join(
             f"{k} (up to {f.reserved_concurrency if f.reserved_concurrency is not None else 'unreserved'})"
             for k, f in template.functions.items()
@@ -596,6 +616,48 @@ class LocalStack:
         routes = ", ".join(f"{r.method} {r.path}" for r in api.routes)
         self._say(f"API Gateway emulator for {api.logical_id} (stage {api.stage_name}): {routes}")
         self._write_state()
+
+    def _aws_credentials(self, logical_id: str) -> Mapping[str, str]:
+        if self.aws is None:
+            raise LocalStackError("the AWS endpoint is not started")
+        # The key-hash pepper comes from the Secrets Manager stand-in (the template's KeyHashSecret, whose value is
+        # the stack's hmac.key), as deployed: through the role's GetSecretValue, not by reading the file.
+        return {**self.aws.credentials_for(logical_id), "BULWARK_HMAC_SECRET_FILE": ""}
+
+    def _local_secret_values(self) -> dict[str, Callable[[], str]]:
+        """The key-hash secret the functions name (BULWARK_HMAC_SECRET_ID) holds this stack's hmac.key."""
+        key_file = self.hmac_key_file
+        names = {f.environment.get("BULWARK_HMAC_SECRET_ID") for f in self._template().functions.values()}
+        return {name: (lambda: key_file.read_text(encoding="ascii").strip()) for name in names if name}
+
+    def _start_aws_endpoint(self, lambda_url: str) -> AwsEndpoint:
+        if self.dynamodb is None or self.logs is None:
+            raise LocalStackError("the AWS endpoint starts after DynamoDB Local and the log sink")
+        logs = self.logs
+
+        def denied(denial: Denial) -> None:
+            record = {
+                "level": "ERROR",
+                "message": f"AccessDenied: {denial.action} on {denial.resource} ({denial.reason})",
+                "function": denial.function,
+            }
+            logs.line("aws-iam", "stderr", json.dumps(record))
+
+        endpoint = AwsEndpoint(
+            RoleBook(self.template_path, parameter_overrides=self.parameter_overrides),
+            dynamodb_url=self.dynamodb.endpoint_url,
+            lambda_url=lambda_url,
+            state_dir=self.state_dir,
+            on_denied=denied,
+            enforce=self.enforce_iam,
+            secret_values=self._local_secret_values(),
+            secrets_dir=self.state_dir / "secrets",
+            sagemaker_model_url=self.demo_model_url,
+        )
+        endpoint.start()
+        if self.enforce_iam:
+            self._say(f"IAM enforced on every AWS call of the functions (roles from {self.template_path.name})")
+        return endpoint
 
     def _write_state(self) -> None:
         state = {
@@ -622,6 +684,9 @@ class LocalStack:
         if self.fleet is not None:
             self.fleet.stop()
             self.fleet = None
+        if self.aws is not None:
+            self.aws.stop()
+            self.aws = None
         if self._demo is not None:
             self._demo.shutdown()
             self._demo.server_close()

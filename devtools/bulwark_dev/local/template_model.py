@@ -181,6 +181,12 @@ class _NoValue:
 NO_VALUE: Final = _NoValue()
 
 
+def _key_id(seed: str) -> str:
+    # A KMS key id is a UUID; derived from the logical id so the ARN is stable across runs.
+    digest = hashlib.sha256(seed.encode()).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+
+
 def _short_id(seed: str) -> str:
     # Deterministic, API-Gateway-looking id (10 lowercase alphanumerics) so ARNs are stable across runs.
     return base64.b32encode(hashlib.sha256(seed.encode()).digest()).decode().lower()[:10]
@@ -227,6 +233,16 @@ class _Resolver:
             return f"{prefix.format('secretsmanager')}:secret:{name}"
         if kind == "AWS::Serverless::LayerVersion":
             return f"{prefix.format('lambda')}:layer:{name}:1"
+        # The shapes IAM matches resources against (the local stack enforces the roles, local/iam_roles.py).
+        if kind == "AWS::IAM::Role":
+            return f"arn:aws:iam::{LOCAL_ACCOUNT}:role/{name}"
+        if kind == "AWS::Logs::LogGroup":
+            group = self._explicit_name(logical_id, "LogGroupName") or name
+            return f"{prefix.format('logs')}:log-group:{group}:*"
+        if kind == "AWS::KMS::Key":
+            return f"{prefix.format('kms')}:key/{_key_id(f'{self.stack_name}/{logical_id}')}"
+        if kind == "AWS::SQS::Queue":
+            return f"{prefix.format('sqs')}:{name}"
         service = kind.split("::")[1].lower() if kind.count("::") == 2 else "local"
         return f"{prefix.format(service)}:{name}"
 
@@ -253,6 +269,10 @@ class _Resolver:
             return _short_id(f"{self.stack_name}/{name}")
         if kind in ("AWS::SecretsManager::Secret", "AWS::Serverless::LayerVersion", "AWS::SNS::Topic"):
             return self.arn(name)  # CloudFormation's Ref of these is their ARN
+        if kind == "AWS::KMS::Key":
+            return self.arn(name).rsplit("/", 1)[1]  # Ref of a key is its key id
+        if kind == "AWS::Logs::LogGroup":
+            return self._explicit_name(name, "LogGroupName") or self.physical_name(name)
         return self.physical_name(name)
 
     def get_att(self, logical_id: str, attribute: str) -> Any:

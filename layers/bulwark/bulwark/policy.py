@@ -12,6 +12,7 @@ import ipaddress
 import os
 import time
 import urllib.parse
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -26,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from bulwark.limits.spend import DEFAULT_PRICES_USD_PER_MILLION, FREE, Price, usd_to_micros
 from bulwark.policy_twin import read_twin
 from bulwark.settings import Settings
 
@@ -104,8 +106,65 @@ class UpstreamConfig(_Strict):
         return v
 
 
+class ModelPrice(_Strict):
+    """US dollars per million tokens (at most 6 decimals: held as exact integer micro-dollars)."""
+
+    input_per_million_usd: Decimal = Field(ge=0)
+    output_per_million_usd: Decimal = Field(ge=0)
+
+    @field_validator("input_per_million_usd", "output_per_million_usd")
+    @classmethod
+    def _exact(cls, v: Decimal) -> Decimal:
+        usd_to_micros(v, what="price")  # refuses a price finer than a micro-dollar per million tokens
+        return v
+
+    def price(self) -> Price:
+        return Price(usd_to_micros(self.input_per_million_usd), usd_to_micros(self.output_per_million_usd))
+
+
+class BudgetConfig(_Strict):
+    """Spend caps in US dollars per UTC day and per UTC calendar month (either or both)."""
+
+    day_usd: Decimal | None = Field(default=None, gt=0)
+    month_usd: Decimal | None = Field(default=None, gt=0)
+
+    @field_validator("day_usd", "month_usd")
+    @classmethod
+    def _exact(cls, v: Decimal | None) -> Decimal | None:
+        if v is not None:
+            usd_to_micros(v, what="budget")
+        return v
+
+    def micros(self) -> tuple[int | None, int | None]:
+        return (
+            None if self.day_usd is None else usd_to_micros(self.day_usd),
+            None if self.month_usd is None else usd_to_micros(self.month_usd),
+        )
+
+
+class TenantLimits(_Strict):
+    """Per-minute ceilings over all of a tenant's keys together."""
+
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+
+
+class TenantConfig(_Strict):
+    """A tenant's own limits and budgets, on top of each of its keys' (a key's tenant is stored with the key)."""
+
+    limits: TenantLimits = TenantLimits()
+    budget: BudgetConfig = BudgetConfig()
+
+
+class SpendPolicy(_Strict):
+    soft_threshold_percent: int = Field(
+        default=80, gt=0, le=100, description="Spend share of a budget that emits a metric, an audit record, an alarm."
+    )
+
+
 class ModelConfig(_Strict):
     upstream: UpstreamConfig
+    price: ModelPrice | None = Field(default=None, description="Overrides the built-in price table for this model.")
     description: str = ""
     input_schema: dict[str, Any] | None = Field(
         default=None, description="JSON Schema for POST /v1/models/{model}/invoke bodies."
@@ -261,6 +320,8 @@ class Policy(_Strict):
     network: NetworkPolicy = NetworkPolicy()
     parsing: ParsingLimits = ParsingLimits()
     logging: LoggingPolicy = LoggingPolicy()
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    spend: SpendPolicy = SpendPolicy()
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -287,6 +348,16 @@ class Policy(_Strict):
 
     def role(self, name: str) -> RoleConfig | None:
         return self.roles.get(name)
+
+    def price_of(self, model: str) -> Price:
+        """The policy's price, else the built-in default for the model, else free (no spend counted)."""
+        cfg = self.models.get(model)
+        if cfg is not None and cfg.price is not None:
+            return cfg.price.price()
+        default = DEFAULT_PRICES_USD_PER_MILLION.get(model)
+        if default is None:
+            return FREE
+        return Price(usd_to_micros(default[0]), usd_to_micros(default[1]))
 
     def models_for(self, role: RoleConfig) -> list[str]:
         return sorted(m for m in self.models if role.allows_model(m))

@@ -19,6 +19,7 @@ class Settings(BaseModel):
     invoker_function: str | None = Field(default=None, description="BULWARK_INVOKER_FUNCTION")
     idempotency_table: str | None = Field(default=None, description="BULWARK_IDEMPOTENCY_TABLE")
     demo_model_url: str | None = Field(default=None, description="BULWARK_DEMO_MODEL_URL (local demo upstream)")
+    invoker_mac_key: str | None = Field(default=None, description="BULWARK_INVOKER_MAC_KEY (KMS HMAC key ARN)")
     region: str = "us-east-1"
     local: bool = Field(default=False, description="BULWARK_LOCAL=1 under `bulwark local` (plain http to loopback)")
     pii_memo_chars: int = Field(default=PII_MEMO_CHARS, ge=0, description="BULWARK_PII_MEMO_CHARS (0: off)")
@@ -37,6 +38,7 @@ class Settings(BaseModel):
             invoker_function=e.get("BULWARK_INVOKER_FUNCTION") or None,
             idempotency_table=e.get("BULWARK_IDEMPOTENCY_TABLE") or None,
             demo_model_url=e.get("BULWARK_DEMO_MODEL_URL") or None,
+            invoker_mac_key=e.get("BULWARK_INVOKER_MAC_KEY") or None,
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
             local=e.get("BULWARK_LOCAL", "") == "1",
             pii_memo_chars=e.get("BULWARK_PII_MEMO_CHARS") or PII_MEMO_CHARS,

@@ -15,7 +15,7 @@ from bulwark.aws.sigv4 import CredentialSource
 
 if TYPE_CHECKING:
     from bulwark.aws.invoke_stream import LambdaStreamClient
-from bulwark.aws.wire import DynamoDBClient, Endpoint, LambdaClient, SecretsManagerClient, resolve_endpoint
+from bulwark.aws.wire import DynamoDBClient, Endpoint, KmsClient, LambdaClient, SecretsManagerClient, resolve_endpoint
 
 _lock = threading.Lock()
 
@@ -97,9 +97,14 @@ def dynamodb() -> DynamoDBClient:
 
 
 def dynamodb_at(
-    endpoint_url: str, *, region: str = "us-east-1", credentials: CredentialSource | None = None
+    endpoint_url: str,
+    *,
+    region: str = "us-east-1",
+    credentials: CredentialSource | None = None,
+    read_timeout: float = 2.0,
 ) -> DynamoDBClient:
-    """The same client for an explicit endpoint (DynamoDB Local in tests and benchmarks)."""
+    """The same client for an explicit endpoint (DynamoDB Local in tests and benchmarks). `read_timeout` is the
+    whole call's deadline."""
     return _dynamodb(
         {
             "service": "dynamodb",
@@ -107,7 +112,7 @@ def dynamodb_at(
             "region": region,
             "credentials": credentials or _credentials(),
             "connect_timeout": 1.0,
-            "read_timeout": 2.0,
+            "read_timeout": read_timeout,
             "max_attempts": 2,
         }
     )
@@ -129,6 +134,13 @@ def lambda_stream_client() -> LambdaStreamClient:
     from bulwark.aws.invoke_stream import LambdaStreamClient
 
     return LambdaStreamClient(**_wire_kwargs("lambda", "LAMBDA", read_timeout=300.0, max_attempts=1))
+
+
+@lru_cache(maxsize=1)
+def kms() -> KmsClient:
+    """GenerateMac / VerifyMac on the request path: fail fast (1 s to answer, one retry), then fail closed."""
+    kwargs = _wire_kwargs("kms", "KMS", read_timeout=1.0, max_attempts=2)
+    return KmsClient(target_prefix="TrentService", json_version="1.1", **kwargs)
 
 
 @lru_cache(maxsize=1)

@@ -139,7 +139,7 @@ def proxy_for(endpoint: Endpoint, environ: dict[str, str] | None = None) -> Prox
     return parts.hostname, parts.port or 80, authorization
 
 
-_TRACE_NAMES = {"dynamodb": "DynamoDB", "lambda": "Lambda", "secretsmanager": "SecretsManager"}
+_TRACE_NAMES = {"dynamodb": "DynamoDB", "lambda": "Lambda", "secretsmanager": "SecretsManager", "kms": "KMS"}
 
 
 @functools.cache
@@ -286,6 +286,16 @@ class DynamoDBClient(JsonServiceClient):
 class SecretsManagerClient(JsonServiceClient):
     def get_secret_value(self, **params: Any) -> dict[str, Any]:
         return self.call("GetSecretValue", params)
+
+
+class KmsClient(JsonServiceClient):
+    """KMS (AWS JSON 1.1, ``TrentService``): the HMAC operations the validator → invoker trust uses."""
+
+    def generate_mac(self, **params: Any) -> dict[str, Any]:
+        return self.call("GenerateMac", params)
+
+    def verify_mac(self, **params: Any) -> dict[str, Any]:
+        return self.call("VerifyMac", params)
 
 
 class _Payload:

@@ -7,6 +7,7 @@ Hits are (kind, action) pairs such as ("prompt_injection", "flag") or ("pii:emai
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from bulwark.guardrails.pii import find_pii, redact_pii, redact_pii_many
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.guardrails.texts import json_texts, map_json_texts
 from bulwark.policy import GuardrailPolicy
-from bulwark.validation.chat import ChatCompletionRequest, map_texts, model_texts
+from bulwark.validation.chat import ChatCompletionRequest, iter_texts, map_texts, model_texts
 
 
 @dataclass
@@ -76,11 +77,17 @@ def _injection_texts(all_texts: list[str]) -> list[str]:
     return separate + passages
 
 
-def _injection(texts: list[str], mode: str, hits: list[tuple[str, str]]) -> None:
+UNTRUSTED_TEXTS = 4  # the newest tool results are also judged at the stricter bar (each one more detector call)
+
+
+def _injection(texts: list[str], mode: str, hits: list[tuple[str, str]], untrusted: Sequence[str] = ()) -> None:
     if mode == "off":
         return
-    # Every role is checked: a client that may send "assistant" or "tool" turns can forge history too.
-    if any(detect_injection(text).detected for text in _injection_texts(texts)):
+    # Every role is checked: a client that may send "assistant" or "tool" turns can forge history too. Tool results
+    # (`untrusted`) are data the caller fetched, not wrote: the newest ones are judged at the stricter threshold too.
+    if any(detect_injection(text).detected for text in _injection_texts(texts)) or any(
+        detect_injection(text, untrusted=True).detected for text in untrusted[-UNTRUSTED_TEXTS:]
+    ):
         if mode == "block":
             raise ContentPolicyViolation("The request was refused by the content policy (rule: prompt_injection).")
         hits.append(("prompt_injection", "flag"))
@@ -132,7 +139,8 @@ def apply_input_guardrails(
     """Injection check, then PII (the redacted copy is what goes upstream), then the optional Bedrock guardrail.
     With `pii_memo`, long texts `caller` sent before (a conversation's history) are not scanned again."""
     hits: list[tuple[str, str]] = []
-    _injection(model_texts(req), policy.prompt_injection, hits)
+    tool_results = [text for role, text in iter_texts(req) if role == "tool"]
+    _injection(model_texts(req), policy.prompt_injection, hits, tool_results)
     req = _pii(req, policy.pii_input, hits, pii_memo, caller)
     if bedrock is not None:
         blocked, reasons = bedrock.check(model_texts(req), source="INPUT")

@@ -58,28 +58,34 @@ MODEL_ALONE = 2.5  # with no rule evidence at all, the model must reach 2.5x its
 CORROBORATION = 0.2  # rule weight that counts as evidence (any one rule)
 
 
-def detect_injection(text: str) -> InjectionVerdict:
-    """Rules on every normalized view plus the linear model on the plain normalized view.
+# Tool results and retrieved documents are data the caller did not write: a text there is flagged at 0.7 of the
+# score a user's own turn needs (bench/guardrail_eval.py --loso shows what this buys and costs on documents).
+UNTRUSTED_THRESHOLD = 0.7
 
-    Detected when the rule weights sum to 1.0, or when the model's probability reaches its threshold (chosen offline
-    at ~1% out-of-fold false positives on the tune half) and at least one rule fired (weight >= 0.2), or reaches 2.5x
-    the threshold with no rule at all. Without the corroboration, short benign prompts with attack vocabulary
-    ("please ignore the previous email") were flagged by the model alone; the two constants were chosen on the tune
-    half and the hand-written hard negatives of tests/unit/test_injection.py, not on held-out data.
-    Rule matching stops once the rule weights reach 1.0 (then `rules` lists the rules found up to that point).
-    `score` is the larger of the rule sum and the model's probability / its effective threshold, so score >= 1.0
-    exactly when detected; "model" is listed in `rules` when the model decided. Long texts are sampled first (see
-    scanned_text).
+
+def detect_injection(text: str, *, untrusted: bool = False) -> InjectionVerdict:
+    """Rules on every normalized view, checks on the text as written (structure_hits), then the linear model on the
+    plain normalized view; `untrusted` (a tool result or a document) lowers the bar to UNTRUSTED_THRESHOLD.
+
+    Detected when the rule weights sum to the threshold, or when the model's probability reaches its own threshold
+    and a rule outside WEAK_RULES fired (weight >= 0.2), or reaches 2.5x it with no such rule. Without the
+    corroboration, short benign prompts with attack vocabulary ("please ignore the previous email") and LLM-judge
+    templates full of AI vocabulary were flagged by the model alone (bench/guardrail_eval.py's ablation table).
+    Rule matching stops once the rule weights reach the threshold (then `rules` lists the rules found up to there).
+    `score` is the larger of the rule sum and the model's probability / its effective threshold, scaled so that
+    score >= 1.0 exactly when detected; "model" is listed in `rules` when the model decided. Long texts are sampled
+    first (see scanned_text).
     """
+    threshold = UNTRUSTED_THRESHOLD if untrusted else THRESHOLD
     scanned = scanned_text(text)
     all_views = views(scanned)
-    hit = rule_hits_of_views(all_views, stop_at=THRESHOLD)
-    if sum(hit.values()) < THRESHOLD:
+    hit = rule_hits_of_views(all_views, stop_at=threshold)
+    if sum(hit.values()) < threshold:
         hit.update(structure_hits(scanned, hit))
-    if sum(hit.values()) >= THRESHOLD:  # settled by the rules: the model is not needed
-        return verdict(hit, None, None)
+    if sum(hit.values()) >= threshold:  # settled by the rules: the model is not needed
+        return verdict(hit, None, None, threshold=threshold)
     m = load_model()
-    return verdict(hit, model_probability(all_views[0]), m.threshold if m is not None else None)
+    return verdict(hit, model_probability(all_views[0]), m.threshold if m is not None else None, threshold=threshold)
 
 
 # Chat-template and role markers as they are written (the views fold "<|im_start|>" to "< im start ", where the
@@ -90,6 +96,18 @@ _MARKER = re.compile(
     r"|<!-- ?(?:assistant|system|ai|llm|instructions?|note to)\b"
 )
 _MARKER_CHARS = ("<|", "_of_turn>", "[inst]", "[/inst]", "<<sys>>", "<</sys>>", "#", "<!--")
+# A line that opens as a role ("system: ..."), or a closing tag of the wrapper a document or tool result came in: text
+# that claims to end the data and start the conversation again.
+_ROLE_LINE = re.compile(
+    r"(?m:^[ \t]*(?:system|assistant|developer|admin|sys)(?: message| note| prompt)? ?: ?\S)"
+    r"|</(?:untrusted|document|documents|context|data|tool_output|tool_result|search_results?|retrieved|email|input)>"
+)
+# An order to call one of the agent's tools by name (snake_case, as tool names are): in a document or tool result an
+# instruction, not data. On the text as written: the views fold "_" to a space.
+_TOOL_ORDER = re.compile(r"\b(?:call|invoke|run|execute|use|trigger) (?:the )?[a-z]+_[a-z0-9_]+\b(?: tool| function)?"
+                         r" (?:on|with|to|for)\b")  # fmt: skip
+ROLE_LINE_WEIGHT = 0.6
+TOOL_ORDER_WEIGHT = 0.5
 MARKER_WEIGHT = 0.8
 SUFFIX_WEIGHT = 1.0
 _SUFFIX_MIN_TOKENS = 8  # in the odd part of the line
@@ -128,21 +146,40 @@ def structure_hits(scanned: str, hit: dict[str, float]) -> dict[str, float]:
         out["chat_marker"] = MARKER_WEIGHT
     if adversarial_suffix(scanned):
         out["adversarial_suffix"] = SUFFIX_WEIGHT
+    folded = scanned.casefold()
+    if (":" in folded or "</" in folded) and "role_prefix" not in hit and _ROLE_LINE.search(folded) is not None:
+        out["role_line"] = ROLE_LINE_WEIGHT
+    if "_" in folded and _TOOL_ORDER.search(folded) is not None:
+        out["tool_call_order"] = TOOL_ORDER_WEIGHT
     return out
 
 
-def verdict(hit: dict[str, float], p: float | None, model_threshold: float | None) -> InjectionVerdict:
+# Vocabulary rules that benign text about AI, safety or fiction matches too: they do not corroborate the model.
+WEAK_RULES = frozenset({"ai_target", "roleplay", "harm_vocab", "openai_policy", "leetspeak_request", "mode_enabled"})
+
+
+def verdict(
+    hit: dict[str, float],
+    p: float | None,
+    model_threshold: float | None,
+    *,
+    weak: frozenset[str] = WEAK_RULES,
+    model_alone: float | None = None,
+    threshold: float = THRESHOLD,
+) -> InjectionVerdict:
     """The decision from the rule hits and the model's probability (None: no model, or not needed). Shared with
-    bench/guardrail_eval.py, whose leave-one-source-out evaluation supplies a model trained without the source."""
+    bench/guardrail_eval.py, whose leave-one-source-out evaluation supplies a model trained without the source (and
+    tries other `weak` sets and `model_alone` factors for its ablation table)."""
     rule_score = round(sum(hit.values()), 3)
     rules = tuple(sorted(hit))
-    if rule_score >= THRESHOLD:
-        return InjectionVerdict(detected=True, score=rule_score, rules=rules)
+    if rule_score >= threshold:
+        return InjectionVerdict(detected=True, score=round(rule_score / threshold, 3), rules=rules)
     model_score = 0.0
     if p is not None and model_threshold is not None:
-        factor = 1.0 if rule_score >= CORROBORATION else MODEL_ALONE
-        model_score = round(p / (model_threshold * factor), 3)
-    if model_score >= THRESHOLD:
+        evidence = sum(w for name, w in hit.items() if name not in weak)
+        factor = 1.0 if evidence >= CORROBORATION else (MODEL_ALONE if model_alone is None else model_alone)
+        model_score = round(p / (model_threshold * factor * threshold), 3)
+    if model_score >= 1.0:
         rules = (*rules, "model")
-    score = max(rule_score, model_score)
-    return InjectionVerdict(detected=score >= THRESHOLD, score=score, rules=rules)
+    score = max(round(rule_score / threshold, 3), model_score)
+    return InjectionVerdict(detected=score >= 1.0, score=score, rules=rules)

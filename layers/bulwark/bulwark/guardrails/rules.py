@@ -200,6 +200,14 @@ _PERSONA_ML = _ml(
 )  # fmt: skip
 
 
+_NEVER_REFUSE_ML = _ml(
+    "no te niegues", "nunca te niegues", "no rechaces", "non rifiutare", "mai rifiutare", "não recuse", "nunca recuse",
+    "ne refuse pas", "ne refuse jamais", "verweigere nicht", "niemals verweigern", "lehne nicht ab", "reddetme",
+    "reddedemezsin", "asla reddetme", "не отказывай", "никогда не отказывай", "不要拒绝", "不能拒绝", "拒否しないで",
+    "断らないで", "거절하지 마", "لا ترفض", "رد نکن", "nie odmawiaj", "weiger niet",
+)  # fmt: skip
+
+
 _RULES: tuple[tuple[str, float, _LazyPattern], ...] = tuple(
     (name, weight, _LazyPattern(pattern))
     for name, weight, pattern in (
@@ -488,10 +496,15 @@ _RULES: tuple[tuple[str, float, _LazyPattern], ...] = tuple(
             0.6,
             r"\b(?:authori[sz]ed|approved|official|mandatory|required) (?:\S+ ){0,2}?(?:diagnostic|security "
             r"(?:test|audit|review|check)|override|maintenance|compliance (?:check|test)|red team)\b"
-            r"|\bconfirm (?:this |it )?by (?:calling|sending|replying|posting|running|outputting|printing)\b"
             r"|\b(?:the user|the admin|the administrator|your operator|the owner) (?:has )?(?:already )?"
-            r"(?:approved|authori[sz]ed|consented|confirmed)\b|\bmessage from (?:the )?(?:system|administrator|"
-            r"developers?|security team|it department)\b",
+            r"(?:approved|authori[sz]ed|consented|confirmed)\b|\b(?:message|note|notice|instructions?) from (?:the )?"
+            r"(?:system|administrator|admin|developers?|security team|it department|operator)\b",
+        ),
+        (
+            "confirm_by",
+            0.5,
+            r"\bconfirm (?:\S+ ){0,2}?by (?:calling|sending|replying|posting|running|outputting|printing|saying|"
+            r"writing)\b",
         ),
         (
             "completion_extraction",
@@ -508,9 +521,18 @@ _RULES: tuple[tuple[str, float, _LazyPattern], ...] = tuple(
             r"|\b(?:if|when) you are an? (?:ai|llm|language model|assistant|agent)\b",
         ),
         (
-            "tool_call_order",
-            0.5,
-            r"\b(?:call|invoke|run|execute|use) (?:the )?[a-z]+_[a-z_]+ (?:\S+ ){0,2}?(?:on|with|tool|function|to)\b",
+            "ignore_the_above",
+            0.8,
+            # Followed by "and", "then" or the sentence's end: "ignore the above and output X", not "ignore the
+            # previous email".
+            r"\b(?:ignore|disregard|forget) (?:all )?(?:of )?(?:the |everything )?(?:above|previous|preceding|prior)"
+            r"(?: and\b| then\b|[.,:;!]|$)",
+        ),
+        (
+            "task_cancelled",
+            0.6,
+            r"\b(?:the )?(?:prior|previous|original|current|earlier) (?:task|request|instructions?|assignment) "
+            r"(?:is|are|has been|have been|was|were) (?:cancelled|canceled|void|revoked|superseded|obsolete|over)\b",
         ),
         # issue 17: the same attacks in other languages (each phrase folded as the views are; see _ml)
         ("override_ml", 1.0, _OVERRIDE_ML),
@@ -518,6 +540,7 @@ _RULES: tuple[tuple[str, float, _LazyPattern], ...] = tuple(
         ("system_prompt_ml", 0.6, _SYSTEM_PROMPT_ML),
         ("reveal_ml", 0.45, _REVEAL_ML),
         ("persona_ml", 0.45, _PERSONA_ML),
+        ("never_refuse_ml", 0.6, _NEVER_REFUSE_ML),
     )
 )
 
@@ -593,11 +616,14 @@ _STEMS: dict[str, tuple[str, ...]] = {
     "system_prompt_ml": _alternatives(_SYSTEM_PROMPT_ML),
     "reveal_ml": _alternatives(_REVEAL_ML),
     "persona_ml": _alternatives(_PERSONA_ML),
+    "never_refuse_ml": _alternatives(_NEVER_REFUSE_ML),
+    "confirm_by": ("confirm",),
+    "ignore_the_above": ("ignore", "disregard", "forget"),
+    "task_cancelled": ("cancel", "void", "revoked", "supersed", "obsolete", "over"),
     "claimed_authority": ("authori", "approved", "official", "mandatory", "required", "confirm", "message from",
                           "the user", "the admin", "your operator", "the owner"),
     "completion_extraction": ("complete", "continue", "finish", "says", "reads", "begins", "starts"),
     "agent_addressed": (" this", "note to", "you are a"),
-    "tool_call_order": ("_",),
     "ignore_multilingual": ("ignor", "vergiss", "vergessen", "missacht", "olvid", "descart", "desconsider", "esque",
                             "oubli"),
     "unfiltered": ("unfilter", "uncensor", "unrestrict", "unbound", "unchain", "unleash"),
@@ -685,11 +711,12 @@ _LEADS: dict[str, str] = {  # "|"-separated
     "pwned": "haha pwned|i have been|i've been|you have been|you've been",
     "say_exactly": "output|print|repeat|reply with|respond with|say|write",
     "decode_and_follow": "base64|decipher|decode|rot|translate",
-    "claimed_authority": "approved|authori|confirm |mandatory|message from |official|required|the admin|the owner|"
-    "the user|your operator",
+    "claimed_authority": "approved|authori|instruction|mandatory|message|note|notice|official|required|the admin|"
+    "the owner|the user|your operator",
+    "confirm_by": "confirm ",
+    "ignore_the_above": "disregard|forget|ignore",
     "completion_extraction": "complete|continue|finish|hidden instructi|initial instruct|system prompt",
     "agent_addressed": "agent|ai|assistant|bot|chatbot|gpt|if|llm|model|note to |when",
-    "tool_call_order": "call|execute|invoke|run|use",
 }
 
 _MAX_LEAD_STARTS = 128  # more starts than this: search (each `match` costs about what 30 characters of search do)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 WINDOW_MS = 60_000
-Dimension = Literal["requests", "tokens", "daily_tokens", "concurrency", "model_requests"]
+Dimension = Literal["requests", "tokens", "daily_tokens", "concurrency", "model_requests", "budget"]
 
 ERROR_CODES: dict[Dimension, str] = {
     "requests": "requests_per_minute_exceeded",
@@ -33,6 +33,7 @@ ERROR_CODES: dict[Dimension, str] = {
     "daily_tokens": "quota_exceeded",
     "concurrency": "concurrency_exceeded",
     "model_requests": "requests_per_minute_exceeded",
+    "budget": "budget_exceeded",
 }
 
 MESSAGES: dict[Dimension, str] = {
@@ -41,6 +42,7 @@ MESSAGES: dict[Dimension, str] = {
     "daily_tokens": "Quota reached: daily tokens for this credential.",
     "concurrency": "Too many requests in flight for this credential.",
     "model_requests": "Rate limit reached: requests per minute for this model.",
+    "budget": "Budget reached: spend for this credential until the period ends.",
 }
 
 

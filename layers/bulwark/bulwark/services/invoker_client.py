@@ -5,6 +5,7 @@ The invoker answers with data, never by raising, so the validator can re-raise t
 """
 
 import json
+from collections.abc import Callable
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -32,6 +33,8 @@ class InvokerRequest(BaseModel):
     canary: str | None = (
         None  # the system-prompt canary of this request (bulwark.guardrails.canary), if the role has it
     )
+    # KMS HMAC over every other field (bulwark.auth.invoker_trust): proves the validator sent this exact request.
+    mac: str | None = None
 
 
 class InvokerError(BaseModel):
@@ -91,9 +94,16 @@ class InvokerResponse(BaseModel):
 
 
 class InvokerClient:
-    def __init__(self, lambda_client: Any, function_name: str, stream_client: Any | None = None) -> None:
+    def __init__(
+        self,
+        lambda_client: Any,
+        function_name: str,
+        sign: Callable[[InvokerRequest], InvokerRequest] | None = None,
+        stream_client: Any | None = None,
+    ) -> None:
         self._lambda = lambda_client
         self._function = function_name
+        self._sign = sign  # bulwark.auth.invoker_trust.MacSigner.sign: the invoker refuses unsigned requests
         self._stream_client = stream_client
 
     @property
@@ -104,6 +114,8 @@ class InvokerClient:
         """The invoker's response stream (an iterable of bytes with close()); UpstreamError if it cannot start."""
         if self._stream_client is None:
             raise UpstreamError()
+        if self._sign is not None:
+            request = self._sign(request)
         try:
             return self._stream_client.invoke_with_response_stream(
                 self._function, request.model_dump_json().encode("utf-8")
@@ -116,6 +128,8 @@ class InvokerClient:
             raise UpstreamError() from exc
 
     def invoke(self, request: InvokerRequest) -> InvokerResponse:
+        if self._sign is not None:
+            request = self._sign(request)
         try:
             resp = self._lambda.invoke(
                 FunctionName=self._function,

@@ -16,7 +16,16 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import ValidationError
 
-from bulwark.errors import BulwarkError, ContentPolicyViolation, InvalidRequest, PermissionDenied, UpstreamError
+from bulwark.auth.invoker_trust import MacVerifier, TrustRefused, TrustUnavailable
+from bulwark.errors import (
+    BulwarkError,
+    ContentPolicyViolation,
+    InvalidRequest,
+    PermissionDenied,
+    ServiceUnavailable,
+    UpstreamError,
+)
+from bulwark.observability.audit import emit_audit
 from bulwark.policy import ModelConfig, Policy, current_policy
 from bulwark.services.invoker_client import InvokerRequest, InvokerResponse, InvokerUsage
 from bulwark.settings import Settings, settings
@@ -36,7 +45,9 @@ class InvokerService:
         metrics: Metrics,
         idempotency: Idempotency | None = None,
         guardrail_for: Callable[[str, str], Any] | None = None,
+        trust: MacVerifier,
     ) -> None:
+        self._trust = trust
         self._guardrail_for = guardrail_for
         self._policy = policy
         self._upstream_for = upstream_for
@@ -52,7 +63,12 @@ class InvokerService:
             # Only the validator may invoke this function; anything else is a bug or an intrusion.
             self._log.error("malformed invoker request refused")
             return InvokerResponse.from_error(InvalidRequest()).model_dump()
-        if req.transport == "stream" and req.stream and req.route == "chat":
+        streamed = req.transport == "stream" and req.stream and req.route == "chat"
+        refused = self._refuse_untrusted(req)
+        if refused is not None:
+            # A streamed request is answered on the stream: its refusal is the `end` record, as any early error.
+            return iter([end_record(refused.model_dump_json())]) if streamed else refused.model_dump()
+        if streamed:
             return self._stream_records(req)  # never replayed: a stream is not stored for Idempotency-Key
         if req.idempotency_key and self._idempotency is not None:
             try:
@@ -132,6 +148,39 @@ class InvokerService:
                 "usage_estimated": out.usage.estimated,
             },
         )
+
+    def _refuse_untrusted(self, req: InvokerRequest) -> InvokerResponse | None:
+        """Only the validator's signed, unexpired, first-seen request is served; the role must still allow the
+        model. A refusal is audited and counted (ForgedInvocations, alarmed in template.yaml)."""
+        degraded = self._trust.degraded
+        try:
+            self._trust.verify(req)
+            role = self._policy().roles.get(req.role)
+            if role is None or not role.allows_model(req.model):
+                raise TrustRefused("role_may_not_use_model")
+        except TrustRefused as exc:
+            self._metrics.add_metric(name="ForgedInvocations", unit=MetricUnit.Count, value=1)
+            emit_audit(
+                self._log,
+                {
+                    "request_id": req.request_id,
+                    "event": "invoker_request_refused",
+                    "reason": exc.reason,
+                    "principal": req.principal,
+                    "role": req.role,
+                    "model": req.model,
+                    "status": 403,
+                },
+            )
+            return InvokerResponse.from_error(PermissionDenied())
+        except TrustUnavailable as exc:
+            self._log.warning("invoker trust could not be checked", extra={"code": exc.code})
+            return InvokerResponse.from_error(ServiceUnavailable(exc.message, code=exc.code, retry_after=1))
+        if self._trust.degraded != degraded:
+            self._log.warning(
+                "replay check without the store: this container's memory only", extra={"model": req.model}
+            )
+        return None
 
     def _call(self, req: InvokerRequest) -> InvokerResponse:
         started = time.perf_counter()
@@ -303,11 +352,13 @@ def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> Invo
         cache[name] = (model_cfg, upstream)
         return upstream
 
-    idempotency = None
-    if cfg.idempotency_table:
-        from bulwark.aws import clients as aws
+    from bulwark.aws import clients as aws
 
-        idempotency = Idempotency(cfg.idempotency_table, aws.dynamodb)  # the lean client, made at first use
+    if not cfg.idempotency_table or not cfg.invoker_mac_key:
+        # Both are in the template: without them no request could be proven the validator's (fail closed at init).
+        raise RuntimeError("BULWARK_IDEMPOTENCY_TABLE and BULWARK_INVOKER_MAC_KEY must be set")
+    idempotency = Idempotency(cfg.idempotency_table, aws.dynamodb)  # the lean client, made at first use
+    trust = MacVerifier(aws.kms, cfg.invoker_mac_key, idempotency.claim_once)
     guardrails: dict[tuple[str, str], Any] = {}
 
     def guardrail_for(guardrail_id: str, version: str) -> Any:
@@ -326,4 +377,5 @@ def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> Invo
         metrics=metrics,
         idempotency=idempotency,
         guardrail_for=guardrail_for,
+        trust=trust,
     )

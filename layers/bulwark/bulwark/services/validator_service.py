@@ -40,13 +40,14 @@ from bulwark.guardrails.canary import HIT as CANARY_HIT
 from bulwark.guardrails.canary import add_canary, new_canary
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.limits.gcra import rate_limit_headers
+from bulwark.limits.spend import Price, soft_crossed
 from bulwark.observability.audit import emit_audit
 from bulwark.observability.logs import log_body
 from bulwark.observability.metrics import count
 from bulwark.policy import Policy, PolicyError, RoleConfig, current_policy
-from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse
+from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse, InvokerUsage
 from bulwark.settings import Settings, settings
-from bulwark.store.counters_table import Admission, Allowance, CountersTable
+from bulwark.store.counters_table import Admission, Allowance, CountersTable, TenantBudget
 from bulwark.streaming.forward import Forward
 from bulwark.streaming.http import StreamingResponse
 from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, validate_chat_request
@@ -75,6 +76,8 @@ class Audit:
     code: str = ""
     verdicts: dict[str, str] = field(default_factory=dict)
     tokens_reserved: int = 0
+    cost_reserved_micro_usd: int = 0
+    cost_micro_usd: int = 0  # the settled cost of this request (integer micro-dollars)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_estimated: bool = False
@@ -87,6 +90,15 @@ class Audit:
     def record(self) -> dict[str, Any]:
         """The audit record: the facts, not the bookkeeping of a stream."""
         return {k: v for k, v in self.__dict__.items() if k not in ("started", "streamed")}
+
+
+@dataclass(frozen=True)
+class _SpendTerms:
+    """What settling a request's money needs: its model's price, the caller's budgets, the alert threshold."""
+
+    price: Price
+    allowance: Allowance
+    soft_percent: int
 
 
 @dataclass
@@ -133,14 +145,14 @@ class ValidatorService:
             result = self._handle(event, audit, headers)
         except BulwarkError as exc:
             audit.status, audit.code = exc.status, exc.code
-            self._count_refusal(exc)
+            self._count_refusal(exc, audit)
             result = error_response(exc, request_id=audit.request_id, headers=headers)
         except Exception:
             self._log.exception("unhandled error")
             exc2 = InternalError()
             audit.status, audit.code = exc2.status, exc2.code
             result = error_response(exc2, request_id=audit.request_id, headers=headers)
-        self._metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+        count(self._metrics, "Requests", tenant=_tenant(audit))
         if audit.streamed:
             return result  # its audit record is written when the stream ends
         audit.latency_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -224,9 +236,9 @@ class ValidatorService:
         canary = new_canary() if role.guardrails.system_prompt_canary else None
         if canary is not None:
             req = add_canary(req, canary)
-        max_out = req.max_completion_tokens or req.max_tokens or role.request.max_tokens
-        prompt_tokens = estimate_prompt_tokens(req)
-        tokens = prompt_tokens + max_out * (req.n or 1)
+        max_out = (req.max_completion_tokens or req.max_tokens or role.request.max_tokens) * (req.n or 1)
+        prompt = estimate_prompt_tokens(req)
+        tokens = prompt + max_out
         payload = canonical_json(req).decode("utf-8")
         stream = bool(req.stream)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -236,9 +248,10 @@ class ValidatorService:
             route="chat",
             payload=payload,
             tokens=tokens,
+            cost=policy.price_of(req.model).cost_micros(prompt, max_out),
             stream=stream,
             include_usage=include_usage,
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=prompt,
             canary=canary,
         )
 
@@ -268,6 +281,7 @@ class ValidatorService:
             route="invoke",
             payload=payload,
             tokens=tokens,
+            cost=policy.price_of(model).cost_micros(len(payload) // 3, role.request.max_tokens),
             stream=False,
             include_usage=False,
         )
@@ -281,6 +295,7 @@ class ValidatorService:
         route: str,
         payload: str,
         tokens: int,
+        cost: int,
         stream: bool,
         include_usage: bool,
         prompt_tokens: int = 0,
@@ -294,12 +309,18 @@ class ValidatorService:
             call.audit,
             call.headers,
         )
-        allowance = _allowance(role, caller)
-        audit.tokens_reserved = tokens
+        allowance = _allowance(role, caller, policy)
+        spend = _SpendTerms(policy.price_of(model), allowance, policy.spend.soft_threshold_percent)
+        audit.tokens_reserved, audit.cost_reserved_micro_usd = tokens, cost
         admission: Admission | None = None
         try:
             admission = self._counters.admit(
-                caller.principal, allowance, tokens, model=model, model_rpm=policy.models[model].requests_per_minute
+                caller.principal,
+                allowance,
+                tokens,
+                model=model,
+                model_rpm=policy.models[model].requests_per_minute,
+                cost=cost,
             )
         except RateLimited as exc:
             audit.verdicts["limits"] = exc.code
@@ -317,7 +338,7 @@ class ValidatorService:
             audit.store_writes += admission.writes
             headers.update(rate_limit_headers(admission.states))
         if stream and self._invoker.streams:
-            return self._stream_call(call, admission, model, payload, include_usage, prompt_tokens, canary)
+            return self._stream_call(call, admission, model, payload, include_usage, prompt_tokens, canary, spend)
         result: InvokerResponse | None = None
         try:
             result = self._invoker.invoke(
@@ -337,13 +358,8 @@ class ValidatorService:
                 )
             )
         finally:
-            if admission is not None:
-                # A failed call gives its reservation back; a replayed result did not call the model at all.
-                used = result.usage.total if (result is not None and result.ok and not result.replayed) else 0
-                try:
-                    audit.store_writes += self._counters.settle(admission, used, defer_refund=True)
-                except StoreUnavailable:
-                    self._log.warning("settlement failed; the reservation stands until the window passes")
+            called = result is not None and result.ok and not result.replayed  # a replay called no model
+            self._settle(admission, result.usage if called and result is not None else None, audit, spend)
         audit.upstream_ms = result.upstream_ms
         audit.prompt_tokens, audit.completion_tokens = result.usage.prompt_tokens, result.usage.completion_tokens
         audit.usage_estimated = result.usage.estimated
@@ -353,7 +369,7 @@ class ValidatorService:
             self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
         result.raise_for_error()
         log_body(self._log, "response", result.body, policy)
-        self._metrics.add_metric(name="TokensUsed", unit=MetricUnit.Count, value=result.usage.total)
+        count(self._metrics, "TokensUsed", result.usage.total, tenant=_tenant(audit), model=model)
         audit.status = 200
         if result.replayed:
             headers["Idempotent-Replayed"] = "true"
@@ -370,6 +386,7 @@ class ValidatorService:
         include_usage: bool,
         prompt_tokens: int,
         canary: str | None,
+        spend: _SpendTerms,
     ) -> dict[str, Any] | StreamingResponse:
         """The invoker's stream, forwarded as it comes. Settled once, however it ends (bulwark.streaming.forward)."""
         caller, audit, role = call.caller, call.audit, call.role
@@ -391,20 +408,20 @@ class ValidatorService:
             forward = Forward(self._invoker.invoke_stream(request), prompt_tokens)
             failed = forward.first()
         except BulwarkError:
-            self._settle(admission, 0, audit)
+            self._settle(admission, None, audit, spend)
             self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
             raise
         if failed is not None:  # the invoker answered before any chunk: an ordinary response
-            self._settle(admission, failed.usage.total if failed.ok else 0, audit)
+            self._settle(admission, failed.usage if failed.ok else None, audit, spend)
             self._record_result(failed, audit, role)
             failed.raise_for_error()
             return response(200, "data: [DONE]\n\n", request_id=audit.request_id, content_type="text/event-stream")
 
         def on_end(result: InvokerResponse, how: str) -> None:
-            self._settle(admission, result.usage.total, audit)
+            self._settle(admission, result.usage if result.ok else None, audit, spend)
             self._record_result(result, audit, role)
             audit.verdicts["stream"] = how
-            self._metrics.add_metric(name="TokensUsed", unit=MetricUnit.Count, value=result.usage.total)
+            count(self._metrics, "TokensUsed", result.usage.total, tenant=_tenant(audit), model=model)
             self._end_stream(audit)
 
         audit.status = 200
@@ -416,14 +433,6 @@ class ValidatorService:
             **call.headers,
         }
         return StreamingResponse(200, headers, forward.body(on_end))
-
-    def _settle(self, admission: Admission | None, used: int, audit: Audit) -> None:
-        if admission is None:
-            return
-        try:
-            audit.store_writes += self._counters.settle(admission, used, defer_refund=True)
-        except StoreUnavailable:
-            self._log.warning("settlement failed; the reservation stands until the window passes")
 
     @staticmethod
     def _record_result(result: InvokerResponse, audit: Audit, role: RoleConfig) -> None:
@@ -443,6 +452,39 @@ class ValidatorService:
         except Exception:  # metrics must never break a finished stream
             self._log.warning("metrics flush failed after a stream")
 
+    def _settle(
+        self, admission: Admission | None, usage: InvokerUsage | None, audit: Audit, spend: _SpendTerms
+    ) -> None:
+        """The one place a request's tokens and money are settled (every path ends here, once): `usage` is what the
+        model really did, None when no model was called (a failed or replayed call), which gives everything back."""
+        used = usage.total if usage is not None else 0
+        cost = spend.price.cost_micros(usage.prompt_tokens, usage.completion_tokens) if usage is not None else 0
+        audit.cost_micro_usd = cost
+        if cost:
+            count(self._metrics, "SpendMicroUSD", cost, tenant=_tenant(audit), model=audit.model)
+        if admission is None:
+            return
+        try:
+            audit.store_writes += self._counters.settle(admission, used, defer_refund=True, actual_cost=cost)
+        except StoreUnavailable:
+            self._log.warning("settlement failed; the reservation stands until the window passes")
+        self._budget_alerts(admission, spend, audit)
+
+    def _budget_alerts(self, admission: Admission, spend: _SpendTerms, audit: Audit) -> None:
+        """This request's settled cost took the period's spend across the soft threshold: a metric the alarm watches
+        and a mark in this request's audit record. Judged on settled spend (the stored spend less this request's
+        reservation, plus its real cost), so a reservation that is later given back raises no alert, and a caller
+        is told once per period, not on every request above the threshold."""
+        pct = spend.soft_percent
+        for period, budget, stored in (
+            ("day", spend.allowance.budget_day, admission.spend_day),
+            ("month", spend.allowance.budget_month, admission.spend_month),
+        ):
+            before = stored - admission.reserved_cost
+            if budget is not None and soft_crossed(before, before + audit.cost_micro_usd, budget, pct):
+                audit.verdicts[f"budget:{period}"] = f"soft_threshold_{pct}"
+                count(self._metrics, "BudgetSoftThreshold", tenant=_tenant(audit), period=period)
+
     def shutdown(self) -> None:
         """The environment is going away: write every deferred refund now, or the caller's counters would keep
         tokens it did not use (over-charged until the day turns), away from the audit's totals."""
@@ -458,7 +500,9 @@ class ValidatorService:
         except BulwarkError:
             return
 
-    def _count_refusal(self, exc: BulwarkError) -> None:
+    def _count_refusal(self, exc: BulwarkError, audit: Audit) -> None:
+        if exc.status < 500:
+            count(self._metrics, "Refusals", tenant=_tenant(audit), code=exc.code)
         if exc.code == "content_policy_violation":
             count(self._metrics, "GuardrailHits", kind="blocked")
         if exc.status in (400, 413, 415):
@@ -483,7 +527,12 @@ def _idempotency_key(event: ProxyEvent) -> str | None:
     return key
 
 
-def _allowance(role: RoleConfig, caller: CallerContext) -> Allowance:
+def _tenant(audit: Audit) -> str:
+    """Metrics break down by tenant (a bounded, operator-chosen set), never by key (high cardinality)."""
+    return audit.tenant or "none"
+
+
+def _allowance(role: RoleConfig, caller: CallerContext, policy: Policy) -> Allowance:
     limits = role.limits.model_dump()
     limits.update({k: v for k, v in caller.limit_overrides.items() if k in limits})
     factor = role.risk.tighten_factor if caller.risk_action == "tighten" else 1.0
@@ -492,7 +541,31 @@ def _allowance(role: RoleConfig, caller: CallerContext) -> Allowance:
         tokens_per_minute=max(1, int(limits["tokens_per_minute"] * factor)),
         daily_tokens=int(limits["daily_tokens"]),
         max_concurrent=limits.get("max_concurrent"),
+        budget_day=caller.limit_overrides.get("budget_day_micro_usd"),
+        budget_month=caller.limit_overrides.get("budget_month_micro_usd"),
+        tenant=_tenant_budget(caller.tenant, policy),
     )
+
+
+def _tenant_budget(tenant: str, policy: Policy) -> TenantBudget | None:
+    """The caller's tenant's own limits and budgets, when the policy gives it any (keys of other tenants pay no
+    extra write)."""
+    cfg = policy.tenants.get(tenant) if tenant else None
+    if cfg is None:
+        return None
+    day, month = cfg.budget.micros()
+    rpm, tpm = cfg.limits.requests_per_minute, cfg.limits.tokens_per_minute
+    if day is None and month is None and rpm is None and tpm is None:
+        return None
+    return TenantBudget(tenant, day, month, rpm, tpm)
+
+
+def _mac_signer(cfg: Settings) -> Callable[[InvokerRequest], InvokerRequest]:
+    from bulwark.auth.invoker_trust import MacSigner
+
+    if not cfg.invoker_mac_key:
+        raise RuntimeError("BULWARK_INVOKER_MAC_KEY is not set: the invoker refuses unsigned requests")
+    return MacSigner(aws.kms, cfg.invoker_mac_key).sign
 
 
 def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> ValidatorService:
@@ -503,7 +576,8 @@ def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> Vali
         invoker=InvokerClient(
             aws.lambda_client(),
             cfg.invoker_function or "",
-            aws.lambda_stream_client() if cfg.stream_responses else None,
+            sign=_mac_signer(cfg),
+            stream_client=aws.lambda_stream_client() if cfg.stream_responses else None,
         ),
         logger=logger,
         metrics=metrics,

@@ -93,6 +93,23 @@ class Idempotency:
             )
         return result
 
+    def claim_once(self, token: str, expires_at: int) -> bool:
+        """True the first time ``token`` is claimed, False on any later claim until ``expires_at`` (epoch s): the
+        invoker's replay check on signed validator requests (one conditional put). Store failures propagate."""
+        ddb = self._client()
+        record_id = "once#" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+        try:
+            with store_call():
+                ddb.put_item(
+                    TableName=self._table,
+                    Item={"id": {"S": record_id}, "expiration": {"N": str(expires_at)}},
+                    ConditionExpression="attribute_not_exists(id) OR expiration < :now",
+                    ExpressionAttributeValues={":now": {"N": str(int(self._clock()))}},
+                )
+        except ConditionFailed:
+            return False
+        return True
+
     def _release(self, ddb: Any, key_attr: dict[str, Any]) -> None:
         try:
             with store_call():

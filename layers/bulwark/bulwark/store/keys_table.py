@@ -26,6 +26,8 @@ class LimitOverrides(BaseModel):
     tokens_per_minute: int | None = Field(default=None, gt=0)
     daily_tokens: int | None = Field(default=None, gt=0)
     max_concurrent: int | None = Field(default=None, gt=0)
+    budget_day_micro_usd: int | None = Field(default=None, gt=0, description="Spend cap per UTC day, micro-dollars.")
+    budget_month_micro_usd: int | None = Field(default=None, gt=0, description="Spend cap per UTC month.")
 
 
 class KeyRecord(BaseModel):

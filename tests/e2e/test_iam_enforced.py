@@ -1,0 +1,245 @@
+"""The roles in template.yaml are exactly what the code needs: proven by running the code against them.
+
+The local stack enforces each function's role on every AWS call it makes (bulwark_dev.local.aws_endpoint). Here a
+stack of its own runs on a copy of template.yaml, and one scenario drives every function the way a deployment does
+(the Lambda platform starting each function, a key's first use, a failed attempt, a completion with an
+Idempotency-Key, the janitor's sweep). Then:
+
+- with the template as it is, the scenario gets no AccessDenied at all: no statement is missing;
+- with any one Allow statement removed (from a role, a role policy, or a key policy that names a role), the same
+  scenario gets an AccessDenied for that function and one of that statement's actions: no statement is unused.
+
+The copy is edited while the stack runs, so this also proves an operator's edit of a role takes effect without a
+restart. The BatchGetItem gap of issue 16 (the authorizer read a key and its failure record in one BatchGetItem that
+its role did not allow) is what the first of these runs found.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bulwark.auth.keys import new_api_key
+from bulwark_dev.local.aws_endpoint import Denial
+from bulwark_dev.local.iam_policy import Statement, wildcard_match
+from bulwark_dev.local.iam_roles import load_roles
+from bulwark_dev.local.lambda_worker import INVOKE_PREFIX
+from bulwark_dev.local.stack import LocalStack
+from bulwark_dev.local.template_model import load_yaml
+from tests.e2e.conftest import LineCapture
+from tests.e2e.keys import create_key
+
+ROOT = Path(__file__).resolve().parents[2]
+# Statements whose calls the local stack cannot make, each with the reason. Anything not listed here must be proven.
+# (The Bedrock statements exist only when BedrockModelArns / BedrockGuardrailArns are set, so not in this template.)
+NOT_EXERCISED_LOCALLY: dict[str, str] = {}
+# Models beside the shipped ones, so the invoker's SageMaker and upstream-secret statements are exercised too: an
+# endpoint under the template's SageMakerEndpointPrefix (the local SageMaker stand-in answers with the demo model), and
+# an OpenAI-compatible upstream whose API key is a secret under UpstreamSecretPrefix (from the local secrets folder).
+# Both prefixes are per stack (the template's parameters, then the stack name), as the invoker's role requires.
+SAGEMAKER_MODEL, KEYED_MODEL = "demo-sagemaker", "demo-keyed"
+SAGEMAKER_ENDPOINT = "bulwark-bulwark-local-iam-demo"
+UPSTREAM_SECRET = "bulwark/upstream/bulwark-local/iam-demo"
+
+
+@dataclass
+class IamStack:
+    stack: LocalStack
+    template: Path
+    original: str
+
+    def write(self, text: str) -> None:
+        before = self.template.stat().st_mtime_ns
+        self.template.write_text(text, encoding="utf-8")
+        # A new modification time even within the file system's timestamp granularity: the endpoint re-reads on it.
+        os.utime(self.template, ns=(before + 1_000_000, before + 1_000_000))
+
+    def denials(self) -> list[Denial]:
+        assert self.stack.aws is not None
+        return self.stack.aws.journal.denials()
+
+
+def _policy(state_dir: Path, demo_model_url: str | None = None) -> Path:
+    from bulwark.policy import default_policy_path
+
+    data = yaml.safe_load(default_policy_path().read_text(encoding="utf-8"))
+    data.setdefault("network", {}).setdefault("failed_auth", {})["threshold"] = 100_000  # failures on purpose
+    if demo_model_url:  # known once the stack runs; the functions re-read the policy file when it changes
+        data["models"][SAGEMAKER_MODEL] = {"upstream": {"kind": "sagemaker", "endpoint_name": SAGEMAKER_ENDPOINT}}
+        data["models"][KEYED_MODEL] = {
+            "upstream": {"kind": "openai", "url": demo_model_url, "api_key_secret": UPSTREAM_SECRET},
+        }
+    path = state_dir / "policy.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def iam_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamStack]:
+    work = tmp_path_factory.mktemp("iam-template")
+    for name in ("functions", "layers"):  # CodeUri is relative to the template
+        (work / name).symlink_to(ROOT / name)
+    template = work / "template.yaml"
+    shutil.copyfile(ROOT / "template.yaml", template)
+    state_dir = work / "state"
+    state_dir.mkdir()
+    stack = LocalStack(
+        project_root=work,
+        template=template,
+        port=0,
+        state_dir=state_dir,
+        policy_file=_policy(state_dir),
+        progress=sys.stderr,
+        log_stream=LineCapture(),
+    )
+    stack.start()
+    secret = state_dir / "secrets" / UPSTREAM_SECRET
+    secret.parent.mkdir(parents=True)
+    secret.write_text("sk-local-iam-demo\n", encoding="utf-8")
+    _policy(state_dir, stack.demo_model_url)
+    time.sleep(1.1)  # the functions look at the policy file's mtime at most once a second
+    try:
+        yield IamStack(stack, template, template.read_text(encoding="utf-8"))
+    finally:
+        stack.stop()
+
+
+def _post(url: str, body: dict[str, Any] | None, headers: dict[str, str]) -> int:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answer.read()
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        refused.read()
+        return int(refused.code)
+
+
+REQUEST_PATH = ("AuthorizerFunction", "ValidatorFunction", "InvokerFunction")
+EVERY_FUNCTION = (*REQUEST_PATH, "JanitorFunction")
+
+
+def run_scenario(iam: IamStack, functions: tuple[str, ...] = EVERY_FUNCTION) -> list[int]:
+    """Everything the given functions do in AWS, once; returns the HTTP statuses (for the error message only).
+    The requests reach the authorizer, validator and invoker together; the janitor runs on its own schedule."""
+    stack = iam.stack
+    assert stack.aws is not None and stack.fleet is not None
+    for logical_id in functions:  # the platform starting each function
+        stack.aws.platform_check(logical_id)
+    # A cold authorizer and invoker, as after any idle period in AWS: they read the key-hash secret and the upstream
+    # API key at their first request (both are cached per environment).
+    for logical_id in set(functions) & {"AuthorizerFunction", "InvokerFunction"}:
+        stack.fleet.pools[logical_id].reap(now=time.monotonic() + 24 * 3600)
+    statuses: list[int] = []
+    if set(functions) & set(REQUEST_PATH):
+        statuses += _requests(stack)
+    if "JanitorFunction" in functions:
+        janitor = stack._template().functions["JanitorFunction"].name
+        schedule = json.loads((ROOT / "events" / "janitor_schedule.json").read_text())
+        statuses.append(_post(f"{stack.fleet.lambda_endpoint}{INVOKE_PREFIX}{janitor}/invocations", schedule, {}))
+    return statuses
+
+
+def _requests(stack: LocalStack) -> list[int]:
+    key, _ = create_key(stack.cli_environment(), "developer")  # a fresh key: no authorizer cache, first use
+    chat = {"model": "demo-echo", "messages": [{"role": "user", "content": "hello"}]}
+    auth = {"Authorization": f"Bearer {key}", "Idempotency-Key": str(uuid.uuid4())}
+    statuses = [_post(f"{stack.base_url}/v1/chat/completions", chat, auth)]
+    for model in (SAGEMAKER_MODEL, KEYED_MODEL):
+        other = {**chat, "model": model}
+        statuses.append(_post(f"{stack.base_url}/v1/chat/completions", other, {"Authorization": f"Bearer {key}"}))
+    unknown, _ = new_api_key()  # well formed, never stored: a failed attempt is counted
+    statuses.append(_post(f"{stack.base_url}/v1/chat/completions", chat, {"Authorization": f"Bearer {unknown}"}))
+    return statuses
+
+
+def _identity_allow_statements() -> list[tuple[str, Statement]]:
+    """(function, statement) for every Allow of every function role, and every key-policy Allow naming a role."""
+    model = load_roles(ROOT / "template.yaml")
+    found = model.all_allow_statements()
+    role_function = {identity.role_arn: logical_id for logical_id, identity in model.functions.items()}
+    for key in model.keys.values():
+        for statement in key.policy.statements:
+            for principal in statement.principals:
+                if statement.effect == "Allow" and principal in role_function:
+                    found.append((role_function[principal], statement))
+    return found
+
+
+STATEMENTS = _identity_allow_statements()
+
+
+def _without(text: str, statement: Statement) -> str:
+    raw = load_yaml_text(text)
+    logical_id, _, policy_name = statement.source.partition("/")
+    resource = raw["Resources"][logical_id]
+    if resource["Type"] == "AWS::IAM::Role":
+        documents = [p["PolicyDocument"] for p in resource["Properties"]["Policies"] if p["PolicyName"] == policy_name]
+    elif resource["Type"] == "AWS::KMS::Key":
+        documents = [resource["Properties"]["KeyPolicy"]]
+    else:
+        documents = [resource["Properties"]["PolicyDocument"]]
+    removed = 0
+    for document in documents:
+        kept = [s for s in document["Statement"] if not (isinstance(s, dict) and s.get("Sid") == statement.sid)]
+        removed += len(document["Statement"]) - len(kept)
+        document["Statement"] = kept
+    assert removed == 1, f"{statement.name} not found exactly once"
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+def load_yaml_text(text: str) -> dict[str, Any]:
+    scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"bulwark-iam-{uuid.uuid4().hex}.yaml"
+    scratch.write_text(text, encoding="utf-8")
+    try:
+        return load_yaml(scratch)
+    finally:
+        scratch.unlink()
+
+
+def test_every_statement_is_listed_or_exercised() -> None:
+    names = {statement.name for _, statement in STATEMENTS}
+    assert set(NOT_EXERCISED_LOCALLY) <= names, "a statement listed as not exercised is gone: drop it from the list"
+
+
+def test_the_template_as_it_is_allows_everything_the_code_does(iam_stack: IamStack) -> None:
+    iam_stack.write(iam_stack.original)
+    iam_stack.stack.aws.journal.clear()  # type: ignore[union-attr]
+    statuses = run_scenario(iam_stack)
+    assert iam_stack.denials() == [], "a statement is missing"
+    assert statuses == [200, 200, 200, 401, 200], statuses
+
+
+@pytest.mark.parametrize(
+    ("function", "statement"),
+    [pytest.param(f, s, id=s.name) for f, s in STATEMENTS if s.name not in NOT_EXERCISED_LOCALLY],
+)
+def test_without_the_statement_the_code_gets_access_denied(
+    iam_stack: IamStack, function: str, statement: Statement
+) -> None:
+    iam_stack.write(_without(iam_stack.original, statement))
+    try:
+        iam_stack.stack.aws.journal.clear()  # type: ignore[union-attr]
+        statuses = run_scenario(iam_stack, (function,))
+        denied = [
+            d
+            for d in iam_stack.denials()
+            if d.function == function and any(wildcard_match(a, d.action, ignore_case=True) for a in statement.actions)
+        ]
+        assert denied, f"{statement.name} is unused: the scenario ran without it ({statuses})"
+    finally:
+        iam_stack.write(iam_stack.original)
