@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bulwark.aws.eventstream import CONTENT_TYPE as EVENTSTREAM_TYPE
+from bulwark.aws.eventstream import event as eventstream_event
 from bulwark_dev.local._http import ConnectionPool, FastHandler, QuietServer, Response, serve_in_thread
 from bulwark_dev.local.dynamodb_local import DUMMY_CREDENTIALS
 from bulwark_dev.local.iam_policy import ContextValue, Statement, evaluate
@@ -72,7 +74,8 @@ class Denial:
 
 
 class RelayedStream:
-    """An open streaming answer from the Lambda router, relayed to the caller piece by piece (see send_relayed)."""
+    """An open streaming answer (the Lambda router's, the SageMaker stand-in's), relayed to the caller piece by piece
+    (see send_relayed)."""
 
     def __init__(
         self,
@@ -80,19 +83,21 @@ class RelayedStream:
         headers: list[tuple[str, str]],
         conn: http.client.HTTPConnection,
         answer: http.client.HTTPResponse,
+        frame: Callable[[bytes], bytes] = bytes,
     ) -> None:
         self.status = status
         self.headers = headers
         self._conn = conn
         self._answer = answer
+        self._frame = frame  # how each piece goes out (as it came, or wrapped in the service's event)
 
     def pieces(self) -> Iterable[bytes]:
-        """The body as it arrives (de-chunked), until the router ends it; OSError if the stream breaks."""
+        """The body as it arrives (de-chunked), until the upstream ends it; OSError if the stream breaks."""
         while True:
             data = self._answer.read1(READ_SIZE)
             if not data:
                 return
-            yield data
+            yield self._frame(data)
 
     def close(self) -> None:
         self._conn.close()  # the router sees the caller go away and closes the function's stream
@@ -742,25 +747,45 @@ class AwsEndpoint:
 
     def _sagemaker_call(
         self, logical_id: str, identity: FunctionIdentity | None, raw_path: str, body: bytes
-    ) -> Response:
-        match = re.fullmatch(r"/endpoints/([^/]+)/invocations", raw_path.partition("?")[0])
+    ) -> Response | RelayedStream:
+        match = re.fullmatch(r"/endpoints/([^/]+)/invocations(-response-stream)?", raw_path.partition("?")[0])
         if match is None:
             return _error("sagemaker", 404, "UnknownOperationException", "only InvokeEndpoint is served locally")
         name = urllib.parse.unquote(match[1])
         # SageMaker ARNs are lower case, whatever the endpoint name's case.
         arn = f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:endpoint/{name.lower()}"
+        # InvokeEndpointWithResponseStream is authorized as sagemaker:InvokeEndpoint (the SageMaker API reference).
         refused = self.authorize(logical_id, [Check("sagemaker:InvokeEndpoint", arn, {})])
         if refused is not None:
             return _denied("sagemaker", identity, refused)
         if self._sagemaker_model is None:
             return _error("sagemaker", 400, "ValidationError", f"Endpoint {name} not found.")
         pool, base = self._sagemaker_model
+        if match[2]:
+            return self._open_sagemaker_stream(pool.host, pool.port, f"{base}/chat/completions", body)
         answer = pool.request("POST", f"{base}/chat/completions", body, {"Content-Type": "application/json"}, 60.0)
         if answer.status >= 300:
             # InvokeEndpoint reports a model's own error as ModelError (424) with its status in the message.
             return _error("sagemaker", 424, "ModelError", f"Received client error ({answer.status}) from primary")
         kept = [("Content-Type", "application/json"), ("x-Amzn-Invoked-Production-Variant", "AllTraffic")]
         return Response(200, kept, answer.body)
+
+    @staticmethod
+    def _open_sagemaker_stream(host: str, port: int, path: str, body: bytes) -> Response | RelayedStream:
+        """InvokeEndpointWithResponseStream: the model's own stream (OpenAI SSE from a messages-API container), each
+        piece in a PayloadPart event as it arrives."""
+        conn = http.client.HTTPConnection(host, port, timeout=60.0)
+        try:
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            answer = conn.getresponse()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return _error("sagemaker", 424, "ModelError", "Received no answer from primary")
+        if answer.status >= 300:
+            conn.close()
+            return _error("sagemaker", 424, "ModelError", f"Received client error ({answer.status}) from primary")
+        kept = [("Content-Type", EVENTSTREAM_TYPE), ("x-Amzn-Invoked-Production-Variant", "AllTraffic")]
+        return RelayedStream(200, kept, conn, answer, lambda data: eventstream_event("PayloadPart", data))
 
 
 def _names_principal(statement: Statement, arn: str) -> bool:
