@@ -496,7 +496,8 @@ class ApiGatewayEmulator:
             request.log["integrationError"] = "timeout"
             return self.error(request, "INTEGRATION_TIMEOUT")
         except StreamThrottled:
-            request.log["integrationError"] = "throttled"  # as for a buffered integration (see _integrate)
+            # The streaming invoke's own error, as the buffered integration logs Invoke's (see _integrate).
+            request.log["integrationError"] = "TooManyRequestsException"
             return self.error(request, "INTEGRATION_FAILURE", status=500)
         except (OSError, ValueError, StopIteration, RuntimeError) as exc:
             request.log["integrationError"] = type(exc).__name__
