@@ -3,7 +3,8 @@ stdout, progress on stderr; starts and stops everything it needs (DynamoDB Local
 2-core machine. Not a pass/fail check: each section prints its targets next to the measured figures.
 
 Options: --quick (fewer samples, for a smoke run), --only NAME[,NAME] (authorizer, limiter, path, cold, validator,
-jwt, guardrails; and frontdoor, not in the default set: a fresh clone to the first completion, about a minute more).
+jwt, guardrails, streaming; and frontdoor, not in the default set: a fresh clone to the first completion, about a
+minute more).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ROOT, say
 
-SECTIONS = ("authorizer", "limiter", "path", "cold", "validator", "jwt", "guardrails")
+SECTIONS = ("authorizer", "limiter", "path", "streaming", "cold", "validator", "jwt", "guardrails")
 OPTIONAL = ("frontdoor",)  # minutes of installs from the package index: only when asked for
 
 
@@ -111,10 +112,7 @@ def main() -> None:
 
                 counters = template.table_names["CountersTable"]
                 section("limiter", lambda: bench_limiter.run(ddb.endpoint_url, counters, 1.0 if quick else 3.0))
-    if "path" in only:
-        import bench_local_path
-
-        section("full local path", lambda: bench_local_path.run(100 if quick else 300))
+    _stack_sections(only, quick, section)
     if "cold" in only:
         import bench_cold_start
 
@@ -149,6 +147,19 @@ def main() -> None:
         )
     _optional_sections(only, section)
     say(f"all benchmarks done in {time.monotonic() - started:.0f} s")
+
+
+def _stack_sections(only: set[str], quick: bool, section: Callable[[str, Callable[[], str]], None]) -> None:
+    """The sections that start the whole local stack."""
+    if "path" in only:
+        import bench_local_path
+
+        section("full local path", lambda: bench_local_path.run(100 if quick else 300))
+    if "streaming" in only:
+        import bench_streaming
+
+        # The full run holds one stream for 10 minutes to show memory stays flat; --quick for one minute.
+        section("streaming", lambda: bench_streaming.run(5 if quick else 30, 60.0 if quick else 600.0))
 
 
 if __name__ == "__main__":

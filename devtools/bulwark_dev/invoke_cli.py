@@ -158,11 +158,28 @@ def cmd_invoke(args: argparse.Namespace, out: TextIO) -> int:
     return _print(args, function.name, outcome, logs, out)
 
 
-def _print(args: argparse.Namespace, name: str, outcome: _Outcome, logs: list[dict[str, Any]], out: TextIO) -> int:
+def _proxy_of_stream(body: bytes) -> dict[str, Any] | None:
+    """A STREAM integration's answer (metadata, eight NULs, body: bulwark.streaming.http) as the proxy response it
+    carries, so a streaming function's answer reads as a buffered one's does."""
+    from bulwark.streaming.http import split_metadata
+
     try:
-        payload: Any = json.loads(outcome.body) if outcome.body else None
+        split = split_metadata(body)
     except ValueError:
-        payload = outcome.body.decode("utf-8", errors="replace")
+        return None
+    if split is None:
+        return None
+    meta, rest = split
+    return {**meta, "body": rest.decode("utf-8", errors="replace"), "isBase64Encoded": False}
+
+
+def _print(args: argparse.Namespace, name: str, outcome: _Outcome, logs: list[dict[str, Any]], out: TextIO) -> int:
+    payload: Any = _proxy_of_stream(outcome.body) if b"\x00" * 8 in outcome.body else None
+    if payload is None:
+        try:
+            payload = json.loads(outcome.body) if outcome.body else None
+        except ValueError:
+            payload = outcome.body.decode("utf-8", errors="replace")
     status = EXIT_FAILED if outcome.failed else EXIT_OK
     if getattr(args, "json", False):
         result = {

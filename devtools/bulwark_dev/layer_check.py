@@ -1,10 +1,12 @@
 """Only what runs ships: what the Lambda layer holds, checked against what the functions import.
 
-The handlers' import closure is followed statically (every `import` in a module, lazy ones inside functions included)
-through the `bulwark` package. The layer fails the check when it holds the development package (`bulwark_dev`), a
-`bulwark` module outside that closure, a top-level package that neither the closure imports nor a needed distribution
-requires, or when the closure imports a third-party package the layer lacks (boto3 and botocore excepted: Lambda's
-python3.13 runtime provides them, and Bulwark uses them only off the hot path).
+The handlers' import closure, and that of any module an exec wrapper in the layer starts with `python -m` (the
+streaming runtime loop AWS_LAMBDA_EXEC_WRAPPER runs instead of the managed runtime's client), is followed statically
+(every `import` in a module, lazy ones inside functions included) through the `bulwark` package. The layer fails the
+check when it holds the development package (`bulwark_dev`), a `bulwark` module outside that closure, a top-level
+package that neither the closure imports nor a needed distribution requires, or when the closure imports a third-party
+package the layer lacks (boto3 and botocore excepted: Lambda's python3.13 runtime provides them, and Bulwark uses them
+only off the hot path).
 
     python -m bulwark_dev.layer_check <layer python dir> <functions dir>    (scripts/check_deploy.sh, on `sam build`)
 """
@@ -78,11 +80,25 @@ class Closure:
     dev_imports: set[str] = field(default_factory=set)  # runtime modules that import the development package
 
 
+_EXEC_MODULE = re.compile(rf"\bpython3?(?:\.\d+)?\s+-m\s+({RUNTIME_PACKAGE}(?:\.\w+)+)")
+
+
+def wrapper_modules(root: Path) -> set[str]:
+    """Modules of the runtime package that its exec wrappers (the files without a suffix, such as the script
+    AWS_LAMBDA_EXEC_WRAPPER names) start with `python -m`: entry points beside the handlers."""
+    found: set[str] = set()
+    for path in (root / RUNTIME_PACKAGE).rglob("*"):
+        if path.is_file() and not path.suffix and "__pycache__" not in path.parts:
+            found.update(_EXEC_MODULE.findall(path.read_text(encoding="utf-8", errors="replace")))
+    return found
+
+
 def runtime_closure(root: Path, handlers: Iterable[Path]) -> Closure:
-    """What the handlers import, followed through the runtime package under `root`."""
+    """What the handlers and the exec wrappers' modules import, followed through the runtime package under `root`."""
     closure = Closure()
     stdlib = sys.stdlib_module_names
     pending = [(name, "handler") for handler in handlers for name in _imports(handler, "app")]
+    pending += [(name, "exec wrapper") for name in sorted(wrapper_modules(root))]
     while pending:
         name, importer = pending.pop()
         top = name.split(".")[0]

@@ -3,6 +3,7 @@
 Thin: the work lives in bulwark.services.invoker_service.
 """
 
+from collections.abc import Iterator
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -23,5 +24,5 @@ settle_after_init()  # init is done: set what it made aside from the cycle colle
 @logger.inject_lambda_context(correlation_id_path="request_id")
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return service.handle(event)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | Iterator[bytes]:
+    return service.handle(event)  # a streamed chat request: its hop records, as the model writes

@@ -129,6 +129,21 @@ def _post(url: str, body: dict[str, Any] | None, headers: dict[str, str]) -> int
         return int(refused.code)
 
 
+def _stream(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
+    """A streamed request's status; a 200 whose stream did not finish cleanly ([DONE], no error event) counts as 502,
+    so a call refused after the stream began is not taken for a success."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            text = answer.read().decode("utf-8", errors="replace")
+    except urllib.error.HTTPError as refused:
+        refused.read()
+        return int(refused.code)
+    complete = text.rstrip().endswith("data: [DONE]") and '"error"' not in text and '"content"' in text
+    return int(answer.status) if complete else 502
+
+
 REQUEST_PATH = ("AuthorizerFunction", "ValidatorFunction", "InvokerFunction")
 EVERY_FUNCTION = (*REQUEST_PATH, "JanitorFunction")
 
@@ -162,6 +177,11 @@ def _requests(stack: LocalStack) -> list[int]:
     for model in (SAGEMAKER_MODEL, KEYED_MODEL):
         other = {**chat, "model": model}
         statuses.append(_post(f"{stack.base_url}/v1/chat/completions", other, {"Authorization": f"Bearer {key}"}))
+    # Streamed: the validator calls the invoker with InvokeWithResponseStream and the invoker SageMaker with
+    # InvokeEndpointWithResponseStream; AWS authorizes them as lambda:InvokeFunction and sagemaker:InvokeEndpoint.
+    for model in ("demo-echo", SAGEMAKER_MODEL):
+        streamed = {**chat, "model": model, "stream": True}
+        statuses.append(_stream(f"{stack.base_url}/v1/chat/completions", streamed, {"Authorization": f"Bearer {key}"}))
     unknown, _ = new_api_key()  # well formed, never stored: a failed attempt is counted
     statuses.append(_post(f"{stack.base_url}/v1/chat/completions", chat, {"Authorization": f"Bearer {unknown}"}))
     return statuses
@@ -221,7 +241,7 @@ def test_the_template_as_it_is_allows_everything_the_code_does(iam_stack: IamSta
     iam_stack.stack.aws.journal.clear()  # type: ignore[union-attr]
     statuses = run_scenario(iam_stack)
     assert iam_stack.denials() == [], "a statement is missing"
-    assert statuses == [200, 200, 200, 401, 200], statuses
+    assert statuses == [200, 200, 200, 200, 200, 401, 200], statuses
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""SageMaker InvokeEndpoint via real boto3 against wire/sagemaker.py: invoke, chat (messages API, template), faults."""
+"""SageMaker InvokeEndpoint and InvokeEndpointWithResponseStream via real boto3 against wire/sagemaker.py: invoke, chat
+(messages API, template), streams, faults."""
 
 from __future__ import annotations
 
@@ -47,6 +48,44 @@ def test_chat_with_a_messages_api_endpoint_uses_its_usage(server: WireServer) ->
     assert server.requests[-1].json() == {"messages": CHAT["messages"], "max_tokens": 16}
     assert result.body["model"] == "sm" and result.usage.estimated is False
     assert list(upstream.chat_stream(CHAT, deadline=deadline()))[-1]["usage"] == result.body["usage"]
+
+
+def test_a_messages_api_endpoint_streams_as_the_container_writes(server: WireServer) -> None:
+    upstream, _ = upstream_for(server.url)
+    server.script(sagemaker.stream_reply({"messages": CHAT["messages"]}, chunk_delay=0.03))
+
+    started = time.perf_counter()
+    arrivals, chunks = [], []
+    for item in upstream.chat_stream(CHAT, deadline=deadline()):
+        arrivals.append(time.perf_counter() - started)
+        chunks.append(item)
+
+    sent = server.requests[-1]
+    assert sent.path == "/endpoints/fraud-xgb-prod/invocations-response-stream"
+    assert sent.json()["stream"] is True and sent.json()["stream_options"] == {"include_usage": True}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == "Echo from the Bulwark demo model: classify this text".replace(" ", "")
+    assert chunks[-1]["usage"]["completion_tokens"] > 0 and chunks[-1]["model"] == "sm"
+    # PayloadPart events arrive 30 ms apart: the chunks follow them, not all at the end.
+    assert arrivals[-1] - arrivals[0] > 0.1
+
+
+def test_a_model_stream_error_event_mid_stream_is_an_upstream_error(server: WireServer) -> None:
+    from tests.integration.wire import eventstream
+
+    upstream, _ = upstream_for(server.url)
+    good = sagemaker.stream_reply({"messages": CHAT["messages"]}).chunks
+    assert good is not None
+    failure = eventstream.encode_message(
+        {":event-type": "ModelStreamError", ":content-type": "application/json", ":message-type": "exception"},
+        b'{"Message": "container gpu-3.internal died", "ErrorCode": "500"}',
+    )
+    server.script(Reply(200, {"Content-Type": eventstream.CONTENT_TYPE}, chunks=[*list(good)[:3], failure]))
+
+    stream = upstream.chat_stream(CHAT, deadline=deadline())
+    with pytest.raises(UpstreamError) as err:
+        list(stream)
+    assert "gpu-3" not in err.value.message
 
 
 def test_chat_through_a_template_on_a_generate_endpoint(server: WireServer) -> None:

@@ -45,7 +45,7 @@ def test_real_template_environment_is_resolved_with_globals() -> None:
     assert "POWERTOOLS_LOG_LEVEL" in env
     assert validator.code_dir == ROOT / "functions" / "validator"
     assert validator.handler == "app.lambda_handler"
-    assert validator.timeout <= 29  # fits API Gateway's integration timeout
+    assert validator.timeout == 900  # a streamed answer may last API Gateway's 15-minute stream limit
 
 
 def test_real_template_authorizer_is_never_cached_by_api_gateway() -> None:

@@ -10,6 +10,8 @@ variables point here. For each request the endpoint
    key policy too; a DynamoDB table encrypted with a customer-managed key also needs ``kms:Decrypt`` via DynamoDB;
 4. answers a refusal in the service's own AccessDenied shape, or forwards the call: DynamoDB to DynamoDB Local,
    Lambda Invoke to the function's worker, KMS to the stand-in below (GenerateMac / VerifyMac, HMAC keys).
+   Lambda InvokeWithResponseStream is authorized as AWS does it (``lambda:InvokeFunction``) and its event stream is
+   relayed to the caller piece by piece as the function writes it (chunked, never buffered).
 
 What the Lambda platform itself does with the role (write logs, send traces, decrypt the environment, check the
 dead-letter queue) is authorized by ``platform_check`` when a worker starts.
@@ -21,6 +23,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import re
@@ -33,13 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bulwark.aws.eventstream import CONTENT_TYPE as EVENTSTREAM_TYPE
+from bulwark.aws.eventstream import event as eventstream_event
 from bulwark_dev.local._http import ConnectionPool, FastHandler, QuietServer, Response, serve_in_thread
 from bulwark_dev.local.dynamodb_local import DUMMY_CREDENTIALS
 from bulwark_dev.local.iam_policy import ContextValue, Statement, evaluate
 from bulwark_dev.local.iam_roles import FunctionIdentity, KmsKey, RoleBook, RoleModel, SecretSpec
+from bulwark_dev.local.stream_transport import READ_SIZE, STREAM_PREFIX, STREAM_SUFFIX
 from bulwark_dev.local.template_model import LOCAL_ACCOUNT, LOCAL_REGION
 
 _MAX_BODY = 16 * 1024 * 1024
+_INVOKE_PREFIX = "/2015-03-31/functions/"
+_HOP_BY_HOP = ("content-length", "transfer-encoding", "connection", "date", "keep-alive")
 _CLOCK_SKEW = dt.timedelta(minutes=15)  # AWS refuses a signature older or newer than this
 _AUTH = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request,"
@@ -63,6 +71,59 @@ class Denial:
     resource: str
     reason: str  # implicit_deny / explicit_deny / key_policy
     statement: str | None  # the Deny that refused, if any
+
+
+class RelayedStream:
+    """An open streaming answer (the Lambda router's, the SageMaker stand-in's), relayed to the caller piece by piece
+    (see send_relayed)."""
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        conn: http.client.HTTPConnection,
+        answer: http.client.HTTPResponse,
+        frame: Callable[[bytes], bytes] = bytes,
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self._conn = conn
+        self._answer = answer
+        self._frame = frame  # how each piece goes out (as it came, or wrapped in the service's event)
+
+    def pieces(self) -> Iterable[bytes]:
+        """The body as it arrives (de-chunked), until the upstream ends it; OSError if the stream breaks."""
+        while True:
+            data = self._answer.read1(READ_SIZE)
+            if not data:
+                return
+            yield self._frame(data)
+
+    def close(self) -> None:
+        self._conn.close()  # the router sees the caller go away and closes the function's stream
+
+
+def send_relayed(handler: FastHandler, relayed: RelayedStream) -> None:
+    """Write ``relayed`` on ``handler``'s connection with chunked transfer, each piece flushed as it comes. A broken
+    upstream cuts the body short (no final chunk), as a dropped connection would in AWS; a caller that goes away
+    closes the upstream stream."""
+    reason = handler.responses.get(relayed.status, ("",))[0]
+    lines = [f"HTTP/1.1 {relayed.status} {reason}", *(f"{k}: {v}" for k, v in relayed.headers)]
+    lines += ["Transfer-Encoding: chunked", f"Date: {handler.date_time_string()}"]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", errors="replace")
+    wfile = handler.wfile
+    try:
+        wfile.write(head)
+        wfile.flush()
+        for piece in relayed.pieces():
+            wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            wfile.flush()
+        wfile.write(b"0\r\n\r\n")
+        wfile.flush()
+    except (OSError, http.client.HTTPException):
+        handler.close_connection = True  # cut short: this connection cannot carry another response
+    finally:
+        relayed.close()
 
 
 class Journal:
@@ -491,7 +552,7 @@ class AwsEndpoint:
         return denials
 
     # ---------------------------------------------------------------------------------------------------- services
-    def handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> Response:
+    def handle(self, method: str, raw_path: str, headers: Mapping[str, str], body: bytes) -> Response | RelayedStream:
         lowered = {k.lower(): v for k, v in headers.items()}
         match = _AUTH.fullmatch(lowered.get("authorization", "").strip())
         service = match["service"] if match else _guess_service(raw_path, lowered)
@@ -560,14 +621,18 @@ class AwsEndpoint:
         raw_path: str,
         headers: Mapping[str, str],
         body: bytes,
-    ) -> Response:
+    ) -> Response | RelayedStream:
         path = raw_path.partition("?")[0]
-        prefix = "/2015-03-31/functions/"
-        if not path.startswith(prefix) or not path.endswith("/invocations"):
+        streamed = path.startswith(STREAM_PREFIX) and path.endswith(STREAM_SUFFIX)
+        if streamed:  # InvokeWithResponseStream
+            name = urllib.parse.unquote(path[len(STREAM_PREFIX) : -len(STREAM_SUFFIX)])
+        elif path.startswith(_INVOKE_PREFIX) and path.endswith("/invocations"):  # Invoke
+            name = urllib.parse.unquote(path[len(_INVOKE_PREFIX) : -len("/invocations")])
+        else:
             return _error("lambda", 404, "UnknownOperationException", "only Invoke is served locally")
-        name = urllib.parse.unquote(path[len(prefix) : -len("/invocations")])
         short = name.rsplit(":function:", 1)[-1].split(":", 1)[0]
         arn = model.function_arns.get(short, f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT}:function:{short}")
+        # AWS authorizes Invoke and InvokeWithResponseStream alike, as lambda:InvokeFunction (the Lambda API reference).
         refused = self.authorize(logical_id, [Check("lambda:InvokeFunction", arn, {})], model)
         if refused is not None:
             return _denied("lambda", identity, refused)
@@ -577,7 +642,30 @@ class AwsEndpoint:
             if k.lower().startswith("x-amz-") and k.lower() not in ("x-amz-date", "x-amz-security-token")
         }
         forwarded["Content-Type"] = "application/json"
+        if streamed:
+            return self._open_lambda_stream(path, body, forwarded)
         return self._lambda.request("POST", path, body, forwarded, 900.0)  # the router applies the function's timeout
+
+    def _open_lambda_stream(self, path: str, body: bytes, headers: dict[str, str]) -> Response | RelayedStream:
+        """Start the streaming invocation at the Lambda router: an answer other than 200 (throttled, not found) is
+        relayed whole; a 200 is handed back open, to be relayed as it comes (the router applies the function's
+        timeout; this connection carries only this stream)."""
+        host, port = self._lambda.host, self._lambda.port
+        conn = http.client.HTTPConnection(host, port, timeout=900.0)
+        try:
+            conn.request("POST", path, body=body, headers=headers)
+            answer = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            return _error("lambda", 502, "ServiceException", f"Lambda service unavailable: {type(exc).__name__}")
+        kept = [(k, v) for k, v in answer.getheaders() if k.lower() not in _HOP_BY_HOP]
+        if answer.status != 200:
+            try:
+                data = answer.read()
+            finally:
+                conn.close()
+            return Response(answer.status, kept, data)
+        return RelayedStream(answer.status, kept, conn, answer)
 
     def _kms_call(
         self,
@@ -659,19 +747,22 @@ class AwsEndpoint:
 
     def _sagemaker_call(
         self, logical_id: str, identity: FunctionIdentity | None, raw_path: str, body: bytes
-    ) -> Response:
-        match = re.fullmatch(r"/endpoints/([^/]+)/invocations", raw_path.partition("?")[0])
+    ) -> Response | RelayedStream:
+        match = re.fullmatch(r"/endpoints/([^/]+)/invocations(-response-stream)?", raw_path.partition("?")[0])
         if match is None:
             return _error("sagemaker", 404, "UnknownOperationException", "only InvokeEndpoint is served locally")
         name = urllib.parse.unquote(match[1])
         # SageMaker ARNs are lower case, whatever the endpoint name's case.
         arn = f"arn:aws:sagemaker:{LOCAL_REGION}:{LOCAL_ACCOUNT}:endpoint/{name.lower()}"
+        # InvokeEndpointWithResponseStream is authorized as sagemaker:InvokeEndpoint (the SageMaker API reference).
         refused = self.authorize(logical_id, [Check("sagemaker:InvokeEndpoint", arn, {})])
         if refused is not None:
             return _denied("sagemaker", identity, refused)
         if self._sagemaker_model is None:
             return _error("sagemaker", 400, "ValidationError", f"Endpoint {name} not found.")
         pool, base = self._sagemaker_model
+        if match[2]:
+            return self._open_sagemaker_stream(pool.host, pool.port, f"{base}/chat/completions", body)
         answer = pool.request("POST", f"{base}/chat/completions", body, {"Content-Type": "application/json"}, 60.0)
         if answer.status >= 300:
             # InvokeEndpoint reports a model's own error as ModelError (424) with its status in the message.
@@ -679,13 +770,30 @@ class AwsEndpoint:
         kept = [("Content-Type", "application/json"), ("x-Amzn-Invoked-Production-Variant", "AllTraffic")]
         return Response(200, kept, answer.body)
 
+    @staticmethod
+    def _open_sagemaker_stream(host: str, port: int, path: str, body: bytes) -> Response | RelayedStream:
+        """InvokeEndpointWithResponseStream: the model's own stream (OpenAI SSE from a messages-API container), each
+        piece in a PayloadPart event as it arrives."""
+        conn = http.client.HTTPConnection(host, port, timeout=60.0)
+        try:
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            answer = conn.getresponse()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return _error("sagemaker", 424, "ModelError", "Received no answer from primary")
+        if answer.status >= 300:
+            conn.close()
+            return _error("sagemaker", 424, "ModelError", f"Received client error ({answer.status}) from primary")
+        kept = [("Content-Type", EVENTSTREAM_TYPE), ("x-Amzn-Invoked-Production-Variant", "AllTraffic")]
+        return RelayedStream(200, kept, conn, answer, lambda data: eventstream_event("PayloadPart", data))
+
 
 def _names_principal(statement: Statement, arn: str) -> bool:
     return arn in statement.principals or "*" in statement.principals
 
 
 def _guess_service(raw_path: str, lowered: Mapping[str, str]) -> str:
-    if raw_path.startswith("/2015-03-31/"):
+    if raw_path.startswith(("/2015-03-31/", "/2021-11-15/")):
         return "lambda"
     if raw_path.startswith("/endpoints/"):
         return "sagemaker"
@@ -742,6 +850,9 @@ def _make_handler(endpoint: AwsEndpoint) -> type[FastHandler]:
         def do_POST(self) -> None:  # noqa: N802 - http.server dispatches on this name
             body = self.read_body(_MAX_BODY)
             response = endpoint.handle("POST", self.path, dict(self.headers.items()), body)
+            if isinstance(response, RelayedStream):
+                send_relayed(self, response)
+                return
             keep = [(k, v) for k, v in response.headers if k.lower() not in ("content-length", "date", "connection")]
             self.send_bytes(response.status, keep, response.body)
 

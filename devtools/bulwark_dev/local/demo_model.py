@@ -53,6 +53,11 @@ class DemoModelServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.last_request: dict[str, Any] | None = None
         self.lock = threading.Lock()
+        # A stream's pace (seconds between tokens) and length (the echo said this many times), so streaming tests
+        # and benchmarks see tokens produced over time, as from a real model.
+        self.token_delay = 0.0
+        self.repeat = 1
+        self.streams_cut = 0  # streams whose reader went away before the end
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up (keep-alive closed, benchmark ending) is normal; do not print a traceback.
@@ -123,6 +128,8 @@ class _Handler(BaseHTTPRequestHandler):
         cid, created = f"chatcmpl-demo-{uuid.uuid4().hex[:12]}", int(time.time())
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         if request.get("stream"):
+            completion *= max(1, self.server.repeat)
+            usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
             include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
             self._stream(cid, created, text, usage if include_usage else None)
             return
@@ -155,9 +162,18 @@ class _Handler(BaseHTTPRequestHandler):
             return {"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}
 
         chunk([delta({"role": "assistant", "content": ""})])
-        words = text.split(" ")
-        for i, word in enumerate(words):
-            chunk([delta({"content": word if i == 0 else " " + word})])
+        words = text.split(" ") * max(1, self.server.repeat)
+        delay = self.server.token_delay
+        try:
+            for i, word in enumerate(words):
+                if delay:
+                    time.sleep(delay)
+                chunk([delta({"content": word if i == 0 else " " + word})])
+        except (BrokenPipeError, ConnectionResetError):
+            with self.server.lock:
+                self.server.streams_cut += 1
+            self.close_connection = True
+            return
         chunk([delta({}, "stop")])
         if usage is not None:
             chunk([], {"usage": usage})

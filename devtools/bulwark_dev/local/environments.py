@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bulwark_dev.local.lambda_worker import InvokeResult, WorkerError, WorkerProcess
+from bulwark_dev.local.stream_transport import ReleasingStream, open_event_stream
 
 # Lambda's own default for an unreserved function is the account's pool (1,000); locally that would let a runaway
 # loop start hundreds of processes. An unreserved function gets this cap instead (a documented local difference).
@@ -168,6 +169,21 @@ class FunctionPool:
             return future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
             raise TimeoutError(f"{self.name} did not answer within {timeout} s") from None
+
+    def invoke_stream(self, payload: bytes, idle_timeout: float) -> ReleasingStream | None:
+        """One InvokeWithResponseStream call (stream_transport): the environment stays busy until the stream ends or
+        is closed, as a Lambda environment is for a streamed response. None when the function is at its concurrency.
+        """
+        environment = self._acquire()
+        if environment is None:
+            return None
+        try:
+            stream = open_event_stream(environment.process.port, self.name, payload, idle_timeout=idle_timeout)
+        except BaseException:
+            environment.dead = True
+            self._release(environment)
+            raise
+        return ReleasingStream(stream, lambda: self._release(environment))
 
     def _run(self, environment: Environment, payload: bytes, headers: dict[str, str]) -> InvokeResult:
         try:

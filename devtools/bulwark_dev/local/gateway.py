@@ -17,15 +17,17 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from bulwark.streaming.http import split_metadata
 from bulwark_dev.local._http import BodyTooLarge, FastHandler, QuietServer, serve_in_thread
 from bulwark_dev.local.lambda_worker import InvokeResult
+from bulwark_dev.local.stream_transport import StreamThrottled, send_stream
 from bulwark_dev.local.template_model import LOCAL_ACCOUNT, LOCAL_REGION, ApiSpec, AuthorizerSpec, RouteSpec
 
 MAX_PAYLOAD: Final = 10 * 1024 * 1024  # API Gateway's request payload quota
@@ -33,8 +35,16 @@ INTEGRATION_TIMEOUT: Final = 29.0  # API Gateway's default (and, for REST APIs, 
 _PROXY_RESPONSE_KEYS: Final = frozenset({"statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded"})
 _HOP_BY_HOP: Final = frozenset({"content-length", "connection", "transfer-encoding", "keep-alive", "date"})
 
+# API Gateway's limits for a streamed response (regional endpoint): 5 minutes without a byte, 15 minutes in all; the
+# metadata (status, headers) must come within the first 16 KB.
+STREAM_IDLE_TIMEOUT: Final = 300.0
+STREAM_MAX_SECONDS: Final = 900.0
+STREAM_METADATA_LIMIT: Final = 16 * 1024
+
 # (function logical id, payload, timeout s) -> result; TimeoutError when no answer in time, OSError if unreachable.
 Invoke = Callable[[str, bytes, float], InvokeResult]
+# (function logical id, payload, idle timeout s) -> the PayloadChunk bytes (iterable, with close()).
+InvokeStream = Callable[[str, bytes, float], Any]
 AccessLog = Callable[[dict[str, Any]], None]
 
 
@@ -139,6 +149,7 @@ class GatewayResult:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    stream: Any = None  # a STREAM integration's remaining body (iterable of bytes, with close()): sent chunked
 
 
 @dataclass
@@ -193,9 +204,15 @@ class ApiGatewayEmulator:
         port: int = 0,
         access_log: AccessLog | None = None,
         integration_timeout: float = INTEGRATION_TIMEOUT,
+        invoke_stream: InvokeStream | None = None,
+        stream_idle_timeout: float = STREAM_IDLE_TIMEOUT,
+        stream_max_seconds: float = STREAM_MAX_SECONDS,
     ) -> None:
         self.api = api
         self._invoke = invoke
+        self._invoke_stream = invoke_stream
+        self.stream_idle_timeout = stream_idle_timeout
+        self.stream_max_seconds = stream_max_seconds
         self._timeouts = dict(function_timeouts or {})
         self._access_log = access_log
         self._integration_timeout = integration_timeout
@@ -428,6 +445,8 @@ class ApiGatewayEmulator:
         except UnicodeDecodeError:
             event["body"] = base64.b64encode(request.body).decode()
             event["isBase64Encoded"] = True
+        if route.stream and self._invoke_stream is not None:
+            return self._integrate_stream(request, route, json.dumps(event).encode())
         started = time.perf_counter()
         try:
             result = self._invoke(route.function, json.dumps(event).encode(), self._integration_timeout)
@@ -456,6 +475,46 @@ class ApiGatewayEmulator:
         if "content-type" not in names:
             headers.append(("Content-Type", "application/json"))
         return GatewayResult(status, headers, body)
+
+    def _integrate_stream(self, request: _Request, route: RouteSpec, payload: bytes) -> GatewayResult:
+        """ResponseTransferMode STREAM: InvokeWithResponseStream; status and headers from the metadata before the
+        eight-NUL delimiter (within the first 16 KB), then the body goes to the client as it arrives."""
+        assert self._invoke_stream is not None
+        started = time.perf_counter()
+        stream: Any = None
+        split: tuple[dict[str, Any], bytes] | None = None
+        try:
+            stream = self._invoke_stream(route.function, payload, self.stream_idle_timeout)
+            pieces = iter(stream)
+            buffer = b""
+            while split is None:
+                buffer += next(pieces)
+                split = split_metadata(buffer)
+                if split is None and len(buffer) > STREAM_METADATA_LIMIT:
+                    raise ValueError("no metadata delimiter in the first 16 KB")
+        except TimeoutError:
+            request.log["integrationError"] = "timeout"
+            return self.error(request, "INTEGRATION_TIMEOUT")
+        except StreamThrottled:
+            # The streaming invoke's own error, as the buffered integration logs Invoke's (see _integrate).
+            request.log["integrationError"] = "TooManyRequestsException"
+            return self.error(request, "INTEGRATION_FAILURE", status=500)
+        except (OSError, ValueError, StopIteration, RuntimeError) as exc:
+            request.log["integrationError"] = type(exc).__name__
+            return self.error(request, "DEFAULT_5XX")
+        finally:
+            request.log["integrationLatencyMs"] = round((time.perf_counter() - started) * 1000, 3)
+            if split is None and stream is not None:
+                stream.close()  # no response to relay: free the function's environment now
+        meta, rest = split
+        headers = [(str(k), _header_value(v)) for k, v in (meta.get("headers") or {}).items()]
+        for name, values in (meta.get("multiValueHeaders") or {}).items():
+            headers.extend((str(name), _header_value(v)) for v in values or [])
+        if "content-type" not in {name.lower() for name, _ in headers}:
+            headers.append(("Content-Type", "application/json"))
+        request.log["responseTransferMode"] = "STREAM"
+
+        return GatewayResult(int(meta.get("statusCode", 200)), headers, b"", stream=_StreamBody(rest, pieces, stream))
 
     # ------------------------------------------------------------------------------------------------------- errors
     def error(self, request: _Request, response_type: str, status: int | None = None) -> GatewayResult:
@@ -562,6 +621,24 @@ def _resource_id(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()[:6]
 
 
+class _StreamBody:
+    """The rest of a streamed integration response. close() frees the function's stream even if it was never read
+    (a generator's cleanup would not run then)."""
+
+    def __init__(self, rest: bytes, pieces: Iterator[bytes], stream: Any) -> None:
+        self._rest = rest
+        self._pieces = pieces
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._rest:
+            yield self._rest
+        yield from self._pieces
+
+    def close(self) -> None:
+        self._stream.close()
+
+
 def _make_handler(gateway: ApiGatewayEmulator) -> type[FastHandler]:
     class GatewayHandler(FastHandler):
         def _handle(self) -> None:
@@ -591,7 +668,17 @@ def _make_handler(gateway: ApiGatewayEmulator) -> type[FastHandler]:
                 result = gateway.error(request, "DEFAULT_5XX")
             headers = [(k, v) for k, v in result.headers if k.lower() not in ("x-request-id", "x-amzn-requestid")]
             headers += [("x-request-id", request.request_id), ("x-amzn-RequestId", request.request_id)]
-            self.send_bytes(result.status, headers, result.body, close=close, head=self.command == "HEAD")
+            if result.stream is not None:
+                request.log["streamEnd"] = send_stream(
+                    self,
+                    result.status,
+                    headers,
+                    result.stream,
+                    idle_timeout=gateway.stream_idle_timeout,
+                    max_seconds=gateway.stream_max_seconds,
+                )
+            else:
+                self.send_bytes(result.status, headers, result.body, close=close, head=self.command == "HEAD")
             if gateway._access_log is not None:
                 gateway._access_log(
                     {

@@ -30,13 +30,14 @@ import time
 import traceback
 import urllib.parse
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
 
 from bulwark_dev.local._http import ConnectionPool, FastHandler, QuietServer, Response
 from bulwark_dev.local._proc import preexec_for_child, stop_process
+from bulwark_dev.local.stream_transport import STREAM_PREFIX, STREAM_SUFFIX, serve_stream_invocation
 
 INVOKE_PREFIX = "/2015-03-31/functions/"
 STATS_PATH = "/__bulwark/stats"
@@ -199,6 +200,10 @@ class _Worker:
 
     @staticmethod
     def _marshal(result: Any, request_id: str) -> tuple[bytes, bool]:
+        if isinstance(result, Iterator):
+            # A streaming handler called with plain Invoke: Lambda buffers the streamed bytes into the response.
+            body = b"".join(result)
+            return body, len(body) > MAX_PAYLOAD
         try:
             body = json.dumps(result, default=_decimal_default).encode()
         except (TypeError, ValueError) as exc:
@@ -212,6 +217,15 @@ class _Worker:
             }
             return json.dumps(error).encode(), True
         return body, False
+
+    def call_raw(self, event: Any, request_id: str) -> Any:
+        """The handler's own return value (a streaming handler's iterator included), for stream_transport."""
+        if self.import_error is not None:
+            raise RuntimeError(self.import_error["errorMessage"])
+        context = LambdaContext(
+            request_id=request_id, function_name=self.name, memory_mb=self.memory, timeout_s=self.timeout
+        )
+        return self._timed_handler(event, context)
 
     def _timed_handler(self, event: Any, context: Any) -> Any:
         assert self.handler is not None
@@ -265,6 +279,9 @@ def _make_handler(worker: _Worker, names: tuple[str, ...]) -> type[FastHandler]:
 
         def do_POST(self) -> None:  # noqa: N802 - http.server dispatches on this name
             path = urllib.parse.urlsplit(self.path).path
+            if path.startswith(STREAM_PREFIX) and path.endswith(STREAM_SUFFIX):
+                self._stream(urllib.parse.unquote(path[len(STREAM_PREFIX) : -len(STREAM_SUFFIX)]))
+                return
             if not (path.startswith(INVOKE_PREFIX) and path.endswith("/invocations")):
                 _aws_error(self, 404, "UnknownOperationException", "Unknown operation")
                 return
@@ -311,6 +328,50 @@ def _make_handler(worker: _Worker, names: tuple[str, ...]) -> type[FastHandler]:
                 if worker.timed_out:
                     # Lambda discards an environment whose invocation timed out; the next invoke gets a fresh init.
                     os._exit(0)
+
+        def _stream(self, target: str) -> None:
+            """InvokeWithResponseStream (stream_transport): pieces go out as the handler yields them."""
+            if not any(target == name or target.endswith(f"function:{worker.name}") for name in names):
+                self.read_body(MAX_PAYLOAD * 2)
+                _aws_error(self, 404, "ResourceNotFoundException", f"Function not found: {target}")
+                return
+            try:
+                event = json.loads(self.read_body(MAX_PAYLOAD) or b"{}")
+            except ValueError:
+                _aws_error(self, 400, "InvalidRequestContentException", "Could not parse request body into json")
+                return
+            request_id = str(uuid.uuid4())
+            # A buffered invocation's answer goes out before it lets go of the environment: wait that instant out.
+            if not worker.busy.acquire(timeout=1.0):
+                _aws_error(self, 429, "TooManyRequestsException", "This execution environment is busy")
+                return
+            worker.platform_line(f"START RequestId: {request_id} Version: $LATEST")
+            started = time.perf_counter()
+
+            def failed(exc: BaseException) -> None:
+                worker.platform_line(
+                    json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__, "requestId": request_id})
+                )
+
+            def done() -> None:
+                duration = (time.perf_counter() - started) * 1000
+                worker.invocations += 1
+                worker.platform_line(f"END RequestId: {request_id}")
+                worker.platform_line(
+                    f"REPORT RequestId: {request_id}\tDuration: {duration:.2f} ms"
+                    f"\tBilled Duration: {math.ceil(duration)} ms\tMemory Size: {worker.memory} MB"
+                    f"\tMax Memory Used: {_memory_kb().get('VmHWM', 0) // 1024} MB\t"
+                )
+                worker.busy.release()
+
+            serve_stream_invocation(
+                self,
+                lambda: worker.call_raw(event, request_id),
+                request_id=request_id,
+                timeout=worker.timeout,
+                on_error=failed,
+                on_done=done,
+            )
 
     return InvokeHandler
 

@@ -29,6 +29,14 @@ from bulwark_dev.local.environments import DEFAULT_IDLE_TIMEOUT, FunctionPool, S
 from bulwark_dev.local.gateway import ApiGatewayEmulator
 from bulwark_dev.local.iam_roles import RoleBook
 from bulwark_dev.local.lambda_worker import INVOKE_PREFIX, InvokeResult, WorkerError
+from bulwark_dev.local.stream_transport import (
+    STREAM_PREFIX,
+    STREAM_SUFFIX,
+    ReleasingStream,
+    StreamFailed,
+    StreamThrottled,
+    serve_stream_invocation,
+)
 from bulwark_dev.local.template_model import ApiSpec, TemplateModel, load_template
 
 STATE_FILE = "local.json"
@@ -272,6 +280,12 @@ class FunctionFleet:
     def invoke(self, logical_id: str, payload: bytes, timeout: float) -> InvokeResult:
         return self.pools[logical_id].invoke(payload, timeout)
 
+    def invoke_stream(self, logical_id: str, payload: bytes, idle_timeout: float) -> ReleasingStream:
+        stream = self.pools[logical_id].invoke_stream(payload, idle_timeout)
+        if stream is None:
+            raise StreamThrottled(f"{logical_id} is at its reserved concurrency")
+        return stream
+
     def pool_for(self, name_or_arn: str) -> FunctionPool | None:
         function = self.template.function_by_name(name_or_arn)
         return self.pools.get(function.logical_id) if function else None
@@ -303,6 +317,9 @@ def _make_router(fleet: FunctionFleet) -> type[FastHandler]:
     class LambdaApiHandler(FastHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server dispatches on this name
             path = urllib.parse.urlsplit(self.path).path
+            if path.startswith(STREAM_PREFIX) and path.endswith(STREAM_SUFFIX):
+                self._stream(urllib.parse.unquote(path[len(STREAM_PREFIX) : -len(STREAM_SUFFIX)]))
+                return
             name = urllib.parse.unquote(path[len(INVOKE_PREFIX) :].split("/", 1)[0])
             body = self.read_body(16 * 1024 * 1024)
             pool = fleet.pool_for(name) if path.startswith(INVOKE_PREFIX) else None
@@ -331,6 +348,36 @@ def _make_router(fleet: FunctionFleet) -> type[FastHandler]:
                 self.send_bytes(502, headers, message)
                 return
             self.send_bytes(result.status, result.headers, result.payload)
+
+        def _stream(self, name: str) -> None:
+            """InvokeWithResponseStream: an environment of the function, held for the whole stream, which goes on to
+            the caller piece by piece (re-framed; the caller going away closes the environment's stream)."""
+            body = self.read_body(16 * 1024 * 1024)
+            pool = fleet.pool_for(name)
+            if pool is None:
+                message = json.dumps({"Type": "User", "Message": f"Function not found: {name}"}).encode()
+                headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ResourceNotFoundException")]
+                self.send_bytes(404, headers, message)
+                return
+            try:
+                stream = pool.invoke_stream(body, float(pool.timeout))
+            except (TimeoutError, OSError, WorkerError, StreamFailed) as exc:
+                message = json.dumps({"Type": "Service", "Message": f"Lambda environment unavailable: {exc}"}).encode()
+                headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "ServiceException")]
+                self.send_bytes(502, headers, message)
+                return
+            if stream is None:
+                reason = {"Type": "User", "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"}
+                headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", "TooManyRequestsException")]
+                self.send_bytes(429, headers, json.dumps(reason).encode())
+                return
+            serve_stream_invocation(
+                self,
+                lambda: iter(stream),
+                request_id=str(uuid.uuid4()),
+                timeout=float(pool.timeout),
+                on_error=lambda _exc: None,
+            )
 
     return LambdaApiHandler
 
@@ -463,6 +510,16 @@ class LocalStack:
             raise ConnectionRefusedError("the Lambda workers are stopped")
         return self.fleet.invoke(logical_id, payload, timeout)
 
+    def _invoke_stream(self, logical_id: str, payload: bytes, idle_timeout: float) -> ReleasingStream:
+        if self.fleet is None:
+            raise ConnectionRefusedError("the Lambda workers are stopped")
+        return self.fleet.invoke_stream(logical_id, payload, idle_timeout)
+
+    @property
+    def demo_server(self) -> Any:
+        """The demo model server (its stream pace and length can be set: token_delay, repeat)."""
+        return self._demo
+
     def worker_stats(self) -> dict[str, dict[str, Any]]:
         """Per function: its execution environments (started, running, throttles, peak concurrency, log streams) and
         sums over the running ones of rss_kb, peak_rss_kb (VmHWM), invocations; see FunctionPool.describe."""
@@ -507,6 +564,7 @@ class LocalStack:
                 function_timeouts={k: float(f.timeout) for k, f in template.functions.items()},
                 port=self.port,
                 access_log=self.logs.access,
+                invoke_stream=self._invoke_stream,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:

@@ -133,6 +133,7 @@ class RouteSpec(_Frozen):
     path: str  # API Gateway resource path, e.g. /v1/models/{model}/invoke
     function: str  # logical id of the integration function
     authorizer: str | None  # authorizer name, None when the route is open (Auth.Authorizer: NONE or no default)
+    stream: bool = False  # ResponseTransferMode RESPONSE_STREAM: InvokeWithResponseStream, body sent as it comes
 
 
 class GatewayResponseSpec(_Frozen):
@@ -583,6 +584,7 @@ def _apis(
                 path=str(props["Path"]),
                 function=function,
                 authorizer=None if chosen in (None, "NONE", "AWS_IAM") else str(chosen),
+                stream=props.get("ResponseTransferMode") == "RESPONSE_STREAM",
             )
         )
 

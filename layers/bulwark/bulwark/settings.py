@@ -23,6 +23,9 @@ class Settings(BaseModel):
     region: str = "us-east-1"
     local: bool = Field(default=False, description="BULWARK_LOCAL=1 under `bulwark local` (plain http to loopback)")
     pii_memo_chars: int = Field(default=PII_MEMO_CHARS, ge=0, description="BULWARK_PII_MEMO_CHARS (0: off)")
+    # The validator's integration streams (API Gateway responseTransferMode STREAM): `stream: true` is forwarded as
+    # the model writes it, over InvokeWithResponseStream to the invoker.
+    stream_responses: bool = Field(default=False, description="BULWARK_STREAM_RESPONSES=1")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Self:
@@ -39,6 +42,7 @@ class Settings(BaseModel):
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
             local=e.get("BULWARK_LOCAL", "") == "1",
             pii_memo_chars=e.get("BULWARK_PII_MEMO_CHARS") or PII_MEMO_CHARS,
+            stream_responses=e.get("BULWARK_STREAM_RESPONSES", "") == "1",
         )
 
 

@@ -29,7 +29,10 @@ _DOMAIN = b"bulwark/validator->invoker/v1\n"  # the MAC means this and nothing e
 # A validator request lives until its deadline (DEADLINE_SECONDS after it was made); one that claims to live longer
 # than this was not made by the validator.
 MAX_LIFETIME_MS = 60_000
-_REMEMBERED = 50_000  # request ids this container remembers (each lives at most MAX_LIFETIME_MS)
+# A streamed call (transport "stream", which the MAC covers) lives until the validator's STREAM_DEADLINE_SECONDS
+# (14 minutes; API Gateway ends a streamed response at 15): it may claim up to this.
+STREAM_MAX_LIFETIME_MS = 15 * 60_000
+_REMEMBERED = 50_000  # request ids this container remembers (each lives at most STREAM_MAX_LIFETIME_MS)
 
 
 class TrustRefused(Exception):
@@ -99,7 +102,8 @@ class MacVerifier:
         now_ms = int(self._clock() * 1000)
         if request.deadline_epoch_ms < now_ms:
             raise TrustRefused("expired")
-        if request.deadline_epoch_ms - now_ms > MAX_LIFETIME_MS:
+        lifetime = STREAM_MAX_LIFETIME_MS if request.transport == "stream" else MAX_LIFETIME_MS
+        if request.deadline_epoch_ms - now_ms > lifetime:
             raise TrustRefused("deadline_too_far")
         token = f"mac:{request.request_id}:{request.mac}"
         claim = self._claims.submit(self._claim_once, token, request.deadline_epoch_ms // 1000 + 60)
@@ -134,7 +138,7 @@ class MacVerifier:
     def _remember(self, token: str, deadline_ms: int, now_ms: int) -> bool:
         with self._seen_lock:
             while self._seen and (len(self._seen) >= _REMEMBERED or next(iter(self._seen.values())) < now_ms):
-                self._seen.popitem(last=False)  # oldest first; every entry expires within MAX_LIFETIME_MS
+                self._seen.popitem(last=False)  # oldest first; each expires at its deadline
             if token in self._seen:
                 return False
             self._seen[token] = deadline_ms

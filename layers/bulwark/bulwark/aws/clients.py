@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import threading
 from functools import cache, lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulwark.aws.sigv4 import CredentialSource
+
+if TYPE_CHECKING:
+    from bulwark.aws.invoke_stream import LambdaStreamClient
 from bulwark.aws.wire import DynamoDBClient, Endpoint, KmsClient, LambdaClient, SecretsManagerClient, resolve_endpoint
 
 _lock = threading.Lock()
@@ -123,6 +126,14 @@ def _dynamodb(kwargs: dict[str, Any]) -> DynamoDBClient:
 def lambda_client() -> LambdaClient:
     # The invoker may take up to the API Gateway integration limit; never retried (the invoker is not idempotent).
     return LambdaClient(**_wire_kwargs("lambda", "LAMBDA", read_timeout=29.0, max_attempts=1))
+
+
+def lambda_stream_client() -> LambdaStreamClient:
+    """InvokeWithResponseStream to the invoker. The read timeout is the longest silence allowed inside a stream: API
+    Gateway's idle timeout for a streamed response (5 minutes, regional endpoints)."""
+    from bulwark.aws.invoke_stream import LambdaStreamClient
+
+    return LambdaStreamClient(**_wire_kwargs("lambda", "LAMBDA", read_timeout=300.0, max_attempts=1))
 
 
 @lru_cache(maxsize=1)

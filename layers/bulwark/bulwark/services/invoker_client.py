@@ -24,6 +24,8 @@ class InvokerRequest(BaseModel):
     route: Literal["chat", "invoke"]
     payload: str  # the validator's canonical JSON of the validated request, never the raw body
     stream: bool = False
+    # "stream": answered over InvokeWithResponseStream as hop records (bulwark.streaming.hop), as the model writes.
+    transport: Literal["buffered", "stream"] = "buffered"
     include_usage: bool = False
     output_pii: Literal["off", "flag", "redact"] = "redact"
     deadline_epoch_ms: int
@@ -97,10 +99,33 @@ class InvokerClient:
         lambda_client: Any,
         function_name: str,
         sign: Callable[[InvokerRequest], InvokerRequest] | None = None,
+        stream_client: Any | None = None,
     ) -> None:
         self._lambda = lambda_client
         self._function = function_name
         self._sign = sign  # bulwark.auth.invoker_trust.MacSigner.sign: the invoker refuses unsigned requests
+        self._stream_client = stream_client
+
+    @property
+    def streams(self) -> bool:
+        return self._stream_client is not None
+
+    def invoke_stream(self, request: InvokerRequest) -> Any:
+        """The invoker's response stream (an iterable of bytes with close()); UpstreamError if it cannot start."""
+        if self._stream_client is None:
+            raise UpstreamError()
+        if self._sign is not None:
+            request = self._sign(request)
+        try:
+            return self._stream_client.invoke_with_response_stream(
+                self._function, request.model_dump_json().encode("utf-8")
+            )
+        except AwsServiceError as exc:
+            if exc.code == "TooManyRequestsException":
+                raise _in_flight() from exc  # as for Invoke: retry shortly, the reservation is given back
+            raise UpstreamError() from exc
+        except AwsError as exc:
+            raise UpstreamError() from exc
 
     def invoke(self, request: InvokerRequest) -> InvokerResponse:
         if self._sign is not None:
@@ -116,11 +141,7 @@ class InvokerClient:
             if exc.code == "TooManyRequestsException":
                 # Every invoker environment is busy (its reserved concurrency caps model calls in flight). Not an
                 # upstream failure: the caller is told to retry shortly, and its reservation is given back.
-                raise RateLimited(
-                    "Too many model calls are in flight. Retry after the Retry-After delay.",
-                    code="concurrency_exceeded",
-                    retry_after=1,
-                ) from exc
+                raise _in_flight() from exc
             raise UpstreamError() from exc
         except AwsError as exc:
             raise UpstreamError() from exc
@@ -130,3 +151,11 @@ class InvokerClient:
             return InvokerResponse.model_validate(json.loads(raw))
         except (ValueError, ValidationError) as exc:
             raise UpstreamError() from exc
+
+
+def _in_flight() -> RateLimited:
+    return RateLimited(
+        "Too many model calls are in flight. Retry after the Retry-After delay.",
+        code="concurrency_exceeded",
+        retry_after=1,
+    )

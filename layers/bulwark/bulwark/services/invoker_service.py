@@ -30,6 +30,9 @@ from bulwark.policy import ModelConfig, Policy, current_policy
 from bulwark.services.invoker_client import InvokerRequest, InvokerResponse, InvokerUsage
 from bulwark.settings import Settings, settings
 from bulwark.store.idempotency import Idempotency
+from bulwark.streaming.hop import end_record, sse_record
+from bulwark.streaming.output_filter import filter_completion, filter_json, guard_completion
+from bulwark.streaming.relay import StreamOutcome, relay_chat
 
 
 class InvokerService:
@@ -52,16 +55,21 @@ class InvokerService:
         self._metrics = metrics
         self._idempotency = idempotency
 
-    def handle(self, raw_event: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, raw_event: dict[str, Any]) -> dict[str, Any] | Iterator[bytes]:
+        """A dict for Invoke; for a streamed chat request (transport "stream"), the hop records as they are made."""
         try:
             req = InvokerRequest.model_validate(raw_event)
         except ValidationError:
             # Only the validator may invoke this function; anything else is a bug or an intrusion.
             self._log.error("malformed invoker request refused")
             return InvokerResponse.from_error(InvalidRequest()).model_dump()
+        streamed = req.transport == "stream" and req.stream and req.route == "chat"
         refused = self._refuse_untrusted(req)
         if refused is not None:
-            return refused.model_dump()
+            # A streamed request is answered on the stream: its refusal is the `end` record, as any early error.
+            return iter([end_record(refused.model_dump_json())]) if streamed else refused.model_dump()
+        if streamed:
+            return self._stream_records(req)  # never replayed: a stream is not stored for Idempotency-Key
         if req.idempotency_key and self._idempotency is not None:
             try:
                 result = self._idempotency.run(
@@ -77,6 +85,69 @@ class InvokerService:
             result["replayed"] = result.pop("origin_request_id", req.request_id) != req.request_id
             return result
         return self._call(req).model_dump()
+
+    def _prepare(self, req: InvokerRequest) -> tuple[Any, float, dict[str, Any], Any | None]:
+        """Upstream, deadline, payload and Bedrock guardrail of one call (the input check done)."""
+        model_cfg = self._policy().models.get(req.model)
+        if model_cfg is None:
+            raise PermissionDenied()
+        upstream = self._upstream_for(req.model, model_cfg)
+        deadline = time.monotonic() + max(0.5, req.deadline_epoch_ms / 1000 - time.time())
+        payload = json.loads(req.payload)
+        guardrail = self._bedrock_guardrail(req.role)
+        if guardrail is not None:
+            self._check_input(guardrail, req.route, payload)
+        return upstream, deadline, payload, guardrail
+
+    def _stream_records(self, req: InvokerRequest) -> Iterator[bytes]:
+        """Open the upstream stream, relay it chunk by chunk as hop records, end with the usage to settle. A failure
+        before the first chunk is an `end` record with the error (the validator answers it as a normal error)."""
+        started = time.perf_counter()
+        outcome = StreamOutcome()
+        try:
+            upstream, deadline, payload, guardrail = self._prepare(req)
+            chunks = upstream.chat_stream(payload, deadline=deadline)
+        except BulwarkError as exc:
+            out = InvokerResponse.from_error(exc)
+        except Exception:
+            self._log.exception("upstream adapter failed")
+            out = InvokerResponse.from_error(UpstreamError())
+        else:
+            try:
+                for event in self._relay(chunks, req, guardrail, outcome):
+                    yield sse_record(event)
+            finally:
+                # Runs on GeneratorExit too (the validator went away): the relay has closed the upstream call and
+                # counted what was generated; this line is the invoker's record of it.
+                self._log_call(req, outcome_response(outcome), started, outcome)
+            yield end_record(outcome_response(outcome, upstream_ms=_ms(started)).model_dump_json())
+            return
+        if out.error is not None:
+            self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
+            self._log.warning("upstream call failed", extra={"model": req.model, "code": out.error.code})
+        out.upstream_ms = _ms(started)
+        yield end_record(out.model_dump_json())
+
+    def _log_call(self, req: InvokerRequest, out: InvokerResponse, started: float, outcome: StreamOutcome) -> None:
+        upstream_ms = _ms(started)
+        self._metrics.add_metric(name="UpstreamLatency", unit=MetricUnit.Milliseconds, value=upstream_ms)
+        if outcome.error is not None:
+            self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
+        self._log.info(
+            "upstream stream",
+            extra={
+                "model": req.model,
+                "route": req.route,
+                "ok": outcome.error is None,
+                "code": outcome.error.code if outcome.error else "",
+                "completed": outcome.completed,
+                "client_disconnected": outcome.disconnected,
+                "upstream_ms": upstream_ms,
+                "prompt_tokens": out.usage.prompt_tokens,
+                "completion_tokens": out.usage.completion_tokens,
+                "usage_estimated": out.usage.estimated,
+            },
+        )
 
     def _refuse_untrusted(self, req: InvokerRequest) -> InvokerResponse | None:
         """Only the validator's signed, unexpired, first-seen request is served; the role must still allow the
@@ -113,20 +184,12 @@ class InvokerService:
 
     def _call(self, req: InvokerRequest) -> InvokerResponse:
         started = time.perf_counter()
-        model_cfg = self._policy().models.get(req.model)
         try:
-            if model_cfg is None:
-                raise PermissionDenied()
-            upstream = self._upstream_for(req.model, model_cfg)
-            deadline = time.monotonic() + max(0.5, req.deadline_epoch_ms / 1000 - time.time())
-            payload = json.loads(req.payload)
-            guardrail = self._bedrock_guardrail(req.role)
-            if guardrail is not None:
-                self._check_input(guardrail, req.route, payload)
+            upstream, deadline, payload, guardrail = self._prepare(req)
             if req.route == "invoke":
                 body, usage = upstream.invoke(payload, deadline=deadline)
                 hits: list[str] = []
-                body = _filter_json(body, req.output_pii, hits)
+                body = filter_json(body, req.output_pii, hits)
                 out = InvokerResponse(
                     ok=True,
                     body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
@@ -134,12 +197,12 @@ class InvokerService:
                     output_hits=hits,
                 )
             elif req.stream:
-                out = self._stream(upstream.chat_stream(payload, deadline=deadline), req)
+                out = self._stream(upstream.chat_stream(payload, deadline=deadline), req, guardrail)
             else:
                 result = upstream.chat(payload, deadline=deadline)
-                hits = _filter_completion(result.body, req.output_pii)
+                hits = filter_completion(result.body, req.output_pii)
                 if guardrail is not None:
-                    hits.extend(_guard_completion(guardrail, result.body))
+                    hits.extend(guard_completion(guardrail, result.body))
                 if req.canary is not None:
                     hits.extend(self._withhold_leaks(result.body, req.canary))
                 out = InvokerResponse(
@@ -216,127 +279,59 @@ class InvokerService:
                 f"The request was refused by the content policy (rule: bedrock_guardrail:{','.join(reasons)})."
             )
 
-    def _stream(self, chunks: Iterator[dict[str, Any]], req: InvokerRequest) -> InvokerResponse:
-        """Collect the stream, filter the whole text (PII can straddle chunks), and re-emit it as OpenAI SSE."""
-        collected = list(chunks)
-        usage = InvokerUsage(estimated=True)
-        texts: dict[int, list[str]] = {}
-        for chunk in collected:
-            if chunk.get("usage"):
-                u = chunk["usage"]
-                usage = InvokerUsage(
-                    prompt_tokens=int(u.get("prompt_tokens", 0)), completion_tokens=int(u.get("completion_tokens", 0))
-                )
-            for choice in chunk.get("choices") or []:
-                delta = choice.get("delta") or {}
-                if isinstance(delta.get("content"), str):
-                    texts.setdefault(int(choice.get("index", 0)), []).append(delta["content"])
-        hits: list[str] = []
-        filtered: dict[int, str] = {}
-        for idx, parts in texts.items():
-            text, kinds = _filter_text("".join(parts), req.output_pii)
-            filtered[idx] = text
-            hits.extend(kinds)
-        events: list[str] = []
-        emitted: set[int] = set()
-        for chunk in collected:
-            if chunk.get("usage") and not chunk.get("choices"):
-                continue
-            out_choices = []
-            for choice in chunk.get("choices") or []:
-                idx = int(choice.get("index", 0))
-                delta = dict(choice.get("delta") or {})
-                if "content" in delta and isinstance(delta["content"], str):
-                    # The filtered text goes out once, in the first content chunk; later content chunks carry none.
-                    if idx in emitted:
-                        del delta["content"]
-                    else:
-                        delta["content"] = filtered.get(idx, "")
-                        emitted.add(idx)
-                if not delta and choice.get("finish_reason") is None:
-                    continue  # nothing left to say in this chunk
-                out_choices.append({**choice, "delta": delta})
-            if not out_choices:
-                continue
-            c = {k: v for k, v in chunk.items() if k != "usage"}
-            c["choices"] = out_choices
-            if req.include_usage:
-                c["usage"] = None
-            events.append("data: " + json.dumps(c, separators=(",", ":"), ensure_ascii=False) + "\n\n")
-        if req.include_usage and collected:
-            last = collected[-1]
-            events.append(
-                "data: "
-                + json.dumps(
-                    {
-                        "id": last.get("id", ""),
-                        "object": "chat.completion.chunk",
-                        "created": last.get("created", 0),
-                        "model": req.model,
-                        "choices": [],
-                        "usage": {
-                            "prompt_tokens": usage.prompt_tokens,
-                            "completion_tokens": usage.completion_tokens,
-                            "total_tokens": usage.total,
-                        },
-                    },
-                    separators=(",", ":"),
-                )
-                + "\n\n"
-            )
-        events.append("data: [DONE]\n\n")
-        return InvokerResponse(
-            ok=True, body="".join(events), content_type="text/event-stream", usage=usage, output_hits=hits
+    def _stream(self, chunks: Any, req: InvokerRequest, guardrail: Any | None) -> InvokerResponse:
+        """The whole stream, relayed through the output guardrails into one SSE body (the buffered invoke path)."""
+        outcome = StreamOutcome()
+        events = list(self._relay(chunks, req, guardrail, outcome))
+        if outcome.error is not None and len(events) == 1:
+            raise outcome.error  # failed before anything was produced: an ordinary error response
+        out = outcome_response(outcome)
+        out.body = b"".join(events).decode("utf-8")
+        return out
+
+    def _relay(self, chunks: Any, req: InvokerRequest, guardrail: Any | None, outcome: StreamOutcome) -> Any:
+        return relay_chat(
+            chunks,
+            model=req.model,
+            pii_mode=req.output_pii,
+            include_usage=req.include_usage,
+            prompt_estimate=_prompt_estimate(req.payload),
+            outcome=outcome,
+            guardrail=guardrail,
+            log=self._log,
+            canary=req.canary,
         )
 
 
-def _filter_json(value: Any, mode: str, hits: list[str]) -> Any:
-    """A legacy model's JSON answer, with every string filtered like chat output (PII and secrets)."""
-    if isinstance(value, str):
-        text, kinds = _filter_text(value, mode)
-        hits.extend(kinds)
-        return text
-    if isinstance(value, list):
-        return [_filter_json(v, mode, hits) for v in value]
-    if isinstance(value, dict):
-        return {k: _filter_json(v, mode, hits) for k, v in value.items()}
-    return value
+def outcome_response(outcome: StreamOutcome, *, upstream_ms: float = 0.0) -> InvokerResponse:
+    """A relayed stream's result for settlement. ok: whatever ended the stream, what was generated is counted."""
+    return InvokerResponse(
+        ok=True,
+        content_type="text/event-stream",
+        usage=InvokerUsage(
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            estimated=outcome.estimated,
+        ),
+        output_hits=outcome.hits,
+        upstream_ms=upstream_ms,
+    )
 
 
-def _guard_completion(guardrail: Any, body: dict[str, Any]) -> list[str]:
-    """Model output the guardrail blocks is withheld, as OpenAI does: empty content, finish_reason content_filter."""
-    hits: list[str] = []
-    for choice in body.get("choices") or []:
-        msg = choice.get("message") or {}
-        if isinstance(msg.get("content"), str) and msg["content"]:
-            blocked, _ = guardrail.check([msg["content"]], source="OUTPUT")
-            if blocked:
-                msg["content"] = ""
-                choice["finish_reason"] = "content_filter"
-                hits.append("bedrock_guardrail")
-    return hits
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _prompt_estimate(payload: str) -> int:
+    """Prompt tokens when a stream ends before the upstream reports usage (same estimate as the adapters')."""
+    from bulwark.upstreams.base import estimate_tokens, message_text
+
+    messages = json.loads(payload).get("messages") or []
+    return sum(estimate_tokens(message_text(m)) for m in messages if isinstance(m, dict))
 
 
 def _usage(u: Any) -> InvokerUsage:
     return InvokerUsage(prompt_tokens=u.prompt_tokens, completion_tokens=u.completion_tokens, estimated=u.estimated)
-
-
-def _filter_text(text: str, mode: str) -> tuple[str, tuple[str, ...]]:
-    if mode == "off":
-        return text, ()
-    from bulwark.guardrails.apply import filter_output_text
-
-    return filter_output_text(text, mode)
-
-
-def _filter_completion(body: dict[str, Any], mode: str) -> list[str]:
-    hits: list[str] = []
-    for choice in body.get("choices") or []:
-        msg = choice.get("message") or {}
-        if isinstance(msg.get("content"), str):
-            msg["content"], kinds = _filter_text(msg["content"], mode)
-            hits.extend(kinds)
-    return hits
 
 
 def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> InvokerService:

@@ -49,6 +49,8 @@ from bulwark.policy import Policy, PolicyError, RoleConfig, current_policy
 from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse, InvokerUsage
 from bulwark.settings import Settings, settings
 from bulwark.store.counters_table import CountersTable
+from bulwark.streaming.forward import Forward
+from bulwark.streaming.http import StreamingResponse
 from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, validate_chat_request
 from bulwark.validation.invoke_schema import validate_invoke_body
 from bulwark.validation.jsonparse import parse_json_body
@@ -56,6 +58,8 @@ from bulwark.validation.sanitize import sanitize_chat
 
 # API Gateway's integration limit is 29 s; leave room for the settlement write and the response.
 DEADLINE_SECONDS = 27.0
+# A streamed response may last 15 minutes through API Gateway; the model call ends before, with room to settle.
+STREAM_DEADLINE_SECONDS = 14 * 60.0
 
 
 @dataclass
@@ -81,6 +85,12 @@ class Audit:
     store_writes: int = 0
     latency_ms: float = 0.0
     upstream_ms: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+    streamed: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """The audit record: the facts, not the bookkeeping of a stream."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("started", "streamed")}
 
 
 @dataclass(frozen=True)
@@ -124,7 +134,7 @@ class ValidatorService:
         self._metrics = metrics
         self._clock = clock
 
-    def handle(self, raw_event: dict[str, Any]) -> dict[str, Any]:
+    def handle(self, raw_event: dict[str, Any]) -> dict[str, Any] | StreamingResponse:
         started = time.perf_counter()
         try:
             event = ProxyEvent.model_validate(raw_event)
@@ -143,14 +153,16 @@ class ValidatorService:
             exc2 = InternalError()
             audit.status, audit.code = exc2.status, exc2.code
             result = error_response(exc2, request_id=audit.request_id, headers=headers)
+        count(self._metrics, "Requests", tenant=_tenant(audit))
+        if audit.streamed:
+            return result  # its audit record is written when the stream ends
         audit.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         self._flush_refunds()
-        emit_audit(self._log, audit.__dict__, every_invocation=True)
-        count(self._metrics, "Requests", tenant=_tenant(audit))
+        emit_audit(self._log, audit.record(), every_invocation=True)
         return result
 
     # ------------------------------------------------------------------ routing
-    def _handle(self, event: ProxyEvent, audit: Audit, headers: dict[str, str]) -> dict[str, Any]:
+    def _handle(self, event: ProxyEvent, audit: Audit, headers: dict[str, str]) -> dict[str, Any] | StreamingResponse:
         try:
             caller = CallerContext.model_validate(event.requestContext.authorizer or {})
         except ValidationError:
@@ -207,7 +219,7 @@ class ValidatorService:
         return doc
 
     # ------------------------------------------------------------------ chat completions
-    def _chat(self, call: _Call) -> dict[str, Any]:
+    def _chat(self, call: _Call) -> dict[str, Any] | StreamingResponse:
         event, policy, role, audit = call.event, call.policy, call.role, call.audit
         doc = self._parse(event, policy, audit)
         req = validate_chat_request(doc, role.request)
@@ -240,11 +252,12 @@ class ValidatorService:
             cost=policy.price_of(req.model).cost_micros(prompt, max_out),
             stream=stream,
             include_usage=include_usage,
+            prompt_tokens=prompt,
             canary=canary,
         )
 
     # ------------------------------------------------------------------ generic invoke
-    def _invoke(self, call: _Call) -> dict[str, Any]:
+    def _invoke(self, call: _Call) -> dict[str, Any] | StreamingResponse:
         event, policy, role, audit = call.event, call.policy, call.role, call.audit
         model = (event.pathParameters or {}).get("model", "")
         audit.model = model
@@ -286,8 +299,9 @@ class ValidatorService:
         cost: int,
         stream: bool,
         include_usage: bool,
+        prompt_tokens: int = 0,
         canary: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | StreamingResponse:
         event, policy, role, caller, audit, headers = (
             call.event,
             call.policy,
@@ -324,6 +338,8 @@ class ValidatorService:
         if admission is not None:
             audit.store_writes += admission.writes
             headers.update(rate_limit_headers(admission.states))
+        if stream and self._invoker.streams:
+            return self._stream_call(call, admission, model, payload, include_usage, prompt_tokens, canary, spend)
         result: InvokerResponse | None = None
         try:
             result = self._invoker.invoke(
@@ -361,6 +377,81 @@ class ValidatorService:
         return response(
             200, result.body, request_id=audit.request_id, headers=headers, content_type=result.content_type
         )
+
+    def _stream_call(
+        self,
+        call: _Call,
+        admission: Admission | None,
+        model: str,
+        payload: str,
+        include_usage: bool,
+        prompt_tokens: int,
+        canary: str | None,
+        spend: _SpendTerms,
+    ) -> dict[str, Any] | StreamingResponse:
+        """The invoker's stream, forwarded as it comes. Settled once, however it ends (bulwark.streaming.forward)."""
+        caller, audit, role = call.caller, call.audit, call.role
+        request = InvokerRequest(
+            request_id=audit.request_id,
+            principal=caller.principal,
+            role=caller.role,
+            model=model,
+            route="chat",
+            payload=payload,
+            stream=True,
+            transport="stream",
+            include_usage=include_usage,
+            output_pii=role.guardrails.pii_output,
+            deadline_epoch_ms=int((self._clock() + STREAM_DEADLINE_SECONDS) * 1000),
+            canary=canary,
+        )
+        try:
+            forward = Forward(self._invoker.invoke_stream(request), prompt_tokens)
+            failed = forward.first()
+        except BulwarkError:
+            self._settle(admission, None, audit, spend)
+            self._metrics.add_metric(name="UpstreamErrors", unit=MetricUnit.Count, value=1)
+            raise
+        if failed is not None:  # the invoker answered before any chunk: an ordinary response
+            self._settle(admission, failed.usage if failed.ok else None, audit, spend)
+            self._record_result(failed, audit, role)
+            failed.raise_for_error()
+            return response(200, "data: [DONE]\n\n", request_id=audit.request_id, content_type="text/event-stream")
+
+        def on_end(result: InvokerResponse, how: str) -> None:
+            self._settle(admission, result.usage if result.ok else None, audit, spend)
+            self._record_result(result, audit, role)
+            audit.verdicts["stream"] = how
+            count(self._metrics, "TokensUsed", result.usage.total, tenant=_tenant(audit), model=model)
+            self._end_stream(audit)
+
+        audit.status = 200
+        audit.streamed = True
+        headers = {
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "x-request-id": audit.request_id,
+            **call.headers,
+        }
+        return StreamingResponse(200, headers, forward.body(on_end))
+
+    @staticmethod
+    def _record_result(result: InvokerResponse, audit: Audit, role: RoleConfig) -> None:
+        audit.upstream_ms = result.upstream_ms
+        audit.prompt_tokens, audit.completion_tokens = result.usage.prompt_tokens, result.usage.completion_tokens
+        audit.usage_estimated = result.usage.estimated
+        for hit in result.output_hits:
+            audit.verdicts[f"output:{hit}"] = "block" if hit == CANARY_HIT else role.guardrails.pii_output
+
+    def _end_stream(self, audit: Audit) -> None:
+        """A stream's audit record, when it ends (its latency is the whole stream's)."""
+        audit.latency_ms = round((time.perf_counter() - audit.started) * 1000, 3)
+        self._flush_refunds()
+        emit_audit(self._log, audit.record(), every_invocation=True)
+        try:
+            self._metrics.flush_metrics()  # the handler's own flush ran when the stream began
+        except Exception:  # metrics must never break a finished stream
+            self._log.warning("metrics flush failed after a stream")
 
     def _settle(
         self, admission: Admission | None, usage: InvokerUsage | None, audit: Audit, spend: _SpendTerms
@@ -483,7 +574,12 @@ def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> Vali
     return ValidatorService(
         policy=current_policy,
         counters=CountersTable(aws.dynamodb(), cfg.counters_table),
-        invoker=InvokerClient(aws.lambda_client(), cfg.invoker_function or "", sign=_mac_signer(cfg)),
+        invoker=InvokerClient(
+            aws.lambda_client(),
+            cfg.invoker_function or "",
+            sign=_mac_signer(cfg),
+            stream_client=aws.lambda_stream_client() if cfg.stream_responses else None,
+        ),
         logger=logger,
         metrics=metrics,
         pii_memo=PiiMemo(cfg.pii_memo_chars),

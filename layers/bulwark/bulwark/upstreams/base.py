@@ -117,9 +117,40 @@ def prompt_text(request: JsonDict) -> str:
     return "\n".join(message_text(m) for m in request.get("messages", []) if isinstance(m, dict))
 
 
-def estimate_chat_usage(request: JsonDict, completion_text: str, *, upstream: str) -> Usage:
+def estimate_chat_usage(request: JsonDict, completion_text: str | TextTally, *, upstream: str) -> Usage:
     logger.info("upstream reported no usage; estimated from text", extra={"upstream": upstream})
-    return Usage(estimate_tokens(prompt_text(request)), estimate_tokens(completion_text), estimated=True)
+    completion = completion_text.tokens if isinstance(completion_text, TextTally) else estimate_tokens(completion_text)
+    return Usage(estimate_tokens(prompt_text(request)), completion, estimated=True)
+
+
+class TextTally:
+    """estimate_tokens of a text that arrives in pieces, without keeping it: a stream's memory stays flat however
+    long it runs. Counts characters and words (runs of non-whitespace, also across pieces)."""
+
+    __slots__ = ("chars", "in_word", "words")
+
+    def __init__(self) -> None:
+        self.chars = 0
+        self.words = 0
+        self.in_word = False
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        self.chars += len(text)
+        parts = text.split()
+        if not parts:
+            self.in_word = False
+            return
+        joins = self.in_word and not text[0].isspace()  # the first word continues the previous piece's last one
+        self.words += len(parts) - (1 if joins else 0)
+        self.in_word = not text[-1].isspace()
+
+    @property
+    def tokens(self) -> int:
+        if not self.chars:
+            return 0
+        return max(self.words, (self.chars + 3) // 4)
 
 
 def usage_from_openai(raw: Any) -> Usage | None:

@@ -21,6 +21,7 @@ from bulwark.upstreams.base import (
     ChatResult,
     ChatStream,
     JsonDict,
+    TextTally,
     Usage,
     chunk,
     completion_body,
@@ -254,7 +255,7 @@ class BedrockUpstream:
     def _mapped(self, events: Any, request: JsonDict, stream: ChatStream) -> Iterator[JsonDict]:
         cid, created, model = new_completion_id(), int(time.time()), self.name
         tool_index: dict[int, int] = {}  # Converse content block index → OpenAI tool_calls index
-        text: list[str] = []
+        text = TextTally()  # for the estimate, without keeping the text: memory stays flat over a long stream
         usage: Usage | None = None
         size = 0
         try:
@@ -277,12 +278,12 @@ class BedrockUpstream:
             close = getattr(events, "close", None)
             if close is not None:
                 close()
-        stream.usage = usage or estimate_chat_usage(request, "".join(text), upstream=self.name)
+        stream.usage = usage or estimate_chat_usage(request, text, upstream=self.name)
         yield chunk(cid, created, model, None, usage=stream.usage)
 
     @staticmethod
     def _event_chunk(
-        event: JsonDict, tool_index: dict[int, int], text: list[str]
+        event: JsonDict, tool_index: dict[int, int], text: TextTally
     ) -> tuple[JsonDict, str | None] | None:
         if "messageStart" in event:
             return {"role": "assistant", "content": ""}, None
@@ -299,7 +300,7 @@ class BedrockUpstream:
             block = event["contentBlockDelta"]
             delta = block.get("delta") or {}
             if "text" in delta:
-                text.append(delta["text"])
+                text.add(delta["text"])
                 return {"content": delta["text"]}, None
             if "toolUse" in delta:
                 index = tool_index.setdefault(int(block.get("contentBlockIndex", 0)), len(tool_index))

@@ -17,6 +17,7 @@ from bulwark.upstreams.base import (
     ChatResult,
     ChatStream,
     JsonDict,
+    TextTally,
     Usage,
     chunk,
     completion_body,
@@ -183,26 +184,32 @@ class OpenAIHttpUpstream:
         return stream.attach(self.guard.stream(open_stream, deadline=deadline))
 
     def _mapped(self, raw: Iterator[bytes], request: JsonDict, stream: ChatStream) -> Iterator[JsonDict]:
-        cid, created = new_completion_id(), int(time.time())
-        text: list[str] = []
-        usage: Usage | None = None
-        try:
-            for item in sse.decode_chunks(raw):
-                if "error" in item:
-                    raise AttemptError("stream_error_event", retryable=False)
-                parsed = _Chunk.model_validate(item)
-                usage = usage_from_openai(parsed.usage) or usage
-                for choice in parsed.choices[:1]:
-                    delta = choice.delta.model_dump(exclude_none=True)
-                    text.append(choice.delta.content or "")
-                    if delta or choice.finish_reason:
-                        yield chunk(cid, created, self.name, delta, choice.finish_reason)
-        except (ValueError, UnicodeDecodeError):  # ValidationError is a ValueError
-            raise AttemptError("malformed_stream", retryable=False) from None
-        for _ in raw:  # read past [DONE] to the end of the body, so the connection goes back to the pool
-            pass
-        stream.usage = usage or estimate_chat_usage(request, "".join(text), upstream=self.name)
-        yield chunk(cid, created, self.name, None, usage=stream.usage)
+        return map_openai_sse(raw, request, stream, self.name)
 
     def invoke(self, body: JsonDict, *, deadline: float) -> tuple[JsonDict, Usage]:
         raise not_invokable()
+
+
+def map_openai_sse(raw: Iterator[bytes], request: JsonDict, stream: ChatStream, name: str) -> Iterator[JsonDict]:
+    """OpenAI SSE bytes (as they arrive) to Bulwark's chunks; the last one carries the usage (reported or estimated).
+    Also what a SageMaker container speaking the messages API streams (bulwark.upstreams.sagemaker)."""
+    cid, created = new_completion_id(), int(time.time())
+    text = TextTally()  # for the estimate, without keeping the text: memory stays flat over a long stream
+    usage: Usage | None = None
+    try:
+        for item in sse.decode_chunks(raw):
+            if "error" in item:
+                raise AttemptError("stream_error_event", retryable=False)
+            parsed = _Chunk.model_validate(item)
+            usage = usage_from_openai(parsed.usage) or usage
+            for choice in parsed.choices[:1]:
+                delta = choice.delta.model_dump(exclude_none=True)
+                text.add(choice.delta.content or "")
+                if delta or choice.finish_reason:
+                    yield chunk(cid, created, name, delta, choice.finish_reason)
+    except (ValueError, UnicodeDecodeError):  # ValidationError is a ValueError
+        raise AttemptError("malformed_stream", retryable=False) from None
+    for _ in raw:  # read past [DONE] to the end of the body, so the connection goes back to the pool
+        pass
+    stream.usage = usage or estimate_chat_usage(request, text, upstream=name)
+    yield chunk(cid, created, name, None, usage=stream.usage)

@@ -1,4 +1,4 @@
-"""Amazon SageMaker real-time endpoints (InvokeEndpoint, application/json).
+"""Amazon SageMaker real-time endpoints (InvokeEndpoint, application/json; InvokeEndpointWithResponseStream).
 
 `invoke` passes the validated body through. For chat, an endpoint that speaks the OpenAI messages API (TGI, LMI) gets
 the request as is; with an `input_template` the request is mapped onto the endpoint's own JSON instead. Usage comes
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from bulwark.policy import UpstreamConfig
@@ -73,8 +73,50 @@ class SageMakerUpstream:
         return self.guard.call(attempt, deadline=deadline)
 
     def chat_stream(self, request: JsonDict, *, deadline: float) -> ChatStream:
-        # InvokeEndpointWithResponseStream payloads are container-specific; one call, re-chunked, is the safe default.
-        return synthesized_chat_stream(self.chat(request, deadline=deadline))
+        """InvokeEndpointWithResponseStream when the endpoint takes the chat request as it is (a TGI / LMI messages
+        API container, which streams OpenAI SSE in its PayloadPart events). A templated body means a container
+        whose stream format Bulwark does not know: one call, re-chunked."""
+        if not self.cfg.chat:
+            raise not_chat()
+        if self.cfg.input_template is not None:
+            return synthesized_chat_stream(self.chat(request, deadline=deadline))
+        from bulwark.upstreams.openai_http import map_openai_sse
+
+        body = {**json_chat_body(self.cfg, request), "stream": True, "stream_options": {"include_usage": True}}
+        stream = ChatStream()
+
+        def open_stream(timeout: float) -> Iterator[JsonDict]:
+            try:
+                response = self._client(timeout).invoke_endpoint_with_response_stream(
+                    EndpointName=self._endpoint,
+                    Body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+                    ContentType="application/json",
+                    Accept="text/event-stream",
+                )
+            except botocore_errors() as exc:
+                raise aws_failure(exc) from None
+            return map_openai_sse(self._payload_parts(response["Body"]), request, stream, self.name)
+
+        return stream.attach(self.guard.stream(open_stream, deadline=deadline))
+
+    def _payload_parts(self, events: Any) -> Iterator[bytes]:
+        """The bytes of each PayloadPart event, as they arrive; an error event or a broken stream is an AttemptError."""
+        size = 0
+        try:
+            for event in events:
+                part = (event.get("PayloadPart") or {}).get("Bytes")
+                if part is None:  # ModelStreamError / InternalStreamFailure (botocore raises most of them itself)
+                    raise AttemptError("model_stream_error", retryable=False)
+                size += len(part)
+                if size > self.cfg.max_response_bytes:
+                    raise AttemptError("response_too_large", retryable=False)
+                yield part
+        except botocore_errors() as exc:
+            raise aws_failure(exc) from None
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
 
     def invoke(self, body: JsonDict, *, deadline: float) -> tuple[JsonDict, Usage]:
         raw = self.guard.call(lambda timeout: self._invoke_json(body, timeout), deadline=deadline)

@@ -12,13 +12,11 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from bulwark.streaming.framing import DONE_EVENT, encode_event, encode_stream
+
+__all__ = ["DONE", "DONE_EVENT", "SSEDecoder", "decode_chunks", "encode_event", "encode_stream"]
+
 DONE = "[DONE]"
-DONE_EVENT = b"data: [DONE]\n\n"
-
-
-def encode_event(data: Any) -> bytes:
-    """One SSE event carrying `data` as compact JSON (JSON never contains a raw newline, so one `data:` line)."""
-    return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
 class SSEDecoder:

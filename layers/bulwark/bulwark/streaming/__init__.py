@@ -1,0 +1,1 @@
+"""Streaming output: SSE framing of what the client receives, output filtering, and the on-the-fly stream relay."""
