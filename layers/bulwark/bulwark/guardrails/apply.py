@@ -13,7 +13,6 @@ from typing import Any
 
 from bulwark.errors import ContentPolicyViolation
 from bulwark.guardrails.bedrock_guardrail import BedrockGuardrail
-from bulwark.guardrails.injection import detect_injection
 from bulwark.guardrails.pii import find_pii, redact_pii, redact_pii_many
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.guardrails.texts import json_texts, map_json_texts
@@ -83,6 +82,9 @@ UNTRUSTED_TEXTS = 4  # the newest tool results are also judged at the stricter b
 def _injection(texts: list[str], mode: str, hits: list[tuple[str, str]], untrusted: Sequence[str] = ()) -> None:
     if mode == "off":
         return
+    # Imported where used: its rules and normalization tables are built at import, which init does not need.
+    from bulwark.guardrails.injection import detect_injection
+
     # Every role is checked: a client that may send "assistant" or "tool" turns can forge history too. Tool results
     # (`untrusted`) are data the caller fetched, not wrote: the newest ones are judged at the stricter threshold too.
     if any(detect_injection(text).detected for text in _injection_texts(texts)) or any(
