@@ -13,7 +13,6 @@ from typing import Any
 
 from bulwark.errors import ContentPolicyViolation
 from bulwark.guardrails.bedrock_guardrail import BedrockGuardrail
-from bulwark.guardrails.pii import find_pii, redact_pii, redact_pii_many
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.guardrails.texts import json_texts, map_json_texts
 from bulwark.policy import GuardrailPolicy
@@ -102,6 +101,8 @@ def _pii_found(
     refuses in mode `block`."""
     if mode == "off":
         return None
+    from bulwark.guardrails.pii import redact_pii_many  # imported where used: its patterns compile at import
+
     distinct = list(dict.fromkeys(texts))  # each one once
     results = memo.redact_many(scope, distinct) if memo is not None else redact_pii_many(distinct)
     found = dict(zip(distinct, results, strict=True))
@@ -175,6 +176,8 @@ def filter_output_text(text: str, mode: str) -> tuple[str, tuple[str, ...]]:
     """Model output through the PII detector: `off` (unchanged), `flag` (unchanged, kinds reported), `redact`."""
     if mode == "off":
         return text, ()
+    from bulwark.guardrails.pii import find_pii, redact_pii
+
     if mode == "redact":
         return redact_pii(text)
     return text, tuple(sorted({f.kind for f in find_pii(text)}))
