@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulwark.errors import ContentPolicyViolation
 from bulwark.guardrails.bedrock_guardrail import BedrockGuardrail
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.guardrails.texts import json_texts, map_json_texts
 from bulwark.policy import GuardrailPolicy
-from bulwark.validation.chat import ChatCompletionRequest, iter_texts, map_texts, model_texts
+
+if TYPE_CHECKING:
+    from bulwark.validation.chat import ChatCompletionRequest
 
 
 @dataclass
@@ -123,6 +125,8 @@ def _pii(
     memo: PiiMemo | None = None,
     scope: str = "",
 ) -> ChatCompletionRequest:
+    from bulwark.validation.chat import map_texts, model_texts
+
     found = _pii_found(model_texts(req), mode, hits, memo, scope)
     if found is None:
         return req
@@ -141,6 +145,8 @@ def apply_input_guardrails(
 ) -> GuardrailOutcome:
     """Injection check, then PII (the redacted copy is what goes upstream), then the optional Bedrock guardrail.
     With `pii_memo`, long texts `caller` sent before (a conversation's history) are not scanned again."""
+    from bulwark.validation.chat import iter_texts, model_texts  # imported where used: its models are built at import
+
     hits: list[tuple[str, str]] = []
     tool_results = [text for role, text in iter_texts(req) if role == "tool"]
     _injection(model_texts(req), policy.prompt_injection, hits, tool_results)

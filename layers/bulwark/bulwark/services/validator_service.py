@@ -48,7 +48,6 @@ from bulwark.policy import Policy, PolicyError, RoleConfig, current_policy
 from bulwark.services.invoker_client import InvokerClient, InvokerRequest, InvokerResponse, InvokerUsage
 from bulwark.settings import Settings, settings
 from bulwark.store.counters_table import Admission, Allowance, CountersTable, TenantBudget
-from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, validate_chat_request
 from bulwark.validation.invoke_schema import validate_invoke_body
 from bulwark.validation.jsonparse import parse_json_body
 from bulwark.validation.sanitize import sanitize_chat
@@ -207,6 +206,8 @@ class ValidatorService:
 
     # ------------------------------------------------------------------ chat completions
     def _chat(self, call: _Call) -> dict[str, Any]:
+        from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, validate_chat_request
+
         event, policy, role, audit = call.event, call.policy, call.role, call.audit
         doc = self._parse(event, policy, audit)
         req = validate_chat_request(doc, role.request)
