@@ -39,7 +39,7 @@ ALL_ROUTES: tuple[Route, ...] = ("chat", "models", "invoke")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def _local_mode(info: ValidationInfo) -> bool:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 class ApiGatewayModel(BaseModel):
     # API Gateway adds fields over time; we read what we need and ignore the rest.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
 class Identity(ApiGatewayModel):

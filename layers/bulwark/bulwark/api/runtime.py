@@ -10,7 +10,6 @@ threshold of 20,000 still collects garbage cycles, which the request path rarely
 
 import gc
 import os
-import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -33,6 +32,7 @@ def flush_on_shutdown(flush: Callable[[], object]) -> None:
     """
     if threading.current_thread() is not threading.main_thread():
         return
+    import signal  # imported where used: only the validator installs a handler (its enums cost ~3 ms to import)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         try:

@@ -17,7 +17,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bulwark.aws.wire import AwsError, AwsServiceError
@@ -89,6 +88,8 @@ class MacVerifier:
         self._clock = clock
         # The replay claim runs beside VerifyMac (one round trip instead of two). It is keyed on the MAC too, so a
         # forger's claim can never take a real request's place; a forged one claims a token nobody else will use.
+        from concurrent.futures import ThreadPoolExecutor  # imported where used: the validator signs, never verifies
+
         self._claims = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mac-claim")
         # Every token this container has served, until its deadline: a replay to the same container is refused even
         # while the store is down. The store's claim is what covers the other containers.

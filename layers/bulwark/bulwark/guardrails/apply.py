@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulwark.errors import ContentPolicyViolation
 from bulwark.guardrails.bedrock_guardrail import BedrockGuardrail
-from bulwark.guardrails.injection import detect_injection
-from bulwark.guardrails.pii import find_pii, redact_pii, redact_pii_many
 from bulwark.guardrails.pii_memo import PiiMemo
 from bulwark.guardrails.texts import json_texts, map_json_texts
 from bulwark.policy import GuardrailPolicy
-from bulwark.validation.chat import ChatCompletionRequest, iter_texts, map_texts, model_texts
+
+if TYPE_CHECKING:
+    from bulwark.validation.chat import ChatCompletionRequest
 
 
 @dataclass
@@ -83,6 +83,9 @@ UNTRUSTED_TEXTS = 4  # the newest tool results are also judged at the stricter b
 def _injection(texts: list[str], mode: str, hits: list[tuple[str, str]], untrusted: Sequence[str] = ()) -> None:
     if mode == "off":
         return
+    # Imported where used: its rules and normalization tables are built at import, which init does not need.
+    from bulwark.guardrails.injection import detect_injection
+
     # Every role is checked: a client that may send "assistant" or "tool" turns can forge history too. Tool results
     # (`untrusted`) are data the caller fetched, not wrote: the newest ones are judged at the stricter threshold too.
     if any(detect_injection(text).detected for text in _injection_texts(texts)) or any(
@@ -100,6 +103,8 @@ def _pii_found(
     refuses in mode `block`."""
     if mode == "off":
         return None
+    from bulwark.guardrails.pii import redact_pii_many  # imported where used: its patterns compile at import
+
     distinct = list(dict.fromkeys(texts))  # each one once
     results = memo.redact_many(scope, distinct) if memo is not None else redact_pii_many(distinct)
     found = dict(zip(distinct, results, strict=True))
@@ -120,6 +125,8 @@ def _pii(
     memo: PiiMemo | None = None,
     scope: str = "",
 ) -> ChatCompletionRequest:
+    from bulwark.validation.chat import map_texts, model_texts
+
     found = _pii_found(model_texts(req), mode, hits, memo, scope)
     if found is None:
         return req
@@ -138,6 +145,8 @@ def apply_input_guardrails(
 ) -> GuardrailOutcome:
     """Injection check, then PII (the redacted copy is what goes upstream), then the optional Bedrock guardrail.
     With `pii_memo`, long texts `caller` sent before (a conversation's history) are not scanned again."""
+    from bulwark.validation.chat import iter_texts, model_texts  # imported where used: its models are built at import
+
     hits: list[tuple[str, str]] = []
     tool_results = [text for role, text in iter_texts(req) if role == "tool"]
     _injection(model_texts(req), policy.prompt_injection, hits, tool_results)
@@ -173,6 +182,8 @@ def filter_output_text(text: str, mode: str) -> tuple[str, tuple[str, ...]]:
     """Model output through the PII detector: `off` (unchanged), `flag` (unchanged, kinds reported), `redact`."""
     if mode == "off":
         return text, ()
+    from bulwark.guardrails.pii import find_pii, redact_pii
+
     if mode == "redact":
         return redact_pii(text)
     return text, tuple(sorted({f.kind for f in find_pii(text)}))

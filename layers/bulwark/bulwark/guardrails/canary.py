@@ -9,8 +9,10 @@ and reports the hit, which the validator writes to the audit record.
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING
 
-from bulwark.validation.chat import ChatCompletionRequest, SystemMessage
+if TYPE_CHECKING:
+    from bulwark.validation.chat import ChatCompletionRequest
 
 PREFIX = "bwc-"
 HIT = "canary_leak"
@@ -27,6 +29,8 @@ def canary_line(canary: str) -> str:
 def add_canary(req: ChatCompletionRequest, canary: str) -> ChatCompletionRequest:
     """`req` with the canary line appended to its first system message (string content), or a system message with
     it put first when there is none the line can join."""
+    from bulwark.validation.chat import SystemMessage  # imported where used: its models are built at import
+
     line = canary_line(canary)
     messages = list(req.messages)
     first = messages[0]

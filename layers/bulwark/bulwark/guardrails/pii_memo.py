@@ -18,7 +18,6 @@ import hashlib
 import threading
 from collections import OrderedDict
 
-from bulwark.guardrails.pii import redact_pii, redact_pii_many
 from bulwark.settings import PII_MEMO_CHARS
 
 MIN_CHARS = 4096
@@ -35,6 +34,8 @@ class PiiMemo:
 
     def redact(self, scope: str, text: str) -> tuple[str, tuple[str, ...]]:
         """redact_pii(text), from the memo when `scope` (the caller) had this text scanned before."""
+        from bulwark.guardrails.pii import redact_pii  # imported where used: its patterns compile at import
+
         if self._max_chars <= 0 or not scope or len(text) < self._min_chars:
             return redact_pii(text)
         key = (scope, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
@@ -57,6 +58,8 @@ class PiiMemo:
 
     def redact_many(self, scope: str, texts: list[str]) -> list[tuple[str, tuple[str, ...]]]:
         """redact_pii of each text: long ones through the memo, the short ones scanned together (redact_pii_many)."""
+        from bulwark.guardrails.pii import redact_pii_many
+
         if self._max_chars <= 0 or not scope:
             return redact_pii_many(texts)
         short = [text for text in texts if len(text) < self._min_chars]

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from bulwark.validation.chat import ChatCompletionRequest, model_texts
-
 Route = Literal["chat", "invoke"]
 
 
@@ -50,4 +48,6 @@ def payload_texts(route: Route, payload: Any) -> list[str]:
     """Every text the model reads in a canonical payload the validator passed on (the invoker's view of a request)."""
     if route == "invoke":
         return json_texts(payload)
+    from bulwark.validation.chat import ChatCompletionRequest, model_texts  # imported where used (models built)
+
     return model_texts(ChatCompletionRequest.model_validate(payload))

@@ -8,7 +8,6 @@ call that used no more tokens than it reserved.
 
 from __future__ import annotations
 
-import calendar
 import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -87,6 +86,8 @@ def day_end_ms(now_ms: int) -> int:
 
 
 def month_end_ms(now_ms: int) -> int:
+    import calendar  # imported where used: it brings `locale`, which no function needs at init
+
     t = time.gmtime(now_ms // 1000)
     year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
     return calendar.timegm((year, month, 1, 0, 0, 0, 0, 0, 0)) * 1000

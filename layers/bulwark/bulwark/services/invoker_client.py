@@ -15,7 +15,7 @@ from bulwark.errors import ERROR_CLASSES, BulwarkError, RateLimited, UpstreamErr
 
 
 class InvokerRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     request_id: str
     principal: str
@@ -38,7 +38,7 @@ class InvokerRequest(BaseModel):
 
 
 class InvokerError(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     error_class: str
     message: str
     code: str
@@ -46,7 +46,7 @@ class InvokerError(BaseModel):
 
 
 class InvokerUsage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated: bool = False
@@ -57,7 +57,7 @@ class InvokerUsage(BaseModel):
 
 
 class InvokerResponse(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     ok: bool
     body: str = ""  # JSON text, or the whole SSE stream for stream=true
     content_type: str = "application/json"

@@ -51,7 +51,6 @@ from bulwark.settings import Settings, settings
 from bulwark.store.counters_table import CountersTable
 from bulwark.streaming.forward import Forward
 from bulwark.streaming.http import StreamingResponse
-from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, validate_chat_request
 from bulwark.validation.invoke_schema import validate_invoke_body
 from bulwark.validation.jsonparse import parse_json_body
 from bulwark.validation.sanitize import sanitize_chat
@@ -220,6 +219,8 @@ class ValidatorService:
 
     # ------------------------------------------------------------------ chat completions
     def _chat(self, call: _Call) -> dict[str, Any] | StreamingResponse:
+        from bulwark.validation.chat import canonical_json, estimate_prompt_tokens, validate_chat_request
+
         event, policy, role, audit = call.event, call.policy, call.role, call.audit
         doc = self._parse(event, policy, audit)
         req = validate_chat_request(doc, role.request)

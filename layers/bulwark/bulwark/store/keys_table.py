@@ -13,7 +13,7 @@ _PK = "key#"
 
 
 class SecretHash(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     hash: str
     not_after: int | None = Field(default=None, description="Grace end after a rotation (epoch seconds).")
     # Hashes written before the pepper was versioned carry no version: they were made with version 1.
@@ -21,7 +21,7 @@ class SecretHash(BaseModel):
 
 
 class LimitOverrides(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     requests_per_minute: int | None = Field(default=None, gt=0)
     tokens_per_minute: int | None = Field(default=None, gt=0)
     daily_tokens: int | None = Field(default=None, gt=0)
@@ -31,7 +31,7 @@ class LimitOverrides(BaseModel):
 
 
 class KeyRecord(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     key_id: str
     name: str

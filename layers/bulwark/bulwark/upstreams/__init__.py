@@ -10,18 +10,18 @@ import math
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bulwark.policy import UpstreamConfig
 from bulwark.upstreams.base import ChatResult, ChatStream, Upstream, Usage
-from bulwark.upstreams.bedrock import BedrockUpstream
-from bulwark.upstreams.demo import DemoUpstream
 from bulwark.upstreams.guard import BreakerRegistry, Guard
-from bulwark.upstreams.legacy_http import LegacyHttpUpstream
-from bulwark.upstreams.openai_http import OpenAIHttpUpstream
-from bulwark.upstreams.sagemaker import SageMakerUpstream
 from bulwark.upstreams.secrets import ApiKeyProvider
-from bulwark.upstreams.transport import HttpTransport
+
+if TYPE_CHECKING:
+    from bulwark.upstreams.transport import HttpTransport
+
+# The adapters and the HTTP transport (urllib3, http.client, email) are imported where used: the invoker builds its
+# UpstreamClients at init but its first adapter at its first request, so init does not pay for them.
 
 __all__ = [
     "ChatResult",
@@ -68,6 +68,8 @@ class UpstreamClients:
     def transport(self) -> HttpTransport:
         with self._lock:
             if self._transport is None:
+                from bulwark.upstreams.transport import HttpTransport
+
                 self._transport = HttpTransport()
             return self._transport
 
@@ -111,12 +113,20 @@ def build_upstream(model_name: str, cfg: UpstreamConfig, *, clients: UpstreamCli
         else Guard(model_name, cfg, breaker, sleep=clients.sleep)
     )
     if cfg.kind == "demo":
+        from bulwark.upstreams.demo import DemoUpstream
+
         return DemoUpstream(model_name, cfg, guard=guard, transport=clients.transport, keys=clients.keys)
     if cfg.kind == "openai":
+        from bulwark.upstreams.openai_http import OpenAIHttpUpstream
+
         return OpenAIHttpUpstream(model_name, cfg, guard=guard, transport=clients.transport, keys=clients.keys)
     if cfg.kind == "http":
+        from bulwark.upstreams.legacy_http import LegacyHttpUpstream
+
         return LegacyHttpUpstream(model_name, cfg, guard=guard, transport=clients.transport, keys=clients.keys)
     if cfg.kind == "bedrock":
+        from bulwark.upstreams.bedrock import BedrockUpstream
+
         return BedrockUpstream(
             model_name,
             cfg,
@@ -126,6 +136,8 @@ def build_upstream(model_name: str, cfg: UpstreamConfig, *, clients: UpstreamCli
             ),
         )
     if cfg.kind == "sagemaker":
+        from bulwark.upstreams.sagemaker import SageMakerUpstream
+
         return SageMakerUpstream(
             model_name,
             cfg,

@@ -153,7 +153,7 @@ def _tool_config(request: JsonDict) -> JsonDict | None:
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class _ToolUse(_Lenient):

@@ -13,7 +13,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from email.utils import parsedate_to_datetime
 from typing import Literal, TypeVar
 
 from bulwark.errors import BulwarkError, UpstreamCircuitOpen, UpstreamError, UpstreamTimeout
@@ -77,6 +76,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     try:
         seconds = float(value)
     except ValueError:
+        from email.utils import parsedate_to_datetime  # imported where used: the HTTP-date form is rare
+
         try:
             when = parsedate_to_datetime(value).timestamp()
         except (TypeError, ValueError, IndexError):

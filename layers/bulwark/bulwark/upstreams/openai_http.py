@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class _Function(_Lenient):

@@ -20,7 +20,7 @@ from bulwark.policy import RequestRules
 
 
 class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 # ---- content parts -------------------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ class JsonSchemaFormat(_M):
     schema_: Annotated[dict[str, Any] | None, Field(alias="schema")] = None
     strict: bool | None = None
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True, defer_build=True)
 
 
 class ResponseFormatJsonSchema(_M):
