@@ -8,7 +8,6 @@ the UTC day or month.
 from __future__ import annotations
 
 import calendar
-import threading
 import time
 from typing import Any
 
@@ -17,35 +16,9 @@ import pytest
 from bulwark.errors import RateLimited
 from bulwark.limits.admission import Allowance, TenantBudget
 from bulwark.store.counters_table import CountersTable
+from tests.integration.races import T0, race
 
 pytestmark = pytest.mark.integration
-# As in test_rate_limits: a fake clock in 2032, so TTLs lie ahead of DynamoDB Local's sweeper.
-T0 = 1_700_000_000_000 + 3_000 * 86_400_000
-
-
-def _race(n: int, fn: Any) -> tuple[list[Any], list[RateLimited]]:
-    barrier = threading.Barrier(n)
-    ok: list[Any] = []
-    refused: list[RateLimited] = []
-    lock = threading.Lock()
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            result = fn(i)
-        except RateLimited as exc:
-            with lock:
-                refused.append(exc)
-        else:
-            with lock:
-                ok.append(result)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return ok, refused
 
 
 def _allow(day: int | None = None, month: int | None = None, tenant: TenantBudget | None = None) -> Allowance:
@@ -91,7 +64,7 @@ def test_100_concurrent_requests_against_a_budget_that_fits_5_admit_exactly_5(
 ) -> None:
     tables = [CountersTable(dynamodb_local.wire_client(), fresh_tables["CountersTable"]) for _ in range(4)]
     allowance = _allow(5_000) if period == "day" else _allow(month=5_000)
-    ok, refused = _race(100, lambda i: tables[i % 4].admit(f"key:budget{run}{period}", allowance, 10, cost=1_000))
+    ok, refused = race(100, lambda i: tables[i % 4].admit(f"key:budget{run}{period}", allowance, 10, cost=1_000))
     assert len(ok) == 5
     assert len(refused) == 95
     assert {e.code for e in refused} == {"budget_exceeded"}
@@ -193,7 +166,7 @@ def test_a_tenant_budget_caps_all_its_keys_together_exactly(
     tenant = TenantBudget(f"acme{run}", day=5_000)
     allowance = _allow(day=10_000, tenant=tenant)
     # When 100 requests of all of them arrive at once
-    ok, refused = _race(100, lambda i: tables[i % 4].admit(f"key:t{run}-{i % 10}", allowance, 10, cost=1_000))
+    ok, refused = race(100, lambda i: tables[i % 4].admit(f"key:t{run}-{i % 10}", allowance, 10, cost=1_000))
     # Then exactly 5 are admitted, and the refused ones were charged to no key
     assert len(ok) == 5, sorted((e.code, e.message) for e in refused)[:3]
     assert {e.code for e in refused} == {"budget_exceeded"}
@@ -231,7 +204,7 @@ def test_a_tenant_refusal_gives_back_the_keys_charge(counters: CountersTable) ->
 def test_tenant_rate_limits_cap_all_its_keys_together(dynamodb_local: Any, fresh_tables: dict[str, str]) -> None:
     tables = [CountersTable(dynamodb_local.wire_client(), fresh_tables["CountersTable"]) for _ in range(4)]
     allowance = _allow(tenant=TenantBudget("rpm-tenant", requests_per_minute=5))
-    ok, refused = _race(60, lambda i: tables[i % 4].admit(f"key:rt-{i % 6}", allowance, 10))
+    ok, refused = race(60, lambda i: tables[i % 4].admit(f"key:rt-{i % 6}", allowance, 10))
     assert len(ok) == 5
     assert {e.code for e in refused} == {"requests_per_minute_exceeded"}
     assert "tenant" in refused[0].message

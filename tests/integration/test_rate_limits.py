@@ -14,36 +14,9 @@ import pytest
 from bulwark.errors import RateLimited, RevokedCredentials, StoreUnavailable
 from bulwark.limits.admission import Allowance
 from bulwark.store.counters_table import CountersTable
+from tests.integration.races import T0, race
 
 pytestmark = pytest.mark.integration
-# Fake clocks run in 2032 (a whole number of days after 2023-11-14, so times of day are unchanged): an item's TTL
-# (expires_at) must lie ahead of DynamoDB Local's TTL sweeper, which deletes expired items within about a second.
-T0 = 1_700_000_000_000 + 3_000 * 86_400_000
-
-
-def _race(n: int, fn: Any) -> tuple[list[Any], list[RateLimited]]:
-    barrier = threading.Barrier(n)
-    ok: list[Any] = []
-    refused: list[RateLimited] = []
-    lock = threading.Lock()
-
-    def run(i: int) -> None:
-        barrier.wait()
-        try:
-            result = fn(i)
-        except RateLimited as exc:
-            with lock:
-                refused.append(exc)
-        else:
-            with lock:
-                ok.append(result)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return ok, refused
 
 
 @pytest.fixture
@@ -67,7 +40,7 @@ def test_100_concurrent_requests_against_a_limit_of_5_admit_exactly_5(
     tables = [CountersTable(make(), fresh_tables["CountersTable"]) for _ in range(4)]
     allowance = Allowance(requests_per_minute=5, tokens_per_minute=10**9, daily_tokens=10**12)
     started = time.monotonic()
-    ok, refused = _race(100, lambda i: tables[i % 4].admit(f"key:race{run}", allowance, 10))
+    ok, refused = race(100, lambda i: tables[i % 4].admit(f"key:race{run}", allowance, 10))
     elapsed = time.monotonic() - started
     assert len(ok) == 5
     assert len(refused) == 95
@@ -79,14 +52,14 @@ def test_100_concurrent_requests_against_a_limit_of_5_admit_exactly_5(
 @pytest.mark.parametrize("run", range(3))
 def test_concurrent_large_requests_never_exceed_tokens_per_minute(counters: CountersTable, run: int) -> None:
     allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10_000, daily_tokens=10**12)
-    ok, refused = _race(40, lambda i: counters.admit(f"key:tpm{run}", allowance, 3_000))
+    ok, refused = race(40, lambda i: counters.admit(f"key:tpm{run}", allowance, 3_000))
     assert len(ok) == 3  # 3 x 3000 <= 10000 < 4 x 3000
     assert {e.code for e in refused} == {"tokens_per_minute_exceeded"}
 
 
 def test_daily_quota_is_exact_and_names_itself(counters: CountersTable) -> None:
     allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10**9, daily_tokens=1_000)
-    ok, refused = _race(20, lambda i: counters.admit("key:quota", allowance, 300))
+    ok, refused = race(20, lambda i: counters.admit("key:quota", allowance, 300))
     assert len(ok) == 3
     assert {e.code for e in refused} == {"quota_exceeded"}
 
@@ -129,7 +102,7 @@ def test_per_model_ceiling_refunds_the_callers_charge(counters: CountersTable) -
 
 def test_concurrency_cap_admits_exactly_the_cap_and_frees_on_settle(counters: CountersTable) -> None:
     allowance = Allowance(requests_per_minute=10_000, tokens_per_minute=10**9, daily_tokens=10**12, max_concurrent=3)
-    ok, refused = _race(30, lambda i: counters.admit("key:conc", allowance, 1))
+    ok, refused = race(30, lambda i: counters.admit("key:conc", allowance, 1))
     assert len(ok) == 3
     assert {e.code for e in refused} == {"concurrency_exceeded"}
     counters.settle(ok[0], actual_tokens=1)
@@ -229,7 +202,7 @@ def test_a_deferred_refund_is_spent_once_under_concurrency(dynamodb_local: Any, 
     counters.settle(first, actual_tokens=1_000, defer_refund=True)  # 8000 pending, 1000 really used
     # 20 threads of one container race for 1000-token slots: 9000 are free once the refund counts, never more.
     # (A thread that judged the bucket before the refund landed may be refused early: deferral is conservative.)
-    ok, refused = _race(20, lambda i: counters.admit("key:once", allowance, 1_000, now))
+    ok, refused = race(20, lambda i: counters.admit("key:once", allowance, 1_000, now))
     assert 1 <= len(ok) <= 9
     total = sum(a.reserved_tokens for a in ok)
     assert total <= 9_000
