@@ -6,8 +6,12 @@ upstream gets its own `LocalStack`, started on free ports and stopped by PID.
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +64,48 @@ def private_stack(tmp: Path, policy: Path | None = None) -> Iterator[tuple[Local
         yield stack, lines
     finally:
         stack.stop()
+
+
+class SlowModel(ThreadingHTTPServer):
+    """An OpenAI-compatible chat upstream that answers with the last user message after `hold_seconds`: each call
+    holds an invoker environment (and the functions before it) that long, whatever the machine's load."""
+
+    def __init__(self, hold_seconds: float) -> None:
+        super().__init__(("127.0.0.1", 0), _SlowHandler)
+        self.hold_seconds = hold_seconds
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _SlowHandler(BaseHTTPRequestHandler):
+    server: SlowModel
+
+    def do_POST(self) -> None:
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        time.sleep(self.server.hold_seconds)
+        message = {"role": "assistant", "content": str(request["messages"][-1]["content"])}
+        body = json.dumps(
+            {
+                "id": "chatcmpl-slow",
+                "object": "chat.completion",
+                "created": 0,
+                "model": str(request.get("model", "slow")),
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: Any) -> None:
+        pass

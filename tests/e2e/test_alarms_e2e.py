@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ from bulwark_dev import cli
 from bulwark_dev.local.stack import LocalStack
 from bulwark_dev.verify import emf_documents, emf_matches
 from tests.e2e.conftest import LineCapture
-from tests.e2e.fault_fixtures import write_policy
+from tests.e2e.fault_fixtures import SlowModel, write_policy
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,42 +59,6 @@ NOT_LOCAL = {
     ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "JanitorDeadLetterQueue"): "the local stack runs no schedule and "
     "no SQS (asynchronous invocations and their dead-letter queue are AWS's)",
 }
-
-
-class SlowModel(ThreadingHTTPServer):
-    """An OpenAI-compatible chat upstream that answers after SLOW_SECONDS."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _SlowHandler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-class _SlowHandler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        time.sleep(SLOW_SECONDS)
-        body = json.dumps(
-            {
-                "id": "chatcmpl-slow",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "slow",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "late"}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args: Any) -> None:
-        pass
 
 
 def closed_port() -> int:
@@ -161,7 +124,7 @@ def invoke_status(client: Any, name: str, payload: bytes) -> int:
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     tmp = Path(tmp_path_factory.mktemp("alarms"))
-    slow = SlowModel()
+    slow = SlowModel(SLOW_SECONDS)
     developer = {"models": ["*"], "limits": {"requests_per_minute": 600}}
     policy = write_policy(
         tmp,
@@ -192,8 +155,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         yield run_scenario(Scenario(stack, stack.log_file))
     finally:
         stack.stop()
-        slow.shutdown()
-        slow.server_close()
+        slow.close()
 
 
 def run_scenario(s: Scenario) -> Scenario:

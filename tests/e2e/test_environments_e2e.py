@@ -17,7 +17,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,52 +27,13 @@ from bulwark.observability.audit import audit_of, verify
 from bulwark_dev.audit_cli import check_streams
 from bulwark_dev.local.stack import LocalStack
 from tests.e2e.conftest import ROOT, LineCapture
-from tests.e2e.fault_fixtures import write_policy
+from tests.e2e.fault_fixtures import SlowModel, write_policy
 from tests.e2e.keys import create_key
 
 BURST = 50
-HOLD_SECONDS = 2.0  # how long the slow echo holds each call, so a burst overlaps at the invoker whatever the load
-
-
-class SlowEcho(ThreadingHTTPServer):
-    """An OpenAI-compatible upstream that answers with the last user message after HOLD_SECONDS: each call holds an
-    invoker environment that long, so a burst beyond reserved concurrency is throttled however slowly the machine
-    brings the requests to the invoker (a fast echo let a loaded machine serialize them)."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _SlowEchoHandler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-class _SlowEchoHandler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-        time.sleep(HOLD_SECONDS)
-        content = str(request["messages"][-1]["content"])
-        body = json.dumps(
-            {
-                "id": "chatcmpl-slow-echo",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "slow-echo",
-                "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-                ],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args: Any) -> None:
-        pass
+# How long the slow model holds each call, so a burst overlaps at the invoker however slowly a loaded machine brings
+# the requests to it (a fast echo let a loaded machine serialize them).
+HOLD_SECONDS = 2.0
 
 
 def _stack(state_dir: Path, overrides: dict[str, str], policy: Path | None = None) -> LocalStack:
@@ -102,7 +62,7 @@ def burst_stack(tmp_path: Path) -> Iterator[LocalStack]:
 
 @pytest.fixture
 def tight_stack(tmp_path: Path) -> Iterator[LocalStack]:
-    slow = SlowEcho()
+    slow = SlowModel(HOLD_SECONDS)
     policy = write_policy(
         tmp_path,
         models={
@@ -114,8 +74,7 @@ def tight_stack(tmp_path: Path) -> Iterator[LocalStack]:
         yield stack
     finally:
         stack.stop()
-        slow.shutdown()
-        slow.server_close()
+        slow.close()
 
 
 def _fire(stack: LocalStack, key: str, count: int, model: str = "demo-echo") -> list[tuple[str, requests.Response]]:
