@@ -197,9 +197,14 @@ class Run:
         return "401 invalid_credentials, WWW-Authenticate: Bearer"
 
     def wrong_key(self) -> str:
-        answer = self.post_chat("bwk_verifynotakey0000000000000000", "hello")
+        from bulwark.auth.keys import new_api_key
+
+        # A well-formed key made now and never stored: the authorizer must look it up and refuse it. (No key-shaped
+        # literal in the code, where a secret scanner could not tell it from a leaked one.)
+        unknown, _ = new_api_key()
+        answer = self.post_chat(unknown, "hello")
         expect_error(answer, 401, "authentication_error", ("invalid_credentials",))
-        return "401 invalid_credentials"
+        return "401 invalid_credentials (a well-formed key that was never issued)"
 
     def create_key(self) -> str:
         from bulwark.store.keys_table import LimitOverrides
