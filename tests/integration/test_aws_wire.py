@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import socket
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -26,6 +23,7 @@ from bulwark.errors import StoreUnavailable
 from bulwark.store.dynamo import ConditionFailed, store_call
 from tests.integration.wire import secretsmanager
 from tests.integration.wire.server import Reply, Request, WireServer, has_sigv4, unused_port
+from tests.loopback import ConnectProxy
 
 pytestmark = pytest.mark.integration
 
@@ -359,65 +357,6 @@ def test_tls_is_verified_and_a_private_ca_is_trusted_only_when_named(
     assert server.requests == []
     monkeypatch.setenv("AWS_CA_BUNDLE", cert)
     assert dynamodb_at(url, credentials=CREDS).get_item(TableName="t", Key={}) == {"Item": {}}
-
-
-class ConnectProxy:
-    """An HTTP proxy that opens CONNECT tunnels (or refuses them with `status`), recording what it was asked."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.connects: list[tuple[str, str | None]] = []  # (target, Proxy-Authorization)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = client.recv(4096)
-            if not chunk:
-                client.close()
-                return
-            head += chunk
-        lines = head.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
-        target = lines[0].split(" ")[1]
-        fields = dict(line.split(": ", 1) for line in lines[1:])
-        auth = fields.get("Proxy-Authorization")
-        self.connects.append((target, auth))
-        if self.status != 200:
-            client.sendall(f"HTTP/1.1 {self.status} Refused\r\nContent-Length: 0\r\n\r\n".encode())
-            client.close()
-            return
-        host, port = target.rsplit(":", 1)
-        upstream = socket.create_connection((host, int(port)))
-        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        pair = {client: upstream, upstream: client}
-        try:
-            while True:
-                readable, _, _ = select.select(list(pair), [], [], 5)
-                if not readable:
-                    return
-                for sock in readable:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    pair[sock].sendall(data)
-        except OSError:
-            return
-        finally:
-            client.close()
-            upstream.close()
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 def test_https_proxy_tunnels_the_tls_and_sends_its_credentials(

@@ -16,6 +16,7 @@ import pytest
 
 from bulwark.aws import keepalive
 from bulwark.aws.keepalive import HttpProtocolError, KeepAlivePool, ServerClosed
+from tests.loopback import TrickleServer
 
 Script = Callable[[int, int], bytes | None]  # (connection number, request number on it) -> bytes to send, None: close
 
@@ -269,43 +270,6 @@ def test_a_silent_server_times_out_within_the_read_timeout(serve: Callable[[Scri
     with pytest.raises(TimeoutError):
         server.pool().send("GET", "/", {}, None, 0.2)
     assert time.monotonic() - started < 1.5
-
-
-class TrickleServer:
-    """Answers every request one byte at a time, `gap` seconds apart: never silent long enough for a per-read
-    timeout to fire, so only a whole-call deadline ends the call."""
-
-    def __init__(self, answer: bytes, gap: float = 0.05) -> None:
-        self.answer, self.gap = answer, gap
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                head += chunk
-            try:
-                for byte in self.answer:
-                    conn.sendall(bytes([byte]))
-                    time.sleep(self.gap)
-            except OSError:
-                return  # the client gave up, as it should
-
-    def close(self) -> None:
-        self._listener.close()
 
 
 @pytest.mark.parametrize(
