@@ -38,6 +38,7 @@ from typing import Any
 
 from bulwark.aws.eventstream import CONTENT_TYPE as EVENTSTREAM_TYPE
 from bulwark.aws.eventstream import event as eventstream_event
+from bulwark.aws.sigv4 import derive_signing_key, string_to_sign
 from bulwark_dev.local._http import ConnectionPool, FastHandler, QuietServer, Response, serve_in_thread
 from bulwark_dev.local.dynamodb_local import DUMMY_CREDENTIALS
 from bulwark_dev.local.iam_policy import ContextValue, Statement, evaluate
@@ -193,11 +194,8 @@ def signature_valid(
         ]
     )
     scope = f"{match['date']}/{match['region']}/{match['service']}/aws4_request"
-    to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-    key = ("AWS4" + secret).encode()
-    for part in (match["date"], match["region"], match["service"], "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    key = derive_signing_key(secret, match["date"], match["region"], match["service"])
+    expected = hmac.new(key, string_to_sign(stamp, scope, canonical).encode(), hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, match["signature"])
 
 

@@ -87,6 +87,18 @@ def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode("utf-8"), hashlib.sha256).digest()
 
 
+def derive_signing_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """SigV4's signing key for one day, region and service (the signer's, and the local stack's verifier's)."""
+    key = ("AWS4" + secret).encode("utf-8")
+    for part in (date, region, service, "aws4_request"):
+        key = _hmac(key, part)
+    return key
+
+
+def string_to_sign(stamp: str, scope: str, canonical_request: str) -> str:
+    return f"{ALGORITHM}\n{stamp}\n{scope}\n{hashlib.sha256(canonical_request.encode('utf-8')).hexdigest()}"
+
+
 class Signer:
     """SigV4 for one (region, service). The derived key is cached per day and secret key."""
 
@@ -100,9 +112,7 @@ class Signer:
         cached = self._key_cache
         if cached is not None and cached[0] == date and hmac.compare_digest(cached[1], secret):
             return cached[2]
-        key = ("AWS4" + secret).encode("utf-8")
-        for part in (date, self.region, self.service, "aws4_request"):
-            key = _hmac(key, part)
+        key = derive_signing_key(secret, date, self.region, self.service)
         self._key_cache = (date, secret, key)
         return key
 
@@ -141,7 +151,7 @@ class Signer:
             ]
         )
         scope = f"{date}/{self.region}/{self.service}/aws4_request"
-        to_sign = f"{ALGORITHM}\n{stamp}\n{scope}\n{hashlib.sha256(canonical.encode('utf-8')).hexdigest()}"
+        to_sign = string_to_sign(stamp, scope, canonical)
         signature = hmac.new(self._signing_key(date, creds.secret_key), to_sign.encode("utf-8"), hashlib.sha256)
         signed["Authorization"] = (
             f"{ALGORITHM} Credential={creds.access_key}/{scope}, SignedHeaders={header_names}, "
