@@ -124,7 +124,7 @@ def main() -> None:
             ("get_direct", "DynamoDB GetItem, straight to DynamoDB Local (baseline)"),
             ("get_endpoint", "DynamoDB GetItem through the IAM endpoint"),
             ("generate", "validator: kms:GenerateMac"),
-            ("verify", "invoker: kms:VerifyMac beside the replay claim (PutItem)"),
+            ("verify", "invoker: kms:VerifyMac, then the replay claim (PutItem)"),
         )
     ]
     say(table(["call", "p50 ms", "p99 ms"], rows))
