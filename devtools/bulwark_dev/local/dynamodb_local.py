@@ -7,7 +7,6 @@ never into the repository.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import shutil
@@ -18,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -309,16 +308,6 @@ def create_tables(client: Any, tables: Mapping[str, TableSpec], names: Mapping[s
             client.update_time_to_live(
                 TableName=name, TimeToLiveSpecification={"AttributeName": ttl["AttributeName"], "Enabled": True}
             )
-
-
-@contextlib.contextmanager
-def running_dynamodb_local(progress: TextIO | None = None) -> Iterator[DynamoDBLocal]:
-    ddb = DynamoDBLocal(progress=progress)
-    ddb.start()
-    try:
-        yield ddb
-    finally:
-        ddb.stop()
 
 
 def main() -> int:

@@ -240,10 +240,6 @@ class ApiGatewayEmulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def clear_authorizer_cache(self) -> None:
-        with self._cache_lock:
-            self._cache.clear()
-
     # ------------------------------------------------------------------------------------------------------ request
     def handle(self, request: _Request) -> GatewayResult:
         route, path_parameters, allowed = self._routes.match(request.method, request.path)

@@ -22,7 +22,6 @@ when nothing maps. An empty `roles` tuple is possible: the caller decides (the a
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import time
@@ -263,8 +262,3 @@ def _roles(cfg: IssuerConfig, claims: dict[str, Any]) -> tuple[tuple[str, ...], 
     if not roles and cfg.default_role:
         roles = (cfg.default_role,)
     return claims_roles, roles
-
-
-def token_fingerprint(token: str) -> str:
-    """A short, non-reversible handle for a token in logs (never log the token itself)."""
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:16]

@@ -72,10 +72,6 @@ def utc_day(now_ms: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(now_ms // 1000))
 
 
-def utc_month(now_ms: int) -> str:
-    return time.strftime("%Y-%m", time.gmtime(now_ms // 1000))
-
-
 def day_reset_ms(now_ms: int) -> int:
     """Milliseconds until the UTC day ends (when a daily quota resets)."""
     return 86_400_000 - now_ms % 86_400_000

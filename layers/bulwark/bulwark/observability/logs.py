@@ -17,7 +17,6 @@ Redaction is idempotent (`redact(redact(x)) == redact(x)`), which the hash-chain
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -336,8 +335,3 @@ def log_body(logger: Logger, kind: str, text: str | bytes | None, policy: Any) -
     # Redact the whole text before cutting it, so a secret straddling the cut cannot leave a tail behind.
     body = redact(text)[:MAX_LOGGED_BODY]
     logger.info("body", extra={"body_kind": kind, "body": body, "body_truncated": truncated})
-
-
-def json_line(record: Mapping[str, Any]) -> str:
-    """One redacted JSON line, for code that writes outside a Logger (the local emulator's own records)."""
-    return json.dumps(redact_value(dict(record)), separators=(",", ":"), ensure_ascii=False, default=str)
