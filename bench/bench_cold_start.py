@@ -7,7 +7,7 @@ starts after interpreter start-up, when the runtime would begin the import, and 
 (clients, policy, service) is done. Median of --runs samples.
 
 The interpreter is, by default, a clean Lambda-like environment built once under `.bench/venv`: Python 3.13 (the
-Lambda runtime) with only boto3 and layers/bulwark/requirements.txt (the project .venv holds aws-sam-cli's awscrt,
+Lambda runtime) with only boto3 and the layers' requirements*.txt (the project .venv holds aws-sam-cli's awscrt,
 which makes `import boto3` slower and would flatter the ratio). If that cannot be built, the project interpreter is
 used and the table says so.
 
@@ -114,7 +114,9 @@ def lambda_like_python() -> tuple[str, str]:
     """(interpreter, description): the clean .bench/venv (built on first use) or the current interpreter."""
     python = VENV / "bin" / "python"
     stamp = VENV / ".bulwark-bench"
-    want = (ROOT / "layers/bulwark/requirements.txt").read_text()
+    # Both layers' requirements: the authorizer runs with BulwarkLayer and JwtLayer (no other function imports it).
+    requirements = [ROOT / "layers/bulwark/requirements.txt", ROOT / "layers/bulwark/requirements-jwt.txt"]
+    want = "".join(path.read_text() for path in requirements)
     if python.exists() and stamp.exists() and stamp.read_text() == want:
         return str(python), _clean_description(str(python))
     base = _find_313()
@@ -136,8 +138,7 @@ def lambda_like_python() -> tuple[str, str]:
                 "-q",
                 "--disable-pip-version-check",
                 "boto3",
-                "-r",
-                str(ROOT / "layers/bulwark/requirements.txt"),
+                *(arg for path in requirements for arg in ("-r", str(path))),
             ],
             check=True,
             stdout=subprocess.DEVNULL,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deployment checks for template.yaml and the code, offline. Run from anywhere with the project's .venv active:
 #   cfn-lint · sam validate (translator) · sam validate --lint · checkov (own venv, offline) · bandit -ll ·
-#   dependency audit (skipped when the advisory database cannot be reached) · sam build + artifact sizes.
+#   dependency audit (skipped when the advisory database cannot be reached) · sam build + layer contents and sizes.
 # Prints one summary line per tool and exits non-zero on any real finding.
 set -uo pipefail
 
@@ -161,58 +161,9 @@ if PY313_DIR="$(find_py313)"; then
        sam build --template-file template.yaml --build-dir "$BUILD_DIR" \
          --cached --cache-dir "$ROOT/.aws-sam/check-cache" >"$LOG_DIR/build.txt" 2>&1; then
     # (--cached: a layer or function whose source folder is unchanged since the last check is reused, not rebuilt)
-    "$PY" - "$BUILD_DIR" <<'EOF' || fail "sam build (sizes)"
-import io, os, sys, zipfile
-build = sys.argv[1]
-UNZIPPED_LIMIT, ZIPPED_LIMIT = 250 * 1024 * 1024, 50 * 1024 * 1024  # Lambda: function + layers; direct upload
-
-def measure(path):
-    total = 0; buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for folder, _, files in os.walk(path):
-            for name in files:
-                full = os.path.join(folder, name)
-                total += os.path.getsize(full)
-                zf.write(full, os.path.relpath(full, path))
-    return total, buf.getbuffer().nbytes
-
-def mb(n): return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
-
-layer = next((d for d in os.listdir(build) if d.startswith("BulwarkLayer")), None)
-if layer is None:
-    print(f"{'sam build':<22} FAILED: no layer in the build"); sys.exit(1)
-layer_raw, layer_zip = measure(os.path.join(build, layer))
-ok = True
-# Lambda cannot write __pycache__: every module must ship compiled for the runtime, or each cold start recompiles it.
-package = os.path.join(build, layer, "python", "bulwark")
-sources = [os.path.join(d, f) for d, _, fs in os.walk(package) for f in fs if f.endswith(".py")]
-uncompiled = [
-    s for s in sources
-    if not os.path.exists(os.path.join(os.path.dirname(s), "__pycache__", os.path.basename(s)[:-3] + ".cpython-313.pyc"))
-]
-policy = os.path.join(package, "policy.yaml")
-if not os.path.exists(policy + ".json"):
-    print(f"{'sam build':<22} FAILED: the layer has no policy.yaml.json (layers/bulwark/Makefile writes it;"
-          " a policy with non-JSON values, such as an unquoted YAML date, gets none: quote them)")
-    ok = False
-if not sources or uncompiled:
-    print(f"{'sam build':<22} FAILED: layer modules without python3.13 bytecode: {len(uncompiled)} of {len(sources)}")
-    ok = False
-if ok:
-    print(f"{'sam build':<22} ok: layer {mb(layer_raw)} unzipped (target 20 MB) / {mb(layer_zip)} zipped, "
-          f"{len(sources)} modules compiled")
-for fn in sorted(d for d in os.listdir(build) if d.endswith("Function")):
-    raw, zipped = measure(os.path.join(build, fn))
-    total = raw + layer_raw
-    within = total < UNZIPPED_LIMIT and zipped < ZIPPED_LIMIT and layer_zip < ZIPPED_LIMIT
-    ok &= within
-    print(f"  {fn:<20} {mb(raw)} unzipped / {mb(zipped)} zipped; with layer {mb(total)} of 250 MB"
-          f"{'' if within else '  OVER THE LIMIT'}")
-sys.exit(0 if ok else 1)
-EOF
-    # Only what runs ships: no bulwark_dev, no module or distribution that no function imports.
-    LAYER_DIR="$(find "$BUILD_DIR" -maxdepth 1 -name 'BulwarkLayer*' | head -1)"
-    "$PY" -m bulwark_dev.layer_check "$LAYER_DIR/python" functions || fail "layer contents"
+    summary "sam build" "ok: $(find "$BUILD_DIR" -maxdepth 1 -mindepth 1 -type d | wc -l) artifacts (layers and functions)"
+    # Only what runs ships, per function and layer; bytecode; the policy's twin; sizes against the 20 MB target.
+    "$PY" -m bulwark_dev.layer_check "$BUILD_DIR" template.yaml || fail "layers"
   else
     summary "sam build" "FAILED"; tail -40 "$LOG_DIR/build.txt"; fail "sam build"
   fi

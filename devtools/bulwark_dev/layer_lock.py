@@ -135,22 +135,37 @@ def _unhashed_or_stale(wanted: dict[str, Requirement], pins: dict[str, Pin]) -> 
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    layer = Path(args[0]) if args else Path("layers/bulwark")
-    requirements, lock = layer / "requirements.txt", layer / "requirements.lock"
+def check_pair(requirements: Path) -> tuple[list[str], int]:
+    """The problems of one requirements file's lock (same name, `.lock`), and how many packages it pins."""
+    lock = requirements.with_suffix(".lock")
     if not lock.exists():
-        print(f"no {lock}: generate it with `{REGENERATE}`")
-        return 1
+        return [f"no {lock}: generate it with `{REGENERATE}`"], 0
     problems = check(requirements.read_text(), lock.read_text())
     if problems:
-        print(f"{lock} disagrees with {requirements}:")
-        for problem in problems:
-            print(f"  {problem}")
-        print(f"regenerate it with `{REGENERATE}` (see docs/DEPLOY.md)")
+        return [f"{lock} disagrees with {requirements}:", *(f"  {p}" for p in problems)], 0
+    return [], len(read_lock(lock.read_text())[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Checks every `requirements*.txt` in the layer source folder (one per layer) against its lock."""
+    args = argv if argv is not None else sys.argv[1:]
+    folder = Path(args[0]) if args else Path("layers/bulwark")
+    pairs = sorted(folder.glob("requirements*.txt"))
+    if not pairs:
+        print(f"no requirements*.txt in {folder}")
         return 1
-    pins, _ = read_lock(lock.read_text())
-    print(f"{len(pins)} packages pinned with hashes, agreeing with {requirements.name}")
+    failed = False
+    counts = []
+    for requirements in pairs:
+        problems, pinned = check_pair(requirements)
+        for line in problems:
+            print(line)
+        failed |= bool(problems)
+        counts.append(f"{requirements.with_suffix('.lock').name}: {pinned}")
+    if failed:
+        print(f"regenerate with `{REGENERATE}` (see docs/DEPLOY.md)")
+        return 1
+    print(f"packages pinned with hashes, agreeing with their requirements ({', '.join(counts)})")
     return 0
 
 

@@ -1,8 +1,9 @@
 """Only what runs ships, and every import is declared: the runtime package, the layer's requirements and pyproject.toml.
 
-The deployment checks run `bulwark_dev.layer_check` on the layer `sam build` makes; these tests hold the same rules on
-the source tree (no build needed), show the check failing on a layer that breaks them, and import every handler with
-the development-only packages made unimportable, as the deployed layer has them.
+The deployment checks run `bulwark_dev.layer_check` on what `sam build` makes (tests/unit/test_layer_build_check.py
+shows it failing on builds that break each rule); these tests hold the same rules on the source tree (no build
+needed) and import every handler with what its layers do not ship made unimportable: the development-only packages,
+JwtLayer's packages for every function but the authorizer, and the Powertools modules the layer build prunes.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ import ast
 import importlib.metadata
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
 from functools import cache
 from pathlib import Path
 
-from bulwark_dev.layer_check import RUNTIME_PROVIDED, Closure, check_layer, package_modules, runtime_closure
+import pytest
+
+from bulwark_dev.layer_check import RUNTIME_PROVIDED, Closure, package_modules, runtime_closure
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER_SOURCE = ROOT / "layers" / "bulwark"
@@ -56,8 +58,9 @@ def _distribution(module: str) -> str:
     return _name(found[0] if found else KNOWN_DISTRIBUTIONS.get(module, module))
 
 
-def _layer_requirements() -> set[str]:
-    lines = (LAYER_SOURCE / "requirements.txt").read_text(encoding="utf-8").splitlines()
+def _layer_requirements(name: str = "requirements*.txt") -> set[str]:
+    """What the layers' requirements files list (both layers by default: BulwarkLayer's and JwtLayer's)."""
+    lines = [line for path in LAYER_SOURCE.glob(name) for line in path.read_text(encoding="utf-8").splitlines()]
     return {_name(line) for line in lines if line.strip() and not line.lstrip().startswith(("#", "-"))}
 
 
@@ -87,6 +90,14 @@ def test_the_layer_requirements_are_exactly_what_the_functions_import() -> None:
     assert "aws-xray-sdk" not in _layer_requirements()  # the lean provider records traces; nothing imports the SDK
 
 
+def test_only_the_authorizer_imports_what_the_jwt_layer_holds() -> None:
+    jwt_layer = _layer_requirements("requirements-jwt.txt")
+    assert jwt_layer == {"pyjwt", "cryptography"}
+    for handler in HANDLERS:
+        imported = {_distribution(top) for top in runtime_closure(LAYER_SOURCE, [handler]).third_party}
+        assert bool(imported & jwt_layer) == (handler.parent.name == "authorizer"), handler
+
+
 def test_every_import_of_the_project_is_declared_in_pyproject() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     declared = {_name(r) for r in project["dependencies"]}
@@ -98,31 +109,24 @@ def test_every_import_of_the_project_is_declared_in_pyproject() -> None:
     assert _layer_requirements() <= runtime  # pyproject's runtime list covers the layer's
 
 
-def test_the_check_fails_on_a_layer_holding_what_no_function_runs(tmp_path: Path) -> None:
-    layer = tmp_path / "python"
-    shutil.copytree(LAYER_SOURCE / "bulwark", layer / "bulwark")
-    assert [p for p in check_layer(layer, FUNCTIONS) if "distributions" not in p and "not in the layer" not in p] == []
-
-    shutil.copytree(ROOT / "devtools" / "bulwark_dev", layer / "bulwark_dev")
-    (layer / "bulwark" / "leftover.py").write_text('"""Imported by nothing."""\n', encoding="utf-8")
-    info = layer / "unused_dist-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: unused-dist\nVersion: 1.0\n", encoding="utf-8")
-    (info / "RECORD").write_text("unused_dist/__init__.py,,\n", encoding="utf-8")
-    problems = "\n".join(check_layer(layer, FUNCTIONS))
-    assert "development package bulwark_dev" in problems
-    assert "bulwark.leftover" in problems
-    assert "unused-dist" in problems
-    assert "imported but not in the layer: " in problems and "pydantic" in problems
-
-
 BLOCKED = ("aws_xray_sdk", "bulwark_dev", "boto3", "botocore", "yaml")
+JWT_LAYER = ("jwt", "cryptography")  # JwtLayer: the authorizer's only
 IMPORT_HANDLERS = """
-import importlib.util, sys
+import importlib.util, pathlib, re, sys
+makefile = pathlib.Path(MAKEFILE).read_text()
+kept = re.search(r"^POWERTOOLS_UTILITIES_KEPT = (.*)$", makefile, re.M).group(1).split()
+assert "rm -rf \\"$(SITE)/aws_lambda_powertools/event_handler\\"" in makefile
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
+        parts = name.split(".")
+        if parts[0] in BLOCKED:
             raise ImportError("not in the layer: " + name)
+        # What layers/bulwark/Makefile prunes from Powertools.
+        if parts[:2] == ["aws_lambda_powertools", "event_handler"] or (
+            parts[:2] == ["aws_lambda_powertools", "utilities"] and len(parts) > 2 and parts[2] not in kept
+            and parts[2] != "serialization"
+        ):
+            raise ImportError("pruned from the layer: " + name)
 sys.meta_path.insert(0, Block())
 for i, path in enumerate(sys.argv[1:]):
     spec = importlib.util.spec_from_file_location(f"app_{i}", path)
@@ -133,7 +137,8 @@ print("imported", len(sys.argv) - 1)
 """
 
 
-def test_every_handler_imports_without_the_packages_the_layer_does_not_ship() -> None:
+@pytest.mark.parametrize("handler", HANDLERS, ids=lambda h: h.parent.name)
+def test_every_handler_imports_without_the_packages_its_layers_do_not_ship(handler: Path) -> None:
     # Tracing disabled, as under `sam local invoke`: Powertools would reach for the X-Ray SDK there.
     env = {
         **os.environ,
@@ -148,9 +153,10 @@ def test_every_handler_imports_without_the_packages_the_layer_does_not_ship() ->
         "BULWARK_INVOKER_MAC_KEY": "arn:aws:kms:us-east-1:000000000000:key/test",
         "POWERTOOLS_TRACE_DISABLED": "true",
     }
-    code = f"BLOCKED = {BLOCKED!r}\n{IMPORT_HANDLERS}"
+    blocked = BLOCKED if handler.parent.name == "authorizer" else BLOCKED + JWT_LAYER
+    code = f"BLOCKED = {blocked!r}\nMAKEFILE = {str(LAYER_SOURCE / 'Makefile')!r}\n{IMPORT_HANDLERS}"
     done = subprocess.run(
-        [sys.executable, "-c", code, *map(str, HANDLERS)],
+        [sys.executable, "-c", code, str(handler)],
         env=env,
         capture_output=True,
         text=True,
@@ -158,4 +164,4 @@ def test_every_handler_imports_without_the_packages_the_layer_does_not_ship() ->
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == f"imported {len(HANDLERS)}"
+    assert done.stdout.strip() == "imported 1"

@@ -42,25 +42,33 @@ typing-extensions==4.12.2 \\
 """
 
 
-def test_the_shipped_lock_agrees_with_the_shipped_requirements() -> None:
-    assert check((LAYER / "requirements.txt").read_text(), (LAYER / "requirements.lock").read_text()) == []
+SHIPPED = ("requirements.txt", "requirements-jwt.txt")  # BulwarkLayer's, JwtLayer's
 
 
-def test_every_shipped_pin_is_exact_and_hashed() -> None:
-    pins, problems = read_lock((LAYER / "requirements.lock").read_text())
+@pytest.mark.parametrize("requirements", SHIPPED)
+def test_the_shipped_lock_agrees_with_the_shipped_requirements(requirements: str) -> None:
+    lock = (LAYER / requirements).with_suffix(".lock")
+    assert check((LAYER / requirements).read_text(), lock.read_text()) == []
+
+
+@pytest.mark.parametrize("requirements", SHIPPED)
+def test_every_shipped_pin_is_exact_and_hashed(requirements: str) -> None:
+    pins, problems = read_lock((LAYER / requirements).with_suffix(".lock").read_text())
     assert problems == []
     assert pins, "the lock pins nothing"
     assert all(pin.hashes >= 1 for pin in pins.values())
 
 
-def test_the_layer_build_installs_from_the_lock_with_hashes_required() -> None:
+def test_each_layer_build_installs_from_its_lock_with_hashes_required() -> None:
     makefile = (LAYER / "Makefile").read_text()
     install = re.search(r"pip install(?:[^\n]*\\\n)*[^\n]*", makefile)
     assert install is not None
     command = install.group(0)
     assert "--require-hashes" in command
-    assert "-r requirements.lock" in command
+    assert "-r $(1)" in command  # the lock each target names
     assert "requirements.txt" not in command
+    targets = dict(re.findall(r"^(build-\w+):\n\t\$\(call install_locked,(\S+)\)", makefile, re.M))
+    assert targets == {"build-BulwarkLayer": "requirements.lock", "build-JwtLayer": "requirements-jwt.lock"}
 
 
 def test_a_consistent_lock_passes() -> None:
@@ -110,7 +118,7 @@ def test_the_command_names_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "./dev lock" in out
     (tmp_path / "requirements.txt").write_text(REQUIREMENTS)
     assert main([str(tmp_path)]) == 0
-    assert "5 packages pinned with hashes" in capsys.readouterr().out
+    assert "requirements.lock: 5)" in capsys.readouterr().out
 
 
 def test_a_missing_lock_is_a_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
