@@ -127,7 +127,7 @@ def _e2e_policy(state_dir: Path, issuer: Issuer, invoke_url: str) -> Path:
     data = yaml.safe_load(default_policy_path().read_text(encoding="utf-8"))
     data.setdefault("network", {}).setdefault("failed_auth", {})["threshold"] = E2E_FAILED_AUTH_THRESHOLD
     data["issuers"] = [issuer.policy_entry()]  # OAuth 2.0 / JWT callers too (tests/e2e/oidc.py)
-    data["tenants"] = {"e2e-capped": {"budget": {"day_usd": "0.0003"}}}  # test_budget_e2e.py: a tenant's own budget
+    data["tenants"] = {"e2e-capped": {"budget": {"day_usd": "0.001"}}}  # test_budget_e2e.py: a tenant's own budget
     data["models"][INVOKE_MODEL] = {
         "description": "Legacy JSON echo for the invoke route.",
         "upstream": {"kind": "http", "url": invoke_url, "chat": False, "max_retries": 0},

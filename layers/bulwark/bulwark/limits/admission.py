@@ -68,6 +68,8 @@ class Admission:
     spend_month: int = 0
     tenant: str | None = None  # set when the tenant's spend was charged too (settled with the key's)
     tenant_caps: tuple[int | None, int | None] = (None, None)  # the tenant's requests and tokens per minute
+    tenant_spend_day: int = 0  # the tenant's day and month spend after this admission (all its keys, reservations
+    tenant_spend_month: int = 0  # included)
 
     @property
     def month(self) -> str:

@@ -473,19 +473,23 @@ class ValidatorService:
         self._budget_alerts(admission, spend, audit)
 
     def _budget_alerts(self, admission: Admission, spend: _SpendTerms, audit: Audit) -> None:
-        """This request's settled cost took the period's spend across the soft threshold: a metric the alarm watches
-        and a mark in this request's audit record. Judged on settled spend (the stored spend less this request's
-        reservation, plus its real cost), so a reservation that is later given back raises no alert, and a caller
-        is told once per period, not on every request above the threshold."""
+        """This request's settled cost took the period's spend, the key's or its tenant's, across the soft threshold:
+        a metric the alarm watches and a mark in this request's audit record (`budget:day`, `budget:tenant:month`,
+        ...). Judged on settled spend (the stored spend less this request's reservation, plus its real cost), so a
+        reservation that is later given back raises no alert, and a key or tenant is told once per period, not on
+        every request above the threshold."""
         pct = spend.soft_percent
-        for period, budget, stored in (
-            ("day", spend.allowance.budget_day, admission.spend_day),
-            ("month", spend.allowance.budget_month, admission.spend_month),
+        tenant = spend.allowance.tenant if admission.tenant is not None else None
+        for scope, period, budget, stored in (
+            ("key", "day", spend.allowance.budget_day, admission.spend_day),
+            ("key", "month", spend.allowance.budget_month, admission.spend_month),
+            ("tenant", "day", tenant.day if tenant else None, admission.tenant_spend_day),
+            ("tenant", "month", tenant.month if tenant else None, admission.tenant_spend_month),
         ):
             before = stored - admission.reserved_cost
             if budget is not None and soft_crossed(before, before + audit.cost_micro_usd, budget, pct):
-                audit.verdicts[f"budget:{period}"] = f"soft_threshold_{pct}"
-                count(self._metrics, "BudgetSoftThreshold", tenant=_tenant(audit), period=period)
+                audit.verdicts["budget:" + ("" if scope == "key" else "tenant:") + period] = f"soft_threshold_{pct}"
+                count(self._metrics, "BudgetSoftThreshold", tenant=_tenant(audit), period=period, scope=scope)
 
     def shutdown(self) -> None:
         """The environment is going away: write every deferred refund now, or the caller's counters would keep

@@ -270,11 +270,14 @@ class CountersTable:
                 # The tenant's budgets and the model's ceiling are other items: a second write each, only when
                 # configured. A refusal there gives back everything this request was charged.
                 if tenant is not None:
-                    writes += self._admit_tenant(tenant, tokens, cost, now_ms)
+                    tenant_writes, tenant_item = self._admit_tenant(tenant, tokens, cost, now_ms)
+                    writes += tenant_writes
                     charged = replace(
                         charged,
                         tenant=tenant.name,
                         tenant_caps=(tenant.requests_per_minute, tenant.tokens_per_minute),
+                        tenant_spend_day=int_attr(tenant_item, "spend_d") or 0,
+                        tenant_spend_month=int_attr(tenant_item, "spend_m") or 0,
                     )
                 if model is not None and model_rpm is not None:
                     writes += self._admit_model(model, model_rpm, now_ms)
@@ -294,14 +297,18 @@ class CountersTable:
                 spend_month=int_attr(new, "spend_m") or 0,
                 tenant=charged.tenant,
                 tenant_caps=charged.tenant_caps,
+                tenant_spend_day=charged.tenant_spend_day,
+                tenant_spend_month=charged.tenant_spend_month,
             )
         # Persistent contention: refuse rather than loop; the client retries shortly.
         refuse("requests", 1000, "The request could not be admitted under contention. Retry shortly.")
         raise AssertionError("unreachable")
 
-    def _admit_tenant(self, tenant: TenantBudget, tokens: int, cost: int, now_ms: int) -> int:
+    def _admit_tenant(
+        self, tenant: TenantBudget, tokens: int, cost: int, now_ms: int
+    ) -> tuple[int, dict[str, Any] | None]:
         """Charge one request, `tokens` and `cost` to the tenant, within its limits and budgets, or raise
-        RateLimited."""
+        RateLimited. Returns the writes it took and the tenant's item after them (its spend, for the soft alert)."""
         pk = "lim#tenant#" + tenant.name
         budgets = (tenant.day, tenant.month)
         rpm = Bucket(tenant.requests_per_minute) if tenant.requests_per_minute else None
@@ -334,7 +341,7 @@ class CountersTable:
                 time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 - jitter, not security
                 continue
             self._remember(pk, new)
-            return attempt
+            return attempt, new
         refuse("requests", 1000, "The request could not be admitted under contention. Retry shortly.")
         raise AssertionError("unreachable")
 
