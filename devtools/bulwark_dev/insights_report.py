@@ -20,6 +20,7 @@ from bulwark_dev.audit_report import Latency, RefusalGroup, RequestGroup, Tallie
 # What the report needs, by the name after "<stack>/report/".
 REPORT_QUERIES: Final = ("requests", "refusals", "failure-sources", "guardrail-verdicts", "latency")
 IAM_ACTIONS: Final = ("logs:DescribeQueryDefinitions", "logs:StartQuery", "logs:GetQueryResults")
+FIRST_POLL_SECONDS, LAST_POLL_SECONDS, STILL_RUNNING_NOTE_SECONDS = 0.25, 4.0, 10.0
 INSIGHTS_ROW_CAP: Final = 10_000  # Logs Insights returns at most this many rows, whatever the query's limit
 _DONE: Final = frozenset({"Complete", "Failed", "Cancelled", "Timeout", "Unknown"})
 _ACCESS_DENIED: Final = frozenset({"AccessDeniedException", "AccessDenied"})
@@ -51,7 +52,6 @@ def stack_tallies(
     endpoint_url: str | None = None,
     timeout_seconds: float = 300.0,
     progress: TextIO | None = None,
-    poll_seconds: float = 1.0,
 ) -> tuple[Tallies, list[str]]:
     """The stack's tallies over the last `since_seconds`, and the log groups they were read from."""
     client = _client(region, endpoint_url)
@@ -71,7 +71,6 @@ def stack_tallies(
         end=end,
         timeout_seconds=timeout_seconds,
         progress=progress,
-        poll_seconds=poll_seconds,
     )
     return tallies_from_rows(rows), groups
 
@@ -82,7 +81,8 @@ def _client(region: str | None, endpoint_url: str | None) -> Any:
     from botocore.exceptions import NoRegionError
 
     try:
-        return boto3.client(
+        # A session of its own: credentials are looked up now, not reused from an earlier client in this process.
+        return boto3.session.Session().client(
             "logs", region_name=region, endpoint_url=endpoint_url, config=Config(retries={"mode": "standard"})
         )
     except NoRegionError:
@@ -134,7 +134,6 @@ def run_queries(
     end: int,
     timeout_seconds: float,
     progress: TextIO | None = None,
-    poll_seconds: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Rows]:
@@ -153,7 +152,7 @@ def run_queries(
                 context=q.name,
             )
             started[short] = str(reply["queryId"])
-        results = _poll(client, queries, started, timeout_seconds, progress, poll_seconds, clock, sleep)
+        results = _poll(client, queries, started, timeout_seconds, progress, clock, sleep)
     except BaseException:
         _stop(client, started)  # a query left running keeps scanning, and billing, for up to an hour
         raise
@@ -166,11 +165,12 @@ def _poll(
     started: dict[str, str],
     timeout_seconds: float,
     progress: TextIO | None,
-    poll_seconds: float,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
 ) -> dict[str, Rows]:
-    deadline = clock() + timeout_seconds
+    began = clock()
+    deadline, noted = began + timeout_seconds, began
+    wait = FIRST_POLL_SECONDS
     results: dict[str, Rows] = {}
     scanned = 0.0
     pending = dict(started)
@@ -201,12 +201,16 @@ def _poll(
             )
         if not pending:
             break
+        if clock() - noted >= STILL_RUNNING_NOTE_SECONDS:
+            noted = clock()
+            _say(progress, f"  still running after {noted - began:.0f} s: {', '.join(sorted(pending))}")
         if clock() >= deadline:
             raise ReportUnavailable(
                 f"The Logs Insights queries did not finish within {timeout_seconds:g} s ({', '.join(sorted(pending))} "
                 "still running; stopped). Use a shorter --since, or a longer --timeout."
             )
-        sleep(poll_seconds)
+        sleep(min(wait, max(deadline - clock(), 0.0)))
+        wait = min(wait * 2, LAST_POLL_SECONDS)  # small windows finish in about a second; big ones take minutes
     _say(progress, f"Scanned {_megabytes(scanned)} in all (Logs Insights bills by data scanned).")
     return results
 
