@@ -157,14 +157,11 @@ class Field:
 
 @dataclass(frozen=True)
 class Call:
-    name: str
-    args: tuple[Any, ...]
+    """A function, or an operator written as one: not(x), like(x, pattern) (a str pattern is a substring match)."""
 
-
-@dataclass(frozen=True)
-class Agg:
     name: str
     args: tuple[Any, ...]  # () for count(*)
+    aggregate: bool = False  # a stats function, evaluated over a group
 
 
 @dataclass(frozen=True)
@@ -172,17 +169,6 @@ class BinOp:
     op: str
     left: Any
     right: Any
-
-
-@dataclass(frozen=True)
-class Not:
-    operand: Any
-
-
-@dataclass(frozen=True)
-class Like:
-    operand: Any
-    pattern: re.Pattern[str] | str  # a str is a substring match
 
 
 @dataclass(frozen=True)
@@ -300,24 +286,23 @@ class _Parser:
         return Named(expr, expr.name if isinstance(expr, Field) else self.text[start:end].strip())
 
     # expressions, loosest first
-    def expr(self) -> Any:
-        left = self.conjunction()
-        while self.lex.peek().text == "or":
-            self.lex.take()
-            left = BinOp("or", left, self.conjunction())
+    def _chain(self, operators: tuple[str, ...], operand: Callable[[], Any]) -> Any:
+        """Left-associative operators of one precedence level."""
+        left = operand()
+        while self.lex.peek().text in operators:
+            left = BinOp(self.lex.take().text, left, operand())
         return left
 
+    def expr(self) -> Any:
+        return self._chain(("or",), self.conjunction)
+
     def conjunction(self) -> Any:
-        left = self.negation()
-        while self.lex.peek().text == "and":
-            self.lex.take()
-            left = BinOp("and", left, self.negation())
-        return left
+        return self._chain(("and",), self.negation)
 
     def negation(self) -> Any:
         if self.lex.peek().text == "not":
             self.lex.take()
-            return Not(self.negation())
+            return Call("not", (self.negation(),))
         return self.comparison()
 
     def comparison(self) -> Any:
@@ -335,21 +320,15 @@ class _Parser:
         if token.text in ("like", "=~"):
             self.lex.take()
             quoted = self.lex.peek().kind == "string" and token.text == "like"
-            like = Like(left, str(self.lex.take().value) if quoted else self.lex.regex())
-            return Not(like) if negated else like
+            like = Call("like", (left, Lit(str(self.lex.take().value) if quoted else self.lex.regex())))
+            return Call("not", (like,)) if negated else like
         return left
 
     def additive(self) -> Any:
-        left = self.term()
-        while self.lex.peek().text in ("+", "-"):
-            left = BinOp(self.lex.take().text, left, self.term())
-        return left
+        return self._chain(("+", "-"), self.term)
 
     def term(self) -> Any:
-        left = self.unary()
-        while self.lex.peek().text in ("*", "/", "%"):
-            left = BinOp(self.lex.take().text, left, self.unary())
-        return left
+        return self._chain(("*", "/", "%"), self.unary)
 
     def unary(self) -> Any:
         if self.lex.peek().text == "-":
@@ -384,7 +363,7 @@ class _Parser:
             if fn == "count" and self.lex.peek().text == "*":
                 self.lex.take()
                 self._expect(")")
-                return Agg("count", ())
+                return Call("count", (), aggregate=True)
             self.in_stats = False  # no aggregate inside an aggregate
             args = self.args()
             self.in_stats = True
@@ -392,7 +371,7 @@ class _Parser:
                 raise QuerySyntaxError(f"{fn}() takes {_AGGREGATES[fn]} argument(s), at {name.pos}")
             if fn == "pct" and not (isinstance(args[1], Lit) and isinstance(args[1].value, int | float)):
                 raise QuerySyntaxError(f"pct() needs a literal percentile, at {name.pos}")
-            return Agg(fn, tuple(args))
+            return Call(fn, tuple(args), aggregate=True)
         if fn in _ROW_FUNCTIONS:
             args = self.args()
             arity = _ROW_FUNCTIONS[fn]
@@ -416,12 +395,10 @@ class _Parser:
 
 
 def _has_aggregate(node: Any) -> bool:
-    if isinstance(node, Agg):
-        return True
+    if isinstance(node, Call):
+        return node.aggregate or any(_has_aggregate(arg) for arg in node.args)
     if isinstance(node, BinOp):
         return _has_aggregate(node.left) or _has_aggregate(node.right)
-    if isinstance(node, Not | Like):
-        return _has_aggregate(node.operand)
     return False
 
 
@@ -505,25 +482,23 @@ def _arith(op: str, left: Any, right: Any) -> float | None:
     return a / b if op == "/" else math.fmod(a, b)
 
 
-def _eval(node: Any, record: Record, aggregate: Callable[[Agg], Any] | None = None) -> Any:
+def _eval(node: Any, record: Record, aggregate: Callable[[Call], Any] | None = None) -> Any:
     if isinstance(node, Lit):
         return node.value
     if isinstance(node, Field):
         return record.get(node.name)
-    if isinstance(node, Agg):
+    if isinstance(node, Call) and node.aggregate:
         assert aggregate is not None
         return aggregate(node)
-    if isinstance(node, Not):
-        return _eval(node.operand, record, aggregate) is not True
-    if isinstance(node, Like):
-        value = _eval(node.operand, record, aggregate)
-        if value is None:
-            return False
-        if isinstance(node.pattern, str):
-            return node.pattern in _text(value)
-        return node.pattern.search(_text(value)) is not None
     if isinstance(node, Call):
         values = (_eval(arg, record, aggregate) for arg in node.args)
+        if node.name == "not":
+            return next(values) is not True
+        if node.name == "like":
+            value, pattern = values
+            if value is None:
+                return False
+            return pattern in _text(value) if isinstance(pattern, str) else pattern.search(_text(value)) is not None
         if node.name == "ispresent":
             return next(values) is not None
         return next((v for v in values if v is not None), None)  # coalesce
@@ -531,7 +506,7 @@ def _eval(node: Any, record: Record, aggregate: Callable[[Agg], Any] | None = No
     return _eval_binop(node, record, aggregate)
 
 
-def _eval_binop(node: BinOp, record: Record, aggregate: Callable[[Agg], Any] | None) -> Any:
+def _eval_binop(node: BinOp, record: Record, aggregate: Callable[[Call], Any] | None) -> Any:
     if node.op == "and":
         return _eval(node.left, record, aggregate) is True and _eval(node.right, record, aggregate) is True
     if node.op == "or":
@@ -542,7 +517,7 @@ def _eval_binop(node: BinOp, record: Record, aggregate: Callable[[Agg], Any] | N
     return _arith(node.op, left, right)
 
 
-def _aggregate(agg: Agg, records: list[Record]) -> Any:
+def _aggregate(agg: Call, records: list[Record]) -> Any:
     if agg.name == "count" and not agg.args:
         return len(records)
     values = [v for r in records if (v := _eval(agg.args[0], r)) is not None]
@@ -575,7 +550,7 @@ def _stats(command: Command, records: list[Record]) -> list[Record]:
     for key, members in groups.items():
         row: Record = {g.name: value for g, value in zip(command.by, key, strict=True) if value is not None}
 
-        def over_group(agg: Agg, members: list[Record] = members) -> Any:
+        def over_group(agg: Call, members: list[Record] = members) -> Any:
             return _aggregate(agg, members)
 
         for item in command.items:
