@@ -1,8 +1,9 @@
 """`bulwark audit verify` and `bulwark report`: check the audit chain, and summarize what a session's records show.
 
 Both read the audit records the functions write (see `bulwark.observability.audit`): from a local log
-(`.bulwark/logs/*.jsonl`, written by `bulwark local`) or, for `audit verify --log-group`, from CloudWatch Logs with
-the caller's own credentials.
+(`.bulwark/logs/*.jsonl`, written by `bulwark local`) or from CloudWatch Logs with the caller's own credentials
+(`audit verify --log-group` reads the records; `report --stack` has Logs Insights aggregate them, see
+`bulwark_dev.insights_report`).
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from bulwark.limits.spend import micros_to_usd
 from bulwark.observability.audit import Issue, VerifyResult, audit_of, audit_records, verify
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_STACK_WINDOW = "24h"  # Logs Insights bills by data scanned: a deployed stack's report always has a window
 
 
 class AuditCliError(ValueError):
@@ -51,27 +52,41 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     r = sub.add_parser(
         "report",
         parents=[common],
-        help="summarize a session's audit records: requests, refusals, failure sources, throttles, tokens, latency",
+        help="summarize audit records: requests, refusals, failure sources, throttles, guardrails, tokens, spend",
+        description="From a local log, or with --stack from a deployed stack's CloudWatch Logs (its saved Logs "
+        "Insights queries aggregate in AWS; needs logs:DescribeQueryDefinitions, logs:StartQuery, "
+        "logs:GetQueryResults). Both print the same report; --json prints it as data.",
     )
     r.add_argument(
         "path", nargs="?", help="a JSONL log file or a directory of them (default: the latest local session)"
     )
-    r.add_argument("--since", help="only records newer than this (e.g. 1h, 30m)")
+    r.add_argument("--stack", help="a deployed stack's name: report from its CloudWatch Logs")
+    r.add_argument("--region", help="AWS region of --stack (default: your AWS configuration's)")
+    r.add_argument(
+        "--since", help=f"only records newer than this (e.g. 1h, 30m, 7d; with --stack default {DEFAULT_STACK_WINDOW})"
+    )
+    r.add_argument(
+        "--timeout", type=float, default=300.0, help="with --stack: seconds to wait for the queries (default 300)"
+    )
     r.add_argument("--top", type=int, default=10, help="rows per ranking (default 10)")
+    r.add_argument("--endpoint-url", help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_report)
 
 
 # ------------------------------------------------------------------------------------------------------------ input
-def _since_ms(text: str | None) -> int | None:
-    if not text:
-        return None
+def _duration(text: str) -> int:
     from bulwark.auth.key_admin import parse_duration
 
     try:
-        seconds = parse_duration(text)
+        return parse_duration(text)
     except ValueError as exc:
         raise AuditCliError(str(exc)) from None
-    return int((time.time() - seconds) * 1000)
+
+
+def _since_ms(text: str | None) -> int | None:
+    if not text:
+        return None
+    return int((time.time() - _duration(text)) * 1000)
 
 
 def _default_log_path() -> Path:
@@ -313,161 +328,36 @@ def _print_verify(
 
 
 # ----------------------------------------------------------------------------------------------------------- report
-UNAUTHENTICATED = "(unauthenticated)"
-
-
-def _percentile(sorted_values: list[float], pct: float) -> float:
-    if not sorted_values:
-        return 0.0
-    rank = max(1, -(-len(sorted_values) * pct // 100))  # nearest rank
-    return float(sorted_values[int(rank) - 1])
-
-
-def summarize(records: Iterable[dict[str, Any]], *, top: int = 10) -> dict[str, Any]:
-    """What the alarms would see, from audit records: one record per request."""
-    total = 0
-    status: Counter[str] = Counter()
-    refusals: Counter[tuple[int, str]] = Counter()
-    auth_reasons: Counter[str] = Counter()
-    failure_sources: Counter[str] = Counter()
-    throttles: Counter[str] = Counter()
-    guardrails: Counter[str] = Counter()
-    per_principal: dict[str, dict[str, int]] = {}
-    per_tenant: dict[str, dict[str, int]] = {}
-    latencies: list[float] = []
-    for r in records:
-        total += 1
-        code = str(r.get("code") or "")
-        st = int(r.get("status") or 0)
-        principal = str(r.get("principal") or UNAUTHENTICATED)
-        verdicts = r.get("verdicts") if isinstance(r.get("verdicts"), dict) else {}
-        assert isinstance(verdicts, dict)
-        status[str(st)] += 1
-        p = per_principal.setdefault(principal, {"requests": 0, "ok": 0, "refused": 0, "tokens": 0})
-        p["requests"] += 1
-        tokens = int(r.get("prompt_tokens") or 0) + int(r.get("completion_tokens") or 0)
-        p["tokens"] += tokens
-        cost = int(r.get("cost_micro_usd") or 0)
-        p["spend_micro_usd"] = p.get("spend_micro_usd", 0) + cost
-        t = per_tenant.setdefault(
-            str(r.get("tenant") or "-"), {"requests": 0, "refused": 0, "tokens": 0, "spend_micro_usd": 0}
-        )
-        t["requests"] += 1
-        t["tokens"] += tokens
-        t["spend_micro_usd"] += cost
-        if 200 <= st < 300:
-            p["ok"] += 1
-        if st >= 400:
-            t["refused"] += 1
-            p["refused"] += 1
-            refusals[(st, code)] += 1
-            failure_sources[str(r.get("source_ip") or "-")] += 1
-        if st == 401 and "auth" in verdicts:
-            auth_reasons[str(verdicts["auth"])] += 1
-        if st == 429:
-            throttles[code or str(verdicts.get("limits", "-"))] += 1
-        for k in verdicts:
-            if k.startswith(("guardrail:", "output:")):
-                guardrails[k.partition(":")[2]] += 1
-        lat = r.get("latency_ms")
-        if isinstance(lat, int | float) and lat > 0:
-            latencies.append(float(lat))
-    latencies.sort()
-    return {
-        "requests": total,
-        "status": dict(sorted(status.items())),
-        "principals": [
-            {"principal": name, **v}
-            for name, v in sorted(per_principal.items(), key=lambda kv: (-kv[1]["requests"], kv[0]))
-        ],
-        "refusals": [
-            {"status": st, "code": code, "count": n}
-            for (st, code), n in sorted(refusals.items(), key=lambda kv: (-kv[1], kv[0]))
-        ],
-        "auth_failures_by_reason": dict(sorted(auth_reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "top_failure_sources": [{"source_ip": ip, "count": n} for ip, n in _top(failure_sources, top)],
-        "throttles_by_limit": dict(sorted(throttles.items())),
-        "guardrail_hits": dict(sorted(guardrails.items())),
-        "tenants": [
-            {"tenant": name, **v, "spend_usd": micros_to_usd(v["spend_micro_usd"])}
-            for name, v in sorted(per_tenant.items(), key=lambda kv: (-kv[1]["spend_micro_usd"], kv[0]))
-        ],
-        "tokens_by_principal": {
-            name: v["tokens"]
-            for name, v in sorted(per_principal.items(), key=lambda kv: -kv[1]["tokens"])
-            if v["tokens"]
-        },
-        "latency_ms": {
-            "count": len(latencies),
-            "p50": _percentile(latencies, 50),
-            "p99": _percentile(latencies, 99),
-            "max": latencies[-1] if latencies else 0.0,
-        },
-    }
-
-
-def _top(counter: Counter[str], n: int) -> list[tuple[str, int]]:
-    return sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[: max(n, 0)]
-
-
 def cmd_report(args: argparse.Namespace, out: TextIO) -> int:
-    files = _log_files(args.path)
-    records = _filter_since(audit_records(_read_lines(files)), _since_ms(args.since))
-    summary = summarize(records, top=args.top)
-    summary["source"] = [str(f) for f in files]
-    if getattr(args, "json", False):
-        out.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    from bulwark_dev.audit_report import build_report, human_report, tally
+
+    if args.stack:
+        if args.path:
+            raise AuditCliError("Give either a PATH (a local log) or --stack (a deployed stack), not both.")
+        from bulwark_dev.insights_report import ReportUnavailable, stack_tallies
+
+        since = args.since or DEFAULT_STACK_WINDOW
+        seconds = _duration(since)
+        endpoint = args.endpoint_url or os.environ.get("BULWARK_LOGS_ENDPOINT_URL")
+        try:
+            tallies, groups = stack_tallies(
+                args.stack,
+                since_seconds=seconds,
+                region=args.region,
+                endpoint_url=endpoint,
+                timeout_seconds=args.timeout,
+                progress=sys.stderr,
+            )
+        except ReportUnavailable as exc:
+            sys.stderr.write(f"bulwark: {exc}\n")
+            return EXIT_FAILED
+        report = build_report(tallies, top=args.top, source=groups)
     else:
-        out.write(_human_report(summary, top=args.top))
+        files = _log_files(args.path)
+        records = _filter_since(audit_records(_read_lines(files)), _since_ms(args.since))
+        report = build_report(tally(records), top=args.top, source=[str(f) for f in files])
+    if getattr(args, "json", False):
+        out.write(json.dumps(report.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+    else:
+        out.write(human_report(report, top=args.top))
     return EXIT_OK
-
-
-def _table(title: str, header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
-    if not rows:
-        return [title, "  (none)", ""]
-    cells = [tuple(str(c) for c in header), *[tuple(str(c) for c in row) for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = [title]
-    for row in cells:
-        lines.append(
-            "  "
-            + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-        )
-    lines.append("")
-    return lines
-
-
-def _human_report(s: dict[str, Any], *, top: int) -> str:
-    lat = s["latency_ms"]
-    lines = [
-        f"{s['requests']} requests  ({', '.join(f'{k}: {v}' for k, v in s['status'].items()) or 'none'})",
-        f"latency  p50 {lat['p50']:.1f} ms  p99 {lat['p99']:.1f} ms  max {lat['max']:.1f} ms  ({lat['count']} timed)",
-        "",
-    ]
-    lines += _table(
-        "Requests per key / principal",
-        ("PRINCIPAL", "REQUESTS", "OK", "REFUSED", "TOKENS"),
-        [(p["principal"], p["requests"], p["ok"], p["refused"], p["tokens"]) for p in s["principals"][:top]],
-    )
-    lines += _table(
-        "By tenant",
-        ("TENANT", "REQUESTS", "REFUSED", "TOKENS", "SPEND USD"),
-        [(t["tenant"], t["requests"], t["refused"], t["tokens"], t["spend_usd"]) for t in s["tenants"][:top]],
-    )
-    lines += _table(
-        "Refusals by reason",
-        ("STATUS CODE", "COUNT"),
-        [(f"{r['status']} {r['code']}", r["count"]) for r in s["refusals"]],
-    )
-    lines += _table(
-        "Authentication failures by reason", ("REASON", "COUNT"), list(s["auth_failures_by_reason"].items())
-    )
-    lines += _table(
-        "Top sources of failures",
-        ("SOURCE IP", "FAILURES"),
-        [(r["source_ip"], r["count"]) for r in s["top_failure_sources"]],
-    )
-    lines += _table("Throttles by limit", ("LIMIT", "COUNT"), list(s["throttles_by_limit"].items()))
-    lines += _table("Guardrail hits", ("KIND", "COUNT"), list(s["guardrail_hits"].items()))
-    lines += _table("Tokens per key / principal", ("PRINCIPAL", "TOKENS"), list(s["tokens_by_principal"].items())[:top])
-    return "\n".join(lines).rstrip("\n") + "\n"

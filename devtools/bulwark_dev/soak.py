@@ -257,7 +257,8 @@ def _check(
     keys: dict[str, str],
 ) -> None:
     from bulwark.observability.audit import verify
-    from bulwark_dev.audit_cli import check_streams, summarize
+    from bulwark_dev.audit_cli import check_streams
+    from bulwark_dev.audit_report import summarize
 
     sent = result.sent
     statuses = Counter(s.status for s in sent)
@@ -307,7 +308,7 @@ def _check(
     result.figures["audit_chains"] = len(verified.chains)
 
     summary = summarize(records)
-    report_tokens = sum(p["tokens"] for p in summary["principals"])
+    report_tokens = sum(p.tokens for p in summary.principals)
     billed = sum(s.tokens for s in sent if s.status == 200)
     result.checks["report tokens = billed tokens"] = (
         report_tokens == billed,
@@ -316,8 +317,8 @@ def _check(
     result.figures["tokens_billed"] = billed
     sent_by_status = {str(k): v for k, v in sorted(statuses.items()) if k}
     result.checks["report requests = sent, by status"] = (
-        summary["status"] == sent_by_status and summary["requests"] == len(answered),
-        f"report {summary['status']}, sent {sent_by_status}",
+        summary.status == sent_by_status and summary.requests == len(answered),
+        f"report {summary.status}, sent {sent_by_status}",
     )
 
     # Lambda recycles idle environments; each writes its deferred refunds as it shuts down (the validator's

@@ -97,6 +97,7 @@ class FunctionSpec(_Frozen):
     memory_size: int  # MB
     environment: dict[str, str]
     reserved_concurrency: int | None = None  # ReservedConcurrentExecutions; None when unreserved
+    log_group: str = ""  # where its lines go: LoggingConfig.LogGroup, else Lambda's /aws/lambda/<name>
 
 
 class TableSpec(_Frozen):
@@ -151,6 +152,15 @@ class ApiSpec(_Frozen):
     gateway_responses: dict[str, GatewayResponseSpec]
 
 
+class QueryDefinitionSpec(_Frozen):
+    """A saved Logs Insights query (AWS::Logs::QueryDefinition), its name and log groups resolved."""
+
+    logical_id: str
+    name: str
+    query_string: str
+    log_group_names: tuple[str, ...]
+
+
 class TemplateModel(_Frozen):
     path: Path
     stack_name: str
@@ -158,6 +168,7 @@ class TemplateModel(_Frozen):
     functions: dict[str, FunctionSpec]
     tables: dict[str, TableSpec]
     apis: dict[str, ApiSpec]
+    query_definitions: tuple[QueryDefinitionSpec, ...] = ()
 
     @property
     def table_names(self) -> dict[str, str]:
@@ -445,9 +456,10 @@ def _function_spec(resolver: _Resolver, logical_id: str, props: dict[str, Any], 
         raise TemplateError(f"{logical_id}: the local stack needs a local CodeUri folder and a Handler")
     variables = (props.get("Environment") or {}).get("Variables") or {}
     reserved = props.get("ReservedConcurrentExecutions")
+    name = resolver.physical_name(logical_id)
     return FunctionSpec(
         logical_id=logical_id,
-        name=resolver.physical_name(logical_id),
+        name=name,
         arn=resolver.arn(logical_id),
         code_dir=(root / code_uri).resolve(),
         handler=handler,
@@ -456,6 +468,7 @@ def _function_spec(resolver: _Resolver, logical_id: str, props: dict[str, Any], 
         memory_size=int(props.get("MemorySize", 128)),
         environment={str(key): _env_string(value) for key, value in variables.items()},
         reserved_concurrency=int(reserved) if reserved is not None else None,
+        log_group=str((props.get("LoggingConfig") or {}).get("LogGroup") or f"/aws/lambda/{name}"),
     )
 
 
@@ -521,6 +534,7 @@ def load_template(
     tables: dict[str, TableSpec] = {}
     api_props: dict[str, dict[str, Any]] = {}
     events: list[tuple[str, str, dict[str, Any]]] = []  # (function logical id, event name, resolved properties)
+    queries: list[QueryDefinitionSpec] = []
 
     for logical_id, resource in resolver.resources.items():
         if not isinstance(resource, dict):
@@ -543,6 +557,16 @@ def load_template(
             )
         elif kind == "AWS::Serverless::Api":
             api_props[logical_id] = resolver.resolve(_sam_merge(globals_section.get("Api") or {}, props))
+        elif kind == "AWS::Logs::QueryDefinition":
+            resolved = resolver.resolve(props)
+            queries.append(
+                QueryDefinitionSpec(
+                    logical_id=logical_id,
+                    name=str(resolved["Name"]),
+                    query_string=str(resolved["QueryString"]),
+                    log_group_names=_names(resolved.get("LogGroupNames")),
+                )
+            )
 
     apis = _apis(resolver, api_props, events, globals_section)
     return TemplateModel(
@@ -552,6 +576,7 @@ def load_template(
         functions=functions,
         tables=tables,
         apis=apis,
+        query_definitions=tuple(queries),
     )
 
 
