@@ -139,7 +139,13 @@ def proxy_for(endpoint: Endpoint, environ: dict[str, str] | None = None) -> Prox
     return parts.hostname, parts.port or 80, authorization
 
 
-_TRACE_NAMES = {"dynamodb": "DynamoDB", "lambda": "Lambda", "secretsmanager": "SecretsManager", "kms": "KMS"}
+_TRACE_NAMES = {
+    "dynamodb": "DynamoDB",
+    "lambda": "Lambda",
+    "secretsmanager": "SecretsManager",
+    "kms": "KMS",
+    "appconfig": "AppConfigData",
+}
 
 
 @functools.cache
@@ -182,10 +188,17 @@ class _SignedClient:
         self._max_attempts = max(1, max_attempts)
 
     def _send_once(
-        self, path: str, headers: dict[str, str], body: bytes, unsigned: dict[str, str] | None = None
+        self,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        unsigned: dict[str, str] | None = None,
+        *,
+        method: str = "POST",
+        query: str = "",
     ) -> tuple[int, Headers, bytes]:
         try:
-            signed = self._signer.sign("POST", self.endpoint.host, path, headers, body)
+            signed = self._signer.sign(method, self.endpoint.host, path, headers, body, query=query)
         except CredentialsUnavailable as exc:
             raise AwsTransportError("no credentials") from exc
         # Not signed, as the SDK does: proxies and AWS itself may rewrite them.
@@ -193,7 +206,8 @@ class _SignedClient:
         if unsigned:
             signed.update(unsigned)
         try:
-            return self._pool.send("POST", path, signed, body, self._read_timeout)
+            target = f"{path}?{query}" if query else path
+            return self._pool.send(method, target, signed, body, self._read_timeout)
         except OSError as exc:  # refused, reset, timed out, malformed answer (HttpProtocolError)
             raise AwsTransportError(type(exc).__name__) from exc
 
