@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
-from bulwark.aws.appconfig import AppConfigDataClient, AppConfigPolicyProvider
+from bulwark.aws.appconfig import AppConfigDataClient, AppConfigPolicyProvider, GetParameterError
 from bulwark.aws.sigv4 import Credentials, CredentialSource
 from bulwark.aws.wire import Endpoint
 from bulwark.policy import PolicyError, default_policy_path
@@ -252,3 +253,14 @@ def test_no_good_policy_at_all_is_an_error(tmp_path: Path) -> None:
             source.current(str(broken))
     with pytest.raises(PolicyError):
         PolicySource(Settings()).current(str(tmp_path / "missing.yaml"))
+
+
+def test_the_provider_keeps_the_sdk_out_of_the_function() -> None:
+    """Powertools' parameters package imports boto3 for its own providers; the function's first policy read must not."""
+    probe = (
+        "import sys, bulwark.policy_source, bulwark.aws.appconfig as a;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'boto3' or m.startswith(('botocore.session',"
+        " 'botocore.client'))), issubclass(a.AppConfigPolicyProvider, a.BaseProvider))"
+    )
+    answer = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert answer.stdout.split() == ["[]", "True"]

@@ -150,7 +150,7 @@ class PolicySource:
     # ----------------------------------------------------------------------------------------------- AppConfig
     def _from_appconfig(self, file_policy: _Held | None) -> _Held | None:
         """The AppConfig policy in force; None when nothing is deployed there (the file applies)."""
-        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+        from bulwark.aws.appconfig import GetParameterError
 
         assert self._provider is not None and self._profile is not None
         now = time.monotonic()

@@ -15,15 +15,45 @@ caller uses the layer's file.
 
 from __future__ import annotations
 
+import importlib
 import json
-from typing import Any
-
-from aws_lambda_powertools.utilities.parameters.base import BaseProvider
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 from bulwark.aws.sigv4 import canonical_query
 from bulwark.aws.wire import AwsServiceError, AwsTransportError, _error_code, _error_message, _SignedClient, _subsegment
 
+__all__ = ["AppConfigDataClient", "AppConfigPolicyProvider", "GetParameterError"]
+
 _MIN_POLL_SECONDS = 15  # AppConfigData's smallest RequiredMinimumPollIntervalInSeconds
+_PARAMETERS = "aws_lambda_powertools.utilities.parameters"
+
+
+def _powertools_parameters_base() -> types.ModuleType:
+    """Powertools' ``parameters.base`` without the package's ``__init__``, which imports every provider and with them
+    boto3 (0.3-0.9 s of a cold start, measured). Its submodules (base, exceptions, constants) import nothing of the
+    SDK; they are loaded under a stand-in package that is then dropped, so a later ``import ...parameters`` still runs
+    the real ``__init__`` and shares these same modules (one BaseProvider, one GetParameterError)."""
+    if _PARAMETERS in sys.modules:
+        return importlib.import_module(f"{_PARAMETERS}.base")
+    from aws_lambda_powertools import utilities
+
+    stand_in = types.ModuleType(_PARAMETERS)
+    stand_in.__path__ = [f"{utilities.__path__[0]}/parameters"]
+    sys.modules[_PARAMETERS] = stand_in
+    try:
+        return importlib.import_module(f"{_PARAMETERS}.base")
+    finally:
+        del sys.modules[_PARAMETERS]
+
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters.base import BaseProvider
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+else:
+    _base = _powertools_parameters_base()
+    BaseProvider, GetParameterError = _base.BaseProvider, _base.GetParameterError
 
 
 class AppConfigDataClient(_SignedClient):
