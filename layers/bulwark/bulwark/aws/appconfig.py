@@ -22,7 +22,7 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from bulwark.aws.sigv4 import canonical_query
-from bulwark.aws.wire import AwsServiceError, AwsTransportError, _error_code, _error_message, _SignedClient, _subsegment
+from bulwark.aws.wire import AwsServiceError, AwsTransportError, _SignedClient, _subsegment, rest_json_error
 
 __all__ = ["AppConfigDataClient", "AppConfigPolicyProvider", "GetParameterError"]
 
@@ -98,12 +98,7 @@ class AppConfigDataClient(_SignedClient):
     def _checked(answer: tuple[int, Any, bytes]) -> tuple[int, Any, bytes]:
         status, headers, data = answer
         if status >= 300:
-            try:
-                parsed = json.loads(data) if data else {}
-            except ValueError:
-                parsed = {}
-            body = parsed if isinstance(parsed, dict) else {}
-            raise AwsServiceError(_error_code(headers, body), _error_message(body), status, body)
+            raise rest_json_error(status, headers, data)
         return answer
 
 

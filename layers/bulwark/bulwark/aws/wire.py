@@ -239,6 +239,16 @@ def _error_message(body: dict[str, Any]) -> str:
     return str(body.get("message") or body.get("Message") or "")
 
 
+def rest_json_error(status: int, headers: Headers, data: bytes) -> AwsServiceError:
+    """A REST-JSON service's error answer (Lambda, AppConfigData): the code in x-amzn-ErrorType or the body."""
+    try:
+        parsed = json.loads(data) if data else {}
+    except ValueError:
+        parsed = {}
+    body = parsed if isinstance(parsed, dict) else {}
+    return AwsServiceError(_error_code(headers, body), _error_message(body), status, body)
+
+
 class JsonServiceClient(_SignedClient):
     """An AWS JSON-protocol service (DynamoDB: 1.0, Secrets Manager: 1.1): ``call("UpdateItem", {...})``."""
 
@@ -337,12 +347,7 @@ class LambdaClient(_SignedClient):
         with _subsegment(self._trace_name, "Invoke", self.region) as trace:
             status, response_headers, data = self._send_once(path, headers, Payload, trace)
         if status >= 300:
-            try:
-                parsed = json.loads(data) if data else {}
-            except ValueError:
-                parsed = {}
-            body = parsed if isinstance(parsed, dict) else {}
-            raise AwsServiceError(_error_code(response_headers, body), _error_message(body), status, body)
+            raise rest_json_error(status, response_headers, data)
         result: dict[str, Any] = {"StatusCode": status, "Payload": _Payload(data)}
         if function_error := response_headers.get("X-Amz-Function-Error"):
             result["FunctionError"] = function_error
