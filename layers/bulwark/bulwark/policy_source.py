@@ -90,7 +90,7 @@ class PolicySource:
     def __init__(self, settings: Settings | None = None, provider: AppConfigPolicyProvider | None = None) -> None:
         cfg = settings or Settings.from_env()
         self.ttl_seconds = cfg.policy_ttl_seconds
-        self._profile = cfg.policy_appconfig[2] if cfg.policy_appconfig else None
+        self._profile = cfg.policy_appconfig[2] if cfg.policy_appconfig else ""
         if provider is None and cfg.policy_appconfig is not None:
             from bulwark.aws import clients
             from bulwark.aws.appconfig import AppConfigPolicyProvider
@@ -107,7 +107,7 @@ class PolicySource:
     def current(self, path: str) -> Policy:
         with self._lock:
             file_policy = self._file_policy(path)
-            held = self._from_appconfig(file_policy) if self._provider is not None else None
+            held = self._from_appconfig(self._provider, file_policy) if self._provider is not None else None
             if held is None and file_policy is not None:
                 held = file_policy
             if held is None:
@@ -148,16 +148,15 @@ class PolicySource:
         return held if held is not None and held.source == "file" else None
 
     # ----------------------------------------------------------------------------------------------- AppConfig
-    def _from_appconfig(self, file_policy: _Held | None) -> _Held | None:
+    def _from_appconfig(self, provider: AppConfigPolicyProvider, file_policy: _Held | None) -> _Held | None:
         """The AppConfig policy in force; None when nothing is deployed there (the file applies)."""
         from bulwark.aws.appconfig import GetParameterError
 
-        assert self._provider is not None and self._profile is not None
         now = time.monotonic()
         if now < self._retry_at:
             return self._in_force if self._in_force is not None and self._in_force.source == "appconfig" else None
         try:
-            document = self._provider.get(self._profile, max_age=self.ttl_seconds)
+            document = provider.get(self._profile, max_age=self.ttl_seconds)
         except GetParameterError as exc:
             self._retry_at = now + min(_RETRY_SECONDS, self.ttl_seconds)
             if self._in_force is None:
@@ -172,7 +171,7 @@ class PolicySource:
             held = self._in_force
             return held if held is not None and held.source == "appconfig" else None
         self._document_seen = digest.encode()
-        version = self._provider.version_label or digest[:12]
+        version = provider.version_label or digest[:12]
         try:
             parsed = json.loads(document)
             policy = Policy.model_validate(parsed)
