@@ -204,8 +204,10 @@ def test_appconfig_unreachable_at_a_cold_start_refuses_rather_than_falls_back(
     denied = Reply.json({"Message": "no"}, 403, {"x-amzn-ErrorType": "AccessDeniedException"})
     server.script(denied)
     source = _source(server.url)
-    with pytest.raises(PolicyError):
-        source.current(str(policy_file))
+    for _ in range(2):  # and not the layer's file at the next request either, while it waits to retry
+        with pytest.raises(PolicyError):
+            source.current(str(policy_file))
+    assert len(server.requests) == 1
     source._retry_at = 0.0  # the retry interval, elapsed
     assert source.current(str(policy_file)).roles["developer"].limits.requests_per_minute == 7
 

@@ -153,8 +153,10 @@ class PolicySource:
         from bulwark.aws.appconfig import GetParameterError
 
         now = time.monotonic()
-        if now < self._retry_at:
-            return self._in_force if self._in_force is not None and self._in_force.source == "appconfig" else None
+        if now < self._retry_at:  # unreachable a moment ago: what was in force stays, and nothing stays nothing
+            if self._in_force is None:
+                raise PolicyError("the policy's AppConfig profile cannot be read")
+            return self._in_force if self._in_force.source == "appconfig" else None
         try:
             document = provider.get(self._profile, max_age=self.ttl_seconds)
         except GetParameterError as exc:
