@@ -20,7 +20,6 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -100,7 +99,7 @@ class PolicySource:
         self._provider = provider
         self._lock = threading.Lock()
         self._in_force: _Held | None = None
-        self._file: tuple[str, int, Policy | None] | None = None  # (path, mtime, its policy if it was good)
+        self._file: tuple[str, int, _Held | None] | None = None  # (path, mtime, its policy if it was good)
         self._document_seen: bytes | None = None  # digest of the last AppConfig document looked at, good or not
         self._retry_at = 0.0
 
@@ -121,19 +120,20 @@ class PolicySource:
     # ---------------------------------------------------------------------------------------------------- the file
     def _file_policy(self, path: str) -> _Held | None:
         try:
-            mtime = Path(path).stat().st_mtime_ns
+            mtime = os.stat(path).st_mtime_ns
         except OSError as exc:
             return self._file_failed(path, f"cannot read the policy file ({exc.strerror})")
-        if self._file is not None and self._file[:2] == (path, mtime):
+        if self._file is not None and self._file[0] == path and self._file[1] == mtime:
             good = self._file[2]
-            return _Held(good, "file", str(mtime)) if good is not None else self._last_good_file()
+            return good if good is not None else self._last_good_file()
         try:
             policy = load_policy_file(path)
         except PolicyError as exc:
             self._file = (path, mtime, None)
             return self._file_failed(path, _why(exc))
-        self._file = (path, mtime, policy)
-        return _Held(policy, "file", str(mtime))
+        held = _Held(policy, "file", str(mtime))
+        self._file = (path, mtime, held)
+        return held
 
     def _file_failed(self, path: str, why: str) -> _Held | None:
         kept = self._last_good_file()
