@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from bulwark.settings import POLICY_TTL_SECONDS
 from bulwark_dev.cli import EXIT_ERROR, EXIT_OK, CliError, _alive, _find_state_dir, checked_policy
 
 _FAILED_STATES = ("ROLLED_BACK", "REVERTED")
@@ -222,9 +222,9 @@ def cmd_policy_push(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         out.write(json.dumps({"file": str(path), **result}, indent=2, sort_keys=True) + "\n")
     else:
-        ttl = os.environ.get("BULWARK_POLICY_TTL_SECONDS", "45")
         out.write(
-            f"Pushed. The functions take the new policy within {ttl} seconds (their cache period) and log "
+            f"Pushed. The functions take the new policy within their cache period ({POLICY_TTL_SECONDS} s as "
+            "deployed) and log "
             f"'new policy in force' with policy_version {digest}.\n"
         )
     return EXIT_OK

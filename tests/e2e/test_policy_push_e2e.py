@@ -187,7 +187,7 @@ def test_forced_past_the_cli_the_profile_validator_refuses(policy_stack: PolicyS
     bad["roles"]["developer"]["limits"]["requests_per_minute"] = "many"
     with pytest.raises(ClientError) as refused:
         policy_stack.force(json.dumps(bad).encode())
-    error = refused.value.response
+    error: dict[str, Any] = dict(refused.value.response)  # AppConfig's own members beside boto3's typed ones
     assert error["Error"]["Code"] == "BadRequestException"
     assert error["Reason"] == "InvalidConfiguration"
     (problem,) = error["Details"]["InvalidConfiguration"]
