@@ -399,6 +399,7 @@ r = c.chat.completions.create(model='demo-echo', messages=[{{'role': 'user', 'co
 print(r.choices[0].message.content)"
 
   More keys:  bulwark keys create --name my-app --role developer
+  Policy:     bulwark policy push --stack bulwark-local my-policy.yaml   (in force within 45 s, no restart)
 """
     _emit(args, info, human, out)
     out.flush()
