@@ -89,7 +89,7 @@ def _document(path: Path) -> bytes:
 def _client(target: Target) -> Any:
     import boto3
 
-    return boto3.client(
+    return boto3.session.Session().client(  # its own session: credentials resolved now, not cached process-wide
         "appconfig",
         region_name=target.region,
         endpoint_url=target.endpoint_url,
