@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bulwark.errors import BulwarkError, StoreUnavailable
-from bulwark.policy import PolicyError
+from bulwark.policy import Policy, PolicyError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -305,21 +305,31 @@ def cmd_keys_revoke(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def checked_policy(path: Path, *, local: bool | None, as_json: bool, out: TextIO) -> Policy | None:
+    """The policy in `path`, validated as `bulwark policy check` does. Invalid: with --json the errors are written to
+    `out` and None returned (exit status 1); otherwise CliError with the same messages."""
+    from bulwark.policy import load_policy_file
+
+    try:
+        return load_policy_file(path, local=local)
+    except PolicyError as exc:
+        if as_json:
+            out.write(json.dumps({"ok": False, "file": str(path), "errors": str(exc).splitlines()}, indent=2) + "\n")
+            return None
+        raise CliError(str(exc)) from None
+
+
 def cmd_policy_check(args: argparse.Namespace, out: TextIO) -> int:
-    from bulwark.policy import default_policy_path, load_policy_file
+    from bulwark.policy import default_policy_path
 
     path = (
         Path(args.file)
         if args.file
         else (Path("policy.yaml") if Path("policy.yaml").exists() else default_policy_path())
     )
-    try:
-        policy = load_policy_file(path, local=True if args.local else None)
-    except PolicyError as exc:
-        if args.json:
-            out.write(json.dumps({"ok": False, "file": str(path), "errors": str(exc).splitlines()}, indent=2) + "\n")
-            return EXIT_ERROR
-        raise CliError(str(exc)) from None
+    policy = checked_policy(path, local=True if args.local else None, as_json=args.json, out=out)
+    if policy is None:
+        return EXIT_ERROR
     summary = {
         "ok": True,
         "file": str(path),
@@ -339,6 +349,11 @@ def cmd_policy_check(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_policy_schema(args: argparse.Namespace, out: TextIO) -> int:
     from bulwark.policy import policy_json_schema
 
+    if args.appconfig:
+        from bulwark_dev.appconfig_schema import appconfig_policy_schema_text
+
+        out.write(appconfig_policy_schema_text() + "\n")
+        return EXIT_OK
     out.write(json.dumps(policy_json_schema(), indent=2, sort_keys=True) + "\n")
     return EXIT_OK
 
@@ -384,6 +399,7 @@ r = c.chat.completions.create(model='demo-echo', messages=[{{'role': 'user', 'co
 print(r.choices[0].message.content)"
 
   More keys:  bulwark keys create --name my-app --role developer
+  Policy:     bulwark policy push --stack bulwark-local my-policy.yaml   (in force within 45 s, no restart)
 """
     _emit(args, info, human, out)
     out.flush()
@@ -479,7 +495,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pc.set_defaults(func=cmd_policy_check)
     ps = pol.add_parser("schema", help="print the policy's JSON Schema")
+    ps.add_argument("--appconfig", action="store_true", help="as the AppConfig profile's validator has it (draft 04)")
     ps.set_defaults(func=cmd_policy_schema)
+    from bulwark_dev.policy_push import register as register_push
+
+    register_push(pol, common)
 
     _add_optional_commands(sub, common)
     return p

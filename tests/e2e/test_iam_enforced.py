@@ -155,9 +155,10 @@ def run_scenario(iam: IamStack, functions: tuple[str, ...] = EVERY_FUNCTION) -> 
     assert stack.aws is not None and stack.fleet is not None
     for logical_id in functions:  # the platform starting each function
         stack.aws.platform_check(logical_id)
-    # A cold authorizer and invoker, as after any idle period in AWS: they read the key-hash secret and the upstream
-    # API key at their first request (both are cached per environment).
-    for logical_id in set(functions) & {"AuthorizerFunction", "InvokerFunction"}:
+    # Cold request-path functions, as after any idle period in AWS: the authorizer and invoker read the key-hash
+    # secret and the upstream API key at their first request, and all three the live policy from AppConfig (each is
+    # cached per environment).
+    for logical_id in set(functions) & set(REQUEST_PATH):
         stack.fleet.pools[logical_id].reap(now=time.monotonic() + 24 * 3600)
     statuses: list[int] = []
     if set(functions) & set(REQUEST_PATH):

@@ -10,6 +10,7 @@ variables point here. For each request the endpoint
    key policy too; a DynamoDB table encrypted with a customer-managed key also needs ``kms:Decrypt`` via DynamoDB;
 4. answers a refusal in the service's own AccessDenied shape, or forwards the call: DynamoDB to DynamoDB Local,
    Lambda Invoke to the function's worker, KMS to the stand-in below (GenerateMac / VerifyMac, HMAC keys).
+   AppConfig to local/appconfig_service.py (the policy's profile, and its control plane for the local operator).
    Lambda InvokeWithResponseStream is authorized as AWS does it (``lambda:InvokeFunction``) and its event stream is
    relayed to the caller piece by piece as the function writes it (chunked, never buffered).
 
@@ -38,8 +39,10 @@ from typing import Any
 
 from bulwark.aws.eventstream import CONTENT_TYPE as EVENTSTREAM_TYPE
 from bulwark.aws.eventstream import event as eventstream_event
-from bulwark.aws.sigv4 import derive_signing_key, string_to_sign
+from bulwark.aws.sigv4 import canonical_query, derive_signing_key, string_to_sign
 from bulwark_dev.local._http import ConnectionPool, FastHandler, QuietServer, Response, serve_in_thread
+from bulwark_dev.local.appconfig_service import OPERATOR, AppConfigError, AppConfigStandIn, operator_identity
+from bulwark_dev.local.appconfig_service import error_response as appconfig_error
 from bulwark_dev.local.dynamodb_local import DUMMY_CREDENTIALS
 from bulwark_dev.local.iam_policy import ContextValue, Statement, evaluate
 from bulwark_dev.local.iam_roles import FunctionIdentity, KmsKey, RoleBook, RoleModel, SecretSpec
@@ -154,12 +157,6 @@ class Journal:
 # ------------------------------------------------------------------------------------------------------- signatures
 
 
-def _canonical_query(query: str) -> str:
-    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-    encoded = sorted((urllib.parse.quote(k, safe="-_.~"), urllib.parse.quote(v, safe="-_.~")) for k, v in pairs)
-    return "&".join(f"{k}={v}" for k, v in encoded)
-
-
 def signature_valid(
     method: str, raw_path: str, headers: Mapping[str, str], body: bytes, secret: str, now: dt.datetime | None = None
 ) -> bool:
@@ -187,7 +184,7 @@ def signature_valid(
         [
             method,
             urllib.parse.quote(path or "/", safe="/~"),
-            _canonical_query(query),
+            canonical_query(urllib.parse.parse_qsl(query, keep_blank_values=True)),
             "".join(f"{name}:{' '.join(lowered[name].split())}\n" for name in names),
             match["headers"],
             payload_hash,
@@ -389,7 +386,8 @@ def _denied_message(principal: str, denial: Denial) -> str:
 
 
 class AwsEndpoint:
-    """One loopback HTTP endpoint for DynamoDB, Lambda and KMS, with IAM enforced per function."""
+    """One loopback HTTP endpoint for the functions' AWS services (and AppConfig's control plane for the operator),
+    with IAM enforced per caller."""
 
     def __init__(
         self,
@@ -403,7 +401,11 @@ class AwsEndpoint:
         secret_values: Mapping[str, Callable[[], str]] | None = None,
         secrets_dir: Path | None = None,
         sagemaker_model_url: str | None = None,
+        appconfig: AppConfigStandIn | None = None,
     ) -> None:
+        # AppConfig (local/appconfig_service.py): the policy's profile; its control plane is for the local operator.
+        self.appconfig = appconfig
+        self._operators = {OPERATOR: operator_identity()} if appconfig is not None else {}
         # Secrets the template does not create (upstream API keys): one file per secret name, e.g.
         # <secrets_dir>/bulwark/upstream/openai holds the value of the secret "bulwark/upstream/openai".
         self._secrets_dir = secrets_dir
@@ -446,6 +448,8 @@ class AwsEndpoint:
             "AWS_ENDPOINT_URL_SECRETS_MANAGER": self.url,
             "BULWARK_SECRETS_ENDPOINT_URL": self.url,  # the upstream key reader's own variable
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.url,
+            "AWS_ENDPOINT_URL_APPCONFIGDATA": self.url,
+            "AWS_ENDPOINT_URL_APPCONFIG": self.url,
         }
 
     def function_for(self, access_key: str) -> tuple[str, str] | None:
@@ -473,7 +477,7 @@ class AwsEndpoint:
         if not self.enforce:
             return None
         model = model or self.roles.current()
-        identity = model.functions.get(logical_id)
+        identity = model.functions.get(logical_id) or self._operators.get(logical_id)
         for check in checks:
             refused = self._refusal(model, identity, logical_id, check)
             if refused is not None:
@@ -571,7 +575,9 @@ class AwsEndpoint:
             model = self.roles.current()
         except Exception as exc:  # a template that does not parse: nothing is allowed (fail closed)
             return _error(service, 500, "InternalFailure", f"template.yaml could not be read: {exc}")
-        identity = model.functions.get(logical_id)
+        identity = model.functions.get(logical_id) or self._operators.get(logical_id)
+        if service == "appconfig" and self.appconfig is not None:
+            return self._appconfig_call(self.appconfig, model, logical_id, identity, method, raw_path, headers, body)
         if service == "dynamodb":
             return self._dynamodb_call(model, logical_id, identity, headers, lowered, body)
         if service == "lambda":
@@ -583,6 +589,26 @@ class AwsEndpoint:
         if service == "sagemaker":
             return self._sagemaker_call(logical_id, identity, raw_path, body)
         return _error(service, 400, "UnknownOperationException", f"{service} is not served by the local stack")
+
+    def _appconfig_call(
+        self,
+        appconfig: AppConfigStandIn,
+        model: RoleModel,
+        logical_id: str,
+        identity: FunctionIdentity | None,
+        method: str,
+        raw_path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+    ) -> Response:
+        try:
+            route = appconfig.route(method, raw_path, headers, body)
+            refused = self.authorize(logical_id, [Check(route.action, arn, {}) for arn in route.resources], model)
+            if refused is not None:
+                return _denied("appconfig", identity, refused)
+            return route.answer()
+        except AppConfigError as exc:
+            return appconfig_error(exc.status, exc.code, exc.message, **exc.extra)
 
     def _dynamodb_call(
         self,
@@ -815,6 +841,8 @@ def _json(service: str, status: int, body: Mapping[str, Any]) -> Response:
 
 
 def _error(service: str, status: int, code: str, message: str) -> Response:
+    if service == "appconfig":
+        return appconfig_error(status, code, message)
     if service in ("lambda", "sagemaker"):  # REST-JSON: the code in a header, the message in the body
         text = {"message": message} if service == "sagemaker" else {"Type": "User", "Message": message}
         data = json.dumps(text).encode()
@@ -851,6 +879,12 @@ def _make_handler(endpoint: AwsEndpoint) -> type[FastHandler]:
             if isinstance(response, RelayedStream):
                 send_relayed(self, response)
                 return
+            keep = [(k, v) for k, v in response.headers if k.lower() not in ("content-length", "date", "connection")]
+            self.send_bytes(response.status, keep, response.body)
+
+        def do_GET(self) -> None:  # noqa: N802 - AppConfig's reads (GetLatestConfiguration, List*, GetDeployment)
+            response = endpoint.handle("GET", self.path, dict(self.headers.items()), self.read_body(_MAX_BODY))
+            assert isinstance(response, Response)  # only Invoke streams, and Invoke is a POST
             keep = [(k, v) for k, v in response.headers if k.lower() not in ("content-length", "date", "connection")]
             self.send_bytes(response.status, keep, response.body)
 

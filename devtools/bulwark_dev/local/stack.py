@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from bulwark_dev.local._http import FastHandler, QuietServer, serve_in_thread
+from bulwark_dev.local.appconfig_service import OPERATOR, AppConfigResources, AppConfigStandIn
 from bulwark_dev.local.aws_endpoint import AwsEndpoint, Denial
 from bulwark_dev.local.dynamodb_local import DUMMY_CREDENTIALS, LOCAL_REGION, DynamoDBLocal, create_tables
 from bulwark_dev.local.environments import DEFAULT_IDLE_TIMEOUT, FunctionPool, Spawner
@@ -37,7 +38,7 @@ from bulwark_dev.local.stream_transport import (
     StreamThrottled,
     serve_stream_invocation,
 )
-from bulwark_dev.local.template_model import ApiSpec, TemplateModel, load_template
+from bulwark_dev.local.template_model import DEFAULT_STACK_NAME, ApiSpec, TemplateModel, load_template
 
 STATE_FILE = "local.json"
 HMAC_KEY_FILE = "hmac.key"
@@ -427,8 +428,11 @@ class LocalStack:
         show_platform_logs: bool = False,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         enforce_iam: bool = True,
+        function_environment: Mapping[str, str] | None = None,
     ) -> None:
         self.idle_timeout = idle_timeout
+        # Set in every function over the template's values (tests: e.g. a short BULWARK_POLICY_TTL_SECONDS).
+        self.function_environment = dict(function_environment or {})
         # Every AWS call of a function is authorized against its role in the template (local/aws_endpoint.py).
         self.enforce_iam = enforce_iam
         self.aws: AwsEndpoint | None = None  # seconds an execution environment stays warm without an invocation
@@ -503,6 +507,17 @@ class LocalStack:
         )
         if self.policy_file:
             env["BULWARK_POLICY_FILE"] = str(self.policy_file)
+        if self.aws is not None:
+            # `bulwark policy push --stack bulwark-local` signs as the local operator (AppConfig's control plane only).
+            operator = self.aws.credentials_for(OPERATOR)
+            env.update(
+                {
+                    "BULWARK_LOCAL_STACK_NAME": DEFAULT_STACK_NAME,
+                    "BULWARK_OPERATOR_ACCESS_KEY_ID": operator["AWS_ACCESS_KEY_ID"],
+                    "BULWARK_OPERATOR_SECRET_ACCESS_KEY": operator["AWS_SECRET_ACCESS_KEY"],
+                    "AWS_ENDPOINT_URL_APPCONFIG": operator["AWS_ENDPOINT_URL_APPCONFIG"],
+                }
+            )
         return env
 
     def _invoke(self, logical_id: str, payload: bytes, timeout: float) -> InvokeResult:
@@ -588,6 +603,7 @@ class LocalStack:
         }
         if self.policy_file is not None:
             overrides["BULWARK_POLICY_FILE"] = str(self.policy_file)
+        overrides.update(self.function_environment)
         fleet = FunctionFleet(
             template,
             overrides=overrides,
@@ -653,6 +669,9 @@ class LocalStack:
             secret_values=self._local_secret_values(),
             secrets_dir=self.state_dir / "secrets",
             sagemaker_model_url=self.demo_model_url,
+            appconfig=AppConfigStandIn(
+                AppConfigResources.from_template(self.template_path, parameter_overrides=self.parameter_overrides)
+            ),
         )
         endpoint.start()
         if self.enforce_iam:

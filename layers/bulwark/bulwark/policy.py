@@ -460,11 +460,6 @@ def load_policy_file(path: str | Path, *, local: bool | None = None) -> Policy:
     return parse_policy(text, str(p), local=local)
 
 
-@lru_cache(maxsize=4)
-def _cached_policy(path: str, mtime_ns: int) -> Policy:
-    return load_policy_file(path)
-
-
 _SHIPPED_POLICY = str(Path(__file__).with_name("policy.yaml"))
 
 
@@ -475,24 +470,31 @@ def default_policy_path() -> Path:
 
 _RECHECK_SECONDS = 1.0
 _last_check: list[tuple[float, str, Policy]] = []
+_source: list[Any] = []  # the container's bulwark.policy_source.PolicySource, made at the first slow path
 
 
 def current_policy() -> Policy:
-    """The policy for this container, re-read when the file changes (local edits apply without restart).
+    """The policy in force for this container: AppConfig's when the function names a profile and one is deployed,
+    else the policy file's; a new version is taken only once it validates (bulwark.policy_source).
 
-    Every request asks for it several times; the file's mtime is looked at no more than once a second."""
+    Every request asks for it several times: the sources are looked at no more than once a second."""
     now = time.monotonic()
     where = os.environ.get("BULWARK_POLICY_FILE") or _SHIPPED_POLICY
     if _last_check and now - _last_check[0][0] < _RECHECK_SECONDS and _last_check[0][1] == where:
         return _last_check[0][2]  # the fast path: no Path objects, no system call
-    path = default_policy_path()
-    try:
-        mtime = path.stat().st_mtime_ns
-    except OSError as exc:
-        raise PolicyError(f"{path}: cannot read the policy file ({exc.strerror})") from None
-    policy = _cached_policy(str(path), mtime)
+    if not _source:
+        from bulwark.policy_source import PolicySource
+
+        _source.append(PolicySource())
+    policy: Policy = _source[0].current(where)
     _last_check[:] = [(now, where, policy)]
     return policy
+
+
+def reset_policy_source() -> None:
+    """Forget the policy in force and its sources (tests that change the environment between cases)."""
+    _source.clear()
+    _last_check.clear()
 
 
 def policy_json_schema() -> dict[str, Any]:

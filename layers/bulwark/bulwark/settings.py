@@ -1,12 +1,18 @@
 """Environment settings, checked once per container at cold start (pydantic), never read ad hoc elsewhere."""
 
 import os
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 PII_MEMO_CHARS = 4_000_000  # the validator's PII memo, in characters (bulwark.guardrails.pii_memo)
+# How long a policy from AppConfig is cached: a pushed change is in force within this plus a request's own time
+# (template.yaml sets 45 s, inside the 60 s the operations promise). Deployed, at least AppConfigData's minimum poll
+# interval; under `bulwark local` as low as 1 s (the end-to-end tests).
+POLICY_TTL_SECONDS = 45
+POLICY_TTL_BOUNDS = (15, 300)
 
 
 class Settings(BaseModel):
@@ -26,6 +32,9 @@ class Settings(BaseModel):
     # The validator's integration streams (API Gateway responseTransferMode STREAM): `stream: true` is forwarded as
     # the model writes it, over InvokeWithResponseStream to the invoker.
     stream_responses: bool = Field(default=False, description="BULWARK_STREAM_RESPONSES=1")
+    # The policy's AppConfig application, environment and configuration profile (ids or names); all three or none.
+    policy_appconfig: tuple[str, str, str] | None = Field(default=None, description="BULWARK_POLICY_APPCONFIG_*")
+    policy_ttl_seconds: int = Field(default=POLICY_TTL_SECONDS, description="BULWARK_POLICY_TTL_SECONDS")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Self:
@@ -43,7 +52,30 @@ class Settings(BaseModel):
             local=e.get("BULWARK_LOCAL", "") == "1",
             pii_memo_chars=e.get("BULWARK_PII_MEMO_CHARS") or PII_MEMO_CHARS,
             stream_responses=e.get("BULWARK_STREAM_RESPONSES", "") == "1",
+            policy_appconfig=_appconfig_ids(e),
+            policy_ttl_seconds=_policy_ttl(e),
         )
+
+
+def _appconfig_ids(e: Mapping[str, str]) -> tuple[str, str, str] | None:
+    ids = tuple(e.get(f"BULWARK_POLICY_APPCONFIG_{part}", "") for part in ("APPLICATION", "ENVIRONMENT", "PROFILE"))
+    if not any(ids):
+        return None
+    if not all(ids):
+        # Half a configuration is a deployment mistake: refuse to start rather than silently serve the layer's file.
+        raise ValueError("BULWARK_POLICY_APPCONFIG_APPLICATION, _ENVIRONMENT and _PROFILE go together")
+    return ids[0], ids[1], ids[2]
+
+
+def _policy_ttl(e: Mapping[str, str]) -> int:
+    low, high = POLICY_TTL_BOUNDS
+    if e.get("BULWARK_LOCAL", "") == "1":
+        low = 1
+    try:
+        asked = int(e.get("BULWARK_POLICY_TTL_SECONDS") or POLICY_TTL_SECONDS)
+    except ValueError:
+        asked = POLICY_TTL_SECONDS
+    return min(max(asked, low), high)
 
 
 @lru_cache(maxsize=1)

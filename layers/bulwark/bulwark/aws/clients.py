@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from bulwark.aws.sigv4 import CredentialSource
 
 if TYPE_CHECKING:
+    from bulwark.aws.appconfig import AppConfigDataClient
     from bulwark.aws.invoke_stream import LambdaStreamClient
 from bulwark.aws.wire import DynamoDBClient, Endpoint, KmsClient, LambdaClient, SecretsManagerClient, resolve_endpoint
 
@@ -147,3 +148,15 @@ def kms() -> KmsClient:
 def secretsmanager() -> SecretsManagerClient:
     kwargs = _wire_kwargs("secretsmanager", "SECRETS_MANAGER", read_timeout=2.0, max_attempts=2)
     return SecretsManagerClient(target_prefix="secretsmanager", json_version="1.1", **kwargs)
+
+
+@lru_cache(maxsize=1)
+def appconfigdata() -> AppConfigDataClient:
+    """The policy's AppConfigData session (bulwark.policy_source): polled once per cache period, off the hot path; a
+    slow answer must not hold a request long (the last good policy stays in force)."""
+    from bulwark.aws.appconfig import AppConfigDataClient
+
+    kwargs = _wire_kwargs("appconfig", "APPCONFIGDATA", read_timeout=2.0, max_attempts=2)
+    # AppConfigData signs as "appconfig" but lives at appconfigdata.<region>.amazonaws.com.
+    kwargs["endpoint"] = resolve_endpoint("APPCONFIGDATA", "appconfigdata", kwargs["region"])
+    return AppConfigDataClient(**kwargs)

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -95,6 +95,12 @@ def derive_signing_key(secret: str, date: str, region: str, service: str) -> byt
     return key
 
 
+def canonical_query(pairs: Iterable[tuple[str, str]]) -> str:
+    """A query string as SigV4 signs it (and as it can be sent): names and values percent-encoded, sorted."""
+    encoded = sorted((urllib.parse.quote(k, safe="-_.~"), urllib.parse.quote(v, safe="-_.~")) for k, v in pairs)
+    return "&".join(f"{k}={v}" for k, v in encoded)
+
+
 def string_to_sign(stamp: str, scope: str, canonical_request: str) -> str:
     return f"{ALGORITHM}\n{stamp}\n{scope}\n{hashlib.sha256(canonical_request.encode('utf-8')).hexdigest()}"
 
@@ -124,12 +130,14 @@ class Signer:
         headers: dict[str, str],
         body: bytes,
         *,
+        query: str = "",
         now: dt.datetime | None = None,
     ) -> dict[str, str]:
         """Return ``headers`` plus Host, X-Amz-Date, the session token and Authorization.
 
-        ``path`` is the request path as sent (already percent-encoded, no query string); all given headers are
-        signed. Header names are expected in their final case.
+        ``path`` is the request path as sent (already percent-encoded, no query string); ``query`` the query string in
+        canonical form (see canonical_query); all given headers are signed. Header names are expected in their final
+        case.
         """
         creds = self._credentials.get()
         stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
@@ -144,7 +152,7 @@ class Signer:
                 method,
                 # Every service but S3 signs the path encoded once more (the "double encoding" of the SigV4 spec).
                 urllib.parse.quote(path, safe="/~"),
-                "",  # no query string on the calls Bulwark makes
+                query,
                 "".join(f"{name}:{value}\n" for name, value in canonical_headers),
                 header_names,
                 hashlib.sha256(body).hexdigest(),

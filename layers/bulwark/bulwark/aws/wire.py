@@ -139,7 +139,13 @@ def proxy_for(endpoint: Endpoint, environ: dict[str, str] | None = None) -> Prox
     return parts.hostname, parts.port or 80, authorization
 
 
-_TRACE_NAMES = {"dynamodb": "DynamoDB", "lambda": "Lambda", "secretsmanager": "SecretsManager", "kms": "KMS"}
+_TRACE_NAMES = {
+    "dynamodb": "DynamoDB",
+    "lambda": "Lambda",
+    "secretsmanager": "SecretsManager",
+    "kms": "KMS",
+    "appconfig": "AppConfigData",
+}
 
 
 @functools.cache
@@ -182,10 +188,17 @@ class _SignedClient:
         self._max_attempts = max(1, max_attempts)
 
     def _send_once(
-        self, path: str, headers: dict[str, str], body: bytes, unsigned: dict[str, str] | None = None
+        self,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        unsigned: dict[str, str] | None = None,
+        *,
+        method: str = "POST",
+        query: str = "",
     ) -> tuple[int, Headers, bytes]:
         try:
-            signed = self._signer.sign("POST", self.endpoint.host, path, headers, body)
+            signed = self._signer.sign(method, self.endpoint.host, path, headers, body, query=query)
         except CredentialsUnavailable as exc:
             raise AwsTransportError("no credentials") from exc
         # Not signed, as the SDK does: proxies and AWS itself may rewrite them.
@@ -193,7 +206,8 @@ class _SignedClient:
         if unsigned:
             signed.update(unsigned)
         try:
-            return self._pool.send("POST", path, signed, body, self._read_timeout)
+            target = f"{path}?{query}" if query else path
+            return self._pool.send(method, target, signed, body, self._read_timeout)
         except OSError as exc:  # refused, reset, timed out, malformed answer (HttpProtocolError)
             raise AwsTransportError(type(exc).__name__) from exc
 
@@ -223,6 +237,16 @@ def _error_code(headers: Headers, body: dict[str, Any]) -> str:
 
 def _error_message(body: dict[str, Any]) -> str:
     return str(body.get("message") or body.get("Message") or "")
+
+
+def rest_json_error(status: int, headers: Headers, data: bytes) -> AwsServiceError:
+    """A REST-JSON service's error answer (Lambda, AppConfigData): the code in x-amzn-ErrorType or the body."""
+    try:
+        parsed = json.loads(data) if data else {}
+    except ValueError:
+        parsed = {}
+    body = parsed if isinstance(parsed, dict) else {}
+    return AwsServiceError(_error_code(headers, body), _error_message(body), status, body)
 
 
 class JsonServiceClient(_SignedClient):
@@ -323,12 +347,7 @@ class LambdaClient(_SignedClient):
         with _subsegment(self._trace_name, "Invoke", self.region) as trace:
             status, response_headers, data = self._send_once(path, headers, Payload, trace)
         if status >= 300:
-            try:
-                parsed = json.loads(data) if data else {}
-            except ValueError:
-                parsed = {}
-            body = parsed if isinstance(parsed, dict) else {}
-            raise AwsServiceError(_error_code(response_headers, body), _error_message(body), status, body)
+            raise rest_json_error(status, response_headers, data)
         result: dict[str, Any] = {"StatusCode": status, "Payload": _Payload(data)}
         if function_error := response_headers.get("X-Amz-Function-Error"):
             result["FunctionError"] = function_error

@@ -103,21 +103,22 @@ class AuthorizerService:
 
 
 _jwt_lock = threading.Lock()
-_jwt_verifier: list[JwtVerifierLike | None] = []
+_jwt_verifier: list[tuple[object, JwtVerifierLike]] = []  # (the issuers it was built for, the verifier)
 
 
 def _jwt() -> JwtVerifierLike | None:
-    """The JWT verifier is built on first use: API-key-only deployments never import the crypto stack."""
+    """The JWT verifier is built on first use: API-key-only deployments never import the crypto stack. A new policy
+    (pushed or edited) with other issuers gets a new verifier; the same policy object keeps the one it has."""
+    issuers = current_policy().issuers
+    if not issuers:
+        return None
     with _jwt_lock:
-        if not _jwt_verifier:
-            policy = current_policy()
-            if not policy.issuers:
-                return None
+        if not _jwt_verifier or _jwt_verifier[0][0] is not issuers:
             from bulwark.auth.jwks import JwksCache
             from bulwark.auth.jwt_verify import JwtVerifier
 
-            _jwt_verifier.append(JwtVerifier(policy.issuers, JwksCache()))
-        return _jwt_verifier[0]
+            _jwt_verifier[:] = [(issuers, JwtVerifier(issuers, JwksCache()))]
+        return _jwt_verifier[0][1]
 
 
 def build(logger: Logger, metrics: Metrics, cfg: Settings | None = None) -> AuthorizerService:
