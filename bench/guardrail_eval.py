@@ -390,10 +390,11 @@ def _literal_strings(path: Path, attr: str) -> list[str]:
     fields take the value of a literal assigned to that name in the same file, else a placeholder."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: dict[str, str] = {}
-    for node in ast.walk(tree):
-        literal = isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-        if literal and isinstance(node.targets[0], ast.Name) and isinstance(node.value.value, str | int | float):
-            names[node.targets[0].id] = str(node.value.value)
+    assigns = [n for n in ast.walk(tree) if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)]
+    for node in assigns:
+        target = node.targets[0]
+        if isinstance(node.value, ast.Constant) and isinstance(target, ast.Name):
+            names[target.id] = str(node.value.value)
 
     def text(node: ast.expr) -> str | None:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -408,13 +409,8 @@ def _literal_strings(path: Path, attr: str) -> list[str]:
             return "".join(parts)
         return None
 
-    out: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id == attr:
-            t = text(node.value)
-            if t:
-                out.append(t)
-    return out
+    found = (text(a.value) for a in assigns if isinstance(a.targets[0], ast.Name) and a.targets[0].id == attr)
+    return [t for t in found if t]
 
 
 def agentdojo_sets(root: Path) -> Iterator[EvalSet]:

@@ -15,7 +15,9 @@ from collections.abc import Iterable
 from bulwark.guardrails.normalization import _folded, views
 
 _W = r"(?:\S+ ){0,%d}?"  # a bounded, lazily-matched gap of whole words
-_CLAUSE_W = r"(?:[^\s,.;:]+ ){0,%d}?"  # the same, of words that do not end a clause
+# The same, of words that do not end a clause with a comma or semicolon (a period may: parts of a message are joined
+# with ".\n", and an attack split across two parts must still be read whole; see guardrails/apply.py).
+_CLAUSE_W = r"(?:[^\s,;]+ ){0,%d}?"
 
 
 def _gap(n: int) -> str:
@@ -23,7 +25,7 @@ def _gap(n: int) -> str:
 
 
 def _clause_gap(n: int) -> str:
-    """Like _gap, but no word of the gap ends a clause (a comma, period, semicolon or colon): disjoint classes too."""
+    """Like _gap, but no word of the gap ends a clause with a comma or semicolon: disjoint classes too."""
     return _CLAUSE_W % n
 
 
