@@ -5,13 +5,15 @@ retrains with this module's `fit` without that source and scores it.
 Needs numpy, scipy and scikit-learn (offline only: the packaged detector reads the JSON with the standard library)
 plus the data packages of bench/guardrail_eval.py. Run: `python bench/train_injection_model.py [--dry-run]`.
 
-- Examples: every text of every set; attacks are 1, benign and harmful-without-injection texts are 0.
+- Examples: every text of every trainable set (the curated hard negatives are scored only, never trained on); attacks
+  are 1, benign and harmful-without-injection texts are 0.
 - Features: exactly model.model_features on the normalized (and, for long texts, sampled) text: word unigrams
   and bigrams and in-word character 3-5-grams hashed (CRC-32) into 2^18 buckets with value 1/sqrt(n), plus one
   column per rule that matched (value 1) when USE_RULE_FEATURES (off: see there).
 - Model: L2 logistic regression; each set weighs in proportion to sqrt(its size), classes balanced. C is picked by
   5-fold cross-validation grouped by template/opening, maximizing TPR at <= 1% out-of-fold FPR; the probability
-  threshold is the one that gives that FPR out of fold (fitted-on predictions would be over-confident).
+  threshold is the one that gives that FPR out of fold (fitted-on predictions would be over-confident), and the
+  stricter threshold for the model deciding alone the one that gives ALONE_FPR (0.1%).
 - Shipped: text weights quantized to int8 (scale = max|w| / 127), zlib-compressed, base64 in JSON; rule weights, bias
   and threshold as floats.
 """
@@ -37,6 +39,7 @@ from sklearn.model_selection import GroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import guardrail_concepts
 from guardrail_eval import EvalSet, load_sets
 
 from bulwark.guardrails import injection, model, normalization, rules
@@ -44,6 +47,9 @@ from bulwark.guardrails import injection, model, normalization, rules
 BUCKETS = 1 << 18
 RULE_NAMES = [name for name, _w, _p in rules._RULES]
 TARGET_FPR = 0.01
+# The model decides alone (no rule corroborates it) only above the probability that gives this out-of-fold FPR. The
+# previous bar, a fixed 2.5x of the 1% threshold, decided no text of the leave-one-source-out evaluation.
+ALONE_FPR = 0.001
 C_GRID = (2.0, 8.0, 32.0)
 # Rule hits as model inputs raised held-out TPR (96.8%) but the model then leaned on them: benign prompts that merely
 # mention "system prompt", "pretend" or "developer mode" (rare in the benign sets) were flagged (hard-negative FPR
@@ -54,31 +60,36 @@ USE_RULE_FEATURES = False
 CACHE = Path(__file__).resolve().parents[1] / ".bench" / "injection-features"
 
 
-def cached_features(texts: list[str]) -> sparse.csr_matrix | None:
-    """The feature rows of `texts` from an earlier run, if the texts and model.py are unchanged (.bench/ is ignored)."""
-    path = CACHE / f"{_cache_key(texts)}.npz"
+def cached_features(texts: list[str], concepts: bool = False) -> sparse.csr_matrix | None:
+    """The feature rows of `texts` from an earlier run, if the texts and the feature code are unchanged (.bench/ is
+    ignored)."""
+    path = CACHE / f"{_cache_key(texts, concepts)}.npz"
     return sparse.load_npz(path).tocsr() if path.exists() else None
 
 
-def store_features(texts: list[str], x: sparse.csr_matrix) -> None:
+def store_features(texts: list[str], x: sparse.csr_matrix, concepts: bool = False) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     ignore = CACHE.parent / ".gitignore"
     if not ignore.exists():
         ignore.write_text("*\n", encoding="utf-8")  # as bench_cold_start.py does: nothing here is committed
-    sparse.save_npz(CACHE / f"{_cache_key(texts)}.npz", x)
+    sparse.save_npz(CACHE / f"{_cache_key(texts, concepts)}.npz", x)
 
 
-def _cache_key(texts: list[str]) -> str:
+def _cache_key(texts: list[str], concepts: bool) -> str:
     import hashlib
 
-    h = hashlib.sha256(Path(model.__file__).read_bytes() + f"{len(RULE_NAMES)} {USE_RULE_FEATURES}".encode())
+    code = Path(model.__file__).read_bytes() + Path(guardrail_concepts.__file__).read_bytes()
+    h = hashlib.sha256(code + f"{len(RULE_NAMES)} {USE_RULE_FEATURES} {concepts}".encode())
     for t in texts:
         h.update(t.encode("utf-8", "surrogatepass") + b"\x00")
     return h.hexdigest()[:24]
 
 
-def featurize(texts: list[str], hits_out: list[dict[str, float]] | None = None) -> sparse.csr_matrix:
-    """The model's feature rows; with `hits_out`, also every text's rule hits (all rules, no early stop)."""
+def featurize(
+    texts: list[str], hits_out: list[dict[str, float]] | None = None, *, concepts: bool = False
+) -> sparse.csr_matrix:
+    """The model's feature rows (`concepts`: plus guardrail_concepts' features, for the ablation only: the packaged
+    model does not use them); with `hits_out`, also every text's rule hits (all rules, no early stop)."""
     rows: list[int] = []
     cols: list[int] = []
     vals: list[float] = []
@@ -88,7 +99,10 @@ def featurize(texts: list[str], hits_out: list[dict[str, float]] | None = None) 
         hits = rules.rule_hits(scanned)
         if hits_out is not None:
             hits_out.append({**hits, **injection.structure_hits(scanned, hits)})
-        tf, rf = model.model_features(normalization._basic(scanned), sorted(hits))
+        normalized = normalization._basic(scanned)
+        tf, rf = model.model_features(normalized, sorted(hits))
+        if concepts:
+            tf += sorted(guardrail_concepts.concept_features(model._TOKEN.findall(normalized)))
         idx = Counter(model.feature_index(f, BUCKETS) for f in tf)
         v = 1.0 / math.sqrt(max(1, len(tf)))
         for c, k in idx.items():
@@ -118,6 +132,7 @@ class Examples:
     sources: list[str]  # the package a text comes from (leave-one-source-out)
     set_names: list[str]
     set_sizes: list[int]
+    trainable: np.ndarray  # False for sets that are only scored (the curated hard negatives)
 
 
 def examples(sets: list[EvalSet]) -> Examples:
@@ -127,6 +142,7 @@ def examples(sets: list[EvalSet]) -> Examples:
     sources: list[str] = []
     names: list[str] = []
     sizes: list[int] = []
+    trainable: list[bool] = []
     for s in sets:
         for t, g in s.items:
             texts.append(t)
@@ -135,7 +151,8 @@ def examples(sets: list[EvalSet]) -> Examples:
             sources.append(s.name.split("/", 1)[0])
             names.append(s.name)
             sizes.append(len(s.items))
-    return Examples(texts, np.array(labels), groups, sources, names, sizes)
+            trainable.append(s.trainable)
+    return Examples(texts, np.array(labels), groups, sources, names, sizes, np.array(trainable))
 
 
 def sample_weights(ex: Examples, rows: np.ndarray) -> np.ndarray:
@@ -163,6 +180,7 @@ def fit(
     sw = sample_weights(ex, rows)
     xr = x[rows]
     best: tuple[float, float, float] | None = None
+    best_oof = np.zeros(len(y))
     best_c = c_grid[0]
     splits = list(GroupKFold(n_splits=folds).split(xr, y, [ex.groups[i] for i in rows]))
     for c in c_grid:
@@ -175,8 +193,9 @@ def fit(
         if verbose:
             print(f"  C={c:5}: out-of-fold TPR {tpr:.1%} at FPR {fpr:.2%} (threshold {thr:.3f})")
         if best is None or tpr > best[1]:
-            best, best_c = (thr, tpr, fpr), c
+            best, best_c, best_oof = (thr, tpr, fpr), c, oof
     assert best is not None
+    alone, alone_tpr, _alone_fpr = threshold_at_fpr(best_oof, y, ALONE_FPR)
     clf = LogisticRegression(C=best_c, solver="liblinear", dual=True, max_iter=2000)
     clf.fit(xr, y, sample_weight=sw)
     coef = clf.coef_[0]
@@ -185,13 +204,15 @@ def fit(
     q = np.clip(np.round(text_w / scale), -127, 127).astype(np.int8)
     return {
         "format": "bulwark-injection-linear-v1",
-        "note": "trained by bench/train_injection_model.py on every set of bench/guardrail_eval.py",
+        "note": "trained by bench/train_injection_model.py on every trainable set of bench/guardrail_eval.py",
         "buckets": BUCKETS,
         "char_ngrams": list(model._CHAR_NS),
         "C": best_c,
         "scale": scale,
         "bias": float(clf.intercept_[0]),
         "threshold": round(best[0], 6),
+        "threshold_alone": round(max(alone, best[0]), 6),
+        "cv_tpr_alone": round(alone_tpr, 4),
         "cv_tpr": round(best[1], 4),
         "cv_fpr": round(best[2], 4),
         "rule_weights": (
@@ -220,9 +241,12 @@ def main() -> None:
     t0 = time.time()
     sets = load_sets()
     ex = examples(sets)
-    x = featurize(ex.texts)
+    x = cached_features(ex.texts)
+    if x is None:
+        x = featurize(ex.texts)
+        store_features(ex.texts, x)
     print(f"{len(ex.texts)} texts ({int(ex.labels.sum())} attacks), features in {time.time() - t0:.0f}s")
-    doc = fit(x, ex, np.arange(len(ex.texts)))
+    doc = fit(x, ex, np.flatnonzero(ex.trainable))
     print(f"chose C={doc['C']}, threshold {doc['threshold']:.3f}")
     if args.dry_run:
         return

@@ -54,7 +54,6 @@ def scanned_text(text: str) -> str:
     return "\n".join(parts)
 
 
-MODEL_ALONE = 2.5  # with no rule evidence at all, the model must reach 2.5x its threshold on its own
 CORROBORATION = 0.2  # rule weight that counts as evidence (any one rule)
 
 
@@ -68,7 +67,8 @@ def detect_injection(text: str, *, untrusted: bool = False) -> InjectionVerdict:
     plain normalized view; `untrusted` (a tool result or a document) lowers the bar to UNTRUSTED_THRESHOLD.
 
     Detected when the rule weights sum to the threshold, or when the model's probability reaches its own threshold
-    and a rule outside WEAK_RULES fired (weight >= 0.2), or reaches 2.5x it with no such rule. Without the
+    and a rule outside WEAK_RULES fired (weight >= 0.2), or reaches its stricter alone threshold (the probability that
+    gave 0.1% false positives out of fold in training) with no such rule. Without the
     corroboration, short benign prompts with attack vocabulary ("please ignore the previous email") and LLM-judge
     templates full of AI vocabulary were flagged by the model alone (bench/guardrail_eval.py's ablation table).
     Rule matching stops once the rule weights reach the threshold (then `rules` lists the rules found up to there).
@@ -85,7 +85,10 @@ def detect_injection(text: str, *, untrusted: bool = False) -> InjectionVerdict:
     if sum(hit.values()) >= threshold:  # settled by the rules: the model is not needed
         return verdict(hit, None, None, threshold=threshold)
     m = load_model()
-    return verdict(hit, model_probability(all_views[0]), m.threshold if m is not None else None, threshold=threshold)
+    if m is None:
+        return verdict(hit, None, None, threshold=threshold)
+    p = model_probability(all_views[0])
+    return verdict(hit, p, m.threshold, alone_threshold=m.threshold_alone, threshold=threshold)
 
 
 # Chat-template and role markers as they are written (the views fold "<|im_start|>" to "< im start ", where the
@@ -110,10 +113,20 @@ ROLE_LINE_WEIGHT = 0.6
 TOOL_ORDER_WEIGHT = 0.5
 MARKER_WEIGHT = 0.8
 SUFFIX_WEIGHT = 1.0
-_SUFFIX_MIN_TOKENS = 8  # in the odd part of the line
-_SUFFIX_ODD_SHARE = 0.35
+_SUFFIX_MIN_TOKENS = 8  # after the request's first five tokens
+_SUFFIX_ODD_SHARE = 0.3
+_SUFFIX_MAX_CHARS = 1500  # a request and its suffix: one or two lines, not a document
 _PLAIN_WORD = re.compile(r"[A-Za-z][a-z']*[,.]?")
 _CAMEL = re.compile(r"[a-z][A-Z]")
+# A symbol between two letters inside one token ("added.accept", "br.xaxis", "(ui"): token glue that optimised suffixes
+# are full of and prose is not (after a token's own quotes and punctuation are set aside).
+_GLUED = re.compile(r"[a-z][.\-_/\\|<>{}\[\]()$&*^~=+:;][A-Za-z]")
+# Words after which a capitalised word is ordinary English (a name after "in", "of", "the", ...).
+_BEFORE_NAMES = frozenset(
+    ("in", "of", "the", "at", "to", "by", "from", "for", "on", "with", "as", "and", "a", "an", "did", "was", "is",
+     "has", "have", "about", "like", "called", "named", "than", "does", "do")
+)  # fmt: skip
+_SENTENCE_END = (".", "!", "?", ":", '"')
 
 
 def _odd_token(tok: str) -> bool:
@@ -124,17 +137,40 @@ def _odd_token(tok: str) -> bool:
     return (letters > 0 and symbols >= 2) or _CAMEL.search(tok) is not None or (letters == 0 and symbols >= 2)
 
 
+def _stray_capital(prev: str, tok: str, nxt: str) -> bool:
+    """A capitalised word alone between two small words, not after a sentence's end or a word that names follow:
+    word salad ("location Looks concise", "liable hitter None before"), where prose has names in runs ("New York")."""
+    return (
+        tok[:1].isupper()
+        and tok[1:].islower()
+        and prev[:1].islower()
+        and nxt[:1].islower()
+        and prev.lower() not in _BEFORE_NAMES
+        and not prev.endswith(_SENTENCE_END)
+    )
+
+
 def adversarial_suffix(text: str) -> bool:
-    """Whether the last line is a plain request followed by an optimised suffix: its first five tokens are plain words
-    and at least 35% of the eight or more tokens after them are odd (character statistics natural text and code do
-    not share: code lines do not open with five plain words)."""
-    tail = text[-600:].rstrip()
-    line = tail[tail.rfind("\n") + 1 :]
+    """Whether a short text is a plain request followed by an optimised suffix: one or two lines, the last one opening
+    with five plain words, and at least 30% of the eight or more tokens after them odd (symbols mixed into words,
+    tokens glued by a symbol, stray capitals). Character statistics that prose, code and quoted options do not have:
+    none of the 4,665 benign texts of bench/guardrail_eval.py reaches this share."""
+    body = text.strip()
+    if len(body) > _SUFFIX_MAX_CHARS or body.count("\n") > 1:
+        return False
+    line = body[body.rfind("\n") + 1 :]
     tokens = line.split()
     if len(tokens) < 5 + _SUFFIX_MIN_TOKENS or not all(_PLAIN_WORD.fullmatch(t) for t in tokens[:5]):
         return False
-    rest = tokens[5:]
-    return sum(map(_odd_token, rest)) >= _SUFFIX_ODD_SHARE * len(rest)
+    odd = 0
+    for k in range(5, len(tokens)):
+        tok = tokens[k]
+        stray = _stray_capital(tokens[k - 1], tok, tokens[k + 1] if k + 1 < len(tokens) else "x")
+        if tok.strip("'\",.;:!?").isalnum():  # a plain or quoted word: odd only as a stray capital
+            odd += stray
+        else:
+            odd += stray or _odd_token(tok) or _GLUED.search(tok) is not None
+    return odd >= _SUFFIX_ODD_SHARE * (len(tokens) - 5)
 
 
 def structure_hits(scanned: str, hit: dict[str, float]) -> dict[str, float]:
@@ -163,13 +199,14 @@ def verdict(
     p: float | None,
     model_threshold: float | None,
     *,
+    alone_threshold: float | None = None,
     weak: frozenset[str] = WEAK_RULES,
-    model_alone: float | None = None,
     threshold: float = THRESHOLD,
 ) -> InjectionVerdict:
     """The decision from the rule hits and the model's probability (None: no model, or not needed). Shared with
     bench/guardrail_eval.py, whose leave-one-source-out evaluation supplies a model trained without the source (and
-    tries other `weak` sets and `model_alone` factors for its ablation table)."""
+    tries other `weak` sets and alone thresholds for its ablation table). `alone_threshold` is the model's bar when no
+    rule outside `weak` corroborates it (None: its threshold alone is the bar)."""
     rule_score = round(sum(hit.values()), 3)
     rules = tuple(sorted(hit))
     if rule_score >= threshold:
@@ -177,8 +214,8 @@ def verdict(
     model_score = 0.0
     if p is not None and model_threshold is not None:
         evidence = sum(w for name, w in hit.items() if name not in weak)
-        factor = 1.0 if evidence >= CORROBORATION else (MODEL_ALONE if model_alone is None else model_alone)
-        model_score = round(p / (model_threshold * factor * threshold), 3)
+        bar = model_threshold if evidence >= CORROBORATION or alone_threshold is None else alone_threshold
+        model_score = round(p / (bar * threshold), 3)
     if model_score >= 1.0:
         rules = (*rules, "model")
     score = max(round(rule_score / threshold, 3), model_score)

@@ -70,6 +70,7 @@ class _Model:
     scale: float
     bias: float
     threshold: float
+    threshold_alone: float  # the bar when no rule corroborates the model (a lower out-of-fold FPR)
     weights: array[int]
     rule_weights: dict[str, float]
 
@@ -87,6 +88,7 @@ def load_model() -> _Model | None:
             scale=float(doc["scale"]),
             bias=float(doc["bias"]),
             threshold=float(doc["threshold"]),
+            threshold_alone=float(doc.get("threshold_alone", 1.0)),
             weights=weights,
             rule_weights={str(k): float(v) for k, v in doc["rule_weights"].items()},
         )

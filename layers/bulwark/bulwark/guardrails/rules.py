@@ -15,10 +15,18 @@ from collections.abc import Iterable
 from bulwark.guardrails.normalization import _folded, views
 
 _W = r"(?:\S+ ){0,%d}?"  # a bounded, lazily-matched gap of whole words
+# The same, of words that do not end a clause with a comma or semicolon (a period may: parts of a message are joined
+# with ".\n", and an attack split across two parts must still be read whole; see guardrails/apply.py).
+_CLAUSE_W = r"(?:[^\s,;]+ ){0,%d}?"
 
 
 def _gap(n: int) -> str:
     return _W % n
+
+
+def _clause_gap(n: int) -> str:
+    """Like _gap, but no word of the gap ends a clause with a comma or semicolon: disjoint classes too."""
+    return _CLAUSE_W % n
 
 
 _IGNORE_VERBS = (
@@ -212,7 +220,12 @@ _RULES: tuple[tuple[str, float, _LazyPattern], ...] = tuple(
     (name, weight, _LazyPattern(pattern))
     for name, weight, pattern in (
         # direct instruction override
-        ("ignore_previous", 1.0, rf"\b(?:{_IGNORE_VERBS})\b {_gap(4)}(?:{_PRIOR})\b {_gap(3)}(?:{_DIRECTIVES})\b"),
+        # The gaps stay inside one clause: "ignore my previous email, the correct order number" is no order.
+        (
+            "ignore_previous",
+            1.0,
+            rf"\b(?:{_IGNORE_VERBS})\b {_clause_gap(4)}(?:{_PRIOR})\b {_clause_gap(3)}(?:{_DIRECTIVES})\b",
+        ),
         (
             "ignore_short",
             0.6,
