@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Deployment checks for template.yaml and the code, offline. Run from anywhere with the project's .venv active:
 #   cfn-lint · sam validate (translator) · sam validate --lint · checkov (own venv, offline) · bandit -ll ·
-#   dependency audit (skipped when the advisory database cannot be reached) · sam build + layer contents and sizes.
-# Prints one summary line per tool and exits non-zero on any real finding.
+#   dependency lock · dependency audit (skipped when the advisory database cannot be reached) · sam build + layer
+#   contents and sizes.
+# They are independent and run side by side (scripts/parallel_checks.sh); each one's output is buffered and printed
+# whole, in the order below, once it has finished: one summary line per tool, then its findings. Exits non-zero on
+# any real finding. A pass of cfn-lint, sam validate, checkov or bandit is kept in .aws-sam/check-results and replayed
+# while a hash of exactly what it reads and of the installed tools is unchanged (bulwark_dev.check_cache);
+# BULWARK_CHECKS_UNCACHED=1 runs them all.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,12 +19,14 @@ export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-checks-only}"
 export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-checks-only}"
 export SAM_CLI_TELEMETRY=0
 
-FAILED=()
 LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/bulwark-check.XXXXXX")"
-trap 'rm -rf "$LOG_DIR"' EXIT
+CHECK_RESULTS="$ROOT/.aws-sam/check-results"
+# shellcheck source=scripts/parallel_checks.sh
+. "$ROOT/scripts/parallel_checks.sh"
+trap 'stop_checks; rm -rf "$LOG_DIR"' EXIT
+trap 'exit 130' INT TERM
 
 summary() { printf '%-22s %s\n' "$1" "$2"; }
-fail() { FAILED+=("$1"); }
 require() {
   if ! command -v "$1" >/dev/null 2>&1; then
     echo "missing tool: $1 (activate the project's venv: . .venv/bin/activate; pip install -e '.[dev]')" >&2
@@ -30,41 +37,55 @@ require cfn-lint
 require sam
 require bandit
 PY="$(command -v python)"
+VENV="$("$PY" -c 'import sys; print(sys.prefix)')"
+CHECKOV_VENV="$ROOT/.venv-checkov"
+# Besides their named inputs, the cached checks read each tool's configuration files, wherever the tool looks.
+CFN_LINT_CONFIG=(--file .cfnlintrc --file .cfnlintrc.yaml --file .cfnlintrc.yml --file "$HOME/.cfnlintrc")
+SAM_CONFIG=(--file samconfig.toml --file samconfig.yaml --file samconfig.yml --var AWS_DEFAULT_REGION --var AWS_REGION)
+CHECKOV_CONFIG=(--file .checkov.yaml --file .checkov.yml --file "$HOME/.checkov.yaml" --file "$HOME/.checkov.yml"
+                --var-prefix CKV_ --var-prefix BC_)
 
 # ---------------------------------------------------------------------------------------------------------- cfn-lint
-if cfn-lint template.yaml >"$LOG_DIR/cfn-lint.txt" 2>&1; then
-  summary "cfn-lint" "ok: 0 findings"
-else
-  n="$(grep -cE '^[EWI][0-9]{4}' "$LOG_DIR/cfn-lint.txt" || true)"
-  summary "cfn-lint" "FAILED: ${n} findings"; cat "$LOG_DIR/cfn-lint.txt"; fail cfn-lint
-fi
+cfn_lint() {
+  if cfn-lint template.yaml >"$LOG_DIR/cfn-lint.txt" 2>&1; then
+    summary "cfn-lint" "ok: 0 findings"
+  else
+    n="$(grep -cE '^[EWI][0-9]{4}' "$LOG_DIR/cfn-lint.txt" || true)"
+    summary "cfn-lint" "FAILED: ${n} findings"; cat "$LOG_DIR/cfn-lint.txt"; fail cfn-lint
+  fi
+}
 
 # ------------------------------------------------------------------------------------------------------ sam validate
-if sam validate --template-file template.yaml >"$LOG_DIR/sam.txt" 2>&1; then
-  summary "sam validate" "ok: valid SAM template (translator)"
-else
-  summary "sam validate" "FAILED"; cat "$LOG_DIR/sam.txt"; fail "sam validate"
-fi
-if sam validate --lint --template-file template.yaml >"$LOG_DIR/samlint.txt" 2>&1; then
-  summary "sam validate --lint" "ok: 0 findings"
-else
-  summary "sam validate --lint" "FAILED"; cat "$LOG_DIR/samlint.txt"; fail "sam validate --lint"
-fi
+sam_validate() {
+  if sam validate --template-file template.yaml >"$LOG_DIR/sam.txt" 2>&1; then
+    summary "sam validate" "ok: valid SAM template (translator)"
+  else
+    summary "sam validate" "FAILED"; cat "$LOG_DIR/sam.txt"; fail "sam validate"
+  fi
+}
+sam_validate_lint() {
+  if sam validate --lint --template-file template.yaml >"$LOG_DIR/samlint.txt" 2>&1; then
+    summary "sam validate --lint" "ok: 0 findings"
+  else
+    summary "sam validate --lint" "FAILED"; cat "$LOG_DIR/samlint.txt"; fail "sam validate --lint"
+  fi
+}
 
 # ----------------------------------------------------------------------------------------------------------- checkov
 # checkov pins its own boto3, so it lives in .venv-checkov (gitignored), built by scripts/checkov_env.sh (uv) on first
 # run or when its pin changed, then reused.
-CHECKOV_VENV="$ROOT/.venv-checkov"
-if ! scripts/checkov_env.sh --ready; then
+checkov_env() {
+  scripts/checkov_env.sh --ready && return 0
   echo "building $CHECKOV_VENV (first run only) ..."
   if ! scripts/checkov_env.sh >"$LOG_DIR/checkov-install.txt" 2>&1; then
     cat "$LOG_DIR/checkov-install.txt"
     echo "cannot install checkov into $CHECKOV_VENV (needs the package registry once)" >&2
     rm -rf "$CHECKOV_VENV"
     fail "checkov (install)"
+    return 1
   fi
-fi
-if [[ -x "$CHECKOV_VENV/bin/checkov" ]]; then
+}
+checkov_scan() {
   "$CHECKOV_VENV/bin/checkov" -f template.yaml --framework cloudformation --skip-download -o json \
     >"$LOG_DIR/checkov.json" 2>"$LOG_DIR/checkov.err"
   ck_rc=$?
@@ -92,11 +113,14 @@ sys.exit(1 if failed else 0)
 EOF
   then :; else fail checkov; [[ -s "$LOG_DIR/checkov.err" ]] && cat "$LOG_DIR/checkov.err"; fi
   if [[ $ck_rc -ne 0 && $ck_rc -ne 1 ]]; then cat "$LOG_DIR/checkov.err"; fail "checkov (rc $ck_rc)"; fi
-fi
+  return 0
+}
+checkov_check() { checkov_env && cached checkov_scan --file template.yaml "${CHECKOV_CONFIG[@]}" --env "$CHECKOV_VENV"; }
 
 # ------------------------------------------------------------------------------------------------------------ bandit
-bandit -r layers functions -ll -q -f json -o "$LOG_DIR/bandit.json" >/dev/null 2>"$LOG_DIR/bandit.err"
-"$PY" - "$LOG_DIR/bandit.json" <<'EOF' || fail bandit
+bandit_scan() {
+  bandit -r layers functions -ll -q -f json -o "$LOG_DIR/bandit.json" >/dev/null 2>"$LOG_DIR/bandit.err"
+  "$PY" - "$LOG_DIR/bandit.json" <<'EOF' || fail bandit
 import json, sys
 data = json.load(open(sys.argv[1]))
 totals = data["metrics"]["_totals"]
@@ -111,35 +135,43 @@ for e in data.get("errors", []):
     print(f"  error: {e}")
 sys.exit(1 if status == "FAILED" else 0)
 EOF
+}
 
 # --------------------------------------------------------------------------------------------------- dependency lock
 # The layer installs from requirements.lock with --require-hashes; the lock must still say what requirements.txt says.
-if "$PY" -m bulwark_dev.layer_lock >"$LOG_DIR/lock.txt" 2>&1; then
-  summary "dependency lock" "ok: $(tail -1 "$LOG_DIR/lock.txt")"
-else
-  summary "dependency lock" "FAILED"; cat "$LOG_DIR/lock.txt"; fail "dependency lock"
-fi
+dependency_lock() {
+  if "$PY" -m bulwark_dev.layer_lock >"$LOG_DIR/lock.txt" 2>&1; then
+    summary "dependency lock" "ok: $(tail -1 "$LOG_DIR/lock.txt")"
+  else
+    summary "dependency lock" "FAILED"; cat "$LOG_DIR/lock.txt"; fail "dependency lock"
+  fi
+}
 
 # -------------------------------------------------------------------------------------------------- dependency audit
 # pip-audit needs the PyPI/OSV advisory database over the network; there is no offline database, so skip gracefully.
 REQS="layers/bulwark/requirements.txt"
-if ! command -v pip-audit >/dev/null 2>&1; then
-  summary "dependency audit" "skipped: pip-audit is not installed (pip install pip-audit; it needs the network)"
-elif ! "$PY" - <<'EOF' 2>/dev/null
+dependency_audit() {
+  if ! command -v pip-audit >/dev/null 2>&1; then
+    summary "dependency audit" "skipped: pip-audit is not installed (pip install pip-audit; it needs the network)"
+  elif ! "$PY" - <<'EOF' 2>/dev/null
 import socket, sys
 try:
     socket.create_connection(("api.osv.dev", 443), timeout=3).close()
 except OSError:
     sys.exit(1)
 EOF
-then
-  summary "dependency audit" "skipped: the advisory database (OSV) is unreachable offline; run pip-audit -r $REQS online"
-elif pip-audit -r "$REQS" --progress-spinner off >"$LOG_DIR/audit.txt" 2>&1; then
-  summary "dependency audit" "ok: no known vulnerabilities in $REQS"
-else
-  summary "dependency audit" "FAILED"; cat "$LOG_DIR/audit.txt"; fail "dependency audit"
-fi
+  then
+    summary "dependency audit" "skipped: the advisory database (OSV) is unreachable offline; run pip-audit -r $REQS online"
+  elif pip-audit -r "$REQS" --progress-spinner off >"$LOG_DIR/audit.txt" 2>&1; then
+    summary "dependency audit" "ok: no known vulnerabilities in $REQS"
+  else
+    summary "dependency audit" "FAILED"; cat "$LOG_DIR/audit.txt"; fail "dependency audit"
+  fi
+}
 
+# One unit, from the banner below to the closing brace: sam build, the artifact sizes and the layer's contents (not
+# cached here: `sam build --cached` reuses what is unchanged).
+sam_build_checks() {
 # --------------------------------------------------------------------------------------------------------- sam build
 # SAM builds the python3.13 layer and functions with a python3.13 on PATH. Find one: PATH, then pyenv.
 find_py313() {
@@ -172,7 +204,20 @@ else
   fail "sam build (python3.13)"
 fi
 
+}
+
 # ----------------------------------------------------------------------------------------------------------- verdict
+# Printed in this order; the slowest start first, so they have the cores early.
+check sam-build sam_build_checks
+check checkov checkov_check
+check cfn-lint cached cfn_lint --file template.yaml "${CFN_LINT_CONFIG[@]}" --env "$VENV" --var AWS_DEFAULT_REGION
+check sam-validate cached sam_validate --file template.yaml "${SAM_CONFIG[@]}" --env "$VENV"
+check sam-lint cached sam_validate_lint --file template.yaml "${SAM_CONFIG[@]}" "${CFN_LINT_CONFIG[@]}" --env "$VENV"
+check bandit cached bandit_scan --file layers --file functions --file .bandit --env "$VENV"
+check lock dependency_lock
+check audit dependency_audit
+checks_report
+
 if ((${#FAILED[@]})); then
   echo "deploy checks FAILED: ${FAILED[*]}"
   exit 1

@@ -27,7 +27,7 @@ uv="${BULWARK_UV:-$(command -v uv || true)}"
 rm -rf "$VENV"
 if [[ -n "$uv" ]]; then
   "$uv" venv -q --python "$BASE_PY" "$VENV"
-  "$uv" pip install -q --python "$VENV/bin/python" "$SPEC"
+  "$uv" pip install -q --compile-bytecode --python "$VENV/bin/python" "$SPEC"  # compiled: see ./dev
 else
   "$BASE_PY" -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "$SPEC"
