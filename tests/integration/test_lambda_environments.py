@@ -18,7 +18,7 @@ import signal
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +106,17 @@ class Harness:
         result = self.fleet.invoke(logical_id, json.dumps(event).encode(), timeout)
         return result.status, json.loads(result.payload) if result.payload else None, result.error_type
 
-    def records(self) -> list[dict[str, Any]]:
-        time.sleep(0.3)  # the pipes' pump threads write the last lines
-        return [json.loads(line) for line in self.log_path.read_text().splitlines()]
+    def records(
+        self, until: Callable[[list[dict[str, Any]]], bool] | None = None, timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        """The log's records once the pipes' pump threads have written the last lines: after 0.3 s, or as soon as
+        `until` holds (polled: a busy machine can take longer to write a line than an idle one)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            time.sleep(0.3 if until is None else 0.05)
+            found = [json.loads(line) for line in self.log_path.read_text().splitlines()]
+            if until is None or until(found) or time.monotonic() > deadline:
+                return found
 
     def stop(self) -> None:
         self.fleet.stop()
@@ -204,7 +212,11 @@ def test_a_timed_out_invocation_discards_its_environment(harness: Harness) -> No
     assert status == 200 and payload["errorType"] == "Sandbox.Timedout"
     assert "Task timed out after 1.00 seconds" in payload["errorMessage"]
     _, after, _ = harness.invoke("SlowFn", {"n": "after"})
-    timed_out = [r for r in harness.records() if r.get("platform") == "REPORT" and r.get("status") == "timeout"]
+
+    def timeout_reports(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in records if r.get("platform") == "REPORT" and r.get("status") == "timeout"]
+
+    timed_out = timeout_reports(harness.records(until=lambda records: bool(timeout_reports(records))))
     assert timed_out, "the REPORT of a timed-out invocation says so"
     assert after["stream"] not in {r["log_stream"] for r in timed_out}  # a fresh environment, not the timed-out one
     assert pool.stats.discarded >= 1

