@@ -6,6 +6,7 @@ exact Content-Length) and one write per response with Nagle off, so a response n
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +25,13 @@ class QuietServer(ThreadingHTTPServer):
     daemon_threads = True  # a stuck keep-alive connection must not keep the process alive at exit
     allow_reuse_address = True
     request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up (a keep-alive connection reset, a reader gone mid-answer) is normal traffic, not a
+        # fault of the stack: no traceback. Anything else is a bug and is printed as usual.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
 
 
 class FastHandler(BaseHTTPRequestHandler):
