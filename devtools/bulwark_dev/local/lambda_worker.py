@@ -489,6 +489,7 @@ class WorkerProcess:
         self.port = 0
         self._pool: ConnectionPool | None = None
         self._stop_lock = threading.Lock()
+        self._pumps: list[threading.Thread] = []  # the threads copying the process's stdout and stderr, line by line
 
     @property
     def pid(self) -> int | None:
@@ -508,8 +509,12 @@ class WorkerProcess:
             start_new_session=True,  # Ctrl-C goes to the stack, which stops workers in order
         )
         assert self._proc.stdout is not None and self._proc.stderr is not None
-        for stream, label in ((self._proc.stdout, "stdout"), (self._proc.stderr, "stderr")):
-            threading.Thread(target=self._pump, args=(stream, label), daemon=True, name=f"{self.name}-{label}").start()
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(stream, label), daemon=True, name=f"{self.name}-{label}")
+            for stream, label in ((self._proc.stdout, "stdout"), (self._proc.stderr, "stderr"))
+        ]
+        for pump in self._pumps:
+            pump.start()
 
     def _pump(self, stream: IO[bytes], label: str) -> None:
         for raw in stream:
@@ -563,6 +568,11 @@ class WorkerProcess:
             pool.close()
         if proc is not None:
             stop_process(proc, timeout=3.0)
+            # The process is gone, so its pipes end: let the pumps write its last lines (a REPORT, an audit record)
+            # before the pipes are closed under them.
+            for pump in self._pumps:
+                if pump is not threading.current_thread():
+                    pump.join(timeout=2.0)
             for stream in (proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
