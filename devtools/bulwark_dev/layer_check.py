@@ -74,9 +74,23 @@ def _type_checking_only(node: ast.AST) -> bool:
     )
 
 
+def parse_module(path: Path) -> ast.Module:
+    """`ast.parse` of a source file. CPython 3.11 can raise a spurious "AST constructor recursion depth mismatch"
+    SystemError when another thread builds an AST at the same moment (gh-106905; under pytest, a module imported
+    and assertion-rewritten on a server thread): the parse is deterministic, so it is simply tried again."""
+    source = path.read_text(encoding="utf-8")
+    for _ in range(4):
+        try:
+            return ast.parse(source, filename=str(path))
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc):
+                raise
+    return ast.parse(source, filename=str(path))
+
+
 def _imports(path: Path, module: str) -> Iterator[str]:
     """Every module an `import` in `path` may load: `from a import b` yields `a` and `a.b` (b may be a submodule)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    tree = parse_module(path)
     package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
     stack: list[ast.AST] = [tree]
     while stack:
@@ -306,7 +320,7 @@ def _uncompiled(site: Path) -> list[Path]:
 def _names(path: Path) -> set[str]:
     """The names and attributes a module's code uses (not its comments or strings)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parse_module(path)):
         if isinstance(node, ast.Name):
             found.add(node.id)
         elif isinstance(node, ast.Attribute):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bulwark_dev.layer_check import RUNTIME_PROVIDED, Closure, package_modules, runtime_closure
+from bulwark_dev.layer_check import RUNTIME_PROVIDED, Closure, package_modules, parse_module, runtime_closure
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER_SOURCE = ROOT / "layers" / "bulwark"
@@ -68,7 +68,7 @@ def _third_party_imports(folder: Path) -> set[str]:
     """Top-level names imported anywhere under `folder`, minus the standard library and the project's own modules."""
     names = set()
     for path in folder.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(parse_module(path)):
             if isinstance(node, ast.Import):
                 names |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from bulwark.api.runtime import GEN0_THRESHOLD
+from bulwark_dev.layer_check import parse_module
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 
@@ -26,7 +27,7 @@ def test_every_function_settles_at_the_end_of_its_init() -> None:
     apps = sorted(FUNCTIONS.glob("*/app.py"))
     assert len(apps) == 4
     for app in apps:
-        body = ast.parse(app.read_text()).body
+        body = parse_module(app).body
         calls = [
             i
             for i, node in enumerate(body)

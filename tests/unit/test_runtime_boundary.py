@@ -7,13 +7,15 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from bulwark_dev.layer_check import parse_module
+
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = [*sorted((ROOT / "layers/bulwark/bulwark").rglob("*.py")), *sorted((ROOT / "functions").glob("*/app.py"))]
 
 
 def _imported(path: Path) -> set[str]:
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parse_module(path)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
