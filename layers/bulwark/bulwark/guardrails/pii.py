@@ -171,11 +171,12 @@ _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}
 _EXT = r"(?: ?x ?\d{1,6})?"
 # National shapes: groups of 2-4, 3-4 and 3-4 digits after an optional +CC or 00CC; a bracketed area code before 5-8
 # digits ("(0808)1570623"); a trunk 0 and area code before 5-8 digits ("01632 960848"); French pairs
-# ("06 95 18 18 33"). A bare run of digits with no cue is not a phone here: it is as likely an order number.
+# ("06 95 18 18 33"). Each has at least 8 digits, as the digit-run prefilter requires (so "01-20231" is not a phone
+# either way). A bare run of digits with no cue is not a phone here: it is as likely an order number.
 _PHONE = re.compile(
     r"(?<![\w+])(?<!\d[ .-])(?:"
     r"(?:\+\d{1,3}[ .-]?|00\d{1,3}[ .-])?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}"
-    r"|\(\d{2,5}\)[ .-]?\d{5,8}|0\d{1,4}[ -]\d{5,8}|0\d(?:[ .]\d\d){4})"
+    r"|\((?:\d{2}\)[ .-]?\d{6,8}|\d{3,5}\)[ .-]?\d{5,8})|0(?:\d[ -]\d{6,8}|\d{2,4}[ -]\d{5,8})|0\d(?:[ .]\d\d){4})"
     rf"{_EXT}(?![\w-])(?![ .]\d)"
     rf"|(?<![\w+])\+\d{{8,14}}{_EXT}(?!\w)"
 )
