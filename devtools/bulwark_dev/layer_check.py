@@ -140,18 +140,20 @@ class Closure:
 _EXEC_MODULE = re.compile(rf"\bpython3?(?:\.\d+)?\s+-m\s+({RUNTIME_PACKAGE}(?:\.\w+)+)")
 
 
-def wrapper_modules(root: Path, wrapper: Path | None = None) -> set[str]:
-    """Modules of the runtime package that exec wrappers start with `python -m`: entry points beside the handlers.
-    `wrapper`: that one script; otherwise every file without a suffix in the package (the wrappers it ships)."""
-    if wrapper is not None:
-        scripts = [wrapper] if wrapper.is_file() else []
-    else:
-        scripts = [p for p in (root / RUNTIME_PACKAGE).rglob("*") if p.is_file() and not p.suffix]
+def wrapper_modules(scripts: Iterable[Path]) -> set[str]:
+    """Modules of the runtime package that exec wrapper `scripts` start with `python -m`: entry points beside the
+    handlers."""
     found: set[str] = set()
     for path in scripts:
-        if "__pycache__" not in path.parts:
-            found.update(_EXEC_MODULE.findall(path.read_text(encoding="utf-8", errors="replace")))
+        found.update(_EXEC_MODULE.findall(path.read_text(encoding="utf-8", errors="replace")))
     return found
+
+
+def _shipped_wrappers(root: Path) -> list[Path]:
+    """The exec wrappers the runtime package ships: its files without a suffix."""
+    return [
+        p for p in (root / RUNTIME_PACKAGE).rglob("*") if p.is_file() and not p.suffix and "__pycache__" not in p.parts
+    ]
 
 
 def _walk(roots: Sequence[Path], starts: Iterable[tuple[str, str]], *, third_party: bool) -> Closure:
@@ -194,7 +196,7 @@ def _walk(roots: Sequence[Path], starts: Iterable[tuple[str, str]], *, third_par
 def runtime_closure(root: Path, handlers: Iterable[Path]) -> Closure:
     """What the handlers and the exec wrappers' modules import, followed through the runtime package under `root`."""
     starts = [(name, "handler") for handler in handlers for name in _imports(handler, "app")]
-    starts += [(name, "exec wrapper") for name in sorted(wrapper_modules(root))]
+    starts += [(name, "exec wrapper") for name in sorted(wrapper_modules(_shipped_wrappers(root)))]
     return _walk([root], starts, third_party=False)
 
 
@@ -346,12 +348,12 @@ def _check_function(build: Path, fn: FunctionBuild, report: BuildReport) -> Clos
     handler = build / fn.logical_id / "app.py"
     starts = [(name, "handler") for name in _imports(handler, "app")]
     if fn.wrapper and fn.wrapper.startswith("/opt/"):
-        script = build / next(iter(fn.layers), "") / fn.wrapper.removeprefix("/opt/")
+        # Lambda mounts every layer at /opt: the wrapper is in whichever of the function's layers holds that path.
         found = [build / layer / fn.wrapper.removeprefix("/opt/") for layer in fn.layers]
-        script = next((p for p in found if p.is_file()), script)
-        if not script.is_file():
+        scripts = [path for path in found if path.is_file()][:1]
+        if not scripts:
             report.problems.append(f"{fn.logical_id}: its exec wrapper {fn.wrapper} is in none of its layers")
-        starts += [(name, "exec wrapper") for name in sorted(wrapper_modules(script.parent, script))]
+        starts += [(name, "exec wrapper") for name in sorted(wrapper_modules(scripts))]
     closure = _walk([build / fn.logical_id, *sites], starts, third_party=True)
     if closure.dev_imports:
         report.problems.append(f"{fn.logical_id}: runtime code imports {DEV_PACKAGE}: {sorted(closure.dev_imports)}")

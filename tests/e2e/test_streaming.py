@@ -77,18 +77,23 @@ def test_openai_sdk_iterator_receives_chunks_as_they_are_produced(local_stack: A
     assert last is not None and last.usage is not None and last.usage.completion_tokens > 0  # include_usage
 
 
-def test_raw_chunked_client_sees_sse_pieces_as_they_come(local_stack: Any, key: str, paced: Any) -> None:
+def _raw_stream(local_stack: Any, key: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """A streamed chat over a plain HTTP/1.1 connection: the connection and its response, the body not yet read."""
     url = urlsplit(local_stack.base_url)
     conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
     body = json.dumps({"model": "demo-echo", "messages": [{"role": "user", "content": WORDS}], "stream": True})
-    started = time.perf_counter()
     conn.request(
         "POST",
         "/v1/chat/completions",
         body=body,
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
-    response = conn.getresponse()
+    return conn, conn.getresponse()
+
+
+def test_raw_chunked_client_sees_sse_pieces_as_they_come(local_stack: Any, key: str, paced: Any) -> None:
+    started = time.perf_counter()
+    conn, response = _raw_stream(local_stack, key)
     assert response.status == 200
     assert response.getheader("Transfer-Encoding") == "chunked" and response.getheader("Content-Length") is None
     assert response.getheader("Content-Type", "").startswith("text/event-stream")
@@ -136,16 +141,7 @@ def test_a_client_that_goes_away_stops_the_model_and_what_was_written_is_counted
 ) -> None:
     paced.repeat = 20  # ~700 tokens: 35 s at 50 ms, far more than this test waits
     cut_before = paced.streams_cut
-    url = urlsplit(local_stack.base_url)
-    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
-    body = json.dumps({"model": "demo-echo", "messages": [{"role": "user", "content": WORDS}], "stream": True})
-    conn.request(
-        "POST",
-        "/v1/chat/completions",
-        body=body,
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-    )
-    response = conn.getresponse()
+    conn, response = _raw_stream(local_stack, key)
     request_id = response.getheader("x-request-id") or ""
     seen = b""
     while seen.count(b'"content"') < 5:

@@ -619,11 +619,10 @@ class AwsEndpoint:
         lowered: Mapping[str, str],
         body: bytes,
     ) -> Response:
-        operation = lowered.get("x-amz-target", "").rpartition(".")[2]
-        try:
-            params = json.loads(body or b"{}")
-        except ValueError:
-            return _error("dynamodb", 400, "SerializationException", "body is not JSON")
+        request = _json_request("dynamodb", lowered, body)
+        if isinstance(request, Response):
+            return request
+        operation, params = request
         refused = self.authorize(logical_id, dynamodb_checks(operation, params, model), model)
         if refused is not None:
             return _denied("dynamodb", identity, refused)
@@ -699,13 +698,12 @@ class AwsEndpoint:
         lowered: Mapping[str, str],
         body: bytes,
     ) -> Response:
-        operation = lowered.get("x-amz-target", "").rpartition(".")[2]
+        request = _json_request("kms", lowered, body)
+        if isinstance(request, Response):
+            return request
+        operation, params = request
         if operation not in ("GenerateMac", "VerifyMac"):
             return _error("kms", 400, "UnsupportedOperationException", f"{operation} is not served by the local stack")
-        try:
-            params = json.loads(body or b"{}")
-        except ValueError:
-            return _error("kms", 400, "SerializationException", "body is not JSON")
         key = model.key(str(params.get("KeyId", "")))
         if key is None:
             return _error("kms", 400, "NotFoundException", f"Key '{params.get('KeyId')}' does not exist")
@@ -724,13 +722,12 @@ class AwsEndpoint:
         lowered: Mapping[str, str],
         body: bytes,
     ) -> Response:
-        operation = lowered.get("x-amz-target", "").rpartition(".")[2]
+        request = _json_request("secretsmanager", lowered, body)
+        if isinstance(request, Response):
+            return request
+        operation, params = request
         if operation != "GetSecretValue":
             return _error("secretsmanager", 400, "UnsupportedOperationException", f"{operation} is not served locally")
-        try:
-            params = json.loads(body or b"{}")
-        except ValueError:
-            return _error("secretsmanager", 400, "SerializationException", "body is not JSON")
         secret_id = str(params.get("SecretId", ""))
         secret = model.secret(secret_id) or self._local_secret(secret_id)
         arn = secret.arn if secret else secret_id
@@ -829,6 +826,18 @@ _CONTENT_TYPES = {
     "kms": "application/x-amz-json-1.1",
     "secretsmanager": "application/x-amz-json-1.1",
 }
+
+
+def _json_request(service: str, lowered: Mapping[str, str], body: bytes) -> tuple[str, dict[str, Any]] | Response:
+    """A JSON 1.1 call (DynamoDB, KMS, Secrets Manager): the operation named by X-Amz-Target and the JSON body, or the
+    service's SerializationException when the body is not a JSON object."""
+    try:
+        params = json.loads(body or b"{}")
+    except ValueError:
+        params = None
+    if not isinstance(params, dict):
+        return _error(service, 400, "SerializationException", "body is not a JSON object")
+    return lowered.get("x-amz-target", "").rpartition(".")[2], params
 
 
 def _json(service: str, status: int, body: Mapping[str, Any]) -> Response:
