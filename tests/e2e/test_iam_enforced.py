@@ -9,9 +9,13 @@ Idempotency-Key, the janitor's sweep). Then:
 - with any one Allow statement removed (from a role, a role policy, or a key policy that names a role), the same
   scenario gets an AccessDenied for that function and one of that statement's actions: no statement is unused.
 
-The copy is edited while the stack runs, so this also proves an operator's edit of a role takes effect without a
-restart. The BatchGetItem gap of issue 16 (the authorizer read a key and its failure record in one BatchGetItem that
-its role did not allow) is what the first of these runs found.
+The second is decided for every statement from the authorizations the first run asked for, replayed against the
+roles of the template without that statement (AwsEndpoint.refusal, the endpoint's own evaluation): a run without the
+statement is the same run up to its first refusal, so it is refused exactly when one of those authorizations is. One
+statement per function is also removed for real, with the stack running, and its live refusal must be one the replay
+predicted: that keeps the replay honest, and proves an operator's edit of a role takes effect without a restart. The
+BatchGetItem gap of issue 16 (the authorizer read a key and its failure record in one BatchGetItem that its role did
+not allow) is what the first of these runs found.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import pytest
 import yaml
 
 from bulwark.auth.keys import new_api_key
-from bulwark_dev.local.aws_endpoint import Denial
+from bulwark_dev.local.aws_endpoint import Check, Denial
 from bulwark_dev.local.iam_policy import Statement, wildcard_match
 from bulwark_dev.local.iam_roles import load_roles
 from bulwark_dev.local.lambda_worker import INVOKE_PREFIX
@@ -237,12 +241,48 @@ def test_every_statement_is_listed_or_exercised() -> None:
     assert set(NOT_EXERCISED_LOCALLY) <= names, "a statement listed as not exercised is gone: drop it from the list"
 
 
-def test_the_template_as_it_is_allows_everything_the_code_does(iam_stack: IamStack) -> None:
+@dataclass
+class Run:
+    statuses: list[int]
+    denials: list[Denial]
+    checks: list[tuple[str, Check]]  # every authorization asked for, in order
+
+
+@pytest.fixture(scope="module")
+def as_is(iam_stack: IamStack) -> Run:
+    """The whole scenario once, on the template as it is, with every authorization it asked for kept."""
+    journal = iam_stack.stack.aws.journal  # type: ignore[union-attr]
     iam_stack.write(iam_stack.original)
-    iam_stack.stack.aws.journal.clear()  # type: ignore[union-attr]
-    statuses = run_scenario(iam_stack)
-    assert iam_stack.denials() == [], "a statement is missing"
-    assert statuses == [200, 200, 200, 200, 200, 401, 200], statuses
+    journal.clear()
+    journal.keep_checks = True
+    try:
+        statuses = run_scenario(iam_stack)
+        return Run(statuses, iam_stack.denials(), journal.checks())
+    finally:
+        journal.keep_checks = False
+        journal.clear()
+
+
+def _predicted(iam_stack: IamStack, run: Run, function: str, statement: Statement) -> list[tuple[str, str, str]]:
+    """(function, action, resource) of each authorization of ``run`` that the template without ``statement`` refuses
+    to ``function`` for one of the statement's actions."""
+    endpoint = iam_stack.stack.aws
+    assert endpoint is not None
+    without = endpoint.roles.variant(_without(iam_stack.original, statement))
+    return [
+        (logical_id, check.action, check.resource)
+        for logical_id, check in run.checks
+        if logical_id == function
+        and any(wildcard_match(a, check.action, ignore_case=True) for a in statement.actions)
+        and endpoint.refusal(without, logical_id, check) is not None
+    ]
+
+
+def test_the_template_as_it_is_allows_everything_the_code_does(as_is: Run) -> None:
+    assert as_is.denials == [], "a statement is missing"
+    assert as_is.statuses == [200, 200, 200, 200, 200, 401, 200], as_is.statuses
+    asked = {logical_id for logical_id, _ in as_is.checks}
+    assert asked == set(EVERY_FUNCTION), f"the scenario must reach every function's AWS calls: {asked}"
 
 
 @pytest.mark.parametrize(
@@ -250,17 +290,35 @@ def test_the_template_as_it_is_allows_everything_the_code_does(iam_stack: IamSta
     [pytest.param(f, s, id=s.name) for f, s in STATEMENTS if s.name not in NOT_EXERCISED_LOCALLY],
 )
 def test_without_the_statement_the_code_gets_access_denied(
-    iam_stack: IamStack, function: str, statement: Statement
+    iam_stack: IamStack, as_is: Run, function: str, statement: Statement
 ) -> None:
+    predicted = _predicted(iam_stack, as_is, function, statement)
+    assert predicted, f"{statement.name} is unused: the scenario needs none of its actions from it"
+
+
+def _one_per_function() -> list[tuple[str, Statement]]:
+    seen: dict[str, Statement] = {}
+    for function, statement in STATEMENTS:
+        if statement.name not in NOT_EXERCISED_LOCALLY:
+            seen.setdefault(function, statement)
+    return list(seen.items())
+
+
+@pytest.mark.parametrize(("function", "statement"), [pytest.param(f, s, id=s.name) for f, s in _one_per_function()])
+def test_a_statement_removed_while_the_stack_runs_is_refused_as_predicted(
+    iam_stack: IamStack, as_is: Run, function: str, statement: Statement
+) -> None:
+    predicted = _predicted(iam_stack, as_is, function, statement)
     iam_stack.write(_without(iam_stack.original, statement))
     try:
         iam_stack.stack.aws.journal.clear()  # type: ignore[union-attr]
         statuses = run_scenario(iam_stack, (function,))
         denied = [
-            d
+            (d.function, d.action, d.resource)
             for d in iam_stack.denials()
             if d.function == function and any(wildcard_match(a, d.action, ignore_case=True) for a in statement.actions)
         ]
         assert denied, f"{statement.name} is unused: the scenario ran without it ({statuses})"
+        assert denied[0] in predicted, f"refused {denied[0]}, but the replay predicted {predicted}"
     finally:
         iam_stack.write(iam_stack.original)

@@ -131,13 +131,18 @@ def send_relayed(handler: FastHandler, relayed: RelayedStream) -> None:
 
 
 class Journal:
-    """Every refusal the endpoint made, in order: tests read it to prove which statement a call needs."""
+    """Every refusal the endpoint made, in order: tests read it to prove which statement a call needs. With
+    ``keep_checks`` on, also every authorization asked for (allowed or not), so a test can replay them against other
+    roles (AwsEndpoint.refusal) instead of running the calls again; off by default, as a running stack would grow it
+    without end."""
 
     def __init__(self, on_denied: Callable[[Denial], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._denials: list[Denial] = []
+        self._checks: list[tuple[str, Check]] = []
         self._on_denied = on_denied
         self.allowed = 0
+        self.keep_checks = False
 
     def record(self, denial: Denial) -> None:
         with self._lock:
@@ -145,13 +150,24 @@ class Journal:
         if self._on_denied is not None:
             self._on_denied(denial)
 
+    def asked(self, logical_id: str, check: Check) -> None:
+        if self.keep_checks:
+            with self._lock:
+                self._checks.append((logical_id, check))
+
     def denials(self) -> list[Denial]:
         with self._lock:
             return list(self._denials)
 
+    def checks(self) -> list[tuple[str, Check]]:
+        """(function logical id, check) for every authorization asked for while ``keep_checks`` was on, in order."""
+        with self._lock:
+            return list(self._checks)
+
     def clear(self) -> None:
         with self._lock:
             self._denials.clear()
+            self._checks.clear()
 
 
 # ------------------------------------------------------------------------------------------------------- signatures
@@ -479,12 +495,18 @@ class AwsEndpoint:
         model = model or self.roles.current()
         identity = model.functions.get(logical_id) or self._operators.get(logical_id)
         for check in checks:
+            self.journal.asked(logical_id, check)
             refused = self._refusal(model, identity, logical_id, check)
             if refused is not None:
                 self.journal.record(refused)
                 return refused
         self.journal.allowed += 1
         return None
+
+    def refusal(self, model: RoleModel, logical_id: str, check: Check) -> Denial | None:
+        """What AWS would answer ``check`` with under ``model``'s roles; nothing is recorded (a what-if)."""
+        identity = model.functions.get(logical_id) or self._operators.get(logical_id)
+        return self._refusal(model, identity, logical_id, check)
 
     def _refusal(
         self, model: RoleModel, identity: FunctionIdentity | None, logical_id: str, check: Check
@@ -547,6 +569,7 @@ class AwsEndpoint:
                 checks += [Check("kms:GenerateDataKey", key, via), Check("kms:Decrypt", key, via)]
         denials: list[Denial] = []
         for check in checks:
+            self.journal.asked(logical_id, check)
             refused = self._refusal(model, identity, logical_id, check)
             if refused is not None:
                 self.journal.record(refused)

@@ -11,6 +11,7 @@ SAM translator's own processor, and the basic execution policy SAM always adds.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -329,6 +330,13 @@ class RoleBook:
         self._stamp: tuple[int, int] | None = None
         self._model: RoleModel | None = None
         self.reloads = 0
+
+    def variant(self, text: str) -> RoleModel:
+        """The roles of ``text``, an edited copy of this template, read as this book reads its file."""
+        with tempfile.TemporaryDirectory(prefix="bulwark-roles-") as scratch:
+            path = Path(scratch) / self.path.name
+            path.write_text(text, encoding="utf-8")
+            return load_roles(path, parameter_overrides=self._overrides)
 
     def current(self) -> RoleModel:
         stat = self.path.stat()
