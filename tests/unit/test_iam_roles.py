@@ -96,3 +96,15 @@ def test_an_edit_of_the_template_is_seen_at_the_next_call_and_a_broken_one_allow
         book.current()
     with pytest.raises(TemplateError):  # never the last good roles
         book.current()
+
+
+def test_a_variant_is_read_as_the_book_reads_its_file_and_leaves_the_book_alone(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    _write(path, TEMPLATE)
+    book = RoleBook(path)
+    edited = textwrap.dedent(TEMPLATE).replace("dynamodb:PutItem", "dynamodb:DeleteItem")
+    variant = book.variant(edited)
+    assert not evaluate(variant.functions["Writer"].statements, "dynamodb:PutItem", TABLE_ARN).allowed
+    assert evaluate(variant.functions["Writer"].statements, "dynamodb:DeleteItem", TABLE_ARN).allowed
+    assert evaluate(book.current().functions["Writer"].statements, "dynamodb:PutItem", TABLE_ARN).allowed
+    assert book.reloads == 1
