@@ -9,8 +9,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from bulwark_dev.local._http import QuietServer
 
 
 @dataclass
@@ -45,8 +47,8 @@ class Reply:
 Responder = Callable[[Request], Reply]
 
 
-class WireServer(ThreadingHTTPServer):
-    daemon_threads = True
+class WireServer(QuietServer):
+    # QuietServer: a client that hangs up (the fault tests do it on purpose) is no traceback.
 
     def __init__(self, responder: Responder) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
