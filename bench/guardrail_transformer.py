@@ -208,7 +208,9 @@ def embed_texts(texts: list[str], onnx_path: Path) -> Embedded:
 # Unit vectors' coordinates are ~1/sqrt(384) each: scaled to ~1 so one C grid suits them (a constant: no statistic of
 # any source, held out or not, goes into it).
 FEATURE_SCALE = 384**0.5
-C_GRID = (0.1, 1.0, 10.0)  # lbfgs fits take under a second: C is chosen inside the training sources too
+# Fixed, as guardrail_eval's LOSO fixes its C: a fit takes 3-5 s here (a grid of three inside each source's training
+# would be 600 fits); C 0.1 / 1 / 10 took 86 / 146 / 248 lbfgs iterations on every trainable text.
+C_EMBEDDING = 1.0
 STRUCTURE_NAMES = ("chat_marker", "role_line", "tool_call_order", "adversarial_suffix")
 
 
@@ -230,9 +232,10 @@ def loso_probabilities(run: ge.LosoRun, x: np.ndarray) -> np.ndarray:
     for src in run.sources:
         held = np.array([i for i, s in enumerate(ex.sources) if s == src])
         train = np.array([i for i, s in enumerate(ex.sources) if s != src and ex.trainable[i]])
-        doc = tim.fit(x, ex, train, c_grid=C_GRID, folds=3, verbose=False)
+        doc = tim.fit(x, ex, train, c_grid=(C_EMBEDDING,), folds=3, verbose=False)
         out[held, 0] = tim.probabilities(doc, x[held])
         out[held, 1:] = doc["threshold"], doc["threshold_alone"]
+        print(f"  {src}: embedding model trained without it", file=sys.stderr)
     return out
 
 
@@ -242,7 +245,6 @@ def loso(sets: list[ge.EvalSet], emb: Embedded) -> None:
     n = len(run.ex.texts)
     x = emb.features(n) * FEATURE_SCALE
     p = loso_probabilities(run, x)
-    p_mean = loso_probabilities(run, np.ascontiguousarray(x[:, : x.shape[1] // 2]))
     p_stack = loso_probabilities(run, np.hstack([x, rule_columns(run)]))
     print(f"embedding models left out per source in {time.time() - t0:.0f}s", file=sys.stderr)
     shipped = np.array([ge._decide(sc, "shipped") for sc in run.scored])
@@ -253,7 +255,6 @@ def loso(sets: list[ge.EvalSet], emb: Embedded) -> None:
         "shipped (rules + n-gram model)": shipped,
         "embedding model alone, its 1% bar": p[:, 0] >= p[:, 1],
         "embedding model alone, its 0.1% bar": p[:, 0] >= p[:, 2],
-        "embedding model alone, mean of windows only (1% bar)": p_mean[:, 0] >= p_mean[:, 1],
         "shipped, or the embedding model at its 0.1% bar": shipped | (p[:, 0] >= p[:, 2]),
         "shipped, or the embedding model at its 1% bar": shipped | (p[:, 0] >= p[:, 1]),
         "shipped decision, embedding model in place of the n-gram model": in_place,
@@ -378,13 +379,15 @@ _COLD = {
 
 def cold_start(int8: Path, runs: int) -> None:
     """Each sample a fresh interpreter; the clock starts after its start-up (as bench/bench_cold_start.py's does).
-    Interleaved, median of `runs`; peak RSS of the process as well."""
+    Interleaved, median of `runs`; the process's peak RSS as well."""
     samples: dict[str, list[tuple[float, float]]] = {k: [] for k in _COLD}
     for _ in range(runs):
         for name, code in _COLD.items():
             body = code.format(model=str(int8), tok=str(model_dir() / "tokenizer.json"))
-            clock = "import time, resource\nt0 = time.perf_counter()\n"
-            report = "\nprint(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+            clock = "import time\nt0 = time.perf_counter()\n"
+            # VmHWM, not getrusage's ru_maxrss: that one keeps the parent's high-water mark across fork and exec
+            hwm = "[int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmHWM')][0]"
+            report = f"\nprint(time.perf_counter() - t0, {hwm})"
             script = clock + body + report
             out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
             secs, rss = out.split()
@@ -447,6 +450,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--loso", action="store_true", help="leave-one-source-out tables (embedding model, combinations)")
     ap.add_argument("--cost", action="store_true", help="sizes, latency and cold start")
+    ap.add_argument("--cold", action="store_true", help="cold start only")
     ap.add_argument("--peer", action="store_true", help="NanoGuard on every source, as a peer")
     ap.add_argument("--runs", type=int, default=300, help="latency samples for the typical request and one window")
     args = ap.parse_args()
@@ -458,7 +462,8 @@ def main() -> None:
         for row in size_rows(fp32, int8):
             print(f"| {row[0]} | {row[1]} |")
         latency(int8, args.runs)
-        cold_start(int8, 7)
+    if args.cost or args.cold:
+        cold_start(int8, 9)
     if args.loso:
         sets = ge.load_sets(verbose=False)
         emb = embed_texts(tim.examples(sets).texts, int8)
