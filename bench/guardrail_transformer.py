@@ -454,6 +454,9 @@ def main() -> None:
     ap.add_argument("--peer", action="store_true", help="NanoGuard on every source, as a peer")
     ap.add_argument("--runs", type=int, default=300, help="latency samples for the typical request and one window")
     args = ap.parse_args()
+    if not (args.loso or args.cost or args.cold or args.peer):
+        ap.print_help()
+        return
     fp32, int8 = onnx_files()
     if args.cost:
         print("\n#### Sizes on disk\n")
