@@ -667,10 +667,39 @@ def _features(tim: Any, texts: list[str], concepts: bool) -> Any:
     return x
 
 
-def loso(sets: list[EvalSet]) -> None:
+@dataclass
+class LosoRun:
+    """Every text of the evaluation with its rule hits and, per model name, the probability of a model trained without
+    its source (and that model's thresholds)."""
+
+    ex: Any  # train_injection_model.Examples
+    scored: list[Scored]
+    kinds: list[str]  # "attack", "benign" or "harmful", per text
+    sources: list[str]  # sorted
+
+    @classmethod
+    def of(cls, sets: list[EvalSet], ex: Any, scored: list[Scored]) -> LosoRun:
+        kinds = [next(s.kind for s in sets if s.name == n) for n in ex.set_names]
+        return cls(ex, scored, kinds, sorted(set(ex.sources)))
+
+    def per_source(self, detected: Any, kind: str) -> dict[str, tuple[int, int]]:
+        """source -> (texts of this kind, how many `detected` flags)."""
+        out: dict[str, tuple[int, int]] = {}
+        for src in self.sources:
+            rows = [i for i, s in enumerate(self.ex.sources) if s == src and self.kinds[i] == kind]
+            if rows:
+                out[src] = (len(rows), int(detected[rows].sum()))
+        return out
+
+
+LOSO_MODELS = ("shipped", "concepts", "no_new_sources")
+
+
+def loso_scores(sets: list[EvalSet], models: tuple[str, ...] = LOSO_MODELS) -> LosoRun:
     """Leave one source (package) out: train the model on every other source (its C fixed, its thresholds from
-    grouped cross-validation inside them), score this one with the shipped rules and decision. The rules are
-    hand-written once for all sources, so only the model and its thresholds are truly held out."""
+    grouped cross-validation inside them), and keep its probability for each text of the source. `models`: which of
+    the shipped features ("shipped"), with the concept features ("concepts"), or without this session's sources
+    ("no_new_sources")."""
     import numpy as np
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -681,7 +710,7 @@ def loso(sets: list[EvalSet]) -> None:
     t0 = time.time()
     ex = tim.examples(sets)
     x = _features(tim, ex.texts, False)
-    x_concepts = _features(tim, ex.texts, True)
+    x_concepts = _features(tim, ex.texts, True) if "concepts" in models else None
     scored: list[Scored] = []
     for t in ex.texts:  # the rules may have changed since the features were cached: their hits are always fresh
         scanned = injection.scanned_text(t)
@@ -690,45 +719,45 @@ def loso(sets: list[EvalSet]) -> None:
         scored.append(Scored({**h, **injection.structure_hits(scanned, h)},
                              {**ph, **injection.structure_hits(scanned, ph)}, {}))  # fmt: skip
     print(f"\nfeatures and rule hits of {len(ex.texts)} texts in {time.time() - t0:.0f}s", file=sys.stderr)
-    sources = sorted(set(ex.sources))
-    kinds = [next(s.kind for s in sets if s.name == n) for n in ex.set_names]
-    for src in sources:
+    run = LosoRun.of(sets, ex, scored)
+    for src in run.sources:
         held = np.array([i for i, s in enumerate(ex.sources) if s == src])
         train = np.array([i for i, s in enumerate(ex.sources) if s != src and ex.trainable[i]])
         older = np.array([i for i in train if ex.sources[i] not in NEW_SOURCES])
-        for name, feats, rows in (("shipped", x, train), ("concepts", x_concepts, train), ("no_new_sources", x, older)):
+        plan = {"shipped": (x, train), "concepts": (x_concepts, train), "no_new_sources": (x, older)}
+        for name in models:
+            feats, rows = plan[name]
             doc = tim.fit(feats, ex, rows, c_grid=(8.0,), folds=3, verbose=False)
             probs = tim.probabilities(doc, feats[held])
             for j, i in enumerate(held):
                 scored[i].p[name] = (float(probs[j]), float(doc["threshold"]), float(doc["threshold_alone"]))
         print(f"  {src}: trained without it in {time.time() - t0:.0f}s", file=sys.stderr)
-    detected = {v: np.array([_decide(sc, v) for sc in scored]) for v in VARIANTS}
+    return run
 
-    def per_source(v: str, kind: str) -> dict[str, tuple[int, int]]:
-        out: dict[str, tuple[int, int]] = {}
-        for src in sources:
-            rows = [i for i, s in enumerate(ex.sources) if s == src and kinds[i] == kind]
-            if rows:
-                out[src] = (len(rows), int(detected[v][rows].sum()))
-        return out
 
-    print("\n#### Leave-one-source-out: each source scored by a detector whose model never saw it\n")
+def print_source_table(run: LosoRun, detected: Any, title: str) -> None:
+    """Per source: attacks and held-out TPR, benign texts and held-out FPR, harmful-without-injection flagged."""
+    print(f"\n#### {title}\n")
     print("| source | attacks | held-out TPR | benign | held-out FPR | harmful (no injection) flagged |")
     print("|---|---:|---:|---:|---:|---:|")
-    atk, ben, harm = per_source("shipped", "attack"), per_source("shipped", "benign"), per_source("shipped", "harmful")
-    for src in sources:
+    atk, ben, harm = (run.per_source(detected, k) for k in ("attack", "benign", "harmful"))
+    for src in run.sources:
         atk_src, ben_src, harm_src = atk.get(src), ben.get(src), harm.get(src)
         cells = [f"{atk_src[0]}", f"{atk_src[1] / atk_src[0]:.1%}"] if atk_src else ["0", "-"]
         cells += [f"{ben_src[0]}", f"{ben_src[1] / ben_src[0]:.1%}"] if ben_src else ["0", "-"]
         cells += [f"{harm_src[1] / harm_src[0]:.1%}"] if harm_src else ["-"]
         print(f"| {src} | " + " | ".join(cells) + " |")
-    print("\n#### Ablation (leave-one-source-out, pooled over sources)\n")
+
+
+def print_pooled_table(run: LosoRun, detected: dict[str, Any], title: str) -> None:
+    """One row per detector: pooled TPR, worst and median source, pooled and worst benign FPR, hard negatives."""
+    print(f"\n#### {title}\n")
     print("| detector | pooled TPR | worst source (>= 20 attacks) | median source | pooled benign FPR | worst benign "
           "source FPR | hard negatives FPR |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|")
-    hard_rows = [i for i, k in enumerate(kinds) if k == "benign" and HARD_NEGATIVE.search(ex.texts[i])]
-    for v in VARIANTS:
-        atk_v, ben_v = per_source(v, "attack"), per_source(v, "benign")
+    hard_rows = [i for i, k in enumerate(run.kinds) if k == "benign" and HARD_NEGATIVE.search(run.ex.texts[i])]
+    for v, flags in detected.items():
+        atk_v, ben_v = run.per_source(flags, "attack"), run.per_source(flags, "benign")
         ranked = sorted((hit / n, src) for src, (n, hit) in atk_v.items() if n >= MIN_ATTACKS)
         pooled_tpr = sum(hit for _n, hit in atk_v.values()) / sum(n for n, _h in atk_v.values())
         pooled_fpr = sum(hit for _n, hit in ben_v.values()) / sum(n for n, _h in ben_v.values())
@@ -738,9 +767,21 @@ def loso(sets: list[EvalSet]) -> None:
             if len(ranked) % 2
             else (ranked[len(ranked) // 2 - 1][0] + ranked[len(ranked) // 2][0]) / 2
         )
-        hard = detected[v][hard_rows].mean() if hard_rows else 0.0
+        hard = flags[hard_rows].mean() if hard_rows else 0.0
         print(f"| {v} | {pooled_tpr:.1%} | {ranked[0][0]:.1%} ({ranked[0][1]}) | {median:.1%} | {pooled_fpr:.2%} | "
               f"{worst_b[0]:.1%} ({worst_b[1]}) | {hard:.1%} ({len(hard_rows)}) |")  # fmt: skip
+
+
+def loso(sets: list[EvalSet]) -> None:
+    """The leave-one-source-out table of the shipped decision and the ablation. The rules are hand-written once for all
+    sources, so only the model and its thresholds are truly held out."""
+    import numpy as np
+
+    run = loso_scores(sets)
+    detected = {v: np.array([_decide(sc, v) for sc in run.scored]) for v in VARIANTS}
+    print_source_table(run, detected["shipped"], "Leave-one-source-out: each source scored by a detector whose model "
+                       "never saw it")  # fmt: skip
+    print_pooled_table(run, detected, "Ablation (leave-one-source-out, pooled over sources)")
 
 
 def main() -> None:

@@ -165,8 +165,16 @@ def sample_weights(ex: Examples, rows: np.ndarray) -> np.ndarray:
     return sw
 
 
+def _classifier(c: float, x: sparse.csr_matrix | np.ndarray) -> LogisticRegression:
+    """liblinear's dual solver suits the 2^18 sparse n-gram columns; on dense features (bench/guardrail_transformer.py's
+    sentence embeddings) it takes over a minute per fit, lbfgs under a second."""
+    if isinstance(x, np.ndarray):
+        return LogisticRegression(C=c, max_iter=2000)
+    return LogisticRegression(C=c, solver="liblinear", dual=True, max_iter=2000)
+
+
 def fit(
-    x: sparse.csr_matrix,
+    x: sparse.csr_matrix | np.ndarray,
     ex: Examples,
     rows: np.ndarray,
     *,
@@ -186,7 +194,7 @@ def fit(
     for c in c_grid:
         oof = np.zeros(len(y))
         for tr, te in splits:
-            clf = LogisticRegression(C=c, solver="liblinear", dual=True, max_iter=2000)
+            clf = _classifier(c, xr)
             clf.fit(xr[tr], y[tr], sample_weight=sw[tr])
             oof[te] = clf.predict_proba(xr[te])[:, 1]
         thr, tpr, fpr = threshold_at_fpr(oof, y, TARGET_FPR)
@@ -196,7 +204,7 @@ def fit(
             best, best_c, best_oof = (thr, tpr, fpr), c, oof
     assert best is not None
     alone, alone_tpr, _alone_fpr = threshold_at_fpr(best_oof, y, ALONE_FPR)
-    clf = LogisticRegression(C=best_c, solver="liblinear", dual=True, max_iter=2000)
+    clf = _classifier(best_c, xr)
     clf.fit(xr, y, sample_weight=sw)
     coef = clf.coef_[0]
     text_w = coef[:BUCKETS]
@@ -224,7 +232,7 @@ def fit(
     }
 
 
-def probabilities(doc: dict[str, Any], x: sparse.csr_matrix) -> np.ndarray:
+def probabilities(doc: dict[str, Any], x: sparse.csr_matrix | np.ndarray) -> np.ndarray:
     """What model.model_probability answers for each row, from the shipped (int8) weights."""
     q = np.frombuffer(zlib.decompress(base64.b64decode(doc["weights_b64_zlib_int8"])), dtype=np.int8)
     w = np.zeros(x.shape[1])
