@@ -27,7 +27,7 @@ LAYER_SOURCE = ROOT / "layers" / "bulwark"
 FUNCTIONS = ROOT / "functions"
 HANDLERS = sorted(FUNCTIONS.glob("*/app.py"))
 # Import names whose distribution is named otherwise and may not be installed (the optional `train` extra).
-KNOWN_DISTRIBUTIONS = {"sklearn": "scikit-learn"}
+KNOWN_DISTRIBUTIONS = {"sklearn": "scikit-learn", "nanoguard": "metatronnanoguard"}  # import name -> distribution
 SCANNED = ("layers/bulwark/bulwark", "functions", "devtools", "tests", "bench")
 
 
