@@ -42,7 +42,7 @@ from bulwark_dev.local.iam_policy import Statement, wildcard_match
 from bulwark_dev.local.iam_roles import load_roles
 from bulwark_dev.local.lambda_worker import INVOKE_PREFIX
 from bulwark_dev.local.stack import LocalStack
-from bulwark_dev.local.template_model import load_yaml
+from bulwark_dev.local.template_model import parse_template_text
 from tests.e2e.conftest import LineCapture
 from tests.e2e.keys import create_key
 
@@ -208,8 +208,9 @@ def _identity_allow_statements() -> list[tuple[str, Statement]]:
 STATEMENTS = _identity_allow_statements()
 
 
-def _without(text: str, statement: Statement) -> str:
-    raw = load_yaml_text(text)
+def _without(text: str, statement: Statement) -> dict[str, Any]:
+    """The template ``text``, parsed, with ``statement`` removed."""
+    raw = parse_template_text(text)
     logical_id, _, policy_name = statement.source.partition("/")
     resource = raw["Resources"][logical_id]
     if resource["Type"] == "AWS::IAM::Role":
@@ -224,16 +225,7 @@ def _without(text: str, statement: Statement) -> str:
         removed += len(document["Statement"]) - len(kept)
         document["Statement"] = kept
     assert removed == 1, f"{statement.name} not found exactly once"
-    return yaml.safe_dump(raw, sort_keys=False)
-
-
-def load_yaml_text(text: str) -> dict[str, Any]:
-    scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"bulwark-iam-{uuid.uuid4().hex}.yaml"
-    scratch.write_text(text, encoding="utf-8")
-    try:
-        return load_yaml(scratch)
-    finally:
-        scratch.unlink()
+    return raw
 
 
 def test_every_statement_is_listed_or_exercised() -> None:
@@ -309,7 +301,7 @@ def test_a_statement_removed_while_the_stack_runs_is_refused_as_predicted(
     iam_stack: IamStack, as_is: Run, function: str, statement: Statement
 ) -> None:
     predicted = _predicted(iam_stack, as_is, function, statement)
-    iam_stack.write(_without(iam_stack.original, statement))
+    iam_stack.write(yaml.safe_dump(_without(iam_stack.original, statement), sort_keys=False))
     try:
         iam_stack.stack.aws.journal.clear()  # type: ignore[union-attr]
         statuses = run_scenario(iam_stack, (function,))

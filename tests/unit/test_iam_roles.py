@@ -11,7 +11,7 @@ import pytest
 
 from bulwark_dev.local.iam_policy import evaluate
 from bulwark_dev.local.iam_roles import RoleBook, load_roles
-from bulwark_dev.local.template_model import TemplateError
+from bulwark_dev.local.template_model import TemplateError, parse_template_text
 
 TABLE_ARN = "arn:aws:dynamodb:us-east-1:000000000000:table/bulwark-local-Table"
 TEMPLATE = """
@@ -103,7 +103,7 @@ def test_a_variant_is_read_as_the_book_reads_its_file_and_leaves_the_book_alone(
     _write(path, TEMPLATE)
     book = RoleBook(path)
     edited = textwrap.dedent(TEMPLATE).replace("dynamodb:PutItem", "dynamodb:DeleteItem")
-    variant = book.variant(edited)
+    variant = book.variant(parse_template_text(edited))
     assert not evaluate(variant.functions["Writer"].statements, "dynamodb:PutItem", TABLE_ARN).allowed
     assert evaluate(variant.functions["Writer"].statements, "dynamodb:DeleteItem", TABLE_ARN).allowed
     assert evaluate(book.current().functions["Writer"].statements, "dynamodb:PutItem", TABLE_ARN).allowed

@@ -11,7 +11,6 @@ SAM translator's own processor, and the basic execution policy SAM always adds.
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -157,7 +156,13 @@ def _sam_policies(resolver: _Resolver, logical_id: str, policies: Any) -> list[S
 def load_roles(
     path: Path, *, parameter_overrides: Mapping[str, str] | None = None, stack_name: str = DEFAULT_STACK_NAME
 ) -> RoleModel:
-    raw = load_yaml(path)
+    return roles_of(load_yaml(path), parameter_overrides=parameter_overrides, stack_name=stack_name)
+
+
+def roles_of(
+    raw: dict[str, Any], *, parameter_overrides: Mapping[str, str] | None = None, stack_name: str = DEFAULT_STACK_NAME
+) -> RoleModel:
+    """The roles of a parsed template (load_yaml / parse_template_text)."""
     reader = _Reader(raw, _Resolver(raw, _parameters(raw, parameter_overrides or {}), stack_name), stack_name)
     roles = reader.role_statements()
     functions, function_arns = reader.functions(roles)
@@ -331,12 +336,9 @@ class RoleBook:
         self._model: RoleModel | None = None
         self.reloads = 0
 
-    def variant(self, text: str) -> RoleModel:
-        """The roles of ``text``, an edited copy of this template, read as this book reads its file."""
-        with tempfile.TemporaryDirectory(prefix="bulwark-roles-") as scratch:
-            path = Path(scratch) / self.path.name
-            path.write_text(text, encoding="utf-8")
-            return load_roles(path, parameter_overrides=self._overrides)
+    def variant(self, raw: dict[str, Any]) -> RoleModel:
+        """The roles of ``raw``, an edited copy of this template (parsed), read as this book reads its file."""
+        return roles_of(raw, parameter_overrides=self._overrides)
 
     def current(self) -> RoleModel:
         stat = self.path.stat()

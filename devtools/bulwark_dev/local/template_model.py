@@ -74,13 +74,21 @@ _CfnLoader.add_multi_constructor("!", _construct_cfn_tag)
 
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
-        with path.open(encoding="utf-8") as handle:
-            # _CfnLoader is a SafeLoader subclass (it only adds the CloudFormation tags).
-            data = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506  # nosec B506
-    except (OSError, yaml.YAMLError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
         raise TemplateError(f"cannot read template {path}: {exc}") from exc
+    return parse_template_text(text, str(path))
+
+
+def parse_template_text(text: str, source: str = "<template>") -> dict[str, Any]:
+    """A template's YAML, CloudFormation tags included (``source`` names it in errors)."""
+    try:
+        # _CfnLoader is a SafeLoader subclass (it only adds the CloudFormation tags).
+        data = yaml.load(text, Loader=_CfnLoader)  # noqa: S506  # nosec B506
+    except yaml.YAMLError as exc:
+        raise TemplateError(f"cannot read template {source}: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
-        raise TemplateError(f"{path} is not a CloudFormation template (no Resources mapping)")
+        raise TemplateError(f"{source} is not a CloudFormation template (no Resources mapping)")
     return data
 
 

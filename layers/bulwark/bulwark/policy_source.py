@@ -100,7 +100,7 @@ class PolicySource:
         self._lock = threading.Lock()
         self._in_force: _Held | None = None
         self._file: tuple[str, int, _Held | None] | None = None  # (path, mtime, its policy if it was good)
-        self._document_seen: bytes | None = None  # digest of the last AppConfig document looked at, good or not
+        self._document_seen: str | None = None  # digest of the last AppConfig document looked at, good or not
         self._retry_at = 0.0
 
     def current(self, path: str) -> Policy:
@@ -169,10 +169,10 @@ class PolicySource:
         if not isinstance(document, bytes) or not document:
             return None  # nothing deployed: the file is the policy
         digest = hashlib.sha256(document).hexdigest()
-        if digest.encode() == self._document_seen:
+        if digest == self._document_seen:
             held = self._in_force
             return held if held is not None and held.source == "appconfig" else None
-        self._document_seen = digest.encode()
+        self._document_seen = digest
         version = provider.version_label or digest[:12]
         try:
             parsed = json.loads(document)
