@@ -374,7 +374,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def _day_used(stack: Any) -> dict[str, int]:
     """DynamoDB's daily token counter (``day_used`` of ``lim#<principal>``) for every caller."""
-    client = stack.dynamodb.client()
+    client = stack.dynamodb_client()
     table = stack.table_names["CountersTable"]
     found: dict[str, int] = {}
     kwargs: dict[str, Any] = {"TableName": table}

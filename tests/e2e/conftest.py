@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from bulwark_dev.local.dynamodb_local import DynamoDBLocal
 from bulwark_dev.local.stack import LocalStack
 from tests.e2e.oidc import Issuer
 
@@ -146,7 +147,9 @@ def oidc_issuer() -> Iterator[Issuer]:
 
 
 @pytest.fixture(scope="session")
-def local_stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: Issuer) -> Iterator[LocalStackFixture]:
+def local_stack(
+    tmp_path_factory: pytest.TempPathFactory, oidc_issuer: Issuer, shared_dynamodb: DynamoDBLocal
+) -> Iterator[LocalStackFixture]:
     capture = LineCapture()
     state_dir = tmp_path_factory.mktemp("bulwark-state")
     invoke_echo = InvokeEcho()
@@ -157,6 +160,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: Issuer) -
         policy_file=_e2e_policy(state_dir, oidc_issuer, invoke_echo.url),
         progress=sys.stderr,
         log_stream=capture,
+        dynamodb=shared_dynamodb,
     )
     stack.start()
     try:

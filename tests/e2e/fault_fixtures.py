@@ -22,7 +22,7 @@ from bulwark.auth.pepper import Pepper
 from bulwark.settings import Settings
 from bulwark.store.counters_table import CountersTable
 from bulwark.store.keys_table import KeysTable
-from bulwark_dev.local.dynamodb_local import local_dynamodb_client
+from bulwark_dev.local.dynamodb_local import DynamoDBLocal, local_dynamodb_client
 from bulwark_dev.local.stack import LocalStack
 from tests.e2e.conftest import LineCapture
 
@@ -33,7 +33,7 @@ DEFAULT_POLICY = ROOT / "layers/bulwark/bulwark/policy.yaml"
 def create_key(env: dict[str, str], *, role: str = "developer", name: str = "test") -> str:
     """A new API key on the stack whose CLI environment is `env` (the secret, shown once)."""
     cfg = Settings.from_env(env)
-    ddb = local_dynamodb_client(env["AWS_ENDPOINT_URL_DYNAMODB"])
+    ddb = local_dynamodb_client(env["AWS_ENDPOINT_URL_DYNAMODB"], env["AWS_ACCESS_KEY_ID"])
     admin = KeyAdmin(KeysTable(ddb, cfg.keys_table), CountersTable(ddb, cfg.counters_table), Pepper(cfg))
     secret, _ = admin.create(name=name, role=role)
     return secret
@@ -53,11 +53,20 @@ def write_policy(directory: Path, **changes: Any) -> Path:
 
 
 @contextmanager
-def private_stack(tmp: Path, policy: Path | None = None) -> Iterator[tuple[LocalStack, LineCapture]]:
-    """A whole local stack for one test module, on free ports, stopped (by PID) at the end."""
+def private_stack(
+    tmp: Path, policy: Path | None = None, *, dynamodb: DynamoDBLocal | None = None
+) -> Iterator[tuple[LocalStack, LineCapture]]:
+    """A whole local stack for one test module, on free ports, stopped (by PID) at the end; its tables in a database
+    of its own in `dynamodb` when given (the process's shared one), else in a DynamoDB Local of its own."""
     lines = LineCapture()
     stack = LocalStack(
-        project_root=ROOT, port=0, policy_file=policy, state_dir=tmp / "state", progress=None, log_stream=lines
+        project_root=ROOT,
+        port=0,
+        policy_file=policy,
+        state_dir=tmp / "state",
+        progress=None,
+        log_stream=lines,
+        dynamodb=dynamodb,
     )
     stack.start()
     try:

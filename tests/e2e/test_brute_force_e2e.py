@@ -20,6 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from bulwark.auth.keys import new_api_key, parse_api_key
+from bulwark_dev.local.dynamodb_local import DynamoDBLocal
 from tests.e2e.conftest import LineCapture
 from tests.e2e.fault_fixtures import create_key, private_stack, write_policy
 
@@ -45,13 +46,15 @@ def session_from(address: str) -> requests.Session:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, LineCapture]]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, shared_dynamodb: DynamoDBLocal
+) -> Iterator[tuple[Any, LineCapture]]:
     tmp = Path(tmp_path_factory.mktemp("lockout"))
     failed = {"threshold": THRESHOLD, "key_threshold": THRESHOLD, "window_seconds": 300, "cooldown_seconds": 900}
     policy = write_policy(
         tmp, network={"deny_cidrs": [f"{DENIED}/32"], "failed_auth": {**failed, "trusted_cidrs": [f"{TRUSTED}/32"]}}
     )
-    with private_stack(tmp, policy) as running:
+    with private_stack(tmp, policy, dynamodb=shared_dynamodb) as running:
         yield running
 
 

@@ -25,6 +25,7 @@ import requests
 
 from bulwark.observability.audit import audit_of, verify
 from bulwark_dev.audit_cli import check_streams
+from bulwark_dev.local.dynamodb_local import DynamoDBLocal
 from bulwark_dev.local.stack import LocalStack
 from tests.e2e.conftest import ROOT, LineCapture
 from tests.e2e.fault_fixtures import SlowModel, write_policy
@@ -36,7 +37,9 @@ BURST = 50
 HOLD_SECONDS = 2.0
 
 
-def _stack(state_dir: Path, overrides: dict[str, str], policy: Path | None = None) -> LocalStack:
+def _stack(
+    state_dir: Path, dynamodb: DynamoDBLocal, overrides: dict[str, str], policy: Path | None = None
+) -> LocalStack:
     stack = LocalStack(
         project_root=ROOT,
         port=0,
@@ -45,15 +48,16 @@ def _stack(state_dir: Path, overrides: dict[str, str], policy: Path | None = Non
         progress=None,
         log_stream=LineCapture(),
         parameter_overrides=overrides,
+        dynamodb=dynamodb,
     )
     stack.start()
     return stack
 
 
 @pytest.fixture
-def burst_stack(tmp_path: Path) -> Iterator[LocalStack]:
+def burst_stack(tmp_path: Path, shared_dynamodb: DynamoDBLocal) -> Iterator[LocalStack]:
     # The template's defaults, except that the invoker may take the whole burst (its default, 25, would throttle).
-    stack = _stack(tmp_path, {"InvokerReservedConcurrency": str(BURST)})
+    stack = _stack(tmp_path, shared_dynamodb, {"InvokerReservedConcurrency": str(BURST)})
     try:
         yield stack
     finally:
@@ -64,7 +68,7 @@ LETTERS_FOR_DIGITS = str.maketrans("0123456789", "ghijklmnop")
 
 
 @pytest.fixture
-def tight_stack(tmp_path: Path) -> Iterator[LocalStack]:
+def tight_stack(tmp_path: Path, shared_dynamodb: DynamoDBLocal) -> Iterator[LocalStack]:
     slow = SlowModel(HOLD_SECONDS)
     policy = write_policy(
         tmp_path,
@@ -72,7 +76,12 @@ def tight_stack(tmp_path: Path) -> Iterator[LocalStack]:
             "slow-echo": {"upstream": {"kind": "openai", "url": slow.url, "timeout_seconds": 10, "max_retries": 0}}
         },
     )
-    stack = _stack(tmp_path / "state", {"ValidatorReservedConcurrency": "3", "InvokerReservedConcurrency": "1"}, policy)
+    stack = _stack(
+        tmp_path / "state",
+        shared_dynamodb,
+        {"ValidatorReservedConcurrency": "3", "InvokerReservedConcurrency": "1"},
+        policy,
+    )
     try:
         yield stack
     finally:

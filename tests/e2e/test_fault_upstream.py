@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from bulwark.auth.keys import parse_api_key
-from bulwark_dev.local.dynamodb_local import local_dynamodb_client
+from bulwark_dev.local.dynamodb_local import DynamoDBLocal
 from tests.e2e.fault_fixtures import create_key, private_stack, write_policy
 
 pytestmark = pytest.mark.e2e
@@ -100,7 +100,9 @@ def scripted() -> Iterator[ScriptedUpstream]:
 
 
 @pytest.fixture(scope="module")
-def stack(scripted: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def stack(
+    scripted: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory, shared_dynamodb: DynamoDBLocal
+) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("fault-upstream")
 
     def model(name: str, threshold: int) -> dict[str, Any]:
@@ -121,7 +123,7 @@ def stack(scripted: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory) 
         models={"scripted": model("scripted", 1000), "breaker": model("breaker", 2)},
         default_model="scripted",
     )
-    with private_stack(Path(tmp), policy) as (local, lines):
+    with private_stack(Path(tmp), policy, dynamodb=shared_dynamodb) as (local, lines):
         env = local.cli_environment()
         key = create_key(env, role="developer", name="fault-upstream")
         parsed = parse_api_key(key)
@@ -130,7 +132,7 @@ def stack(scripted: ScriptedUpstream, tmp_path_factory: pytest.TempPathFactory) 
             "base_url": local.base_url,
             "key": key,
             "principal": f"key:{parsed.key_id}",
-            "ddb": local_dynamodb_client(local.dynamodb_endpoint),
+            "ddb": local.dynamodb_client(),
             "counters": local.table_names["CountersTable"],
             "lines": lines,
             "successes": 0,

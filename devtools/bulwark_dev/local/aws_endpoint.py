@@ -411,6 +411,7 @@ class AwsEndpoint:
         *,
         dynamodb_url: str,
         lambda_url: str,
+        dynamodb_access_key_id: str = DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         state_dir: Path | None = None,
         on_denied: Callable[[Denial], None] | None = None,
         enforce: bool = True,
@@ -438,6 +439,7 @@ class AwsEndpoint:
         self.kms = KmsStandIn(state_dir / "kms" if state_dir else None)
         parts = urllib.parse.urlsplit(dynamodb_url)
         self._dynamodb = ConnectionPool(parts.hostname or "127.0.0.1", parts.port or 80)
+        self._dynamodb_credential = f"Credential={dynamodb_access_key_id}/"  # the stack's database (see _dynamodb_call)
         parts = urllib.parse.urlsplit(lambda_url)  # the local Lambda service (the stack's Invoke router)
         self._lambda = ConnectionPool(parts.hostname or "127.0.0.1", parts.port or 80)
         # Local credentials per function: the access key says which role signs; the secret proves it.
@@ -651,12 +653,10 @@ class AwsEndpoint:
             return _denied("dynamodb", identity, refused)
         keep = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length", "connection")}
         # DynamoDB Local keeps one database per access key id (it checks no signature): every function must see the
-        # tables the stack created, under the stack's own local credentials.
+        # tables the stack created, in the stack's own database.
         for name, value in keep.items():
             if name.lower() == "authorization":
-                keep[name] = re.sub(
-                    r"Credential=[^/]+/", f"Credential={DUMMY_CREDENTIALS['AWS_ACCESS_KEY_ID']}/", value
-                )
+                keep[name] = re.sub(r"Credential=[^/]+/", self._dynamodb_credential, value)
         return self._dynamodb.request("POST", "/", body, keep, 30.0)
 
     def _lambda_call(

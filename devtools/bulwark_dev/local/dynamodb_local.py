@@ -33,8 +33,15 @@ NPM_VERSION = "2.9.30"
 _READY_MARKER = ".bulwark-complete"
 
 LOCAL_REGION = "us-east-1"
-# DynamoDB Local accepts any credentials; these only satisfy botocore's signer.
+# DynamoDB Local checks no signature, but keeps one database per access key id (and region): these credentials name
+# the default one. A stack sharing a DynamoDB Local with others keeps its tables in a database of its own
+# (database_credentials).
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+
+
+def database_credentials(access_key_id: str) -> dict[str, str]:
+    """The credentials that name one database of a DynamoDB Local."""
+    return {"AWS_ACCESS_KEY_ID": access_key_id, "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
 
 
 class DynamoDBLocalError(RuntimeError):
@@ -227,24 +234,29 @@ class DynamoDBLocal:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    def client(self) -> Any:
-        """A boto3 DynamoDB client for this endpoint (dummy credentials, us-east-1)."""
-        return local_dynamodb_client(self.endpoint_url)
+    def client(self, access_key_id: str = DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"]) -> Any:
+        """A boto3 DynamoDB client for one database of this process (the default one unless `access_key_id` names
+        another; us-east-1)."""
+        return local_dynamodb_client(self.endpoint_url, access_key_id)
 
 
-def local_wire_client(endpoint_url: str, *, read_timeout: float = 2.0) -> Any:
-    """The lean client the functions use (bulwark.aws.wire), pointed at DynamoDB Local with the dummy credentials.
-    `read_timeout` is each call's whole deadline (the functions' own is 2 s)."""
+def local_wire_client(
+    endpoint_url: str, *, read_timeout: float = 2.0, access_key_id: str = DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"]
+) -> Any:
+    """The lean client the functions use (bulwark.aws.wire), pointed at one database of a DynamoDB Local (the default
+    one unless `access_key_id` names another). `read_timeout` is each call's whole deadline (the functions' own is
+    2 s)."""
     from bulwark.aws.clients import dynamodb_at
     from bulwark.aws.sigv4 import Credentials, CredentialSource
 
-    dummy = Credentials(DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"], DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    dummy = Credentials(access_key_id, DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
     return dynamodb_at(
         endpoint_url, region=LOCAL_REGION, credentials=CredentialSource(lambda: dummy), read_timeout=read_timeout
     )
 
 
-def local_dynamodb_client(endpoint_url: str) -> Any:
+def local_dynamodb_client(endpoint_url: str, access_key_id: str = DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"]) -> Any:
+    """A boto3 client for one database of a DynamoDB Local (the default one unless `access_key_id` names another)."""
     import boto3
     from botocore.config import Config
 
@@ -252,7 +264,7 @@ def local_dynamodb_client(endpoint_url: str) -> Any:
         "dynamodb",
         endpoint_url=endpoint_url,
         region_name=LOCAL_REGION,
-        aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_access_key_id=access_key_id,
         aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=10),
     )

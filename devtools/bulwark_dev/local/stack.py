@@ -25,7 +25,13 @@ from typing import Any, TextIO
 from bulwark_dev.local._http import FastHandler, QuietServer, serve_in_thread
 from bulwark_dev.local.appconfig_service import OPERATOR, AppConfigResources, AppConfigStandIn
 from bulwark_dev.local.aws_endpoint import AwsEndpoint, Denial
-from bulwark_dev.local.dynamodb_local import DUMMY_CREDENTIALS, LOCAL_REGION, DynamoDBLocal, create_tables
+from bulwark_dev.local.dynamodb_local import (
+    DUMMY_CREDENTIALS,
+    LOCAL_REGION,
+    DynamoDBLocal,
+    create_tables,
+    database_credentials,
+)
 from bulwark_dev.local.environments import DEFAULT_IDLE_TIMEOUT, FunctionPool, Spawner
 from bulwark_dev.local.gateway import ApiGatewayEmulator
 from bulwark_dev.local.iam_roles import RoleBook
@@ -429,8 +435,16 @@ class LocalStack:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         enforce_iam: bool = True,
         function_environment: Mapping[str, str] | None = None,
+        dynamodb: DynamoDBLocal | None = None,
     ) -> None:
         self.idle_timeout = idle_timeout
+        # A running DynamoDB Local to share (tests: one per worker process instead of a JVM per stack): the stack
+        # keeps its tables in a database of its own there, named by a fresh access key id, and leaves it running.
+        # Without one, the stack starts its own and stops it.
+        self._shared_dynamodb = dynamodb
+        self.dynamodb_credentials = (
+            database_credentials(f"stack{secrets.token_hex(8)}") if dynamodb is not None else dict(DUMMY_CREDENTIALS)
+        )
         # Set in every function over the template's values (tests: e.g. a short BULWARK_POLICY_TTL_SECONDS).
         self.function_environment = dict(function_environment or {})
         # Every AWS call of a function is authorized against its role in the template (local/aws_endpoint.py).
@@ -475,6 +489,12 @@ class LocalStack:
             raise LocalStackError("the local stack is not started")
         return self.dynamodb.endpoint_url
 
+    def dynamodb_client(self) -> Any:
+        """A boto3 client for this stack's tables (its database in DynamoDB Local)."""
+        if self.dynamodb is None:
+            raise LocalStackError("the local stack is not started")
+        return self.dynamodb.client(self.dynamodb_credentials["AWS_ACCESS_KEY_ID"])
+
     @property
     def table_names(self) -> dict[str, str]:
         return self._template().table_names
@@ -500,7 +520,7 @@ class LocalStack:
                 "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_endpoint,
                 "AWS_REGION": LOCAL_REGION,
                 "AWS_DEFAULT_REGION": LOCAL_REGION,
-                **DUMMY_CREDENTIALS,
+                **self.dynamodb_credentials,
                 "BULWARK_HMAC_SECRET_FILE": str(self.hmac_key_file),
                 "BULWARK_LOCAL": "1",
             }
@@ -586,9 +606,12 @@ class LocalStack:
                 raise LocalStackError(f"port {self.port} is in use; choose another with --port") from exc
             raise
 
-        self._say(f"Starting DynamoDB Local (tables from {self.template_path.name}) ...")
-        self.dynamodb = DynamoDBLocal(progress=self._progress)
-        self.dynamodb.launch()  # the JVM boots while the workers import their handlers
+        if self._shared_dynamodb is not None:
+            self.dynamodb = self._shared_dynamodb
+        else:
+            self._say(f"Starting DynamoDB Local (tables from {self.template_path.name}) ...")
+            self.dynamodb = DynamoDBLocal(progress=self._progress)
+            self.dynamodb.launch()  # the JVM boots while the workers import their handlers
 
         from bulwark_dev.local.demo_model import serve_demo_model
 
@@ -625,7 +648,7 @@ class LocalStack:
         fleet.spawn()
 
         self.dynamodb.wait_ready()
-        create_tables(self.dynamodb.client(), template.tables, template.table_names)
+        create_tables(self.dynamodb_client(), template.tables, template.table_names)
         self._say(f"DynamoDB Local at {self.dynamodb.endpoint_url}; tables: {', '.join(template.table_names.values())}")
         fleet.wait_ready()
         self.gateway.start()
@@ -662,6 +685,7 @@ class LocalStack:
         endpoint = AwsEndpoint(
             RoleBook(self.template_path, parameter_overrides=self.parameter_overrides),
             dynamodb_url=self.dynamodb.endpoint_url,
+            dynamodb_access_key_id=self.dynamodb_credentials["AWS_ACCESS_KEY_ID"],
             lambda_url=lambda_url,
             state_dir=self.state_dir,
             on_denied=denied,
@@ -711,7 +735,8 @@ class LocalStack:
             self._demo.server_close()
             self._demo = None
         if self.dynamodb is not None:
-            self.dynamodb.stop()
+            if self.dynamodb is not self._shared_dynamodb:
+                self.dynamodb.stop()
             self.dynamodb = None
         state = self.state_dir / STATE_FILE
         with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
