@@ -40,7 +40,9 @@ DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "loc
 
 
 def database_credentials(access_key_id: str) -> dict[str, str]:
-    """The credentials that name one database of a DynamoDB Local."""
+    """The credentials that name one database of a DynamoDB Local (which takes letters and digits only)."""
+    if not (access_key_id.isascii() and access_key_id.isalnum()):
+        raise ValueError(f"DynamoDB Local refuses access key ids other than letters and digits: {access_key_id!r}")
     return {"AWS_ACCESS_KEY_ID": access_key_id, "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
 
 
