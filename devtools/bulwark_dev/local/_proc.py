@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import signal
 import socket
@@ -22,20 +23,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def _die_with_parent() -> None:
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    # find_library runs `ldconfig -p`: once per parent, on its first child (not at import: every Lambda worker
+    # imports this module and starts no child), and never in a forked child.
+    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    return ctypes.CDLL(libc_name, use_errno=True) if libc_name else None
+
+
+def _die_with_parent(libc: ctypes.CDLL) -> None:
     # Runs in the child between fork and exec: if the stack process is killed hard (SIGKILL, a crashed test runner),
-    # the kernel sends SIGTERM to this child, so no java or worker process outlives the stack.
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return
-    libc = ctypes.CDLL(libc_name, use_errno=True)
+    # the kernel sends SIGTERM to this child, so no java or worker process outlives the stack. Only a system call
+    # here: the child of a threaded parent must not start processes or take locks.
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(1)
 
 
 def preexec_for_child() -> Callable[[], None] | None:
-    return _die_with_parent if sys.platform.startswith("linux") else None
+    libc = _libc()
+    return functools.partial(_die_with_parent, libc) if libc is not None else None
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
