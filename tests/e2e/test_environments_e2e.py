@@ -61,7 +61,11 @@ def burst_stack(tmp_path: Path, shared_dynamodb: DynamoDBLocal) -> Iterator[Loca
     try:
         yield stack
     finally:
+        client = stack.dynamodb_client()
         stack.stop()
+    # A stack on the shared DynamoDB Local leaves it running, with none of its tables behind.
+    assert shared_dynamodb.pid is not None
+    assert client.list_tables()["TableNames"] == []
 
 
 LETTERS_FOR_DIGITS = str.maketrans("0123456789", "ghijklmnop")

@@ -737,6 +737,8 @@ class LocalStack:
         if self.dynamodb is not None:
             if self.dynamodb is not self._shared_dynamodb:
                 self.dynamodb.stop()
+            else:  # the shared process runs on: this stack's tables go, as its own process would have
+                self._drop_tables()
             self.dynamodb = None
         state = self.state_dir / STATE_FILE
         with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
@@ -745,6 +747,14 @@ class LocalStack:
         if self.logs is not None:
             self.logs.close()
         self.started = False
+
+    def _drop_tables(self) -> None:
+        with contextlib.suppress(Exception):  # best effort: a table the start never made, a process already gone
+            client = self.dynamodb_client()
+            existing = set(client.list_tables()["TableNames"])
+            for name in self.table_names.values():
+                if name in existing:
+                    client.delete_table(TableName=name)
 
     def __enter__(self) -> LocalStack:
         self.start()
