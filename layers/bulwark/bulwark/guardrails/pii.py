@@ -66,8 +66,11 @@ def _iin_ok(digits: str) -> bool:
     """A card network's prefix and length (Visa 4: 13/16/19; Mastercard 51-55, 2221-2720: 16; Amex 34/37: 15; Diners
     30/36/38 and JCB 35: 14-19; JCB 1800/2131: 15; Discover, UnionPay, Maestro 5/6: 16-19). An ISBN (978...), an EAN or
     a millisecond timestamp (1...) that happens to pass Luhn (one in ten does) is not a card."""
-    if digits.isascii():
-        return _ascii_iin_ok(digits)
+    return _ascii_iin_ok(digits) if digits.isascii() else _numeric_iin_ok(digits)
+
+
+def _numeric_iin_ok(digits: str) -> bool:
+    """_iin_ok by the digits' values (int() reads a digit of any script)."""
     n, first, two = len(digits), int(digits[0]), int(digits[:2])
     if first == 4:
         return n in (13, 16, 19)
@@ -83,7 +86,8 @@ def _iin_ok(digits: str) -> bool:
 
 
 def _ascii_iin_ok(digits: str) -> bool:
-    """_iin_ok for ASCII digits, by comparing strings (equal-length digit strings order as their numbers do)."""
+    """_numeric_iin_ok for ASCII digits, by comparing strings (equal-length digit strings order as their numbers do),
+    without an int() per prefix."""
     n, first, two = len(digits), digits[0], digits[:2]
     if first == "4":
         return n in (13, 16, 19)
