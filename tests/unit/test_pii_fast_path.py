@@ -121,3 +121,17 @@ def test_the_same_number_found_by_three_phone_scanners_is_one_finding() -> None:
 def test_ascii_card_prefixes_compared_as_strings_agree_with_their_numbers(prefix: str, rest: str) -> None:
     digits = (prefix + rest)[:19]
     assert pii._ascii_iin_ok(digits) == pii._numeric_iin_ok(digits)
+
+
+def test_a_card_number_that_is_a_whole_run_spares_the_phone_scan_only_when_nothing_earlier_overlaps_it() -> None:
+    found = {"email": [(10, 20)], "payment_card": [(0, 12), (30, 46), (50, 66)], "iban": [(64, 90)]}
+    runs = {(0, 12), (30, 46), (48, 66), (70, 80)}
+    # (0, 12) is beaten by the email, (50, 66) is not a whole run (and an IBAN overlaps it): only (30, 46) is spared
+    assert pii._unbeaten_runs(found, "payment_card", runs) == {(30, 46)}
+    assert pii._unbeaten_runs({"payment_card": [(0, 12)]}, "payment_card", runs) == {(0, 12)}
+    assert pii._unbeaten_runs({"email": [(0, 40)], "payment_card": [(0, 12), (30, 46)]}, "payment_card", runs) == set()
+
+
+def test_a_text_of_card_numbers_and_phones_is_found_as_the_reference_finds() -> None:
+    text = "4111 1111 1111 1111 then (212) 555-0199, a@4111 1111 1111 1111.io and x 4111 1111 1111 1111@y.io " * 3
+    assert [(f.kind, f.start, f.end) for f in find_pii(text)] == reference_find(text)

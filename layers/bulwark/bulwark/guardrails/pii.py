@@ -35,6 +35,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 
 
 @dataclass(frozen=True)
@@ -430,6 +431,26 @@ def _ipv4_starts(mapped: bytes) -> Iterator[int]:
             yield start
 
 
+def _unbeaten_runs(found: dict[str, list[_Span]], kind: str, runs: set[_Span]) -> set[_Span]:
+    """The findings of `kind` that are a whole digit run and that no finding of an earlier-listed kind overlaps.
+
+    A later-listed kind need not scan such a run: whatever it finds there holds a digit of the run, so overlaps this
+    finding, which _resolve keeps; and a match never spans two runs, so nothing it finds elsewhere changes (a card
+    number as a whole run, in a text of cards and phones, is most of what the phone scan would read)."""
+    whole = [span for span in found.get(kind, ()) if span in runs]
+    earlier = sorted(span for other in _ORDER[: _ORDER.index(kind)] for span in found.get(other, ()))
+    if not whole or not earlier:
+        return set(whole)
+    starts = [s for s, _e in earlier]
+    reach = list(accumulate((e for _s, e in earlier), max))  # the furthest end among the first i + 1
+    unbeaten: set[_Span] = set()
+    for s, e in whole:
+        i = bisect.bisect_left(starts, e)  # earlier[:i] start before this finding ends
+        if i == 0 or reach[i - 1] <= s:
+            unbeaten.add((s, e))
+    return unbeaten
+
+
 def _windows(clusters: list[_Span], before: int, after: int, size: int) -> list[_Span]:
     wins: list[_Span] = []
     for start, end in clusters:
@@ -509,7 +530,9 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
         runs = [(m.start(), m.end(), m.start("long") >= 0) for m in _DIGIT_RUNS.finditer(mapped)]
         card_runs = [(s, e) for s, e, long in runs if long and any(p.search(mapped, s, e) for p in _CARD_SHAPES)]
         (found["payment_card"],) = _scan_windows(text, _windows(card_runs, 4, 3, n), ((_CARD, _card_ok),))
-        phone_runs = [(s, e) for s, e, _ in runs if _PHONE_SHAPE.search(mapped, s, e)]
+        found["iban"] = _match_at(_IBAN, text, (m.start() for m in _IBAN_START.finditer(mapped)), _iban_ok)
+        whole_cards = _unbeaten_runs(found, "payment_card", {(s, e) for s, e, _ in runs})
+        phone_runs = [(s, e) for s, e, _ in runs if (s, e) not in whole_cards and _PHONE_SHAPE.search(mapped, s, e)]
         (found["phone"],) = _scan_windows(text, _windows(phone_runs, 4, 3, n), ((_PHONE, None),))
         found["us_ssn"] = _match_at(_SSN, text, (m.start() - 3 for m in _SSN_DASH.finditer(mapped)))
         found["uk_nino"] = _match_at(_UK_NINO, text, (m.start() for m in _NINO_START.finditer(mapped)))
@@ -520,7 +543,6 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
             found["ipv4"] = _spans(_IPV4.finditer(text))
         else:
             found["ipv4"] = _match_at(_IPV4, text, _ipv4_starts(mapped))
-        found["iban"] = _match_at(_IBAN, text, (m.start() for m in _IBAN_START.finditer(mapped)), _iban_ok)
     if b":" in mapped:
         # IPv6: colons at most 4 apart, up to 4 hex digits before the first and after the last, 1 character of
         # lookaround: windows of 5 either side of a maximal colon run hold every match and never let one span two.
