@@ -57,6 +57,11 @@ def reference_find(text: str) -> list[tuple[str, int, int]]:
     return sorted(taken, key=lambda f: f[1])
 
 
+def scanner_find(text: str) -> list[tuple[str, int, int]]:
+    """find_pii's findings as reference_find lists them."""
+    return [(f.kind, f.start, f.end) for f in pii.find_pii(text)]
+
+
 def reference_redact(text: str) -> tuple[str, tuple[str, ...]]:
     """redact_pii as the reference finds: each finding replaced by its kind's placeholder, the kinds sorted."""
     out: list[str] = []
