@@ -129,3 +129,9 @@ def test_a_card_number_that_is_a_whole_run_spares_the_phone_scan_only_when_nothi
 def test_a_text_of_card_numbers_and_phones_is_found_as_the_reference_finds() -> None:
     text = "4111 1111 1111 1111 then (212) 555-0199, a@4111 1111 1111 1111.io and x 4111 1111 1111 1111@y.io " * 3
     assert scanner_find(text) == reference_find(text)
+
+
+@settings(max_examples=2_000, deadline=None)
+@given(st.text(alphabet="0123456789 +-().x\u00b2\u0661\u00e9a", max_size=30))
+def test_the_digits_of_a_phone_number_are_counted_as_isdigit_counts_them(number: str) -> None:
+    assert pii._digit_count(number) == sum(c.isdigit() for c in number.partition("x")[0])

@@ -143,7 +143,10 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _digit_count(number: str) -> int:
-    return sum(map(str.isdigit, number.partition("x")[0]))  # the extension does not count
+    head = number.partition("x")[0]  # the extension does not count
+    if head.isascii():  # what deleting the digits (in C) removes; isdigit() is true for other characters too
+        return len(head) - len(head.encode("ascii").translate(None, b"0123456789"))
+    return sum(map(str.isdigit, head))
 
 
 def _intl_phone_ok(m: re.Match[str]) -> bool:
