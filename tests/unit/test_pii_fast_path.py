@@ -68,7 +68,7 @@ DIGIT_PIECES = [
 ]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(st.sampled_from(DIGIT_PIECES), min_size=200, max_size=400))
 def test_long_digit_dense_texts_are_found_as_the_reference_finds(pieces: list[str]) -> None:
     # Long enough for the dense fallbacks: finditer over the whole text instead of match at each candidate.
