@@ -1,7 +1,5 @@
 import random
-import re
 import time
-from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -9,6 +7,7 @@ from hypothesis import strategies as st
 
 from bulwark.guardrails import pii
 from bulwark.guardrails.pii import find_pii, redact_pii
+from tests.unit.pii_reference import reference_find, scanner_find
 
 CASES = [
     ("mail me at jane.doe+x@example.co.uk today", "email", "jane.doe+x@example.co.uk"),
@@ -127,57 +126,7 @@ def test_given_a_50k_adversarial_input_when_scanned_then_answered_quickly(text: 
     assert time.perf_counter() - t0 < 2.0  # hang guard only
 
 
-# ---- the fast scanner finds exactly what the plain patterns find ---------------------------------------------------
-# Reference: every pattern run with finditer over the whole text, priority-ordered overlap resolution (the
-# implementation before the anchored scanner; ~70 ns per character per pattern).
-
-_REF_PATTERNS: list[tuple[str, re.Pattern[str], Callable[[re.Match[str]], bool]]] = [
-    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,}"), lambda m: True),
-    ("bulwark_api_key", re.compile(r"\bbwk_[A-Za-z0-9_-]{12,200}"), lambda m: True),
-    (
-        "aws_access_key_id",
-        re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA)[A-Z0-9]{16}\b"),
-        lambda m: True,
-    ),
-    ("aws_secret_access_key", pii._AWS_SECRET, pii._aws_secret_ok),
-    ("api_token", pii._API_TOKEN, lambda m: True),
-    ("bearer_token", pii._BEARER, lambda m: True),
-    ("credential_assignment", pii._CREDENTIAL, lambda m: True),
-    ("email", pii._EMAIL, lambda m: True),
-    ("iban", pii._IBAN, pii._iban_ok),
-    ("payment_card", pii._CARD, pii._card_ok),
-    ("us_ssn", pii._SSN, lambda m: True),
-    ("uk_nino", pii._UK_NINO, lambda m: True),
-    (  # as first written: the octet group repeated, and a leading-zero check the scanner no longer needs
-        "ipv4",
-        re.compile(
-            r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.])"
-        ),
-        lambda m: re.search(r"(?:^|\.)0\d", m.group(0)) is None,
-    ),
-    ("ipv6", pii._IPV6, pii._ipv6_ok),
-    ("phone", pii._PHONE_INTL, pii._intl_phone_ok),
-    ("phone", pii._PHONE, lambda m: True),
-    ("phone", pii._PHONE_CUE, pii._cue_phone_ok),
-]
-_GROUP = {id(pii._AWS_SECRET): "secret", id(pii._PHONE_CUE): "num"}  # kinds whose finding is one group of the match
-
-
-def reference_find(text: str) -> list[tuple[str, int, int]]:
-    candidates = [("private_key", s, e) for s, e in pii._private_keys(text)] if "PRIVATE KEY" in text else []
-    for kind, pattern, ok in _REF_PATTERNS:
-        for m in pattern.finditer(text):
-            if ok(m):
-                span = m.span(_GROUP.get(id(pattern), 0))
-                candidates.append((kind, *span))
-    claimed = bytearray(len(text))
-    taken = []
-    for kind, s, e in candidates:
-        if not any(claimed[s:e]):
-            claimed[s:e] = b"\x01" * (e - s)
-            taken.append((kind, s, e))
-    return sorted(taken, key=lambda f: f[1])
-
+# ---- the fast scanner finds exactly what the plain patterns find (tests/unit/pii_reference.py) -----------------
 
 PIECES = [
     *(text for text, _kind, _span in CASES),
@@ -240,19 +189,19 @@ PIECES = [
 @given(st.lists(st.sampled_from(PIECES), min_size=1, max_size=14))
 def test_given_any_mix_of_pii_shapes_when_scanned_then_same_as_plain_patterns(pieces: list[str]) -> None:
     text = "".join(pieces)
-    assert [(f.kind, f.start, f.end) for f in find_pii(text)] == reference_find(text)
+    assert scanner_find(text) == reference_find(text)
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.text(alphabet="0123456789 .-:()+@aAbBeEsSkKyYJ_=\u0661\u00e9\nxtelTCD", max_size=120))
 def test_given_dense_separators_and_digits_when_scanned_then_same_as_plain_patterns(text: str) -> None:
-    assert [(f.kind, f.start, f.end) for f in find_pii(text)] == reference_find(text)
+    assert scanner_find(text) == reference_find(text)
 
 
 def test_given_a_large_mixed_text_when_scanned_then_same_as_plain_patterns() -> None:
     rng = random.Random(7)
     text = " lorem ipsum ".join(rng.choice(PIECES) for _ in range(4_000))
-    assert [(f.kind, f.start, f.end) for f in find_pii(text)] == reference_find(text)
+    assert scanner_find(text) == reference_find(text)
 
 
 # ---- several texts scanned together give each text's own findings --------------------------------------------------

@@ -35,6 +35,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ def _iin_ok(digits: str) -> bool:
     """A card network's prefix and length (Visa 4: 13/16/19; Mastercard 51-55, 2221-2720: 16; Amex 34/37: 15; Diners
     30/36/38 and JCB 35: 14-19; JCB 1800/2131: 15; Discover, UnionPay, Maestro 5/6: 16-19). An ISBN (978...), an EAN or
     a millisecond timestamp (1...) that happens to pass Luhn (one in ten does) is not a card."""
+    return _ascii_iin_ok(digits) if digits.isascii() else _numeric_iin_ok(digits)
+
+
+def _numeric_iin_ok(digits: str) -> bool:
+    """_iin_ok by the digits' values (int() reads a digit of any script)."""
     n, first, two = len(digits), int(digits[0]), int(digits[:2])
     if first == 4:
         return n in (13, 16, 19)
@@ -80,9 +86,27 @@ def _iin_ok(digits: str) -> bool:
     return first in (5, 6) and n >= 16
 
 
+def _ascii_iin_ok(digits: str) -> bool:
+    """_numeric_iin_ok for ASCII digits, by comparing strings (equal-length digit strings order as their numbers do),
+    without an int() per prefix."""
+    n, first, two = len(digits), digits[0], digits[:2]
+    if first == "4":
+        return n in (13, 16, 19)
+    if two in ("34", "37"):
+        return n == 15
+    if two in ("30", "35", "36", "38"):
+        return n >= 14
+    if digits[:4] in ("1800", "2131"):
+        return n == 15
+    if first == "2":
+        return n == 16 and "2221" <= digits[:4] <= "2720"
+    return first in ("5", "6") and n >= 16
+
+
 def _card_ok(m: re.Match[str]) -> bool:
     digits = m.group(0).replace(" ", "").replace("-", "")
-    return 13 <= len(digits) <= 19 and len(set(digits)) > 1 and _iin_ok(digits) and _luhn_ok(digits)
+    n = len(digits)  # a count in C says whether every digit is the first one; a set of them cost more
+    return 13 <= n <= 19 and digits.count(digits[0]) < n and _iin_ok(digits) and _luhn_ok(digits)
 
 
 def _iban_ok(m: re.Match[str]) -> bool:
@@ -119,7 +143,10 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _digit_count(number: str) -> int:
-    return sum(c.isdigit() for c in number.partition("x")[0])  # the extension does not count
+    head = number.partition("x")[0]  # the extension does not count
+    if head.isascii():  # what deleting the digits (in C) removes; isdigit() is true for other characters too
+        return len(head) - len(head.encode("ascii").translate(None, b"0123456789"))
+    return sum(map(str.isdigit, head))
 
 
 def _intl_phone_ok(m: re.Match[str]) -> bool:
@@ -223,11 +250,11 @@ _API_DASH = re.compile(r"-(?:(?<=\bsk-)|(?<=\bxox[abposr]-)|(?<=\bglpat-)|(?<=\b
 _API_UNDERSCORE = re.compile(r"_(?:(?<=\bgh[pousr]_)|(?<=\bgithub_pat_)|(?<=\b[sr]k_live_)|(?<=\bhf_)|(?<=\bnpm_))")
 _API_AIZA = re.compile(r"AIza(?<!\wAIza)")
 _API_SG = re.compile(r"SG\.(?<!\wSG\.)")
-# Case-folded keyword scans (on a lower-cased copy of the same length).
+# Case-folded keyword scans (on a lower-cased copy of the same length). A credential assignment is tried where its
+# whole keyword occurs, not a prefix of it: "api" alone is in every URL path of a log ("/api/v2/orders").
 _PHONE_CUES = ("call", "phone", "tel", "mobile", "cell", "whatsapp", "fax", "text", "sms", "reach", "dial")
-_KW = {
-    kw: re.compile(kw) for kw in ("aws", "secret", "bearer", "api", "access", "auth", "client", "passw", *_PHONE_CUES)
-}
+_CREDENTIAL_KWS = ("api[_-]?key", "access[_-]?token", "auth[_-]?token", "client[_-]?secret", "secret[_-]?key", "passw")
+_KW = {kw: re.compile(kw) for kw in ("aws", "secret", "bearer", *_CREDENTIAL_KWS, *_PHONE_CUES)}
 # UK NI numbers: two capitals, then three digit pairs (a space allowed before each), then a capital.
 _NINO_START = re.compile(rb"A(?=A ?00 ?00 ?00 ?A)")
 # Emails: '@' plus a valid domain (literal-led), then the local part right before that '@'.
@@ -245,20 +272,27 @@ _MAP = bytes(ord("0") if 48 <= b <= 57 else ord("A") if 65 <= b <= 90 else b if 
 _DIGIT_RUNS = re.compile(
     rb"0(?<!00)(?<!0.0)(?<!0..0)(?<!0...0)(?:[^0]{0,3}+0){7}(?P<long>(?:[^0]{0,3}+0){5})?(?:[^0]{0,3}+0)*+", re.DOTALL
 )
-# Where an SSN can start (all positions, overlapping ones included).
-_SSN_START = re.compile(rb"0(?=00-00-0000)")
-# Where an IPv4 address can start: a digit not after a digit or a dot, followed by the dotted-quad shape.
-_IPV4_START = re.compile(rb"0(?<![0.]0)(?=0{0,2}\.0{1,3}\.0{1,3}\.0)")
+# Where an SSN can start, 3 characters before its first dash: dash-led, so `re` skips from dash to dash in C (a scan led
+# by "0" tries every digit). Occurrences of the shape cannot overlap (a dash would have to fall on a digit), so a
+# consuming scan finds them all.
+_SSN_DASH = re.compile(rb"-(?<=000-)(?=00-0000)")
+# Where an IPv4 address can start: 1 to 3 characters before its first dot (dot-led, as above), a digit not after a
+# digit or a dot; `_ipv4_starts` keeps the digit that starts the run before the dot.
+_IPV4_DOT = re.compile(rb"\.(?<=0\.)(?=0{1,3}\.0{1,3}\.0)")
 _COLON_CLUSTER = re.compile(rb":(?:[^:]{0,4}+:)++")  # >= 2 colons, at most 4 characters apart (possessive: as above)
 # Shapes (on the byte map) one of which every match of a kind contains, checked within a run before its window is
 # scanned: a card has 13 digits with at most one space or dash between each; a phone ends in 3+ digits, a separator,
 # 3+ digits, or is '+' and 8+ digits. Dates, times and versions in logs and tables have neither, and are not scanned.
-# A card shape starts "00", "0 0" or "0-0": three searches each led by a literal `re` finds in C beat one that tries
-# every digit (on a run of IP addresses, 2.5x).
+# (One scan of the whole map per shape, placing its matches in runs, cost more on digit-heavy text: "00" is everywhere
+# there, and most runs hold a shape anyway.) A card shape starts "00", "0 0" or "0-0": three searches each led by a
+# literal `re` finds in C beat one that tries every digit (on a run of IP addresses, 2.5x).
 _CARD_SHAPES = tuple(re.compile(lead + rb"(?:[ -]?0){11}") for lead in (rb"00", rb"0 0", rb"0-0"))
-# 000[ .-]000|0{8}, or a digit and one or two separators before 5 digits, or four spaced pairs: each led by a
-# literal `re` finds in C
-_PHONE_SHAPE = re.compile(rb"00(?:0[ .-]000|0{6})|0[ .-]{1,2}00000|0[ .]00[ .]00[ .]00[ .]00")
+# 000[ .-]000|0{8}, or a digit and one or two separators before 5 digits, or four spaced pairs. Each contains "00",
+# so the search is led by it (the lookbehinds re-read the digit and separators before it): a run whose digits stand
+# alone, such as a list of short IP addresses, is passed over in C.
+_PHONE_SHAPE = re.compile(
+    rb"00(?:0[ .-]000|0{6}|000(?<=0[ .-]00000)|000(?<=0[ .-][ .-]00000)|(?<=0[ .]00)[ .]00[ .]00[ .]00)"
+)
 _IBAN_START = re.compile(rb"AA00")
 _NON_ASCII_DIGITS = re.compile(r"[^\D\x00-\x7f]+")  # runs of decimal digits outside ASCII (`\d` matches them)
 
@@ -295,7 +329,9 @@ _DENSE = 64
 
 
 def _spans(it: Iterable[re.Match[str]], ok: _Check | None = None) -> list[_Span]:
-    return [m.span() for m in it if ok is None or ok(m)]
+    if ok is None:
+        return list(map(re.Match.span, it))  # no Python frame per match: tens of thousands in a list of addresses
+    return [m.span() for m in it if ok(m)]
 
 
 def _match_at(
@@ -386,6 +422,38 @@ def _emails(text: str) -> list[_Span]:
     return out
 
 
+def _ipv4_starts(mapped: bytes) -> Iterator[int]:
+    """Where an IPv4 address can start: the first digit of the 1 to 3 before a dot that the dotted-quad shape
+    follows, when no digit or dot comes before it."""
+    for m in _IPV4_DOT.finditer(mapped):
+        dot = m.start()
+        start = dot - 1
+        while start > dot - 3 and start > 0 and mapped[start - 1] == 48:  # b"0"
+            start -= 1
+        if start == 0 or mapped[start - 1] not in b"0.":
+            yield start
+
+
+def _unbeaten_runs(found: dict[str, list[_Span]], kind: str, runs: set[_Span]) -> set[_Span]:
+    """The findings of `kind` that are a whole digit run and that no finding of an earlier-listed kind overlaps.
+
+    A later-listed kind need not scan such a run: whatever it finds there holds a digit of the run, so overlaps this
+    finding, which _resolve keeps; and a match never spans two runs, so nothing it finds elsewhere changes (a card
+    number as a whole run, in a text of cards and phones, is most of what the phone scan would read)."""
+    whole = [span for span in found.get(kind, ()) if span in runs]
+    earlier = sorted(span for other in _ORDER[: _ORDER.index(kind)] for span in found.get(other, ()))
+    if not whole or not earlier:
+        return set(whole)
+    starts = [s for s, _e in earlier]
+    reach = list(accumulate((e for _s, e in earlier), max))  # the furthest end among the first i + 1
+    unbeaten: set[_Span] = set()
+    for s, e in whole:
+        i = bisect.bisect_left(starts, e)  # earlier[:i] start before this finding ends
+        if i == 0 or reach[i - 1] <= s:
+            unbeaten.add((s, e))
+    return unbeaten
+
+
 def _windows(clusters: list[_Span], before: int, after: int, size: int) -> list[_Span]:
     wins: list[_Span] = []
     for start, end in clusters:
@@ -450,9 +518,7 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
     found["api_token"] = _api_tokens(text)
     found["bearer_token"] = _match_at(_BEARER, text, _kw_starts(folded, "bearer"))
     if assigns:
-        found["credential_assignment"] = _match_at(
-            _CREDENTIAL, text, _kw_starts(folded, "api", "access", "auth", "client", "secret", "passw")
-        )
+        found["credential_assignment"] = _match_at(_CREDENTIAL, text, _kw_starts(folded, *_CREDENTIAL_KWS))
     if "@" in text:
         found["email"] = _emails(text)
     if text.isascii() and ":" not in text and not any(d in text for d in "0123456789"):
@@ -467,9 +533,11 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
         runs = [(m.start(), m.end(), m.start("long") >= 0) for m in _DIGIT_RUNS.finditer(mapped)]
         card_runs = [(s, e) for s, e, long in runs if long and any(p.search(mapped, s, e) for p in _CARD_SHAPES)]
         (found["payment_card"],) = _scan_windows(text, _windows(card_runs, 4, 3, n), ((_CARD, _card_ok),))
-        phone_runs = [(s, e) for s, e, _ in runs if _PHONE_SHAPE.search(mapped, s, e)]
+        found["iban"] = _match_at(_IBAN, text, (m.start() for m in _IBAN_START.finditer(mapped)), _iban_ok)
+        whole_cards = _unbeaten_runs(found, "payment_card", {(s, e) for s, e, _ in runs})
+        phone_runs = [(s, e) for s, e, _ in runs if (s, e) not in whole_cards and _PHONE_SHAPE.search(mapped, s, e)]
         (found["phone"],) = _scan_windows(text, _windows(phone_runs, 4, 3, n), ((_PHONE, None),))
-        found["us_ssn"] = _match_at(_SSN, text, (m.start() for m in _SSN_START.finditer(mapped)))
+        found["us_ssn"] = _match_at(_SSN, text, (m.start() - 3 for m in _SSN_DASH.finditer(mapped)))
         found["uk_nino"] = _match_at(_UK_NINO, text, (m.start() for m in _NINO_START.finditer(mapped)))
         if "+" in text:
             found["phone_intl"] = _spans(_PHONE_INTL.finditer(text), _intl_phone_ok)
@@ -477,8 +545,7 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
         if mapped.count(b"0.0") * _DENSE > 3 * n:  # an address holds "0.0" three times: dense, finditer (_match_at)
             found["ipv4"] = _spans(_IPV4.finditer(text))
         else:
-            found["ipv4"] = _match_at(_IPV4, text, (m.start() for m in _IPV4_START.finditer(mapped)))
-        found["iban"] = _match_at(_IBAN, text, (m.start() for m in _IBAN_START.finditer(mapped)), _iban_ok)
+            found["ipv4"] = _match_at(_IPV4, text, _ipv4_starts(mapped))
     if b":" in mapped:
         # IPv6: colons at most 4 apart, up to 4 hex digits before the first and after the last, 1 character of
         # lookaround: windows of 5 either side of a maximal colon run hold every match and never let one span two.
@@ -486,6 +553,9 @@ def _candidates(text: str) -> dict[str, list[_Span]]:
         clusters = [m.span() for m in _COLON_CLUSTER.finditer(mapped) if b"::" in m[0] or m[0].count(b":") >= 7]
         (found["ipv6"],) = _scan_windows(text, _windows(clusters, 5, 5, n), ((_IPV6, _ipv6_ok),))
     return found
+
+
+_SPAN_OF = operator.itemgetter(0, 1)
 
 
 def _resolve(found: dict[str, list[_Span]]) -> list[tuple[int, int, str]]:
@@ -497,16 +567,23 @@ def _resolve(found: dict[str, list[_Span]]) -> list[tuple[int, int, str]]:
         kind = kinds[0]
         return [(s, e, kind) for s, e in found[kind]]
     ordered = [(s, e, kind) for kind in kinds for s, e in found[kind]]
-    by_pos = sorted(ordered)
-    if all(by_pos[i][1] <= by_pos[i + 1][0] for i in range(len(by_pos) - 1)):
-        return by_pos  # nothing overlaps: priority does not matter
-    claimed = bytearray(max(e for _s, e, _k in ordered))
+    # The phone scanners often find the very same number; a finding with the span of an earlier-listed one would lose
+    # to it and claim nothing, so only the first of each span is kept (a dict built in C: the last write wins, so the
+    # findings go in in reverse priority order).
+    by_span = dict(zip(map(_SPAN_OF, reversed(ordered)), reversed(ordered), strict=True))
+    by_pos = sorted(by_span.values())
+    starts, ends, _kinds = zip(*by_pos, strict=True)
+    if all(map(operator.le, ends, starts[1:])):
+        return by_pos  # nothing overlaps (each ends before the next starts): priority does not matter
+    claimed = bytearray(max(ends))
+    find = claimed.find
     taken: list[tuple[int, int, str]] = []
     for s, e, kind in ordered:  # priority order
-        if not any(claimed[s:e]):
+        if find(1, s, e) < 0:  # nothing in s:e claimed yet (a search in C, no slice copied)
             claimed[s:e] = b"\x01" * (e - s)
             taken.append((s, e, kind))
-    return sorted(taken)
+    taken.sort()
+    return taken
 
 
 def find_pii(text: str) -> list[PiiFinding]:
