@@ -170,11 +170,10 @@ def time_test(run: Run, work: Path, test_args: list[str], timeout: float) -> Non
             start_new_session=True,
         )
         assert proc.stdout is not None
-        tail: list[str] = []
+        output: list[str] = []  # all of it: a failure's traceback is kept outside the temporary clone
         try:
             for line in proc.stdout:
-                tail.append(line.rstrip())
-                del tail[:-40]
+                output.append(line.rstrip())
                 if line.startswith("== "):
                     phases[line[3:].strip()] = time.monotonic() - started
             rc = proc.wait(timeout)
@@ -182,7 +181,11 @@ def time_test(run: Run, work: Path, test_args: list[str], timeout: float) -> Non
             stop(proc)
         total = time.monotonic() - started
         if rc != 0:
-            run.notes.append(f"`./dev test` ({attempt}) exited {rc}: " + " / ".join(tail[-3:]))
+            kept = Path(tempfile.gettempdir()) / f"front-door-{run.rev}-{attempt.replace(' ', '-')}.log"
+            kept.write_text("\n".join(output) + "\n", encoding="utf-8")
+            errors = [line for line in output if line.startswith("E ")][:3]
+            summary = " / ".join(output[-3:] + errors)
+            run.notes.append(f"`./dev test` ({attempt}) exited {rc}: {summary} (whole output: {kept})")
         order = ["ruff", "mypy", "pytest", "deployment checks"]
         points = [("setup", 0.0)] + [(p, phases[p]) for p in order if p in phases]
         for (name, begin), (_, end) in zip(points, [*points[1:], ("end", total)], strict=True):
