@@ -184,7 +184,7 @@ def time_test(run: Run, work: Path, test_args: list[str], timeout: float) -> Non
             kept = Path(tempfile.gettempdir()) / f"front-door-{run.rev}-{attempt.replace(' ', '-')}.log"
             kept.write_text("\n".join(output) + "\n", encoding="utf-8")
             errors = [line for line in output if line.startswith("E ")][:3]
-            summary = " / ".join(output[-3:] + errors)
+            summary = " / ".join([line for line in output if line.strip()][-3:] + errors)
             run.notes.append(f"`./dev test` ({attempt}) exited {rc}: {summary} (whole output: {kept})")
         order = ["ruff", "mypy", "pytest", "deployment checks"]
         points = [("setup", 0.0)] + [(p, phases[p]) for p in order if p in phases]
