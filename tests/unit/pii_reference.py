@@ -73,3 +73,19 @@ def reference_redact(text: str) -> tuple[str, tuple[str, ...]]:
         pos = end
     out.append(text[pos:])
     return "".join(out), tuple(sorted({kind for kind, _s, _e in findings}))
+
+
+def numeric_iin_ok(digits: str) -> bool:
+    """The card networks' prefix and length rule by the numbers' values (pii._iin_ok compares ASCII strings)."""
+    n, first, two, four = len(digits), int(digits[0]), int(digits[:2]), int(digits[:4])
+    if first == 4:
+        return n in (13, 16, 19)
+    if two in (34, 37):
+        return n == 15
+    if two in (30, 35, 36, 38):
+        return n >= 14
+    if four in (1800, 2131):
+        return n == 15
+    if first == 2:
+        return n == 16 and 2221 <= four <= 2720
+    return first in (5, 6) and n >= 16

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from bulwark.guardrails import pii
 from bulwark.guardrails.pii import redact_pii, redact_pii_many
-from tests.unit.pii_reference import reference_find, reference_redact, scanner_find
+from tests.unit.pii_reference import numeric_iin_ok, reference_find, reference_redact, scanner_find
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -114,7 +114,17 @@ def test_the_same_number_found_by_three_phone_scanners_is_one_finding() -> None:
 )
 def test_ascii_card_prefixes_compared_as_strings_agree_with_their_numbers(prefix: str, rest: str) -> None:
     digits = (prefix + rest)[:19]
-    assert pii._ascii_iin_ok(digits) == pii._numeric_iin_ok(digits)
+    assert pii._iin_ok(digits) == numeric_iin_ok(digits)
+
+
+def test_a_card_number_in_another_scripts_digits_is_checked_by_its_values() -> None:
+    """`\\d` takes Arabic-Indic digits too; the Luhn check once read them by code point, so such a card went
+    unredacted."""
+    arabic_indic = str.maketrans("0123456789", "".join(chr(0x660 + d) for d in range(10)))
+    card = "4111 1111 1111 1111".translate(arabic_indic)
+    assert pii.redact_pii(f"card {card} please") == ("card [REDACTED:CARD] please", ("payment_card",))
+    not_luhn = card[:-1] + "\u0662"
+    assert pii.redact_pii(f"card {not_luhn} please")[1] != ("payment_card",)
 
 
 def test_a_card_number_that_is_a_whole_run_spares_the_phone_scan_only_when_nothing_earlier_overlaps_it() -> None:

@@ -49,46 +49,16 @@ _DOUBLED = bytes.maketrans(b"0123456789", b"0246813579")  # the digit 2d - 9 * (
 
 
 def _luhn_ok(digits: str) -> bool:
-    if digits.isascii():  # byte sums run in C
-        odd, even = digits[-1::-2].encode(), digits[-2::-2].encode().translate(_DOUBLED)
-        return (sum(odd) + sum(even) - 48 * len(digits)) % 10 == 0
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+    """The Luhn check of ASCII digits (byte sums run in C)."""
+    odd, even = digits[-1::-2].encode(), digits[-2::-2].encode().translate(_DOUBLED)
+    return (sum(odd) + sum(even) - 48 * len(digits)) % 10 == 0
 
 
 def _iin_ok(digits: str) -> bool:
     """A card network's prefix and length (Visa 4: 13/16/19; Mastercard 51-55, 2221-2720: 16; Amex 34/37: 15; Diners
     30/36/38 and JCB 35: 14-19; JCB 1800/2131: 15; Discover, UnionPay, Maestro 5/6: 16-19). An ISBN (978...), an EAN or
-    a millisecond timestamp (1...) that happens to pass Luhn (one in ten does) is not a card."""
-    return _ascii_iin_ok(digits) if digits.isascii() else _numeric_iin_ok(digits)
-
-
-def _numeric_iin_ok(digits: str) -> bool:
-    """_iin_ok by the digits' values (int() reads a digit of any script)."""
-    n, first, two = len(digits), int(digits[0]), int(digits[:2])
-    if first == 4:
-        return n in (13, 16, 19)
-    if two in (34, 37):
-        return n == 15
-    if two in (30, 35, 36, 38):
-        return n >= 14
-    if digits[:4] in ("1800", "2131"):
-        return n == 15
-    if first == 2:
-        return n == 16 and 2221 <= int(digits[:4]) <= 2720
-    return first in (5, 6) and n >= 16
-
-
-def _ascii_iin_ok(digits: str) -> bool:
-    """_numeric_iin_ok for ASCII digits, by comparing strings (equal-length digit strings order as their numbers do),
-    without an int() per prefix."""
+    a millisecond timestamp (1...) that happens to pass Luhn (one in ten does) is not a card. ASCII digits, compared as
+    strings (equal-length digit strings order as their numbers do), without an int() per prefix."""
     n, first, two = len(digits), digits[0], digits[:2]
     if first == "4":
         return n in (13, 16, 19)
@@ -105,6 +75,8 @@ def _ascii_iin_ok(digits: str) -> bool:
 
 def _card_ok(m: re.Match[str]) -> bool:
     digits = m.group(0).replace(" ", "").replace("-", "")
+    if not digits.isascii():  # `\d` takes a decimal digit of any script: read as its value once, here
+        digits = "".join(str(int(c)) for c in digits)
     n = len(digits)  # a count in C says whether every digit is the first one; a set of them cost more
     return 13 <= n <= 19 and digits.count(digits[0]) < n and _iin_ok(digits) and _luhn_ok(digits)
 
