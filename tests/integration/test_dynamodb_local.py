@@ -134,21 +134,17 @@ def test_each_access_key_id_names_a_database_of_its_own(dynamodb_local: Any) -> 
     one access key id are invisible under another, and the default database is one of them."""
     process = dynamodb_local.process
     first, second = process.client("isolationA"), process.client("isolationB")
-    first.create_table(
-        TableName="isolation-probe",
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    probe = {
+        "TableName": "isolation-probe",
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    first.create_table(**probe)
     first.put_item(TableName="isolation-probe", Item={"pk": {"S": "only-in-A"}})
     assert "isolation-probe" not in second.list_tables()["TableNames"]
     assert "isolation-probe" not in process.client().list_tables()["TableNames"]
-    second.create_table(  # the same name again, in the other database: a table of its own, empty
-        TableName="isolation-probe",
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    second.create_table(**probe)  # the same name again, in the other database: a table of its own, empty
     assert second.scan(TableName="isolation-probe")["Items"] == []
     assert first.scan(TableName="isolation-probe")["Items"] == [{"pk": {"S": "only-in-A"}}]
     wire = local_wire_client(dynamodb_local.endpoint_url, access_key_id="isolationA")  # the functions' client too
